@@ -1,0 +1,1 @@
+"""Streamlit dashboard over audit run folders (not yet implemented: see the issues)."""

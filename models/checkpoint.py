@@ -1,0 +1,305 @@
+"""Safe checkpoints: a folder with ``weights.safetensors`` and ``manifest.json``.
+
+Loading never unpickles: weights are safetensors, everything else is JSON, and the model is
+rebuilt from the architecture registry. The manifest records the architecture and its
+hyper-parameters, the data-set spec and SHA-256, the fitted preprocessing, test metrics,
+training settings, seed and library versions.
+
+Bring-your-own models load through :func:`load_model` too:
+
+- ``package.module:factory`` plus a safetensors file: ``factory()`` returns the ``nn.Module``;
+- a TorchScript file (``.pt`` / ``.ts``, written by ``torch.jit.save``), read by TorchScript's
+  own loader, which restores tensors and TorchScript code but no Python objects.
+
+External models read the encoded matrix of the data set's preprocessing
+(``TabularPreprocessor.encoded_feature_names`` order) or the image tensor, and return logits
+of shape (N, n_classes).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import platform
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .architectures import build_model
+from .data_files import sha256_file
+from .datasets import Dataset
+from .errors import CheckpointError, InputError, ScrutinyError
+from .preprocessing import preprocessor_from_dict
+from .spec import DatasetSpec
+
+__all__ = ["FORMAT_VERSION", "LoadedModel", "save_checkpoint", "load_model", "check_fits", "library_versions"]
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+WEIGHTS = "weights.safetensors"
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for auditing, with what is known about where it came from.
+
+    Args:
+        model: the module, in eval mode on the CPU.
+        source: ``"checkpoint"``, ``"factory"`` or ``"torchscript"``.
+        weights_sha256: SHA-256 of the weights file.
+        manifest: the checkpoint manifest (empty for external models).
+    """
+
+    model: nn.Module
+    source: str
+    weights_sha256: str
+    manifest: dict = field(default_factory=dict)
+
+    @property
+    def spec(self) -> DatasetSpec | None:
+        return DatasetSpec.from_dict(self.manifest["dataset"]["spec"]) if self.manifest else None
+
+    def preprocessor(self):
+        """The preprocessing the model was trained with (checkpoints only)."""
+        return preprocessor_from_dict(self.manifest["preprocessing"], self.spec)
+
+
+def library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {"python": platform.python_version()}
+    for name in ("scrutiny", "torch", "numpy", "pandas", "scikit-learn", "safetensors", "captum",
+                 "shap", "lime", "aif360"):
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return versions
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    *,
+    model: nn.Module,
+    dataset: Dataset,
+    metrics: dict,
+    training: dict,
+    seed: int,
+    overwrite: bool = False,
+) -> Path:
+    """Write a checkpoint folder atomically: it appears complete or not at all.
+
+    Args:
+        path: the checkpoint folder to create.
+        model: a model built by :func:`~scrutiny.models.architectures.build_model`.
+        dataset: the data set it was trained on.
+        metrics: test metrics to record.
+        training: the training settings used (epochs, learning rate, …).
+        seed: the training seed.
+        overwrite: replace an existing folder. Default: False.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise InputError(f"{path} already exists; choose another --out or pass --overwrite")
+    state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "architecture": {"name": model.arch, "config": model.config},
+        "dataset": {"name": dataset.spec.name, "sha256": dataset.sha256, "spec": dataset.spec.to_dict()},
+        "preprocessing": dataset.preprocessor.to_dict(),
+        "input_shape": list(dataset.preprocessor.input_shape),
+        "metrics": metrics,
+        "training": training,
+        "seed": seed,
+        "libraries": library_versions(),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial"))
+    try:
+        from safetensors.torch import save_file
+
+        save_file(state, str(staging / WEIGHTS), metadata={"format": "pt", "scrutiny_format": str(FORMAT_VERSION)})
+        manifest["weights_sha256"] = sha256_file(staging / WEIGHTS)
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        if path.exists():
+            trash = path.with_name(f".{path.name}.old")
+            shutil.rmtree(trash, ignore_errors=True)
+            path.rename(trash)
+            staging.rename(path)
+            shutil.rmtree(trash)
+        else:
+            staging.rename(path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return path
+
+
+def load_model(
+    source: str | os.PathLike,
+    *,
+    weights: str | os.PathLike | None = None,
+    dataset: Dataset | None = None,
+) -> LoadedModel:
+    """Load a checkpoint folder, a TorchScript file, or ``package.module:factory`` + weights.
+
+    With ``dataset`` given, also check that the model fits it (:func:`check_fits`).
+    """
+    text = str(source)
+    path = Path(source)
+    if path.is_dir():
+        loaded = _load_checkpoint(path)
+    elif path.is_file():
+        if weights is not None:
+            raise InputError(f"--weights is only for package.module:factory models, not for the file {path}")
+        loaded = _load_torchscript(path)
+    elif ":" in text and os.sep not in text.split(":")[0]:
+        if weights is None:
+            raise InputError(f"model factory '{text}' needs --weights FILE.safetensors")
+        loaded = _load_factory(text, Path(weights))
+    else:
+        raise CheckpointError(
+            f"{text}: not found; expected a checkpoint folder, a TorchScript file or package.module:factory"
+        )
+    loaded.model.eval()
+    if dataset is not None:
+        check_fits(loaded, dataset)
+    return loaded
+
+
+def check_fits(loaded: LoadedModel, dataset: Dataset) -> None:
+    """Raise :class:`CheckpointError` if the model was made for other features or shapes."""
+    if loaded.manifest:
+        _check_same_features(loaded.manifest, dataset)
+    shape = tuple(dataset.preprocessor.input_shape)
+    probe = torch.zeros((2, *shape))
+    try:
+        with torch.no_grad():
+            output = loaded.model(probe)
+    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"model does not accept the inputs of data set '{dataset.spec.name}', shape (N, "
+            f"{', '.join(map(str, shape))}): {reason}"
+        ) from None
+    expected = (2, dataset.spec.n_classes)
+    if not isinstance(output, torch.Tensor) or tuple(output.shape) != expected:
+        given = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+        raise CheckpointError(
+            f"model returns {given} for 2 inputs; expected logits of shape {expected} "
+            f"({dataset.spec.n_classes} classes of data set '{dataset.spec.name}')"
+        )
+
+
+def _check_same_features(manifest: dict, dataset: Dataset) -> None:
+    trained = DatasetSpec.from_dict(manifest["dataset"]["spec"])
+    given = dataset.spec
+    name = manifest["dataset"]["name"]
+    if trained.task != given.task or trained.classes != given.classes:
+        raise CheckpointError(
+            f"checkpoint was trained on '{name}' ({trained.task}, classes {list(trained.classes)}); "
+            f"data set '{given.name}' is {given.task} with classes {list(given.classes)}"
+        )
+    if trained.task == "image":
+        if trained.image_shape != given.image_shape:
+            raise CheckpointError(
+                f"checkpoint expects images of shape {trained.image_shape}, data set '{given.name}' has {given.image_shape}"
+            )
+        return
+    ours = [(f.name, f.kind) for f in trained.features]
+    theirs = [(f.name, f.kind) for f in given.features]
+    if ours != theirs:
+        missing = [n for n, _ in ours if n not in dict(theirs)]
+        extra = [n for n, _ in theirs if n not in dict(ours)]
+        detail = f"missing {missing}, unexpected {extra}" if missing or extra else "same names, different order or kinds"
+        raise CheckpointError(
+            f"checkpoint features do not match data set '{given.name}' ({detail}); "
+            f"the manifest was written for '{name}'"
+        )
+    encoded = manifest["preprocessing"].get("encoded_feature_names")
+    if encoded != dataset.preprocessor.encoded_feature_names:
+        raise CheckpointError(
+            f"checkpoint's encoded columns ({len(encoded or [])}) differ from data set '{given.name}' "
+            f"({dataset.preprocessor.n_encoded}): the categories seen in training differ"
+        )
+
+
+def _load_checkpoint(path: Path) -> LoadedModel:
+    manifest_path, weights_path = path / MANIFEST, path / WEIGHTS
+    for required in (manifest_path, weights_path):
+        if not required.is_file():
+            raise CheckpointError(f"{required}: missing; a checkpoint folder holds {MANIFEST} and {WEIGHTS}")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        arch, config = manifest["architecture"]["name"], manifest["architecture"]["config"]
+        manifest["dataset"]["spec"], manifest["preprocessing"]
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{manifest_path}: not valid JSON ({exc})") from None
+    except (KeyError, TypeError) as exc:
+        raise CheckpointError(f"{manifest_path}: missing entry {exc}") from None
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{manifest_path}: format_version {manifest.get('format_version')!r}, this scrutiny reads {FORMAT_VERSION}"
+        )
+    digest = sha256_file(weights_path)
+    if manifest.get("weights_sha256") != digest:
+        raise CheckpointError(f"{weights_path}: SHA-256 does not match the manifest: the file is corrupt, truncated or was replaced")
+    try:
+        model = build_model(arch, **config)
+    except ScrutinyError as exc:
+        raise CheckpointError(f"{manifest_path}: {exc}") from None
+    _load_weights(model, weights_path)
+    return LoadedModel(model=model, source="checkpoint", weights_sha256=digest, manifest=manifest)
+
+
+def _load_factory(spec: str, weights: Path) -> LoadedModel:
+    module_name, _, attribute = spec.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise CheckpointError(f"cannot import model factory '{spec}' ({exc})") from None
+    model = factory()
+    if not isinstance(model, nn.Module):
+        raise CheckpointError(f"model factory '{spec}' returned {type(model).__name__}, expected a torch.nn.Module")
+    if not weights.is_file():
+        raise CheckpointError(f"{weights}: weights file not found")
+    _load_weights(model, weights)
+    return LoadedModel(model=model, source="factory", weights_sha256=sha256_file(weights))
+
+
+def _load_torchscript(path: Path) -> LoadedModel:
+    try:
+        model = torch.jit.load(str(path), map_location="cpu")
+    except Exception as exc:  # torch raises RuntimeError or its own C++ error types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: not a TorchScript file ({first}); pickled models are never loaded") from None
+    return LoadedModel(model=model, source="torchscript", weights_sha256=sha256_file(path))
+
+
+def _load_weights(model: nn.Module, weights: Path) -> None:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(weights), device="cpu")
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{weights}: corrupt or truncated safetensors file ({exc})") from None
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{weights}: tensor names do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+    for name, tensor in state.items():
+        if tuple(tensor.shape) != tuple(expected[name].shape):
+            raise CheckpointError(
+                f"{weights}: tensor '{name}' has shape {tuple(tensor.shape)}, "
+                f"the model expects {tuple(expected[name].shape)}"
+            )
+    model.load_state_dict(state, strict=True)

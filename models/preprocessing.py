@@ -1,0 +1,183 @@
+"""Fitted preprocessing between raw columns and the float matrix a model reads.
+
+The tabular preprocessor one-hot encodes categorical features, maps binary ones to 0/1 and
+standardises numeric ones. Its fitted state is plain JSON (saved in each checkpoint), and it
+knows which encoded columns came from which original feature, so attributions computed on
+the encoded matrix can be summed back to the columns people think in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from .errors import DataError
+from .spec import DatasetSpec
+
+__all__ = ["TabularPreprocessor", "ImagePreprocessor", "preprocessor_from_dict"]
+
+
+@dataclass
+class TabularPreprocessor:
+    """Scikit-learn style ``fit`` / ``transform`` over the spec's features.
+
+    Categorical values are compared as strings; a category unseen in training encodes as all
+    zeros. Learned state ends in ``_``.
+    """
+
+    spec: DatasetSpec
+    means_: dict[str, float] = field(default_factory=dict)
+    scales_: dict[str, float] = field(default_factory=dict)
+    categories_: dict[str, list[str]] = field(default_factory=dict)
+
+    def fit(self, X: pd.DataFrame) -> TabularPreprocessor:
+        _require_columns(X, self.spec.feature_names, self.spec.name)
+        for feature in self.spec.features:
+            column = X[feature.name]
+            if feature.kind == "numeric":
+                values = _numeric(column, feature.name, self.spec.name)
+                std = float(values.std(ddof=0))
+                self.means_[feature.name] = float(values.mean())
+                self.scales_[feature.name] = std if std > 0 else 1.0
+            else:
+                categories = sorted(column.astype(str).unique())
+                if feature.kind == "binary" and len(categories) != 2:
+                    raise DataError(
+                        f"{self.spec.name}: binary column '{feature.name}' has "
+                        f"{len(categories)} distinct values in training, expected 2"
+                    )
+                self.categories_[feature.name] = categories
+        return self
+
+    def transform(self, X: pd.DataFrame) -> np.ndarray:
+        _require_columns(X, self.spec.feature_names, self.spec.name)
+        blocks = []
+        for feature in self.spec.features:
+            column = X[feature.name]
+            if feature.kind == "numeric":
+                values = _numeric(column, feature.name, self.spec.name)
+                blocks.append(((values - self.means_[feature.name]) / self.scales_[feature.name])[:, None])
+                continue
+            categories = self.categories_[feature.name]
+            codes = pd.Index(categories).get_indexer(column.astype(str))
+            if feature.kind == "binary":
+                if (codes < 0).any():
+                    unknown = column[codes < 0].iloc[0]
+                    raise DataError(
+                        f"{self.spec.name}: binary column '{feature.name}' has value '{unknown}', "
+                        f"expected one of {categories}"
+                    )
+                blocks.append(codes.astype(np.float64)[:, None])
+            else:
+                one_hot = np.zeros((len(column), len(categories)))
+                known = codes >= 0
+                one_hot[np.flatnonzero(known), codes[known]] = 1.0
+                blocks.append(one_hot)
+        return np.concatenate(blocks, axis=1).astype(np.float32)
+
+    def fit_transform(self, X: pd.DataFrame) -> np.ndarray:
+        return self.fit(X).transform(X)
+
+    @property
+    def encoded_feature_names(self) -> list[str]:
+        """Names of the encoded columns: ``age``, ``sex=Male``, ``workclass=Private``, …"""
+        names = []
+        for feature in self.spec.features:
+            if feature.kind == "categorical":
+                names += [f"{feature.name}={c}" for c in self.categories_[feature.name]]
+            elif feature.kind == "binary":
+                names.append(f"{feature.name}={self.categories_[feature.name][1]}")
+            else:
+                names.append(feature.name)
+        return names
+
+    @property
+    def feature_groups(self) -> dict[str, list[int]]:
+        """Original feature name → indices of its encoded columns (in order)."""
+        groups, start = {}, 0
+        for feature in self.spec.features:
+            width = len(self.categories_[feature.name]) if feature.kind == "categorical" else 1
+            groups[feature.name] = list(range(start, start + width))
+            start += width
+        return groups
+
+    @property
+    def n_encoded(self) -> int:
+        return sum(len(v) for v in self.feature_groups.values())
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return (self.n_encoded,)
+
+    def to_dict(self) -> dict:
+        return {
+            "kind": "tabular",
+            "means": self.means_,
+            "scales": self.scales_,
+            "categories": self.categories_,
+            "encoded_feature_names": self.encoded_feature_names,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict, spec: DatasetSpec) -> TabularPreprocessor:
+        return cls(
+            spec=spec,
+            means_=dict(data["means"]),
+            scales_=dict(data["scales"]),
+            categories_={k: list(v) for k, v in data["categories"].items()},
+        )
+
+
+@dataclass
+class ImagePreprocessor:
+    """Images arrive already scaled to ``spec.pixel_range``; this checks their shape."""
+
+    spec: DatasetSpec
+
+    def fit(self, X: np.ndarray) -> ImagePreprocessor:
+        self.transform(X)
+        return self
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float32)
+        if X.shape[1:] != tuple(self.spec.image_shape):
+            raise DataError(
+                f"{self.spec.name}: images have shape {X.shape[1:]}, expected {tuple(self.spec.image_shape)}"
+            )
+        return X
+
+    def fit_transform(self, X: np.ndarray) -> np.ndarray:
+        return self.fit(X).transform(X)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.spec.image_shape)
+
+    def to_dict(self) -> dict:
+        return {"kind": "image", "image_shape": list(self.spec.image_shape), "pixel_range": list(self.spec.pixel_range)}
+
+
+def preprocessor_from_dict(data: dict, spec: DatasetSpec) -> TabularPreprocessor | ImagePreprocessor:
+    if data.get("kind") == "image":
+        return ImagePreprocessor(spec)
+    return TabularPreprocessor.from_dict(data, spec)
+
+
+def _require_columns(X: pd.DataFrame, names: list[str], dataset: str) -> None:
+    missing = [n for n in names if n not in X.columns]
+    if missing:
+        raise DataError(f"{dataset}: missing feature column(s) {', '.join(repr(m) for m in missing)}")
+
+
+def _numeric(column: pd.Series, name: str, dataset: str) -> np.ndarray:
+    values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64)
+    bad = np.isnan(values)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise DataError(
+            f"{dataset}: numeric column '{name}' has {int(bad.sum())} missing or non-numeric value(s) "
+            f"(first at row {row}: {column.iloc[row]!r})"
+        )
+    return values

@@ -1,0 +1,76 @@
+"""Train a standard architecture on a data set with the defaults that suit it.
+
+This is what ``scrutiny train`` runs: pick the architecture (MLP for tables, CNN for images
+unless told otherwise), encode the splits with the data set's fitted preprocessing, train
+with the architecture's defaults (overridable), and score the test split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from .architectures import build_model
+from .datasets import Dataset
+from .errors import InputError
+from .training import DEFAULT_TRAINING, evaluate, train
+
+__all__ = ["DEFAULT_ARCH", "TrainedModel", "train_on"]
+
+DEFAULT_ARCH = {"tabular": "mlp", "image": "cnn"}
+IMAGE_ONLY = {"cnn", "resnet", "gru"}
+
+
+@dataclass
+class TrainedModel:
+    model: nn.Module
+    metrics: dict
+    settings: dict
+    seed: int
+
+
+def train_on(
+    dataset: Dataset,
+    arch: str | None = None,
+    *,
+    seed: int = 0,
+    device: str | None = None,
+    progress: bool = True,
+    **overrides,
+) -> TrainedModel:
+    """Build ``arch`` for ``dataset``, train it on the training split, score the test split.
+
+    Args:
+        dataset: a loaded data set.
+        arch: architecture name. Default: ``DEFAULT_ARCH[dataset.spec.task]``.
+        seed: seeds weight initialisation, the validation split and shuffling.
+        device: ``"cpu"``, ``"cuda"``, … Default: CUDA when present.
+        progress: show a progress bar.
+        **overrides: training settings that replace the architecture's defaults
+            (``epochs``, ``batch_size``, ``lr``, ``class_weights``, …).
+    """
+    arch = arch or DEFAULT_ARCH[dataset.spec.task]
+    if arch in IMAGE_ONLY and dataset.spec.task != "image":
+        raise InputError(f"--arch {arch} reads images; data set '{dataset.spec.name}' is tabular (try mlp or transformer)")
+    if arch == "autoencoder":
+        raise InputError("--arch autoencoder is an out-of-distribution scorer, not a classifier; train a classifier here")
+    import torch
+
+    torch.manual_seed(seed)
+    model = build_model(arch, input_shape=tuple(dataset.preprocessor.input_shape), n_classes=dataset.spec.n_classes)
+    settings = {**DEFAULT_TRAINING.get(arch, {}), **{k: v for k, v in overrides.items() if v is not None}}
+    result = train(
+        model,
+        dataset.encode(dataset.train.X),
+        dataset.train.y,
+        seed=seed,
+        device=device,
+        progress=progress,
+        **settings,
+    )
+    metrics = evaluate(result.model, dataset.encode(dataset.test.X), dataset.test.y, device=result.device)
+    result.model.cpu().eval()
+    settings = {**settings, "best_epoch": result.best_epoch, "device": result.device,
+                "samples_per_second": round(result.samples_per_second, 1)}
+    return TrainedModel(model=result.model, metrics=metrics, settings=settings, seed=seed)

@@ -1,0 +1,517 @@
+"""Training, prediction and evaluation on in-memory arrays.
+
+Everything here works on NumPy arrays (``X`` float32 of shape ``(N, *input_shape)``, ``y``
+int64 class labels), so it does not depend on how a data set was loaded. The data are moved
+to the device once and batches are drawn by indexing with a seeded ``torch.Generator``; no
+DataLoader worker processes are used, so two CPU runs with the same seed give bit-identical
+weights.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .errors import InputError
+
+__all__ = [
+    "DEFAULT_TRAINING",
+    "TrainResult",
+    "evaluate",
+    "expected_calibration_error",
+    "predict_proba",
+    "seed_everything",
+    "train",
+    "train_val_split",
+    "warmup_cosine",
+]
+
+DEFAULT_TRAINING: dict[str, dict] = {
+    "mlp": {"epochs": 60, "batch_size": 128, "lr": 1e-3, "patience": 8},
+    "cnn": {"epochs": 40, "batch_size": 64, "lr": 2e-3, "patience": 6},
+    "resnet": {"epochs": 40, "batch_size": 64, "lr": 2e-3, "patience": 6},
+    "transformer": {"epochs": 60, "batch_size": 128, "lr": 1e-3, "weight_decay": 1e-5, "patience": 8},
+    "gru": {"epochs": 40, "batch_size": 64, "lr": 2e-3, "patience": 6},
+    "autoencoder": {"epochs": 80, "batch_size": 128, "lr": 1e-3, "weight_decay": 0.0, "patience": 8},
+}
+"""Per-architecture keyword arguments for :func:`train`; callers override single keys."""
+
+
+@dataclass
+class TrainResult:
+    r"""What :func:`train` returns.
+
+    Attributes:
+        model (nn.Module): The trained model (the same object that was passed in) with the
+            best weights, in eval mode, on ``device``.
+        history (list of dict): One dict per epoch with ``epoch`` (1-based), ``train_loss``,
+            ``val_loss`` (None without a validation split) and ``lr`` (of the epoch's last
+            step).
+        best_epoch (int): Epoch whose weights were kept (lowest validation loss; the last
+            epoch without a validation split).
+        device (str): Device the model was trained on.
+        seconds (float): Wall-clock time of the whole training loop, validation included.
+        samples_per_second (float): Training samples processed per second of training
+            steps (validation excluded).
+    """
+
+    model: nn.Module
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = 0
+    device: str = "cpu"
+    seconds: float = 0.0
+    samples_per_second: float = 0.0
+
+
+def seed_everything(seed: int) -> None:
+    r"""Seeds Python's ``random``, NumPy's global generator and torch (CPU and CUDA).
+
+    Args:
+        seed (int): The seed.
+    """
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def warmup_cosine(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+    r"""Learning-rate multiplier: linear warm-up, then cosine decay towards zero.
+
+    For use with ``torch.optim.lr_scheduler.LambdaLR``, stepped once per batch. Step ``s``
+    (0-based) gets ``(s + 1) / warmup_steps`` during warm-up, reaching 1 on the last warm-up
+    step, then ``0.5 * (1 + cos(pi * (s - warmup_steps) / (total_steps - warmup_steps)))``.
+
+    Args:
+        total_steps (int): Number of optimizer steps in the whole run.
+        warmup_steps (int): Number of warm-up steps (0 for none).
+
+    Returns:
+        Callable[[int], float]: Multiplier of the base learning rate for a step.
+    """
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def train_val_split(
+    n: int, y: np.ndarray | None, val_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    r"""Seeded train/validation split of ``range(n)``, stratified by ``y`` when given.
+
+    Each class sends ``round(val_fraction * count)`` samples to validation but keeps at
+    least one for training. This is the split :func:`train` uses.
+
+    Args:
+        n (int): Number of samples.
+        y (np.ndarray or None): Class labels to stratify on; None for a plain random split.
+        val_fraction (float): Fraction of samples for validation.
+        seed (int): Seed of the permutation.
+
+    Returns:
+        tuple of np.ndarray: Sorted training and validation indices.
+    """
+    rng = np.random.default_rng(seed)
+    groups = [np.arange(n)] if y is None else [np.flatnonzero(y == c) for c in np.unique(y)]
+    val = []
+    for group in groups:
+        k = min(int(round(val_fraction * len(group))), len(group) - 1)
+        val.append(rng.permutation(group)[:k])
+    val_idx = np.sort(np.concatenate(val)).astype(np.int64)
+    return np.setdiff1d(np.arange(n), val_idx), val_idx
+
+
+def expected_calibration_error(probs: np.ndarray, y: np.ndarray, n_bins: int = 15) -> float:
+    r"""Expected calibration error of predicted probabilities.
+
+    Confidence is the top probability and the prediction its class. Samples fall into
+    ``n_bins`` equal-width bins ``(lo, hi]`` of confidence; ECE is the sample-weighted mean
+    over bins of ``|accuracy - mean confidence|``.
+
+    Args:
+        probs (np.ndarray): Class probabilities, shape ``(N, n_classes)``.
+        y (np.ndarray): True labels, shape ``(N,)``.
+        n_bins (int, optional): Number of bins.
+            Default: 15
+
+    Returns:
+        float: ECE in ``[0, 1]``.
+    """
+    probs, y = np.asarray(probs, dtype=np.float64), np.asarray(y)
+    if probs.ndim != 2 or y.shape != (len(probs),) or len(probs) == 0:
+        raise InputError(f"probs must have shape (N, n_classes) and y shape (N,); got {probs.shape} and {y.shape}")
+    _require(_is_int(n_bins) and n_bins >= 1, "n_bins", "a positive integer", n_bins)
+    confidence = probs.max(axis=1)
+    correct = (probs.argmax(axis=1) == y).astype(np.float64)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    bins = np.searchsorted(edges[1:-1], confidence, side="left")
+    count = np.bincount(bins, minlength=n_bins)
+    gap = np.abs(np.bincount(bins, correct, n_bins) - np.bincount(bins, confidence, n_bins))
+    return float(gap.sum() / count.sum())
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def _is_autoencoder(model: nn.Module) -> bool:
+    return getattr(model, "arch", None) == "autoencoder"
+
+
+def _resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise InputError(f"device must be 'cpu', 'cuda' or 'cuda:N'; got {device!r}")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {str(device)!r} was requested but CUDA is not available; use device='cpu'")
+    return dev
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+def _check_X(model: nn.Module, X) -> np.ndarray:
+    X = np.asarray(X)
+    if X.dtype.kind not in "biuf":
+        raise InputError(f"X must be a numeric array; got dtype {X.dtype}")
+    expected = tuple(getattr(model, "config", {}).get("input_shape", ()))
+    if X.ndim < 2 or len(X) == 0 or (expected and X.shape[1:] != expected):
+        want = f"(N, {', '.join(map(str, expected))})" if expected else "(N, ...)"
+        raise InputError(f"X must be a non-empty array of shape {want} for this model; got {X.shape}")
+    X = X.astype(np.float32, copy=False)
+    if not np.isfinite(X).all():
+        raise InputError("X contains NaN or infinite values; impute or drop them first")
+    return X
+
+
+def _check_y(model: nn.Module, y, n: int) -> np.ndarray:
+    if y is None:
+        name = getattr(model, "arch", type(model).__name__)
+        raise InputError(f"y is required for a classifier ('{name}'); only an autoencoder trains without labels")
+    y = np.asarray(y)
+    if y.ndim != 1 or len(y) != n:
+        raise InputError(f"y must be a 1-D array with one label per row of X; got shape {y.shape} for {n} rows")
+    if y.dtype.kind not in "iu":
+        raise InputError(f"y must hold integer class labels; got dtype {y.dtype}")
+    n_classes = getattr(model, "config", {}).get("n_classes")
+    if n_classes is not None and (y.min() < 0 or y.max() >= n_classes):
+        raise InputError(
+            f"y labels must lie in 0..{n_classes - 1} for a model with n_classes={n_classes}; got {y.min()}..{y.max()}"
+        )
+    return y.astype(np.int64, copy=False)
+
+
+def _require(ok: bool, name: str, expected: str, value) -> None:
+    if not ok:
+        raise InputError(f"{name} must be {expected}; got {value!r}")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, Integral) and not isinstance(value, bool)
+
+
+def _is_num(value) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _outputs(model: nn.Module, X: np.ndarray, device: torch.device, batch_size: int) -> Tensor:
+    """Model outputs for all of X in eval mode without gradients, as float32 on the CPU."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            chunks = [
+                model(torch.from_numpy(X[i : i + batch_size]).to(device)).float().cpu()
+                for i in range(0, len(X), batch_size)
+            ]
+    finally:
+        model.train(was_training)
+    return torch.cat(chunks)
+
+
+def _prepare(model: nn.Module, X, device, batch_size) -> tuple[np.ndarray, torch.device]:
+    _require(_is_int(batch_size) and batch_size >= 1, "batch_size", "a positive integer", batch_size)
+    X = _check_X(model, X)
+    dev = _model_device(model) if device is None else _resolve_device(device)
+    model.to(dev)
+    return X, dev
+
+
+# --- training -----------------------------------------------------------------------------
+
+
+def train(
+    model: nn.Module,
+    X: np.ndarray,
+    y: np.ndarray | None,
+    *,
+    epochs: int = 30,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-4,
+    warmup_fraction: float = 0.05,
+    patience: int | None = 5,
+    val_fraction: float = 0.15,
+    class_weights: bool = False,
+    mixed_precision: bool | None = None,
+    device: str | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> TrainResult:
+    r"""Trains a model in place with AdamW, warm-up + cosine learning rate and early stopping.
+
+    Classifiers minimise cross-entropy on ``y``; an autoencoder (``model.arch ==
+    "autoencoder"``) minimises the mean squared reconstruction error and ignores ``y``. A
+    seeded split (stratified for classifiers, see :func:`train_val_split`) holds out
+    ``val_fraction`` of the samples; training stops after ``patience`` epochs without a
+    lower validation loss, and the weights of the best epoch are restored. The learning
+    rate follows :func:`warmup_cosine` over ``epochs`` epochs, stepped per batch. A final
+    batch of a single sample is skipped (BatchNorm cannot train on it).
+
+    Args:
+        model (nn.Module): Model from :func:`~scrutiny.models.architectures.build_model`.
+        X (np.ndarray): Inputs, shape ``(N, *input_shape)``; converted to float32.
+        y (np.ndarray or None): Integer labels in ``0..n_classes-1``, shape ``(N,)``; may
+            be None for an autoencoder.
+        epochs (int, optional): Maximum number of epochs.
+            Default: 30
+        batch_size (int, optional): Samples per optimizer step.
+            Default: 128
+        lr (float, optional): Peak learning rate.
+            Default: 1e-3
+        weight_decay (float, optional): AdamW decoupled weight decay.
+            Default: 1e-4
+        warmup_fraction (float, optional): Fraction of all steps spent in linear warm-up.
+            Default: 0.05
+        patience (int or None, optional): Epochs without improvement of the validation
+            loss before stopping; None never stops early (best weights are still
+            restored).
+            Default: 5
+        val_fraction (float, optional): Fraction held out for validation; 0 trains on
+            everything, without early stopping.
+            Default: 0.15
+        class_weights (bool, optional): Weight the cross-entropy (training and validation)
+            by balanced class weights ``n / (n_present_classes * count_c)`` of the training
+            split.
+            Default: False
+        mixed_precision (bool or None, optional): Autocast to bfloat16 (float16 with a
+            GradScaler on GPUs without bfloat16); None turns it on for CUDA only.
+            Default: None
+        device (str or None, optional): ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; None picks
+            CUDA when available.
+            Default: None
+        seed (int, optional): Seeds the split, the batch order and dropout.
+            Default: 0
+        progress (bool, optional): Show a progress bar over epochs.
+            Default: True
+
+    Returns:
+        TrainResult: The trained model, per-epoch history and timing.
+
+    Raises:
+        InputError: Bad option values, X/y of the wrong shape or length, NaN in X, labels
+            outside the model's classes, or an unavailable device.
+    """
+    _require(_is_int(epochs) and epochs >= 1, "epochs", "a positive integer", epochs)
+    _require(_is_int(batch_size) and batch_size >= 1, "batch_size", "a positive integer", batch_size)
+    _require(_is_num(lr) and lr > 0, "lr", "a number > 0", lr)
+    _require(_is_num(weight_decay) and weight_decay >= 0, "weight_decay", "a number >= 0", weight_decay)
+    for name, value in (("warmup_fraction", warmup_fraction), ("val_fraction", val_fraction)):
+        _require(_is_num(value) and 0 <= value < 1, name, "a number in [0, 1)", value)
+    ok = patience is None or (_is_int(patience) and patience >= 1)
+    _require(ok, "patience", "a positive integer or None", patience)
+    autoencoder = _is_autoencoder(model)
+    X = _check_X(model, X)
+    y = None if autoencoder else _check_y(model, y, len(X))
+    dev = _resolve_device(device)
+    seed_everything(seed)
+
+    train_idx, val_idx = train_val_split(len(X), y, val_fraction, seed)
+    if len(train_idx) < 2:
+        raise InputError(f"training needs at least 2 samples after the validation split; got {len(train_idx)}")
+    model.to(dev)
+    X_all = torch.from_numpy(X).to(dev)
+    X_train, X_val = X_all[torch.from_numpy(train_idx).to(dev)], X_all[torch.from_numpy(val_idx).to(dev)]
+    del X_all
+    if autoencoder:
+        criterion: nn.Module = nn.MSELoss()
+        y_train = y_val = None
+    else:
+        y_all = torch.from_numpy(y).to(dev)
+        y_train, y_val = y_all[torch.from_numpy(train_idx).to(dev)], y_all[torch.from_numpy(val_idx).to(dev)]
+        weight = None
+        if class_weights:
+            counts = np.bincount(y[train_idx], minlength=model.config["n_classes"]).astype(np.float64)
+            present = counts > 0
+            w = np.where(present, len(train_idx) / (present.sum() * np.maximum(counts, 1)), 0.0)
+            weight = torch.tensor(w, dtype=torch.float32, device=dev)
+        criterion = nn.CrossEntropyLoss(weight=weight)
+
+    n_train = len(train_idx)
+    n_batches = n_train // batch_size + (n_train % batch_size > 1)
+    total_steps = epochs * n_batches
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_cosine(total_steps, int(round(warmup_fraction * total_steps)))
+    )
+    use_amp = dev.type == "cuda" if mixed_precision is None else bool(mixed_precision)
+    amp_dtype = torch.float16 if dev.type == "cuda" and not torch.cuda.is_bf16_supported() else torch.bfloat16
+    scaler = torch.amp.GradScaler(dev.type, enabled=use_amp and amp_dtype == torch.float16)
+
+    def autocast() -> AbstractContextManager:
+        return torch.autocast(dev.type, dtype=amp_dtype, enabled=use_amp)
+
+    def sync() -> None:
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+
+    generator = torch.Generator().manual_seed(seed)
+    history: list[dict] = []
+    best_loss, best_epoch, best_state, stale = math.inf, 0, None, 0
+    train_seconds, samples = 0.0, 0
+    start = time.perf_counter()
+    desc = f"train {getattr(model, 'arch', '')}".strip()
+    bar = tqdm(range(1, epochs + 1), desc=desc, unit="epoch", disable=not progress)
+    for epoch in bar:
+        model.train()
+        sync()
+        t0 = time.perf_counter()
+        order = torch.randperm(n_train, generator=generator).to(dev)
+        loss_sum = torch.zeros((), device=dev)
+        seen = 0
+        for b in range(n_batches):
+            idx = order[b * batch_size : (b + 1) * batch_size]
+            xb = X_train[idx]
+            with autocast():
+                out = model(xb)
+            loss = criterion(out.float(), xb if autoencoder else y_train[idx])
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            step_lr = scheduler.get_last_lr()[0]
+            scheduler.step()
+            loss_sum += loss.detach() * len(idx)
+            seen += len(idx)
+        train_loss = loss_sum.item() / seen
+        sync()
+        train_seconds += time.perf_counter() - t0
+        samples += seen
+
+        val_loss = None
+        if len(val_idx):
+            model.eval()
+            with torch.no_grad(), autocast():
+                out = torch.cat([model(X_val[i : i + 1024]).float() for i in range(0, len(val_idx), 1024)])
+            val_loss = criterion(out, X_val if autoencoder else y_val).item()
+        history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "lr": step_lr})
+        bar.set_postfix_str(f"train {train_loss:.4f}" + ("" if val_loss is None else f" val {val_loss:.4f}"))
+
+        if val_loss is not None and val_loss < best_loss:
+            best_loss, best_epoch, stale = val_loss, epoch, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        elif val_loss is not None:
+            stale += 1
+            if patience is not None and stale >= patience:
+                break
+    bar.close()
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    else:  # no validation split, or no finite validation loss: keep the last weights
+        best_epoch = len(history)
+    model.eval()
+    sync()
+    return TrainResult(
+        model=model,
+        history=history,
+        best_epoch=best_epoch,
+        device=str(dev),
+        seconds=time.perf_counter() - start,
+        samples_per_second=samples / train_seconds if train_seconds > 0 else math.inf,
+    )
+
+
+# --- prediction and evaluation ------------------------------------------------------------
+
+
+def predict_proba(model: nn.Module, X: np.ndarray, *, batch_size: int = 1024, device: str | None = None) -> np.ndarray:
+    r"""Class probabilities (softmax of the logits) in eval mode, without gradients.
+
+    The model's training mode is restored afterwards.
+
+    Args:
+        model (nn.Module): A classifier.
+        X (np.ndarray): Inputs, shape ``(N, *input_shape)``.
+        batch_size (int, optional): Samples per forward pass.
+            Default: 1024
+        device (str or None, optional): Device to run on (the model is moved there); None
+            keeps the model where it is.
+            Default: None
+
+    Returns:
+        np.ndarray: float64 probabilities of shape ``(N, n_classes)``.
+    """
+    if _is_autoencoder(model):
+        raise InputError("predict_proba needs a classifier; got an autoencoder (use evaluate or reconstruction_error)")
+    X, dev = _prepare(model, X, device, batch_size)
+    return torch.softmax(_outputs(model, X, dev, batch_size).double(), dim=1).numpy()
+
+
+def evaluate(
+    model: nn.Module, X: np.ndarray, y: np.ndarray | None = None, *, batch_size: int = 1024, device: str | None = None
+) -> dict:
+    r"""Evaluates a classifier or an autoencoder on arrays.
+
+    Args:
+        model (nn.Module): A classifier or an autoencoder.
+        X (np.ndarray): Inputs, shape ``(N, *input_shape)``.
+        y (np.ndarray or None, optional): Integer labels; required for classifiers, ignored
+            for autoencoders.
+            Default: None
+        batch_size (int, optional): Samples per forward pass.
+            Default: 1024
+        device (str or None, optional): Device to run on; None keeps the model where it is.
+            Default: None
+
+    Returns:
+        dict: ``n`` (int, sample count) and plain floats: for classifiers ``accuracy``,
+        ``ece`` (see :func:`expected_calibration_error`) and, for binary models only,
+        ``roc_auc`` of P(class 1) (NaN when ``y`` holds a single class); for autoencoders
+        ``reconstruction_mse`` (mean over samples of the per-sample MSE).
+    """
+    if _is_autoencoder(model):
+        X, dev = _prepare(model, X, device, batch_size)
+        recon = _outputs(model, X, dev, batch_size)
+        mse = (recon - torch.from_numpy(X)).pow(2).flatten(1).mean(dim=1)
+        return {"reconstruction_mse": float(mse.mean()), "n": len(X)}
+    probs = predict_proba(model, X, batch_size=batch_size, device=device)
+    y = _check_y(model, y, len(probs))
+    metrics = {
+        "accuracy": float((probs.argmax(axis=1) == y).mean()),
+        "ece": expected_calibration_error(probs, y),
+        "n": len(y),
+    }
+    if probs.shape[1] == 2:
+        metrics["roc_auc"] = float(roc_auc_score(y, probs[:, 1])) if len(np.unique(y)) == 2 else math.nan
+    return metrics

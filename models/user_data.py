@@ -1,0 +1,168 @@
+"""A user's own CSV or Parquet table, described by a small TOML spec.
+
+Example ``loans.toml`` for ``loans.csv``::
+
+    label = "approved"            # label column (required)
+    favourable = "yes"            # label value that is the favourable outcome (required)
+    categorical = ["region"]      # columns to one-hot even if they hold numbers
+    drop = ["applicant_id"]       # columns the model must not read
+    test_size = 0.25              # share held out for testing, stratified; default 0.25
+    seed = 0                      # split seed; default 0
+
+    [protected]                   # protected attribute -> privileged group
+    sex = ["male"]                #   privileged values
+    age = { min = 25 }            #   or a numeric minimum
+
+Every other column is a feature: numeric columns are scaled, text columns with two values are
+binary and other text columns categorical. Protected columns stay features unless dropped.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+
+import pandas as pd
+
+from .datasets import Dataset, split_frame, tabular_dataset
+from .data_files import sha256_file
+from .errors import DataError
+from .spec import DatasetSpec, Feature, ProtectedAttribute
+
+__all__ = ["load_table", "read_table_spec", "SPEC_KEYS"]
+
+SPEC_KEYS = {"label", "favourable", "categorical", "drop", "test_size", "seed", "protected", "description"}
+
+
+def read_table_spec(path: str | os.PathLike) -> dict:
+    """Read and check a TOML table spec; errors name the file and the key."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: spec file not found")
+    try:
+        spec = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not valid TOML ({exc})") from None
+    unknown = sorted(set(spec) - SPEC_KEYS)
+    if unknown:
+        raise DataError(f"{path}: unknown key(s) {', '.join(unknown)}; expected: {', '.join(sorted(SPEC_KEYS))}")
+    for key in ("label", "favourable"):
+        if key not in spec:
+            raise DataError(f"{path}: missing required key '{key}'")
+    for key in ("categorical", "drop"):
+        if not isinstance(spec.get(key, []), list):
+            raise DataError(f"{path}: '{key}' must be a list of column names")
+    if not isinstance(spec.get("protected", {}), dict):
+        raise DataError(f"{path}: [protected] must be a table of column = privileged values")
+    test_size = spec.get("test_size", 0.25)
+    if not isinstance(test_size, (int, float)) or not 0 < test_size < 1:
+        raise DataError(f"{path}: test_size must be a number between 0 and 1, got {test_size!r}")
+    return spec
+
+
+def load_table(path: str | os.PathLike, spec_path: str | os.PathLike) -> Dataset:
+    """Load a CSV or Parquet file as a binary-label tabular :class:`Dataset`."""
+    path = Path(path)
+    options = read_table_spec(spec_path)
+    frame = _read_frame(path)
+    label = options["label"]
+    if label not in frame.columns:
+        raise DataError(f"{path}: label column '{label}' not found (columns: {', '.join(map(str, frame.columns))})")
+    labels = frame[label].dropna().unique()
+    if len(labels) != 2:
+        shown = ", ".join(map(str, labels[:5])) + (", …" if len(labels) > 5 else "")
+        raise DataError(
+            f"{path}: label column '{label}' has {len(labels)} distinct value(s) ({shown}); "
+            "a binary spec needs exactly two"
+        )
+    favourable = _match_value(options["favourable"], labels)
+    if favourable is None:
+        raise DataError(
+            f"{path}: favourable value {options['favourable']!r} is not in label column '{label}' "
+            f"(values: {', '.join(map(str, labels))})"
+        )
+
+    protected = []
+    for column, privileged in options.get("protected", {}).items():
+        if column not in frame.columns:
+            raise DataError(f"{path}: protected column '{column}' not found")
+        protected.append(_protected(column, privileged, spec_path))
+
+    for column in options.get("categorical", []) + options.get("drop", []):
+        if column not in frame.columns:
+            raise DataError(f"{path}: column '{column}' named in {spec_path} not found")
+
+    dropped = set(options.get("drop", [])) | {label}
+    features = tuple(
+        _feature(frame[c], c, c in options.get("categorical", [])) for c in frame.columns if c not in dropped
+    )
+    for column in [label] + [f.name for f in features] + [p.name for p in protected]:
+        missing = int(frame[column].isna().sum())
+        if missing:
+            raise DataError(f"{path}: column '{column}' has {missing} missing value(s) (NaN); fill or drop them first")
+
+    unfavourable = next(v for v in labels if v != favourable)
+    spec = DatasetSpec(
+        name=path.stem,
+        task="tabular",
+        label=label,
+        classes=(str(unfavourable), str(favourable)),
+        favourable_label=favourable.item() if hasattr(favourable, "item") else favourable,
+        features=features,
+        protected=tuple(protected),
+        description=options.get("description", f"user table {path.name}"),
+        extra={"source": path.name, "test_size": options.get("test_size", 0.25), "seed": options.get("seed", 0)},
+    )
+    train, test = split_frame(frame, spec, test_size=options.get("test_size", 0.25), seed=options.get("seed", 0))
+    return tabular_dataset(spec, train, test, sha256_file(path))
+
+
+def _read_frame(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise DataError(f"{path}: data file not found")
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            frame = pd.read_parquet(path)
+        elif path.suffix.lower() == ".csv":
+            frame = pd.read_csv(path)
+        else:
+            raise DataError(f"{path}: expected a .csv or .parquet file")
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: file is empty") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as exc:
+        if isinstance(exc, DataError):
+            raise
+        raise DataError(f"{path}: cannot be read as a table ({str(exc).splitlines()[0]})") from None
+    if frame.empty:
+        raise DataError(f"{path}: has a header but no rows")
+    return frame
+
+
+def _feature(column: pd.Series, name: str, categorical: bool) -> Feature:
+    if categorical:
+        return Feature(name, "categorical")
+    if pd.api.types.is_bool_dtype(column):
+        return Feature(name, "binary")
+    if pd.api.types.is_numeric_dtype(column):
+        values = column.dropna()
+        return Feature(name, "numeric", integer=bool((values == values.round()).all()))
+    return Feature(name, "binary" if column.nunique() == 2 else "categorical")
+
+
+def _protected(column: str, privileged, spec_path) -> ProtectedAttribute:
+    if isinstance(privileged, dict) and set(privileged) == {"min"} and isinstance(privileged["min"], (int, float)):
+        return ProtectedAttribute(column, privileged_min=float(privileged["min"]))
+    if isinstance(privileged, list) and privileged:
+        return ProtectedAttribute(column, tuple(privileged))
+    raise DataError(
+        f"{spec_path}: protected '{column}' must be a list of privileged values or {{ min = NUMBER }}"
+    )
+
+
+def _match_value(value, candidates):
+    """The candidate equal to ``value``, comparing as text when types differ (TOML "1" vs 1)."""
+    for candidate in candidates:
+        if candidate == value or str(candidate) == str(value):
+            return candidate
+    return None
