@@ -21,6 +21,11 @@ __all__ = ["DEFAULT_ARCH", "TrainedModel", "train_on"]
 DEFAULT_ARCH = {"tabular": "mlp", "image": "cnn"}
 IMAGE_ONLY = {"cnn", "resnet", "gru"}
 
+# A few hundred rows (German credit, breast cancer) give only a handful of batches per epoch
+# at the usual batch size: smaller batches and more epochs give the optimiser enough steps.
+SMALL_DATA_ROWS = 2_000
+SMALL_DATA_TRAINING = {"batch_size": 32, "epochs": 100, "patience": 15}
+
 
 @dataclass
 class TrainedModel:
@@ -59,7 +64,10 @@ def train_on(
 
     torch.manual_seed(seed)
     model = build_model(arch, input_shape=tuple(dataset.preprocessor.input_shape), n_classes=dataset.spec.n_classes)
-    settings = {**DEFAULT_TRAINING.get(arch, {}), **{k: v for k, v in overrides.items() if v is not None}}
+    settings = dict(DEFAULT_TRAINING.get(arch, {}))
+    if len(dataset.train) < SMALL_DATA_ROWS:
+        settings.update(SMALL_DATA_TRAINING)
+    settings.update({k: v for k, v in overrides.items() if v is not None})
     result = train(
         model,
         dataset.encode(dataset.train.X),

@@ -14,7 +14,7 @@ import random
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from numbers import Integral, Real
 
 import numpy as np
@@ -67,11 +67,11 @@ class TrainResult:
     """
 
     model: nn.Module
-    history: list[dict] = field(default_factory=list)
-    best_epoch: int = 0
-    device: str = "cpu"
-    seconds: float = 0.0
-    samples_per_second: float = 0.0
+    history: list[dict]
+    best_epoch: int
+    device: str
+    seconds: float
+    samples_per_second: float
 
 
 def seed_everything(seed: int) -> None:
@@ -160,9 +160,9 @@ def expected_calibration_error(probs: np.ndarray, y: np.ndarray, n_bins: int = 1
     correct = (probs.argmax(axis=1) == y).astype(np.float64)
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     bins = np.searchsorted(edges[1:-1], confidence, side="left")
-    count = np.bincount(bins, minlength=n_bins)
+    # per bin: |sum(correct) - sum(confidence)| = n_bin * |accuracy - mean confidence|
     gap = np.abs(np.bincount(bins, correct, n_bins) - np.bincount(bins, confidence, n_bins))
-    return float(gap.sum() / count.sum())
+    return float(gap.sum() / len(probs))
 
 
 # --- helpers ------------------------------------------------------------------------------
