@@ -134,7 +134,8 @@ def evaluate(
 
 
 def _print_metrics(title: str, metrics: dict) -> None:
-    table = Table("metric", "value", title=title)
+    console.print(title)
+    table = Table("metric", "value")
     for key, value in metrics.items():
         table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     console.print(table)
