@@ -18,15 +18,6 @@ from scrutiny.models.errors import InputError
 IMAGE_ARCHS = ["cnn", "resnet", "gru"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models train fastest, and steadiest on a busy machine, on one CPU thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _build(arch, input_shape, n_classes=3, seed=0, **hparams):
     torch.manual_seed(seed)
     return build_model(arch, input_shape=input_shape, n_classes=n_classes, **hparams).eval()

@@ -27,15 +27,6 @@ from scrutiny.models.training import (
 FAST = {"progress": False, "device": "cpu"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models train fastest, and steadiest on a busy machine, on one CPU thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _blobs(n=600, n_features=10, seed=0, **kwargs):
     X, y = make_classification(
         n_samples=n,
