@@ -88,6 +88,21 @@ def _rate(name: str, value) -> float:
     return float(value)
 
 
+def _groups(value, n_columns: int) -> list[list[int]] | None:
+    if value is None:
+        return None
+    try:
+        groups = [[int(c) for c in group] for group in value]
+    except (TypeError, ValueError):
+        groups = None
+    if not groups or sorted(c for g in groups for c in g) != list(range(n_columns)) or not all(groups):
+        raise InputError(
+            f"feature_groups must split the {n_columns} input columns into non-empty groups, "
+            f"each column in exactly one; got {value!r}"
+        )
+    return groups
+
+
 # --- models -------------------------------------------------------------------------------
 
 
@@ -323,6 +338,11 @@ class Transformer(_Model):
     prepended, a pre-norm ``nn.TransformerEncoder`` mixes the tokens, and the head
     (LayerNorm -> ReLU -> Linear) reads the CLS token. Images are flattened to columns.
 
+    With ``feature_groups`` (the one-hot columns of each original feature, as
+    ``TabularPreprocessor.feature_groups`` gives them), each original feature is one token,
+    ``sum_{j in group} x_j * W_j + b_group``: for a one-hot block that is the category's
+    embedding, as in FT-Transformer, and Adult needs 13 tokens instead of 102.
+
     Args:
         input_shape (tuple of int): Shape of one sample; ``prod(input_shape)`` columns.
         n_classes (int): Number of output logits (2 for a binary task).
@@ -339,6 +359,9 @@ class Transformer(_Model):
         attention_dropout (float, optional): Dropout of the attention weights (off by
             default: it makes CPU training about 1.6x slower).
             Default: 0.0
+        feature_groups (list of list of int, optional): Column indices of each token; they
+            must cover every column exactly once.
+            Default: None (one token per column)
     """
 
     arch = "transformer"
@@ -354,6 +377,7 @@ class Transformer(_Model):
         dim_feedforward=64,
         dropout=0.1,
         attention_dropout=0.0,
+        feature_groups=None,
     ):
         super().__init__()
         shape = _shape(self.arch, input_shape, image=False)
@@ -367,9 +391,17 @@ class Transformer(_Model):
         if d_model % n_heads:
             raise InputError(f"d_model must be divisible by n_heads; got d_model={d_model}, n_heads={n_heads}")
         n_columns = math.prod(shape)
+        groups = _groups(feature_groups, n_columns)
+        n_tokens = n_columns if groups is None else len(groups)
         bound = d_model**-0.5
         self.feature_weight = nn.Parameter(torch.empty(n_columns, d_model).uniform_(-bound, bound))
-        self.feature_bias = nn.Parameter(torch.empty(n_columns, d_model).uniform_(-bound, bound))
+        self.feature_bias = nn.Parameter(torch.empty(n_tokens, d_model).uniform_(-bound, bound))
+        membership = None
+        if groups is not None:
+            membership = torch.zeros(len(groups), n_columns)
+            for token, columns in enumerate(groups):
+                membership[token, columns] = 1.0
+        self.register_buffer("membership", membership, persistent=False)
         self.cls_token = nn.Parameter(torch.empty(1, 1, d_model).uniform_(-bound, bound))
         layer = nn.TransformerEncoderLayer(
             d_model, n_heads, dim_feedforward, dropout, batch_first=True, norm_first=True
@@ -386,11 +418,15 @@ class Transformer(_Model):
             dim_feedforward=dim_feedforward,
             dropout=dropout,
             attention_dropout=attention_dropout,
+            feature_groups=groups,
         )
 
     def forward(self, x: Tensor) -> Tensor:
         x = x.flatten(1)
-        tokens = x.unsqueeze(-1) * self.feature_weight + self.feature_bias
+        tokens = x.unsqueeze(-1) * self.feature_weight
+        if self.membership is not None:
+            tokens = torch.einsum("gc,ncd->ngd", self.membership, tokens)
+        tokens = tokens + self.feature_bias
         tokens = torch.cat([self.cls_token.expand(len(x), -1, -1), tokens], dim=1)
         return self.head(self.encoder(tokens)[:, 0])
 

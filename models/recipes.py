@@ -63,7 +63,12 @@ def train_on(
     import torch
 
     torch.manual_seed(seed)
-    model = build_model(arch, input_shape=tuple(dataset.preprocessor.input_shape), n_classes=dataset.spec.n_classes)
+    hparams = {}
+    if arch == "transformer" and dataset.spec.task == "tabular":
+        hparams["feature_groups"] = list(dataset.preprocessor.feature_groups.values())
+    model = build_model(
+        arch, input_shape=tuple(dataset.preprocessor.input_shape), n_classes=dataset.spec.n_classes, **hparams
+    )
     settings = dict(DEFAULT_TRAINING.get(arch, {}))
     if len(dataset.train) < SMALL_DATA_ROWS:
         settings.update(SMALL_DATA_TRAINING)

@@ -38,3 +38,12 @@ def test_same_seed_gives_identical_weights(load, data, arch):
     first, again, other = (r.model.state_dict() for r in runs)
     assert all(torch.equal(first[k], again[k]) for k in first)
     assert not all(torch.equal(first[k], other[k]) for k in first if first[k].is_floating_point())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_trains_on_the_gpu_with_mixed_precision(load):
+    dataset = load("digits")
+    result = train_on(dataset, "cnn", seed=0, device="cuda", progress=False)
+    assert result.settings["device"].startswith("cuda")
+    assert result.metrics["accuracy"] >= 0.95
+    assert next(result.model.parameters()).device.type == "cpu"  # handed back ready to save

@@ -242,3 +242,28 @@ def test_reconstruction_error_is_per_sample_mse():
 def test_reconstruction_error_needs_autoencoder():
     with pytest.raises(InputError, match="autoencoder"):
         reconstruction_error(_build("mlp", (4,)), torch.randn(2, 4))
+
+
+def test_transformer_groups_one_hot_columns_into_one_token():
+    groups = [[0], [1, 2, 3], [4, 5]]
+    model = _build("transformer", (6,), d_model=8, n_heads=2, feature_groups=groups)
+    x = torch.tensor([[0.5, 0.0, 1.0, 0.0, 1.0, 0.0]])
+    captured = {}
+    model.encoder.register_forward_pre_hook(lambda _, args: captured.setdefault("tokens", args[0]))
+    model.eval()(x)
+    tokens = captured["tokens"][0, 1:]  # drop CLS
+    W, b = model.feature_weight.detach(), model.feature_bias.detach()
+    assert tokens.shape == (3, 8)
+    torch.testing.assert_close(tokens[0], 0.5 * W[0] + b[0])
+    torch.testing.assert_close(tokens[1], W[2] + b[1])  # the active category's embedding
+    torch.testing.assert_close(tokens[2], W[4] + b[2])
+    again = build_model("transformer", **json.loads(json.dumps(model.config)))
+    assert again.config["feature_groups"] == groups
+    again.load_state_dict(model.state_dict())
+    torch.testing.assert_close(again.eval()(x), model(x))
+
+
+@pytest.mark.parametrize("groups", [[[0, 1], [1, 2]], [[0, 1]], [[0, 1, 2], []], "abc"])
+def test_transformer_rejects_groups_that_do_not_partition_columns(groups):
+    with pytest.raises(InputError, match="feature_groups must split the 3 input columns"):
+        build_model("transformer", input_shape=(3,), n_classes=2, feature_groups=groups)
