@@ -1,0 +1,443 @@
+"""Attributions: why the model decides as it does, per sample and overall.
+
+One entry point, :func:`attribute`, runs any of the methods in :data:`METHODS` and returns
+one result type, :class:`Attribution`:
+
+========================  =========  ====================================================
+method                    library    error figure recorded per sample
+========================  =========  ====================================================
+``integrated_gradients``  captum     convergence delta: Σ attributions − (f(x) − f(b))
+``saliency``              captum     —
+``input_x_gradient``      captum     —
+``deeplift``              captum     convergence delta
+``gradient_shap``         captum     convergence delta (expected over baseline draws)
+``feature_ablation``      captum     — (one original feature / image patch at a time)
+``occlusion``             captum     — (images: sliding 2×2 window)
+``kernel_shap``           shap       additivity gap: Σ values − (f(x) − E f(background))
+``shap_gradient``         shap       additivity gap (expected gradients)
+``lime``                  lime       1 − R² of LIME's local linear fit
+========================  =========  ====================================================
+
+What is explained: for a binary model the log-odds of the target class (z_t − z_other),
+for more classes the target class's logit; LIME explains probabilities, as it must. The
+result records which (``output``). The target defaults to the predicted class.
+
+Baselines are explicit and recorded: ``"zeros"``, ``"train_mean"`` (mean of the training
+inputs) or ``"train_sample"`` (a seeded sample of training rows, for the SHAP methods), or an
+array. Tabular KernelSHAP and LIME perturb original features (a categorical feature takes
+another row's category, never a fraction of a one-hot block); image KernelSHAP and LIME
+switch 2×2 patches to the baseline.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from scrutiny.models.errors import InputError
+
+from .feature_space import FeatureSpace
+
+__all__ = ["METHODS", "Attribution", "attribute", "ExplainedOutput", "default_baseline"]
+
+METHODS = (
+    "integrated_gradients", "saliency", "input_x_gradient", "deeplift", "gradient_shap",
+    "feature_ablation", "occlusion", "kernel_shap", "shap_gradient", "lime",
+)
+SAMPLE_BASELINE_METHODS = {"gradient_shap", "kernel_shap", "shap_gradient"}
+
+
+@dataclass
+class Attribution:
+    """Attributions of one method for a batch of inputs.
+
+    Attributes:
+        method: one of :data:`METHODS`.
+        values: array shaped like the inputs.
+        target: class explained for each sample, shape (N,).
+        output: ``"log_odds"``, ``"logit"`` or ``"probability"``.
+        baseline: how the baseline was chosen (``"train_mean"``, ``"train_sample(k=50)"``, …).
+        baseline_values: the baseline input(s), shape (k, *input_shape).
+        error: the method's own error figure per sample (None where it has none).
+        error_name: what ``error`` is.
+        seconds: wall time.
+        settings: method settings (steps, samples, seed, …).
+    """
+
+    method: str
+    values: np.ndarray
+    target: np.ndarray
+    output: str
+    baseline: str
+    baseline_values: np.ndarray
+    error: np.ndarray | None
+    error_name: str | None
+    seconds: float
+    settings: dict = field(default_factory=dict)
+
+    def by_feature(self, space: FeatureSpace) -> np.ndarray:
+        """Attributions per interpretable feature, (N, n_features): summed over each
+        original feature's one-hot columns or each patch."""
+        return space.sum_by_feature(self.values)
+
+
+class ExplainedOutput(nn.Module):
+    """Wraps a classifier so that output ``t`` is what is explained for target ``t``: the
+    log-odds of class ``t`` for a binary model, the logit otherwise (see module docstring)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.model(x)
+        if logits.shape[1] == 2:
+            margin = logits[:, 1] - logits[:, 0]
+            return torch.stack([-margin, margin], dim=1)
+        return logits
+
+    @staticmethod
+    def name(n_classes: int) -> str:
+        return "log_odds" if n_classes == 2 else "logit"
+
+
+def default_baseline(method: str, kind: str) -> str:
+    """Images: a blank image, except for the expected-gradient methods; tables: the training
+    mean, except for the SHAP methods, whose baseline is a sample of training rows."""
+    if kind == "image":
+        return "train_sample" if method in ("gradient_shap", "shap_gradient") else "zeros"
+    return "train_sample" if method in SAMPLE_BASELINE_METHODS else "train_mean"
+
+
+def attribute(
+    model: nn.Module,
+    inputs: np.ndarray,
+    *,
+    method: str,
+    space: FeatureSpace,
+    background: np.ndarray,
+    target: np.ndarray | None = None,
+    baselines: str | np.ndarray | None = None,
+    n_steps: int = 64,
+    n_samples: int | None = None,
+    n_background: int | None = None,
+    batch_size: int = 256,
+    seed: int = 0,
+    progress: bool = False,
+) -> Attribution:
+    r"""Attributions of ``model``'s decisions on ``inputs`` by ``method``.
+
+    Args:
+        model: a classifier returning logits (N, n_classes). Put in eval mode; its gradients
+            are left untouched.
+        inputs: encoded inputs, (N, *input_shape).
+        method: one of :data:`METHODS`.
+        space: the interpretable features (original features or image patches).
+        background: encoded training inputs, for baselines and the SHAP/LIME background.
+        target: class to explain per sample. Default: the predicted class.
+        baselines: ``"zeros"``, ``"train_mean"``, ``"train_sample"`` or an array
+            (1 or k, *input_shape). Default: :func:`default_baseline`.
+        n_steps: integration steps of integrated gradients (Gauss–Legendre).
+            Default: 64
+        n_samples: samples per explanation: baseline draws of GradientSHAP (default 32),
+            shap's expected-gradients samples (200), KernelSHAP coalitions (shap's "auto"),
+            LIME perturbations (lime's 5000).
+        n_background: background rows for the sample baselines. Default: 50 for KernelSHAP,
+            100 otherwise.
+        batch_size: samples per chunk, so that memory stays bounded on large inputs.
+            Default: 256
+        seed: seeds every random draw.
+            Default: 0
+        progress: show a progress bar over chunks / samples.
+    """
+    if method not in METHODS:
+        raise InputError(f"unknown attribution method '{method}'; expected one of: {', '.join(METHODS)}")
+    inputs = np.asarray(inputs, dtype=np.float32)
+    background = np.asarray(background, dtype=np.float32)
+    if inputs.shape[1:] != tuple(space.input_shape):
+        raise InputError(f"inputs have shape {inputs.shape[1:]}, the model reads {tuple(space.input_shape)}")
+    wrapped = ExplainedOutput(model).eval()
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            logits = _forward(wrapped, inputs, batch_size)
+        n_classes = logits.shape[1]
+        target = logits.argmax(axis=1) if target is None else np.broadcast_to(np.asarray(target, dtype=np.int64), (len(inputs),)).copy()
+        baseline_name, base = _baseline(
+            baselines if baselines is not None else default_baseline(method, space.kind),
+            background, space, n_background or (50 if method == "kernel_shap" else 100), seed,
+        )
+        start = time.perf_counter()
+        runner = _RUNNERS[method]
+        values, error, error_name, settings = runner(
+            wrapped, inputs, target, base, space=space, background=background, n_steps=n_steps,
+            n_samples=n_samples, batch_size=batch_size, seed=seed, progress=progress,
+        )
+        seconds = time.perf_counter() - start
+    finally:
+        model.train(was_training)
+        for parameter in model.parameters():
+            parameter.grad = None
+    return Attribution(
+        method=method,
+        values=np.asarray(values, dtype=np.float64).reshape(inputs.shape),
+        target=target,
+        output="probability" if method == "lime" else ExplainedOutput.name(n_classes),
+        baseline=baseline_name,
+        baseline_values=base,
+        error=None if error is None else np.asarray(error, dtype=np.float64),
+        error_name=error_name,
+        seconds=seconds,
+        settings={"seed": seed, **settings},
+    )
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _forward(model: nn.Module, inputs: np.ndarray, batch_size: int) -> np.ndarray:
+    return np.concatenate(
+        [model(torch.from_numpy(inputs[i:i + batch_size])).double().numpy() for i in range(0, len(inputs), batch_size)]
+    )
+
+
+def _baseline(spec, background, space: FeatureSpace, k: int, seed: int) -> tuple[str, np.ndarray]:
+    shape = tuple(space.input_shape)
+    if isinstance(spec, np.ndarray):
+        base = np.asarray(spec, dtype=np.float32).reshape((-1, *shape))
+        return f"given(k={len(base)})", base
+    if spec == "zeros":
+        return "zeros", np.zeros((1, *shape), dtype=np.float32)
+    if spec == "train_mean":
+        return "train_mean", background.mean(axis=0, keepdims=True).astype(np.float32)
+    if spec == "train_sample":
+        rng = np.random.default_rng(seed)
+        rows = rng.choice(len(background), size=min(k, len(background)), replace=False)
+        return f"train_sample(k={len(rows)})", background[np.sort(rows)]
+    raise InputError(f"unknown baseline '{spec}'; expected zeros, train_mean, train_sample or an array")
+
+
+def _chunks(n: int, size: int, progress: bool, desc: str):
+    from tqdm.auto import tqdm
+
+    starts = range(0, n, size)
+    return tqdm(starts, desc=desc, unit="chunk", disable=not progress or len(starts) < 2)
+
+
+def _captum(algorithm_cls, wrapped, inputs, target, base, *, batch_size, progress, kwargs, delta: bool):
+    algorithm = algorithm_cls(wrapped)
+    values, deltas = [], []
+    for i in _chunks(len(inputs), batch_size, progress, algorithm_cls.__name__):
+        x = torch.from_numpy(inputs[i:i + batch_size]).requires_grad_()
+        t = torch.from_numpy(target[i:i + batch_size])
+        call = dict(kwargs)
+        if "baselines" in call and call["baselines"] is None:
+            call["baselines"] = torch.from_numpy(base).expand_as(x) if len(base) == 1 else torch.from_numpy(base)
+        out = algorithm.attribute(x, target=t, return_convergence_delta=delta, **call) if delta else algorithm.attribute(x, target=t, **call)
+        if delta:
+            out, d = out
+            deltas.append(d.detach().double().numpy().reshape(len(x), -1).mean(axis=1))
+        values.append(out.detach().double().numpy())
+    return np.concatenate(values), (np.concatenate(deltas) if delta else None)
+
+
+def _integrated_gradients(wrapped, inputs, target, base, *, n_steps, batch_size, progress, **_):
+    from captum.attr import IntegratedGradients
+
+    values, delta = _captum(
+        IntegratedGradients, wrapped, inputs, target, base, batch_size=batch_size, progress=progress,
+        kwargs={"baselines": None, "n_steps": n_steps, "method": "gausslegendre",
+                "internal_batch_size": batch_size * n_steps},
+        delta=True,
+    )
+    return values, delta, "convergence_delta", {"n_steps": n_steps, "integration": "gausslegendre"}
+
+
+def _deeplift(wrapped, inputs, target, base, *, batch_size, progress, **_):
+    from captum.attr import DeepLift
+
+    values, delta = _captum(DeepLift, wrapped, inputs, target, base, batch_size=batch_size, progress=progress,
+                            kwargs={"baselines": None}, delta=True)
+    return values, delta, "convergence_delta", {}
+
+
+def _gradient_only(cls_name):
+    def run(wrapped, inputs, target, base, *, batch_size, progress, **_):
+        import captum.attr
+
+        kwargs = {"abs": False} if cls_name == "Saliency" else {}
+        values, _ = _captum(getattr(captum.attr, cls_name), wrapped, inputs, target, base, batch_size=batch_size,
+                            progress=progress, kwargs=kwargs, delta=False)
+        return values, None, None, {}
+    return run
+
+
+def _gradient_shap(wrapped, inputs, target, base, *, n_samples, batch_size, seed, progress, **_):
+    from captum.attr import GradientShap
+
+    samples = n_samples or 32
+    torch.manual_seed(seed)
+    algorithm = GradientShap(wrapped)
+    values, deltas = [], []
+    for i in _chunks(len(inputs), batch_size, progress, "GradientShap"):
+        x = torch.from_numpy(inputs[i:i + batch_size])
+        attr, d = algorithm.attribute(x, baselines=torch.from_numpy(base), target=torch.from_numpy(target[i:i + batch_size]),
+                                      n_samples=samples, stdevs=0.0, return_convergence_delta=True)
+        values.append(attr.detach().double().numpy())
+        deltas.append(d.detach().double().numpy().reshape(len(x), samples).mean(axis=1))
+    return np.concatenate(values), np.concatenate(deltas), "convergence_delta", {"n_samples": samples}
+
+
+def _feature_ablation(wrapped, inputs, target, base, *, space, batch_size, progress, **_):
+    from captum.attr import FeatureAblation
+
+    mask = torch.from_numpy(space.mask()).unsqueeze(0)
+    values, _ = _captum(FeatureAblation, wrapped, inputs, target, base, batch_size=batch_size, progress=progress,
+                        kwargs={"baselines": None, "feature_mask": mask}, delta=False)
+    # captum gives every position of a group the group's effect; keep the group total once
+    per_feature = space.sum_by_feature(values) / np.array([len(g) for g in space.groups])
+    return space.spread(per_feature, inputs), None, None, {"features": space.kind}
+
+
+def _occlusion(wrapped, inputs, target, base, *, space, batch_size, progress, **_):
+    from captum.attr import Occlusion
+
+    if space.kind != "image":
+        raise InputError("occlusion slides a window over images; use feature_ablation for tabular data")
+    channels = space.input_shape[0]
+    values, _ = _captum(Occlusion, wrapped, inputs, target, base, batch_size=batch_size, progress=progress,
+                        kwargs={"baselines": None, "sliding_window_shapes": (channels, 2, 2), "strides": (channels, 1, 1)},
+                        delta=False)
+    return values, None, None, {"window": [channels, 2, 2], "stride": [channels, 1, 1]}
+
+
+def _predict_target(wrapped, batch_size):
+    def f(X: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return _forward(wrapped, np.asarray(X, dtype=np.float32), max(batch_size, 4096))
+    return f
+
+
+def _kernel_shap(wrapped, inputs, target, base, *, space, n_samples, batch_size, seed, progress, **_):
+    import shap
+    from tqdm.auto import tqdm
+
+    predict = _predict_target(wrapped, batch_size)
+    nsamples = n_samples or "auto"
+    values = np.zeros((len(inputs), space.n_features))
+    gaps = np.zeros(len(inputs))
+    if space.kind == "tabular":
+        Z, Z_background = space.to_codes(inputs), space.to_codes(base)
+        for t in np.unique(target):
+            rows = np.flatnonzero(target == t)
+            explainer = shap.KernelExplainer(lambda z, t=t: predict(space.from_codes(z))[:, t], Z_background)
+            np.random.seed(seed)  # shap draws coalitions from numpy's global generator
+            values[rows] = explainer.shap_values(Z[rows], nsamples=nsamples, silent=not progress, l1_reg=False)
+            gaps[rows] = values[rows].sum(axis=1) - (predict(inputs[rows])[np.arange(len(rows)), t] - explainer.expected_value)
+    else:
+        off, fill = np.zeros((1, space.n_features)), base.mean(axis=0)
+        for i in tqdm(range(len(inputs)), desc="KernelSHAP", disable=not progress):
+            t = target[i]
+            explainer = shap.KernelExplainer(
+                lambda on, i=i, t=t: predict(space.apply_patches(inputs[i], on, fill))[:, t], off
+            )
+            np.random.seed(seed)
+            values[i] = explainer.shap_values(np.ones((1, space.n_features)), nsamples=nsamples, silent=True, l1_reg=False)[0]
+            gaps[i] = values[i].sum() - (predict(inputs[i:i + 1])[0, t] - explainer.expected_value)
+    return space.spread(values, inputs), gaps, "additivity_gap", {"nsamples": nsamples, "unit": "original features" if space.kind == "tabular" else "2x2 patches"}
+
+
+def _shap_gradient(wrapped, inputs, target, base, *, n_samples, batch_size, seed, progress, **_):
+    import shap
+
+    samples = n_samples or 200
+    explainer = shap.GradientExplainer(wrapped, torch.from_numpy(base))
+    values = []
+    for i in _chunks(len(inputs), batch_size, progress, "GradientExplainer"):
+        out = explainer.shap_values(torch.from_numpy(inputs[i:i + batch_size]), nsamples=samples, rseed=seed + i)
+        out = np.asarray(out)  # (n, *input_shape, n_outputs)
+        chosen = np.take_along_axis(out, target[i:i + batch_size].reshape((-1,) + (1,) * (out.ndim - 1)), axis=-1)
+        values.append(chosen[..., 0])
+    values = np.concatenate(values)
+    predict = _predict_target(wrapped, batch_size)
+    expected = predict(base).mean(axis=0)
+    fx = predict(inputs)[np.arange(len(inputs)), target]
+    gaps = values.reshape(len(inputs), -1).sum(axis=1) - (fx - expected[target])
+    return values, gaps, "additivity_gap", {"n_samples": samples}
+
+
+def _lime(wrapped, inputs, target, base, *, space, background, n_samples, batch_size, seed, progress, **_):
+    from tqdm.auto import tqdm
+
+    samples = n_samples or 5000
+    model = wrapped.model
+
+    def proba(X: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return np.concatenate([
+                torch.softmax(model(torch.from_numpy(X[i:i + 4096])), dim=1).double().numpy()
+                for i in range(0, len(X), 4096)
+            ])
+
+    values = np.zeros((len(inputs), space.n_features))
+    misfit = np.zeros(len(inputs))
+    if space.kind == "tabular":
+        from lime.lime_tabular import LimeTabularExplainer
+
+        Z_train = space.to_codes(background)
+        categorical = [g for g, c in enumerate(space.categorical) if c]
+        explainer = LimeTabularExplainer(
+            Z_train, mode="classification", feature_names=list(space.names), categorical_features=categorical,
+            discretize_continuous=False, random_state=seed,
+        )
+        Z = space.to_codes(inputs)
+        for i in tqdm(range(len(inputs)), desc="LIME", disable=not progress):
+            explanation = explainer.explain_instance(
+                Z[i], lambda z: proba(space.from_codes(z)), labels=(int(target[i]),),
+                num_features=space.n_features, num_samples=samples,
+            )
+            for g, weight in explanation.local_exp[int(target[i])]:
+                values[i, g] = weight
+            misfit[i] = 1.0 - _score(explanation, int(target[i]))
+    else:
+        from lime.lime_image import LimeImageExplainer
+
+        segments = space.mask()[0]
+        explainer = LimeImageExplainer(random_state=seed)
+        for i in tqdm(range(len(inputs)), desc="LIME", disable=not progress):
+            rgb = np.repeat(inputs[i][0][..., None], 3, axis=2).astype(np.float64)
+            explanation = explainer.explain_instance(
+                rgb, lambda images: proba(np.ascontiguousarray(images[..., :1].transpose(0, 3, 1, 2), dtype=np.float32)),
+                labels=(int(target[i]),), top_labels=None, hide_color=float(base[0].mean()),
+                num_features=space.n_features, num_samples=samples, segmentation_fn=lambda _: segments,
+                random_seed=seed, batch_size=1000,
+            )
+            for g, weight in explanation.local_exp[int(target[i])]:
+                values[i, g] = weight
+            misfit[i] = 1.0 - _score(explanation, int(target[i]))
+    return space.spread(values, inputs), misfit, "lime_misfit", {"num_samples": samples}
+
+
+def _score(explanation, label: int) -> float:
+    """R² of LIME's local fit (a float for tabular explanations, a dict per label for images)."""
+    score = explanation.score
+    return float(score[label] if isinstance(score, dict) else score)
+
+
+_RUNNERS = {
+    "integrated_gradients": _integrated_gradients,
+    "saliency": _gradient_only("Saliency"),
+    "input_x_gradient": _gradient_only("InputXGradient"),
+    "deeplift": _deeplift,
+    "gradient_shap": _gradient_shap,
+    "feature_ablation": _feature_ablation,
+    "occlusion": _occlusion,
+    "kernel_shap": _kernel_shap,
+    "shap_gradient": _shap_gradient,
+    "lime": _lime,
+}
