@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Optional
 
 import click
+import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -131,6 +132,54 @@ def evaluate(
     X = (loaded.preprocessor() if loaded.manifest else dataset.preprocessor).transform(dataset.test.X)
     metrics = evaluate_model(loaded.model, X, dataset.test.y)
     _print_metrics(f"{model} on {dataset.spec.name} (test split, n={len(dataset.test)})", metrics)
+
+
+@app.command()
+def explain(
+    model: str = typer.Argument(..., help="Checkpoint folder, TorchScript file, or package.module:factory (with --weights)."),
+    data: str = DataOption,
+    method: str = typer.Option("integrated_gradients", "--method", help="Comma-separated attribution methods (ig, saliency, input_x_gradient, deeplift, gradient_shap, feature_ablation, occlusion, kernel_shap, shap_gradient, lime)."),
+    samples: int = typer.Option(200, "--samples", min=1, help="Test rows to explain."),
+    top: int = typer.Option(10, "--top", min=1, help="Features to show."),
+    seed: int = typer.Option(0, "--seed"),
+    spec: Optional[Path] = SpecOption,
+    weights: Optional[Path] = typer.Option(None, "--weights", help="safetensors weights for a package.module:factory model."),
+    data_dir: Optional[Path] = DataDirOption,
+) -> None:
+    """Explain a model's decisions: attributions, global importance, agreement of methods."""
+    from scrutiny.audit.explain import explain as explain_model, resolve_methods
+    from scrutiny.models import load_model
+
+    methods = resolve_methods(method.split(","))
+    dataset = load_data(data, spec, data_dir)
+    loaded = load_model(model, weights=weights, dataset=dataset)
+    result = explain_model(loaded.model, dataset, methods=methods, samples=samples, seed=seed, progress=True,
+                           preprocessor=loaded.preprocessor() if loaded.manifest else None)
+    runs = Table("method", "explains", "baseline", "seconds", "error figure")
+    for name, attribution in result.attributions.items():
+        runs.add_row(name, attribution.output, attribution.baseline, f"{attribution.seconds:.2f}", _error_summary(attribution))
+    console.print(f"{len(result.rows)} test rows of {dataset.spec.name}")
+    console.print(runs)
+    for name, importance in result.importance.items():
+        table = Table("feature", "mean |attribution|", f"{importance.confidence:.0%} interval", title=f"global importance: {name}")
+        for i in importance.ranked()[:top]:
+            table.add_row(importance.names[i], f"{importance.mean[i]:.4f}", f"[{importance.low[i]:.4f}, {importance.high[i]:.4f}]")
+        console.print(table)
+    if result.agreements:
+        table = Table("methods", "Spearman ρ (median per sample)", "Spearman ρ (global)", f"top-{result.agreements[0].k} overlap (mean)")
+        for a in result.agreements:
+            table.add_row(" vs ".join(a.methods), f"{a.spearman_median:.3f}", f"{a.spearman_global:.3f}", f"{a.top_k_per_sample.mean():.2f}")
+        console.print(table)
+
+
+def _error_summary(attribution) -> str:
+    relative = attribution.relative_error
+    if relative is not None:
+        within = float(np.mean(relative <= 0.01))
+        return f"{attribution.error_name}: {within:.0%} of samples within 1% (median {np.nanmedian(relative):.2%})"
+    if attribution.error is not None:
+        return f"{attribution.error_name}: median {np.median(attribution.error):.3f}"
+    return "—"
 
 
 def _print_metrics(title: str, metrics: dict) -> None:

@@ -1,0 +1,106 @@
+"""The attribution family: explain a model on a sample of a data set's test split.
+
+:func:`explain` runs several attribution methods on the same seeded sample, names the
+features after the original columns (or image patches), and adds global importance with
+bootstrap intervals and the agreement between every pair of methods.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from torch import nn
+
+from scrutiny.models import Dataset
+from scrutiny.models.errors import InputError
+
+from .attributions import METHODS, Attribution, attribute
+from .feature_space import FeatureSpace, patch_groups, tabular_space
+from .importance import Agreement, Importance, agreement_matrix, global_importance
+
+__all__ = ["ALIASES", "Explanations", "explain", "feature_space_for", "resolve_methods"]
+
+ALIASES = {"ig": "integrated_gradients", "shap": "kernel_shap", "ixg": "input_x_gradient"}
+
+
+@dataclass
+class Explanations:
+    """Everything the attribution family found on one sample of the test split."""
+
+    rows: np.ndarray                      # indices into the test split
+    space: FeatureSpace
+    attributions: dict[str, Attribution]
+    per_feature: dict[str, np.ndarray]    # method -> (N, n_features)
+    importance: dict[str, Importance]
+    agreements: list[Agreement]
+
+
+def resolve_methods(names: list[str]) -> list[str]:
+    methods = [ALIASES.get(n.strip(), n.strip()) for n in names if n.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise InputError(
+            f"unknown attribution method {', '.join(repr(u) for u in unknown) or '(none given)'}; "
+            f"expected: {', '.join(METHODS)} (or {', '.join(ALIASES)})"
+        )
+    return list(dict.fromkeys(methods))
+
+
+def feature_space_for(dataset: Dataset, preprocessor=None) -> FeatureSpace:
+    """Original features of a table, 2×2 patches of an image."""
+    if dataset.spec.task == "image":
+        return patch_groups(tuple(dataset.spec.image_shape))
+    return tabular_space(preprocessor or dataset.preprocessor)
+
+
+def explain(
+    model: nn.Module,
+    dataset: Dataset,
+    *,
+    methods: list[str],
+    samples: int = 200,
+    preprocessor=None,
+    seed: int = 0,
+    top_k: int = 5,
+    n_boot: int = 1000,
+    progress: bool = False,
+    **options,
+) -> Explanations:
+    """Attributions of several methods on ``samples`` seeded test rows, with global
+    importance and agreement.
+
+    Args:
+        model: classifier returning logits.
+        dataset: the data set; its test split is explained, its training split is the
+            background.
+        methods: names from :data:`~scrutiny.audit.attributions.METHODS` (or aliases).
+        samples: test rows to explain (all if fewer). Default: 200
+        preprocessor: the model's own preprocessing (a checkpoint's). Default: the data set's.
+        seed: seeds the sample choice and every method. Default: 0
+        top_k: k of the top-k overlap. Default: 5
+        n_boot: bootstrap resamples of the importance intervals. Default: 1000
+        progress: show progress bars.
+        **options: passed to :func:`~scrutiny.audit.attributions.attribute`
+            (``n_steps``, ``n_samples``, ``batch_size``, ``baselines``).
+    """
+    methods = resolve_methods(methods)
+    if samples < 1:
+        raise InputError(f"--samples must be at least 1, got {samples}")
+    encode = (preprocessor or dataset.preprocessor).transform
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(len(dataset.test), size=min(samples, len(dataset.test)), replace=False))
+    test_X = dataset.test.X.iloc[rows] if hasattr(dataset.test.X, "iloc") else dataset.test.X[rows]
+    inputs, background = encode(test_X), encode(dataset.train.X)
+    space = feature_space_for(dataset, preprocessor)
+    attributions, per_feature, importance = {}, {}, {}
+    for method in methods:
+        result = attribute(model, inputs, method=method, space=space, background=background, seed=seed,
+                           progress=progress, **options)
+        attributions[method] = result
+        per_feature[method] = result.by_feature(space)
+        importance[method] = global_importance(per_feature[method], list(space.names), n_boot=n_boot, seed=seed)
+    return Explanations(
+        rows=rows, space=space, attributions=attributions, per_feature=per_feature, importance=importance,
+        agreements=agreement_matrix(per_feature, k=top_k),
+    )
