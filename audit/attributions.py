@@ -32,6 +32,7 @@ switch 2×2 patches to the baseline.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -192,10 +193,14 @@ def attribute(
         )
         start = time.perf_counter()
         runner = _RUNNERS[method]
-        values, error, error_name, settings = runner(
-            wrapped, inputs, target, base, space=space, background=background, n_steps=n_steps,
-            max_steps=max_steps, tolerance=tolerance, n_samples=n_samples, batch_size=batch_size, seed=seed, progress=progress,
-        )
+        with warnings.catch_warnings():
+            # captum announces the hooks DeepLift sets on activations at every call
+            warnings.filterwarnings("ignore", message="Setting forward, backward hooks", category=UserWarning)
+            values, error, error_name, settings = runner(
+                wrapped, inputs, target, base, space=space, background=background, n_steps=n_steps,
+                max_steps=max_steps, tolerance=tolerance, n_samples=n_samples, batch_size=batch_size, seed=seed,
+                progress=progress,
+            )
         seconds = time.perf_counter() - start
         output_change = None
         if error_name in ("convergence_delta", "additivity_gap"):
