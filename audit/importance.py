@@ -15,7 +15,7 @@ from itertools import combinations
 import numpy as np
 from scipy.stats import rankdata, spearmanr
 
-__all__ = ["Importance", "global_importance", "Agreement", "agreement", "agreement_matrix"]
+__all__ = ["Importance", "global_importance", "Agreement", "agreement", "agreement_matrix", "row_spearman"]
 
 
 @dataclass
@@ -77,7 +77,7 @@ class Agreement:
         return float(np.nanmedian(self.spearman_per_sample))
 
 
-def _row_spearman(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def row_spearman(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     ra, rb = rankdata(a, axis=1), rankdata(b, axis=1)
     ra -= ra.mean(axis=1, keepdims=True)
     rb -= rb.mean(axis=1, keepdims=True)
@@ -102,7 +102,7 @@ def agreement(a: np.ndarray, b: np.ndarray, *, methods: tuple[str, str] = ("a", 
     rho = spearmanr(global_a, global_b).statistic if a.shape[1] > 1 else np.nan
     return Agreement(
         methods=methods,
-        spearman_per_sample=_row_spearman(a, b),
+        spearman_per_sample=row_spearman(a, b),
         top_k_per_sample=overlap,
         spearman_global=float(rho),
         top_k_global=len(set(_top_k(global_a, k)) & set(_top_k(global_b, k))) / k,
