@@ -296,14 +296,16 @@ def _integrated_gradients(wrapped, inputs, target, base, *, n_steps, max_steps, 
     rows = np.arange(len(inputs))
     values, delta = run(rows, n_steps)
     steps = np.full(len(inputs), n_steps)
-    while True:
+    level = n_steps
+    while level < max_steps:
+        # only the rows refined last round can still fail, all at the same level;
         # float32 sums cannot get much below 1e-5, however many steps are taken
-        todo = rows[(np.abs(delta) > np.maximum(tolerance * scale, 1e-5)) & (steps < max_steps)]
+        todo = rows[np.abs(delta) > np.maximum(tolerance * scale, 1e-5)]
         if not len(todo):
             break
-        new_steps = min(int(steps[todo[0]]) * 2, max_steps)
-        values[todo], delta[todo] = run(todo, new_steps)
-        steps[todo] = new_steps
+        level = min(level * 2, max_steps)
+        values[todo], delta[todo] = run(todo, level)
+        steps[todo] = level
     settings = {"n_steps": n_steps, "max_steps": max_steps, "tolerance": tolerance, "integration": "gausslegendre",
                 "steps_used": {int(k): int(v) for k, v in zip(*np.unique(steps, return_counts=True))}}
     return values, delta, "convergence_delta", settings

@@ -141,12 +141,13 @@ def test_integrated_gradients_error_is_completeness_gap(adult_case, adult_ig):
     np.testing.assert_allclose(adult_ig.error, gap, rtol=0, atol=1e-4)
 
 
-@pytest.mark.xfail(strict=True, reason="default n_steps=64 (Gauss-Legendre) is too few for the Adult MLP: "
-                   "only ~82% of samples within 1%; n_steps=256 gives ~97%")
 def test_integrated_gradients_complete_with_default_steps(adult_case, adult_ig):
     gap, change = _ig_gap(adult_case, adult_ig)
     within = np.abs(gap) <= 0.01 * np.abs(change)
     assert within.mean() >= 0.95, f"only {within.mean():.1%} of samples within 1% of f(x) - f(baseline)"
+    np.testing.assert_allclose(adult_ig.output_change, change, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(adult_ig.relative_error, np.abs(gap) / np.abs(change), rtol=1e-3, atol=1e-6)
+    assert sum(adult_ig.settings["steps_used"].values()) == len(change)
 
 
 def _exact_shapley(model, space: FeatureSpace, x: np.ndarray, background: np.ndarray, target: int) -> np.ndarray:
