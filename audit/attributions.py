@@ -179,9 +179,8 @@ def attribute(
     background = np.asarray(background, dtype=np.float32)
     if inputs.shape[1:] != tuple(space.input_shape):
         raise InputError(f"inputs have shape {inputs.shape[1:]}, the model reads {tuple(space.input_shape)}")
-    wrapped = ExplainedOutput(model).eval()
     was_training = model.training
-    model.eval()
+    wrapped = ExplainedOutput(model).eval()
     try:
         with torch.no_grad():
             logits = _forward(wrapped, inputs, batch_size)
@@ -209,8 +208,6 @@ def attribute(
             output_change = logits[np.arange(len(inputs)), target] - reference[target]
     finally:
         model.train(was_training)
-        for parameter in model.parameters():
-            parameter.grad = None
     return Attribution(
         method=method,
         values=np.asarray(values, dtype=np.float64).reshape(inputs.shape),
@@ -238,7 +235,11 @@ def _forward(model: nn.Module, inputs: np.ndarray, batch_size: int) -> np.ndarra
 def _baseline(spec, background, space: FeatureSpace, k: int, seed: int) -> tuple[str, np.ndarray]:
     shape = tuple(space.input_shape)
     if isinstance(spec, np.ndarray):
-        base = np.asarray(spec, dtype=np.float32).reshape((-1, *shape))
+        if spec.shape == shape:
+            spec = spec[None]
+        if spec.ndim != len(shape) + 1 or spec.shape[1:] != shape or len(spec) == 0:
+            raise InputError(f"baseline array has shape {spec.shape}; expected {shape} or (k, {', '.join(map(str, shape))})")
+        base = spec.astype(np.float32)
         return f"given(k={len(base)})", base
     if spec == "zeros":
         return "zeros", np.zeros((1, *shape), dtype=np.float32)
@@ -335,6 +336,7 @@ def _gradient_shap(wrapped, inputs, target, base, *, n_samples, batch_size, seed
 
     samples = n_samples or 32
     torch.manual_seed(seed)
+    np.random.seed(seed)  # captum draws GradientShap's baseline choices from numpy's global generator
     algorithm = GradientShap(wrapped)
     values, deltas = [], []
     for i in _chunks(len(inputs), batch_size, progress, "GradientShap"):
@@ -443,7 +445,8 @@ def _lime(wrapped, inputs, target, base, *, space, background, n_samples, batch_
         from lime.lime_tabular import LimeTabularExplainer
 
         Z_train = space.to_codes(background)
-        categorical = [g for g, c in enumerate(space.categorical) if c]
+        # a binary feature must stay 0/1: LIME samples it as a category, not a number
+        categorical = [g for g in range(space.n_features) if space.categorical[g] or space.binary[g]]
         explainer = LimeTabularExplainer(
             Z_train, mode="classification", feature_names=list(space.names), categorical_features=categorical,
             discretize_continuous=False, random_state=seed,
@@ -460,16 +463,24 @@ def _lime(wrapped, inputs, target, base, *, space, background, n_samples, batch_
     else:
         from lime.lime_image import LimeImageExplainer
 
+        import functools
+        from unittest import mock
+
+        import lime.lime_image
+
         segments = space.mask()[0]
         explainer = LimeImageExplainer(random_state=seed)
+        # lime_image shows a bar per image with no way to turn it off; this one loop shows progress
+        quiet = mock.patch.object(lime.lime_image, "tqdm", functools.partial(lime.lime_image.tqdm, disable=True))
         for i in tqdm(range(len(inputs)), desc="LIME", disable=not progress):
             rgb = np.repeat(inputs[i][0][..., None], 3, axis=2).astype(np.float64)
-            explanation = explainer.explain_instance(
-                rgb, lambda images: proba(np.ascontiguousarray(images[..., :1].transpose(0, 3, 1, 2), dtype=np.float32)),
-                labels=(int(target[i]),), top_labels=None, hide_color=float(base[0].mean()),
-                num_features=space.n_features, num_samples=samples, segmentation_fn=lambda _: segments,
-                random_seed=seed, batch_size=1000,
-            )
+            with quiet:
+                explanation = explainer.explain_instance(
+                    rgb, lambda images: proba(np.ascontiguousarray(images[..., :1].transpose(0, 3, 1, 2), dtype=np.float32)),
+                    labels=(int(target[i]),), top_labels=None, hide_color=float(base[0].mean()),
+                    num_features=space.n_features, num_samples=samples, segmentation_fn=lambda _: segments,
+                    random_seed=seed, batch_size=1000,
+                )
             for g, weight in explanation.local_exp[int(target[i])]:
                 values[i, g] = weight
             misfit[i] = 1.0 - _score(explanation, int(target[i]))

@@ -30,6 +30,7 @@ class FeatureSpace:
         categorical: for each group, whether it is a one-hot block.
         input_shape: shape of one model input.
         kind: ``"tabular"`` or ``"image"``.
+        binary: for each group, whether it is a single 0/1 column (a binary feature).
     """
 
     names: tuple[str, ...]
@@ -37,6 +38,11 @@ class FeatureSpace:
     categorical: tuple[bool, ...]
     input_shape: tuple[int, ...]
     kind: str
+    binary: tuple[bool, ...] = ()
+
+    def __post_init__(self):
+        if not self.binary:
+            object.__setattr__(self, "binary", (False,) * len(self.groups))
 
     @property
     def n_features(self) -> int:
@@ -69,6 +75,8 @@ class FeatureSpace:
                 known = block.max(axis=1) > 0
                 rows = np.flatnonzero(known)
                 out[rows, np.asarray(idx)[active[known]]] = per_feature[known, g]
+                unknown = np.flatnonzero(~known)  # a category unseen in training: spread evenly
+                out[np.ix_(unknown, idx)] = per_feature[unknown, g][:, None] / len(idx)
             else:
                 out[:, idx] = per_feature[:, [g]] / len(idx)
         return out.reshape((len(per_feature), *self.input_shape))
@@ -119,6 +127,7 @@ def tabular_space(preprocessor) -> FeatureSpace:
         categorical=tuple(f.kind == "categorical" for f in preprocessor.spec.features),
         input_shape=(preprocessor.n_encoded,),
         kind="tabular",
+        binary=tuple(f.kind == "binary" for f in preprocessor.spec.features),
     )
 
 

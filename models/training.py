@@ -436,6 +436,7 @@ def train(
             if patience is not None and stale >= patience:
                 break
     bar.close()
+    optimizer.zero_grad(set_to_none=True)  # hand the model back without training gradients
     if best_state is not None:
         model.load_state_dict(best_state)
     else:  # no validation split, or no finite validation loss: keep the last weights

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-
 from scrutiny.audit.feature_space import FeatureSpace, patch_groups, tabular_space
 
 
@@ -110,8 +109,6 @@ def test_spread_then_sum_by_feature_gives_back_values(adult):
             np.testing.assert_array_equal(block * (rows[:, list(idx)] == 0), 0.0)
 
 
-@pytest.mark.xfail(strict=True, reason="FeatureSpace.spread drops the value of a categorical feature whose "
-                   "category was unseen in training (all-zero block), so sum_by_feature does not give it back")
 def test_spread_keeps_value_of_unseen_category(adult):
     dataset, space, _ = adult
     raw = dataset.test.X.iloc[:2].copy()
