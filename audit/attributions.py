@@ -261,7 +261,8 @@ def _chunks(n: int, size: int, progress: bool, desc: str):
 
 def _captum(algorithm_cls, wrapped, inputs, target, base, *, batch_size, progress, kwargs, delta: bool):
     algorithm = algorithm_cls(wrapped)
-    values, deltas = [], []
+    values = np.empty(inputs.shape, dtype=np.float64)  # filled chunk by chunk: one copy of the result
+    deltas = np.empty(len(inputs)) if delta else None
     for i in _chunks(len(inputs), batch_size, progress, algorithm_cls.__name__):
         x = torch.from_numpy(inputs[i:i + batch_size]).requires_grad_()
         t = torch.from_numpy(target[i:i + batch_size])
@@ -271,9 +272,9 @@ def _captum(algorithm_cls, wrapped, inputs, target, base, *, batch_size, progres
         out = algorithm.attribute(x, target=t, return_convergence_delta=delta, **call) if delta else algorithm.attribute(x, target=t, **call)
         if delta:
             out, d = out
-            deltas.append(d.detach().double().numpy().reshape(len(x), -1).mean(axis=1))
-        values.append(out.detach().double().numpy())
-    return np.concatenate(values), (np.concatenate(deltas) if delta else None)
+            deltas[i:i + len(x)] = d.detach().double().numpy().reshape(len(x), -1).mean(axis=1)
+        values[i:i + len(x)] = out.detach().numpy()
+    return values, deltas
 
 
 def _integrated_gradients(wrapped, inputs, target, base, *, n_steps, max_steps, tolerance, batch_size, progress, **_):
