@@ -142,6 +142,7 @@ def explain(
     samples: int = typer.Option(200, "--samples", min=1, help="Test rows to explain."),
     top: int = typer.Option(10, "--top", min=1, help="Features to show."),
     seed: int = typer.Option(0, "--seed"),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write figures: PATH.png gets global importance; with several methods PATH-agreement.png too; for images PATH-heatmaps.png."),
     spec: Optional[Path] = SpecOption,
     weights: Optional[Path] = typer.Option(None, "--weights", help="safetensors weights for a package.module:factory model."),
     data_dir: Optional[Path] = DataDirOption,
@@ -151,6 +152,8 @@ def explain(
     from scrutiny.models import load_model
 
     methods = resolve_methods(method.split(","))
+    if plot is not None and plot.suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise model_errors.InputError(f"--plot {plot}: expected a .png, .svg or .pdf file name")
     dataset = load_data(data, spec, data_dir)
     loaded = load_model(model, weights=weights, dataset=dataset)
     result = explain_model(loaded.model, dataset, methods=methods, samples=samples, seed=seed, progress=True,
@@ -171,6 +174,27 @@ def explain(
         for a in result.agreements:
             table.add_row(" vs ".join(a.methods), f"{a.spearman_median:.3f}", f"{a.spearman_global:.3f}", f"{a.top_k_per_sample.mean():.2f}")
         console.print(table)
+    if plot is not None:
+        for path in _explain_figures(result, dataset, plot):
+            console.print(f"figure written to {path}")
+
+
+def _explain_figures(result, dataset, plot: Path) -> list[Path]:
+    from scrutiny.audit import plots
+
+    written = [plots.save_figure(plots.importance_figure(result.importance), plot)]
+    if result.agreements:
+        figure = plots.agreement_figure(list(result.attributions), result.agreements)
+        written.append(plots.save_figure(figure, plot.with_name(f"{plot.stem}-agreement{plot.suffix}")))
+    if dataset.spec.task == "image":
+        shown = slice(0, min(6, len(result.rows)))
+        images = dataset.test.X[result.rows[shown]]
+        values = {m: a.values[shown] for m, a in result.attributions.items()}
+        titles = [f"true {dataset.spec.classes[dataset.test.y[r]]}, explained {dataset.spec.classes[t]}"
+                  for r, t in zip(result.rows[shown], next(iter(result.attributions.values())).target[shown])]
+        figure = plots.heatmap_figure(images, values, titles=titles)
+        written.append(plots.save_figure(figure, plot.with_name(f"{plot.stem}-heatmaps{plot.suffix}")))
+    return written
 
 
 def _error_summary(attribution) -> str:

@@ -76,3 +76,36 @@ def test_explain_cli(trained, capsys, monkeypatch):
     code = main(["explain", str(path), "--data", "breast_cancer", "--method", "magic"])
     _, err = capsys.readouterr()
     assert code == 2 and err.startswith("error: unknown attribution method 'magic'") and len(err.strip().splitlines()) == 1
+
+
+def test_explain_plots_are_written_atomically(trained, capsys, tmp_path):
+    from PIL import Image
+
+    _, _, path = trained("breast_cancer", "mlp")
+    target = tmp_path / "figs" / "bc.png"
+    code = main(["explain", str(path), "--data", "breast_cancer", "--method", "ig,saliency", "--samples", "8",
+                 "--plot", str(target)])
+    assert code == 0, capsys.readouterr().err
+    written = sorted(p.name for p in target.parent.iterdir())
+    assert written == ["bc-agreement.png", "bc.png"]  # no temporary files left
+    for name in written:
+        with Image.open(target.parent / name) as image:
+            pixels = np.asarray(image.convert("L"))
+        assert pixels.shape[0] > 200 and pixels.std() > 10  # a drawn figure, not a blank canvas
+    code = main(["explain", str(path), "--data", "breast_cancer", "--plot", str(tmp_path / "x.txt")])
+    err = capsys.readouterr().err
+    assert code == 2 and "--plot" in err and not (tmp_path / "x.txt").exists()
+
+
+def test_image_heatmaps(load, tmp_path):
+    from scrutiny.audit import plots
+    from scrutiny.models import build_model
+    import torch
+
+    digits = load("digits")
+    torch.manual_seed(0)
+    model = build_model("cnn", input_shape=(1, 8, 8), n_classes=10).eval()
+    found = explain(model, digits, methods=["saliency", "occlusion"], samples=3, n_boot=50)
+    figure = plots.heatmap_figure(digits.test.X[found.rows], {m: a.values for m, a in found.attributions.items()})
+    assert len(figure.axes) == 3 * 3
+    assert plots.save_figure(figure, tmp_path / "h.svg").read_text().startswith("<?xml")

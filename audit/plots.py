@@ -1,0 +1,107 @@
+"""Figures of attribution findings: global importance with intervals, method agreement,
+and image heat maps. Each function returns a matplotlib Figure; :func:`save_figure` writes
+it atomically."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, never a window
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .importance import Agreement, Importance  # noqa: E402
+
+__all__ = ["importance_figure", "agreement_figure", "heatmap_figure", "save_figure"]
+
+
+def importance_figure(importances: dict[str, Importance], *, top: int = 15):
+    """Horizontal bars of mean |attribution| with bootstrap intervals, one panel per method,
+    features in the first method's order."""
+    first = next(iter(importances.values()))
+    order = first.ranked()[:top][::-1]
+    fig, axes = plt.subplots(1, len(importances), figsize=(4.2 * len(importances), 0.35 * len(order) + 1.4),
+                             sharey=True, squeeze=False)
+    for ax, (method, imp) in zip(axes[0], importances.items()):
+        mean = imp.mean[order]
+        errors = np.vstack([mean - imp.low[order], imp.high[order] - mean])
+        ax.barh(np.arange(len(order)), mean, xerr=errors, color="#4c72b0", ecolor="#333333", capsize=2)
+        ax.set_title(method.replace("_", " "), fontsize=10)
+        ax.set_xlabel("mean |attribution|")
+        ax.grid(axis="x", alpha=0.3)
+    axes[0][0].set_yticks(np.arange(len(order)), [first.names[i] for i in order])
+    fig.suptitle(f"Global importance ({first.confidence:.0%} bootstrap intervals)", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def agreement_figure(methods: list[str], agreements: list[Agreement]):
+    """Matrix of median per-sample Spearman ρ between methods."""
+    index = {m: i for i, m in enumerate(methods)}
+    matrix = np.eye(len(methods))
+    for a in agreements:
+        i, j = index[a.methods[0]], index[a.methods[1]]
+        matrix[i, j] = matrix[j, i] = a.spearman_median
+    fig, ax = plt.subplots(figsize=(1.1 * len(methods) + 2.5, 1.0 * len(methods) + 1.5))
+    image = ax.imshow(matrix, vmin=-1, vmax=1, cmap="RdBu")
+    labels = [m.replace("_", " ") for m in methods]
+    ax.set_xticks(range(len(methods)), labels, rotation=40, ha="right")
+    ax.set_yticks(range(len(methods)), labels)
+    for i in range(len(methods)):
+        for j in range(len(methods)):
+            ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=9,
+                    color="white" if abs(matrix[i, j]) > 0.6 else "black")
+    fig.colorbar(image, ax=ax, label="median Spearman ρ of |attribution|")
+    ax.set_title("Agreement between methods", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def heatmap_figure(images: np.ndarray, values: dict[str, np.ndarray], *, titles: list[str] | None = None):
+    """Rows of samples: the image, then each method's attribution as a signed heat map over it.
+
+    Args:
+        images: (N, C, H, W) inputs.
+        values: method → (N, C, H, W) attributions.
+        titles: one label per sample (e.g. "true 3, predicted 8").
+    """
+    n, methods = len(images), list(values)
+    fig, axes = plt.subplots(n, len(methods) + 1, figsize=(1.9 * (len(methods) + 1), 1.9 * n), squeeze=False)
+    for r in range(n):
+        axes[r][0].imshow(images[r].mean(axis=0), cmap="gray_r")
+        axes[r][0].set_ylabel(titles[r] if titles else f"sample {r}", fontsize=8)
+        for c, method in enumerate(methods, start=1):
+            heat = values[method][r].sum(axis=0)
+            bound = np.abs(heat).max() or 1.0
+            axes[r][c].imshow(images[r].mean(axis=0), cmap="gray_r", alpha=0.35)
+            axes[r][c].imshow(heat, cmap="RdBu_r", vmin=-bound, vmax=bound, alpha=0.75)
+            if r == 0:
+                axes[r][c].set_title(method.replace("_", " "), fontsize=8)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0][0].set_title("input", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig, path: str | os.PathLike) -> Path:
+    """Write ``fig`` to ``path`` (format from the suffix) via a temporary file and rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=150, bbox_inches="tight")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        plt.close(fig)
+    return path
