@@ -43,7 +43,7 @@ from scrutiny.models.errors import InputError
 
 from .feature_space import FeatureSpace
 
-__all__ = ["METHODS", "Attribution", "attribute", "ExplainedOutput", "default_baseline"]
+__all__ = ["METHODS", "Attribution", "attribute", "ExplainedOutput", "default_baseline", "to_device"]
 
 METHODS = (
     "integrated_gradients", "saliency", "input_x_gradient", "deeplift", "gradient_shap",
@@ -146,8 +146,8 @@ def attribute(
     r"""Attributions of ``model``'s decisions on ``inputs`` by ``method``.
 
     Args:
-        model: a classifier returning logits (N, n_classes). Put in eval mode; its gradients
-            are left untouched.
+        model: a classifier returning logits (N, n_classes), on the CPU or a GPU (inputs
+            follow it). Put in eval mode for the call; its ``.grad`` are left untouched.
         inputs: encoded inputs, (N, *input_shape).
         method: one of :data:`METHODS`.
         space: the interpretable features (original features or image patches).
@@ -185,7 +185,12 @@ def attribute(
         with torch.no_grad():
             logits = _forward(wrapped, inputs, batch_size)
         n_classes = logits.shape[1]
-        target = logits.argmax(axis=1) if target is None else np.broadcast_to(np.asarray(target, dtype=np.int64), (len(inputs),)).copy()
+        if target is None:
+            target = logits.argmax(axis=1)
+        else:
+            target = np.broadcast_to(np.asarray(target, dtype=np.int64), (len(inputs),)).copy()
+            if target.min() < 0 or target.max() >= n_classes:
+                raise InputError(f"target classes must lie in 0..{n_classes - 1}; got {sorted(set(target.tolist()))[:5]}")
         baseline_name, base = _baseline(
             baselines if baselines is not None else default_baseline(method, space.kind),
             background, space, n_background or (50 if method == "kernel_shap" else 100), seed,
@@ -226,9 +231,16 @@ def attribute(
 # ------------------------------------------------------------------ helpers
 
 
+def to_device(array: np.ndarray, model: nn.Module) -> torch.Tensor:
+    """``array`` as a tensor on the model's device (the GPU when the model is there)."""
+    parameter = next(model.parameters(), None)
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    return tensor if parameter is None else tensor.to(parameter.device)
+
+
 def _forward(model: nn.Module, inputs: np.ndarray, batch_size: int) -> np.ndarray:
     return np.concatenate(
-        [model(torch.from_numpy(inputs[i:i + batch_size])).double().numpy() for i in range(0, len(inputs), batch_size)]
+        [model(to_device(inputs[i:i + batch_size], model)).double().cpu().numpy() for i in range(0, len(inputs), batch_size)]
     )
 
 
@@ -264,16 +276,16 @@ def _captum(algorithm_cls, wrapped, inputs, target, base, *, batch_size, progres
     values = np.empty(inputs.shape, dtype=np.float64)  # filled chunk by chunk: one copy of the result
     deltas = np.empty(len(inputs)) if delta else None
     for i in _chunks(len(inputs), batch_size, progress, algorithm_cls.__name__):
-        x = torch.from_numpy(inputs[i:i + batch_size]).requires_grad_()
-        t = torch.from_numpy(target[i:i + batch_size])
+        x = to_device(inputs[i:i + batch_size], wrapped).requires_grad_()
+        t = to_device(target[i:i + batch_size], wrapped)
         call = dict(kwargs)
         if "baselines" in call and call["baselines"] is None:
-            call["baselines"] = torch.from_numpy(base).expand_as(x) if len(base) == 1 else torch.from_numpy(base)
+            call["baselines"] = to_device(base, wrapped).expand_as(x) if len(base) == 1 else to_device(base, wrapped)
         out = algorithm.attribute(x, target=t, return_convergence_delta=delta, **call) if delta else algorithm.attribute(x, target=t, **call)
         if delta:
             out, d = out
-            deltas[i:i + len(x)] = d.detach().double().numpy().reshape(len(x), -1).mean(axis=1)
-        values[i:i + len(x)] = out.detach().numpy()
+            deltas[i:i + len(x)] = d.detach().double().cpu().numpy().reshape(len(x), -1).mean(axis=1)
+        values[i:i + len(x)] = out.detach().cpu().numpy()
     return values, deltas
 
 
@@ -341,18 +353,18 @@ def _gradient_shap(wrapped, inputs, target, base, *, n_samples, batch_size, seed
     algorithm = GradientShap(wrapped)
     values, deltas = [], []
     for i in _chunks(len(inputs), batch_size, progress, "GradientShap"):
-        x = torch.from_numpy(inputs[i:i + batch_size])
-        attr, d = algorithm.attribute(x, baselines=torch.from_numpy(base), target=torch.from_numpy(target[i:i + batch_size]),
+        x = to_device(inputs[i:i + batch_size], wrapped)
+        attr, d = algorithm.attribute(x, baselines=to_device(base, wrapped), target=to_device(target[i:i + batch_size], wrapped),
                                       n_samples=samples, stdevs=0.0, return_convergence_delta=True)
-        values.append(attr.detach().double().numpy())
-        deltas.append(d.detach().double().numpy().reshape(len(x), samples).mean(axis=1))
+        values.append(attr.detach().double().cpu().numpy())
+        deltas.append(d.detach().double().cpu().numpy().reshape(len(x), samples).mean(axis=1))
     return np.concatenate(values), np.concatenate(deltas), "convergence_delta", {"n_samples": samples}
 
 
 def _feature_ablation(wrapped, inputs, target, base, *, space, batch_size, progress, **_):
     from captum.attr import FeatureAblation
 
-    mask = torch.from_numpy(space.mask()).unsqueeze(0)
+    mask = to_device(space.mask(), wrapped).unsqueeze(0)
     values, _ = _captum(FeatureAblation, wrapped, inputs, target, base, batch_size=batch_size, progress=progress,
                         kwargs={"baselines": None, "feature_mask": mask}, delta=False)
     # captum gives every position of a group the group's effect; keep the group total once
@@ -412,10 +424,10 @@ def _shap_gradient(wrapped, inputs, target, base, *, n_samples, batch_size, seed
     import shap
 
     samples = n_samples or 200
-    explainer = shap.GradientExplainer(wrapped, torch.from_numpy(base))
+    explainer = shap.GradientExplainer(wrapped, to_device(base, wrapped))
     values = []
     for i in _chunks(len(inputs), batch_size, progress, "GradientExplainer"):
-        out = explainer.shap_values(torch.from_numpy(inputs[i:i + batch_size]), nsamples=samples, rseed=seed + i)
+        out = explainer.shap_values(to_device(inputs[i:i + batch_size], wrapped), nsamples=samples, rseed=seed + i)
         out = np.asarray(out)  # (n, *input_shape, n_outputs)
         chosen = np.take_along_axis(out, target[i:i + batch_size].reshape((-1,) + (1,) * (out.ndim - 1)), axis=-1)
         values.append(chosen[..., 0])
@@ -436,7 +448,7 @@ def _lime(wrapped, inputs, target, base, *, space, background, n_samples, batch_
     def proba(X: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             return np.concatenate([
-                torch.softmax(model(torch.from_numpy(X[i:i + 4096])), dim=1).double().numpy()
+                torch.softmax(model(to_device(X[i:i + 4096], model)), dim=1).double().cpu().numpy()
                 for i in range(0, len(X), 4096)
             ])
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .attributions import ExplainedOutput
+from .attributions import ExplainedOutput, to_device
 from .feature_space import FeatureSpace
 from .importance import row_spearman
 
@@ -64,9 +64,9 @@ def infidelity_sensitivity(
     from captum.metrics import infidelity, sensitivity_max
 
     wrapped = ExplainedOutput(model).eval()
-    x = torch.from_numpy(np.asarray(inputs, dtype=np.float32))
-    t = torch.from_numpy(np.asarray(target, dtype=np.int64))
-    attributions = torch.from_numpy(np.asarray(values, dtype=np.float32))
+    x = to_device(np.asarray(inputs, dtype=np.float32), wrapped)
+    t = to_device(np.asarray(target, dtype=np.int64), wrapped)
+    attributions = to_device(np.asarray(values, dtype=np.float32), wrapped)
 
     def perturb(batch):
         perturbation = torch.randn_like(batch) * noise
@@ -76,14 +76,14 @@ def infidelity_sensitivity(
     # normalize: attributions are rescaled by the best-fitting factor first, so methods whose
     # attributions live on different scales (gradients vs contributions) compare fairly
     infid = infidelity(wrapped, perturb, x, attributions, target=t, n_perturb_samples=n_perturb,
-                       normalize=True).detach().numpy()
+                       normalize=True).detach().cpu().numpy()
     sens = None
     if explain_fn is not None:
         torch.manual_seed(seed)
         sens = sensitivity_max(
             lambda batch, target: explain_fn(batch, target), x, target=t, perturb_radius=radius,
             n_perturb_samples=n_perturb,
-        ).detach().numpy()
+        ).detach().cpu().numpy()
     return infid.astype(np.float64), None if sens is None else sens.astype(np.float64)
 
 
@@ -109,7 +109,7 @@ class DeletionCurves:
 def _probabilities(model: nn.Module, X: np.ndarray, target: np.ndarray, batch: int = 8192) -> np.ndarray:
     with torch.no_grad():
         probs = np.concatenate([
-            torch.softmax(model(torch.from_numpy(X[i:i + batch])), dim=1).double().numpy()
+            torch.softmax(model(to_device(X[i:i + batch], model)), dim=1).double().cpu().numpy()
             for i in range(0, len(X), batch)
         ])
     return probs[np.arange(len(X)), target]
