@@ -67,7 +67,6 @@ class Attribution:
         output: ``"log_odds"``, ``"logit"`` or ``"probability"``.
         baseline: how the baseline was chosen (``"train_mean"``, ``"train_sample(k=50)"``, …).
         baseline_values: the baseline input(s), shape (k, *input_shape).
-        baseline_weights: weight of each baseline row (k-means summaries); None: equal.
         error: the method's own error figure per sample (None where it has none).
         error_name: what ``error`` is.
         output_change: f(x) − f(baseline) per sample (mean over baseline rows), what the
@@ -87,7 +86,6 @@ class Attribution:
     output_change: np.ndarray | None
     seconds: float
     settings: dict = field(default_factory=dict)
-    baseline_weights: np.ndarray | None = None
 
     @property
     def relative_error(self) -> np.ndarray | None:
@@ -125,12 +123,9 @@ class ExplainedOutput(nn.Module):
 
 def default_baseline(method: str, kind: str) -> str:
     """Images: a blank image, except for the expected-gradient methods; tables: the training
-    mean, except for the SHAP methods, whose baseline is a sample of training rows, summarised
-    by weighted k-means for KernelSHAP as shap's documentation recommends."""
+    mean, except for the SHAP methods, whose baseline is a sample of training rows."""
     if kind == "image":
         return "train_sample" if method in ("gradient_shap", "shap_gradient") else "zeros"
-    if method == "kernel_shap":
-        return "train_kmeans"
     return "train_sample" if method in SAMPLE_BASELINE_METHODS else "train_mean"
 
 
@@ -200,11 +195,9 @@ def attribute(
             target = np.broadcast_to(np.asarray(target, dtype=np.int64), (len(inputs),)).copy()
             if target.min() < 0 or target.max() >= n_classes:
                 raise InputError(f"target classes must lie in 0..{n_classes - 1}; got {sorted(set(target.tolist()))[:5]}")
-        if isinstance(baselines, str) and baselines == "train_kmeans" and method != "kernel_shap":
-            raise InputError(f"baseline 'train_kmeans' is a weighted summary for kernel_shap, not for {method}")
-        baseline_name, base, base_weights = _baseline(
+        baseline_name, base = _baseline(
             baselines if baselines is not None else default_baseline(method, space.kind),
-            background, space, n_background or (10 if method == "kernel_shap" else 100), seed,
+            background, space, n_background or (50 if method == "kernel_shap" else 100), seed,
         )
         start = time.perf_counter()
         runner = _RUNNERS[method]
@@ -212,7 +205,7 @@ def attribute(
             # captum announces the hooks DeepLift sets on activations at every call
             warnings.filterwarnings("ignore", message="Setting forward, backward hooks", category=UserWarning)
             values, error, error_name, settings = runner(
-                wrapped, inputs, target, base, base_weights=base_weights, space=space, background=background, n_steps=n_steps,
+                wrapped, inputs, target, base, space=space, background=background, n_steps=n_steps,
                 max_steps=max_steps, tolerance=tolerance, n_samples=n_samples, batch_size=batch_size, seed=seed,
                 progress=progress,
             )
@@ -220,7 +213,7 @@ def attribute(
         output_change = None
         if error_name in ("convergence_delta", "additivity_gap"):
             with torch.no_grad():
-                reference = np.average(_forward(wrapped, base, batch_size), axis=0, weights=base_weights)
+                reference = _forward(wrapped, base, batch_size).mean(axis=0)
             output_change = logits[np.arange(len(inputs)), target] - reference[target]
     finally:
         model.train(was_training)
@@ -231,7 +224,6 @@ def attribute(
         output="probability" if method == "lime" else ExplainedOutput.name(n_classes),
         baseline=baseline_name,
         baseline_values=base,
-        baseline_weights=base_weights,
         error=None if error is None else np.asarray(error, dtype=np.float64),
         error_name=error_name,
         output_change=output_change,
@@ -256,7 +248,7 @@ def _forward(model: nn.Module, inputs: np.ndarray, batch_size: int) -> np.ndarra
     )
 
 
-def _baseline(spec, background, space: FeatureSpace, k: int, seed: int) -> tuple[str, np.ndarray, np.ndarray | None]:
+def _baseline(spec, background, space: FeatureSpace, k: int, seed: int) -> tuple[str, np.ndarray]:
     shape = tuple(space.input_shape)
     if isinstance(spec, np.ndarray):
         if spec.shape == shape:
@@ -264,23 +256,16 @@ def _baseline(spec, background, space: FeatureSpace, k: int, seed: int) -> tuple
         if spec.ndim != len(shape) + 1 or spec.shape[1:] != shape or len(spec) == 0:
             raise InputError(f"baseline array has shape {spec.shape}; expected {shape} or (k, {', '.join(map(str, shape))})")
         base = spec.astype(np.float32)
-        return f"given(k={len(base)})", base, None
+        return f"given(k={len(base)})", base
     if spec == "zeros":
-        return "zeros", np.zeros((1, *shape), dtype=np.float32), None
+        return "zeros", np.zeros((1, *shape), dtype=np.float32)
     if spec == "train_mean":
-        return "train_mean", background.mean(axis=0, keepdims=True).astype(np.float32), None
+        return "train_mean", background.mean(axis=0, keepdims=True).astype(np.float32)
     if spec == "train_sample":
         rng = np.random.default_rng(seed)
         rows = rng.choice(len(background), size=min(k, len(background)), replace=False)
-        return f"train_sample(k={len(rows)})", background[np.sort(rows)], None
-    if spec == "train_kmeans" and space.kind == "tabular":
-        import shap
-
-        # shap's summary: k-means centres snapped to values seen in the data, so category
-        # codes stay categories, weighted by cluster size
-        summary = shap.kmeans(space.to_codes(background), min(k, len(background)))
-        return f"train_kmeans(k={len(summary.data)})", space.from_codes(summary.data), np.asarray(summary.weights)
-    raise InputError(f"unknown baseline '{spec}'; expected zeros, train_mean, train_sample, train_kmeans (tables) or an array")
+        return f"train_sample(k={len(rows)})", background[np.sort(rows)]
+    raise InputError(f"unknown baseline '{spec}'; expected zeros, train_mean, train_sample or an array")
 
 
 def _chunks(n: int, size: int, progress: bool, desc: str):
@@ -410,7 +395,7 @@ def _predict_target(wrapped, batch_size):
     return f
 
 
-def _kernel_shap(wrapped, inputs, target, base, *, base_weights, space, n_samples, batch_size, seed, **_):
+def _kernel_shap(wrapped, inputs, target, base, *, space, n_samples, batch_size, seed, **_):
     """KernelSHAP over original features (tables) or patches (images), batched across rows
     (:mod:`.kernel_shap`); absent tabular features take each background row's values, absent
     patches the baseline image."""
@@ -420,13 +405,10 @@ def _kernel_shap(wrapped, inputs, target, base, *, base_weights, space, n_sample
         with torch.no_grad():
             return _forward(wrapped, flat.reshape((-1, *space.input_shape)).astype(np.float32), max(batch_size, 8192))
 
-    if space.kind == "tabular":
-        background, weights = base.reshape(len(base), -1), base_weights
-    else:  # absent patches are the (average) baseline image
-        background, weights = np.average(base, axis=0, weights=base_weights).reshape(1, -1), None
+    background = base.reshape(len(base), -1) if space.kind == "tabular" else base.mean(axis=0).reshape(1, -1)
     values, fx, expected = kernel_shap(
         predict, inputs.reshape(len(inputs), -1), background, [list(g) for g in space.groups], target,
-        background_weights=weights, nsamples=n_samples, seed=seed,
+        nsamples=n_samples, seed=seed,
     )
     gaps = values.sum(axis=1) - (fx - expected)
     unit = "original features" if space.kind == "tabular" else "2x2 patches"

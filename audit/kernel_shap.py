@@ -97,7 +97,6 @@ def kernel_shap(
     groups: list[list[int]],
     target: np.ndarray,
     *,
-    background_weights: np.ndarray | None = None,
     nsamples: int | None = None,
     seed: int = 0,
     max_rows: int = 262_144,
@@ -107,9 +106,7 @@ def kernel_shap(
     Args:
         predict: flat model inputs (R, D) → outputs (R, C).
         inputs: rows to explain, flat (N, D).
-        background: rows absent features are taken from, flat (K, D).
-        background_weights: weight of each background row (e.g. shap.kmeans cluster sizes).
-            Default: equal weights.
+        background: rows absent features are taken from, flat (K, D); averaged uniformly.
         groups: input positions of each of the M features.
         target: output explained for each row.
         nsamples: coalition budget. Default: shap's ``2 * M + 2048``.
@@ -123,9 +120,7 @@ def kernel_shap(
     m = len(groups)
     rows = np.arange(n)
     fx = predict(inputs)[rows, target]
-    weights_k = np.full(len(background), 1 / len(background)) if background_weights is None else (
-        np.asarray(background_weights, dtype=np.float64) / np.sum(background_weights))
-    expected = (weights_k @ predict(background))[target]
+    expected = predict(background).mean(axis=0)[target]
     if m == 1:
         return (fx - expected)[:, None], fx, expected
     masks, weights = coalition_design(m, nsamples, seed)
@@ -139,7 +134,7 @@ def kernel_shap(
         x = inputs[start:start + chunk]
         synthetic = np.where(present[None, :, None, :], x[:, None, None, :], background[None, None, :, :])
         out = predict(synthetic.reshape(-1, d)).reshape(len(x), len(masks), len(background), -1)
-        value[start:start + len(x)] = out[np.arange(len(x)), :, :, target[start:start + len(x)]] @ weights_k
+        value[start:start + len(x)] = out[np.arange(len(x)), :, :, target[start:start + len(x)]].mean(axis=2)
     # weighted least squares with Σφ = f(x) − E f eliminated through the last feature
     delta = fx - expected
     y = value - expected[:, None] - masks[:, -1][None, :] * delta[:, None]       # (N, S)
