@@ -7,15 +7,19 @@ Two measurements, in one run, on the same model and the same samples for both si
    divided by the time of the bare batched forward + backward passes it needs: exactly the
    interpolated rows it ran (``settings["steps_used"]``, refinement re-runs included: a
    sample that ended at 256 steps was also run at 64 and 128), in the batches captum forms,
-   through ``ExplainedOutput(model)`` and ``torch.autograd.grad`` w.r.t. the inputs.
+   through ``ExplainedOutput(model)`` and ``torch.autograd.grad`` w.r.t. the inputs. captum's
+   ``IntegratedGradients`` alone on the same rows and steps is timed too, to tell captum's
+   share of the overhead from scrutiny's.
 2. KernelSHAP and LIME as the audit runs them against the stock library calls as their docs
    show them (one instance at a time, default settings: ``shap.KernelExplainer`` over
    ``shap.kmeans(background, 10)``, ``LimeTabularExplainer.explain_instance``), on a small
    synthetic table (8 numeric + 2 categorical features of 3 categories: 10 original
    features), scored against exact interventional Shapley values from a full enumeration of
-   all 2**10 coalitions over each side's own background rows.
+   all 2**10 coalitions over each side's own background rows, and over a plain seeded sample
+   of training rows (``--reference-rows``) to show what each background choice costs.
 
-Times are the best of ``--repeats`` runs (other work on the machine only ever adds time).
+Times are the best of ``--repeats`` runs, the runs being compared taking turns (other work
+on the machine only ever adds time, and falls on both sides alike).
 
 Usage::
 
@@ -47,16 +51,38 @@ LIBRARIES = ("torch", "captum", "shap", "lime")
 # ------------------------------------------------------------------ helpers
 
 
-def best_of(repeats: int, fn):
-    """(min wall seconds over ``repeats`` calls, result of the first call)."""
-    first, best = None, math.inf
-    for i in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - start)
-        if i == 0:
-            first = out
-    return best, first
+class RowCounter:
+    """Counts the rows that go through a model's forward (a forward pre-hook)."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.rows = 0
+        self.handle = model.register_forward_pre_hook(self._hook)
+
+    def _hook(self, _module, args):
+        self.rows += int(args[0].shape[0])
+
+    def take(self) -> int:
+        rows, self.rows = self.rows, 0
+        return rows
+
+
+def interleaved(repeats: int, runs: dict, counter: RowCounter | None = None):
+    """Times each of ``runs`` (name → callable) ``repeats`` times, taking turns so that any
+    other load on the machine falls on all of them alike. Returns the best wall seconds of
+    each, the result of its first call, and the model rows its first call used."""
+    best = dict.fromkeys(runs, math.inf)
+    first, rows = {}, {}
+    for round_ in range(repeats):
+        for name, fn in runs.items():
+            if counter:
+                counter.take()
+            start = time.perf_counter()
+            out = fn()
+            best[name] = min(best[name], time.perf_counter() - start)
+            if round_ == 0:
+                first[name] = out
+                rows[name] = counter.take() if counter else None
+    return best, first, rows
 
 
 def sync(device: torch.device) -> None:
@@ -78,21 +104,6 @@ def attribute_device(model: torch.nn.Module, inputs: np.ndarray, space: FeatureS
         model.cpu()
         return torch.device("cpu")
     return torch.device("cuda")
-
-
-class RowCounter:
-    """Counts the rows that go through a model's forward (a forward pre-hook)."""
-
-    def __init__(self, model: torch.nn.Module):
-        self.rows = 0
-        self.handle = model.register_forward_pre_hook(self._hook)
-
-    def _hook(self, _module, args):
-        self.rows += int(args[0].shape[0])
-
-    def take(self) -> int:
-        rows, self.rows = self.rows, 0
-        return rows
 
 
 # ------------------------------------------------------------------ 1. integrated gradients
@@ -191,19 +202,26 @@ def bench_integrated_gradients(args, device: torch.device) -> dict | None:
         return attribute(model, inputs, method="integrated_gradients", space=space, background=background,
                          batch_size=args.batch_size, seed=args.seed)
 
-    attribute(model, inputs[:8], method="integrated_gradients", space=space, background=background)  # warm-up
-    ours_seconds, result = best_of(args.repeats, ours)
+    result = ours()  # warm-up, and the step counts the bare passes need
     settings = result.settings
     batches = ig_batches(settings["steps_used"], n_steps=settings["n_steps"], max_steps=settings["max_steps"],
                          batch_size=args.batch_size)
     wrapped = ExplainedOutput(model).eval()
     built = build_ig_rows(batches, inputs, result.target, result.baseline_values[0], device)
     n_rows = sum(int(x.shape[0]) for x, _ in built)
-    raw_passes(wrapped, built[:1], device)  # warm-up
-    raw_seconds, _ = best_of(args.repeats, lambda: raw_passes(wrapped, built, device))
-    captum_seconds, _ = best_of(args.repeats, lambda: captum_passes(
-        wrapped, inputs, result.target, result.baseline_values[0], settings["steps_used"],
-        n_steps=settings["n_steps"], max_steps=settings["max_steps"], batch_size=args.batch_size, device=device))
+
+    def stock():
+        captum_passes(wrapped, inputs, result.target, result.baseline_values[0], settings["steps_used"],
+                      n_steps=settings["n_steps"], max_steps=settings["max_steps"], batch_size=args.batch_size,
+                      device=device)
+
+    def bare():
+        raw_passes(wrapped, built, device)
+
+    bare(), stock()  # warm-up
+    best, first, _ = interleaved(args.repeats, {"ours": ours, "captum": stock, "bare": bare})
+    assert first["ours"].settings["steps_used"] == settings["steps_used"]
+    ours_seconds, captum_seconds, raw_seconds = best["ours"], best["captum"], best["bare"]
     within = float(np.mean(result.relative_error <= settings["tolerance"]))
     return {
         "samples": len(inputs), "device": str(device), "steps_used": settings["steps_used"],
@@ -327,19 +345,11 @@ def bench_kernel_shap_lime(args, device_request: str) -> dict:
     categorical = [g for g in range(M) if space.categorical[g] or space.binary[g]]
     out: dict = {"rows": len(inputs), "features": M}
 
+    target = explained(logits_fn(Z)).argmax(axis=1)  # attribute()'s default: the predicted class
+
     # ---- ours
     def ours(method):
         return attribute(model, inputs, method=method, space=space, background=background, seed=args.seed)
-
-    counter.take()
-    out["ours_shap_s"], shap_result = best_of(args.repeats, lambda: ours("kernel_shap"))
-    out["ours_shap_rows"] = counter.take() // args.repeats
-    out["ours_lime_s"], lime_result = best_of(args.repeats, lambda: ours("lime"))
-    out["ours_lime_rows"] = counter.take() // args.repeats
-    target = shap_result.target
-    assert np.array_equal(target, lime_result.target)
-    ours_shap = shap_result.by_feature(space)
-    ours_lime = lime_result.by_feature(space)
 
     # ---- stock shap: the docs' KernelExplainer over a k-means summary, one row at a time
     def stock_shap():
@@ -354,10 +364,6 @@ def bench_kernel_shap_lime(args, device_request: str) -> dict:
             phi = phi[target[i]] if isinstance(phi, list) else np.asarray(phi)[:, target[i]]
             values[i] = phi
         return values, summary
-
-    counter.take()
-    out["stock_shap_s"], (stock_shap_values, summary) = best_of(args.repeats, stock_shap)
-    out["stock_shap_rows"] = counter.take() // args.repeats
 
     # ---- stock LIME: LimeTabularExplainer with its defaults, explain_instance per row
     def proba(z):
@@ -375,32 +381,68 @@ def bench_kernel_shap_lime(args, device_request: str) -> dict:
                 values[i, g] = weight
         return values
 
-    out["stock_lime_s"], stock_lime_values = best_of(args.repeats, stock_lime)
-    out["stock_lime_rows"] = counter.take() // args.repeats
+    best, first, rows = interleaved(args.repeats, {
+        "ours_shap": lambda: ours("kernel_shap"), "stock_shap": stock_shap,
+        "ours_lime": lambda: ours("lime"), "stock_lime": stock_lime,
+    }, counter)
+    for name in best:
+        out[f"{name}_s"], out[f"{name}_rows"] = best[name], rows[name]
+    shap_result, lime_result = first["ours_shap"], first["ours_lime"]
+    stock_shap_values, summary = first["stock_shap"]
+    stock_lime_values = first["stock_lime"]
+    assert np.array_equal(target, shap_result.target) and np.array_equal(target, lime_result.target)
+    ours_shap = shap_result.by_feature(space)
+    ours_lime = lime_result.by_feature(space)
 
-    # ---- exact Shapley values over each side's background
+    # ---- exact Shapley values over each side's background, and over plain training rows
+    Z_ours = space.to_codes(shap_result.baseline_values)
+    w_ours = getattr(shap_result, "baseline_weights", None)
+    counter.take()
     start = time.perf_counter()
-    exact_ours, exact_ours_prob = exact_shapley(logits_fn, Z, target, space.to_codes(shap_result.baseline_values))
+    exact_ours, _ = exact_shapley(logits_fn, Z, target, Z_ours, w_ours)
     out["exact_ours_s"] = time.perf_counter() - start
     out["exact_ours_rows"] = counter.take()
     start = time.perf_counter()
     exact_stock, _ = exact_shapley(logits_fn, Z, target, summary.data, summary.weights)
     out["exact_stock_s"] = time.perf_counter() - start
     out["exact_stock_rows"] = counter.take()
+    # reference: the same seeded sample of training rows that attribute()'s "train_sample" draws, no summary
+    reference_rows = np.sort(np.random.default_rng(args.seed).choice(
+        len(Z_train), size=min(args.reference_rows, len(Z_train)), replace=False))
+    Z_reference = Z_train[reference_rows]
+    start = time.perf_counter()
+    exact_reference, exact_reference_prob = exact_shapley(logits_fn, Z, target, Z_reference)
+    out["exact_reference_s"] = time.perf_counter() - start
+    out["exact_reference_rows"] = counter.take()
     counter.handle.remove()
 
     # additivity of the enumeration itself: Σφ = f(x) − E_b f(b) (a check of this benchmark)
     fx = explained(logits_fn(Z))[np.arange(len(Z)), target]
-    fb = explained(logits_fn(space.to_codes(shap_result.baseline_values))).mean(axis=0)[target]
+    fb = np.average(explained(logits_fn(Z_ours)), axis=0, weights=w_ours)[target]
     out["exact_additivity"] = float(np.max(np.abs(exact_ours.sum(axis=1) - (fx - fb))))
 
     out["scale_ours"] = float(np.mean(np.abs(exact_ours)))
     out["scale_stock"] = float(np.mean(np.abs(exact_stock)))
+    out["scale_reference"] = float(np.mean(np.abs(exact_reference)))
     out["ours_shap_mae"] = float(np.mean(np.abs(ours_shap - exact_ours)))
     out["stock_shap_mae"] = float(np.mean(np.abs(stock_shap_values - exact_stock)))
-    out["stock_vs_ours_exact_mae"] = float(np.mean(np.abs(stock_shap_values - exact_ours)))
-    out["ours_lime_rho"] = mean_spearman(np.abs(ours_lime), np.abs(exact_ours_prob))
-    out["stock_lime_rho"] = mean_spearman(np.abs(stock_lime_values), np.abs(exact_ours_prob))
+    is_cat = np.array([space.categorical[g] or space.binary[g] for g in range(M)])
+    for side, values in (("ours", ours_shap), ("stock", stock_shap_values)):
+        gap = np.abs(values - exact_reference)
+        out[f"{side}_reference_mae"] = float(gap.mean())
+        out[f"{side}_reference_mae_kinds"] = (float(gap[:, ~is_cat].mean()), float(gap[:, is_cat].mean()))
+    out["ours_lime_rho"] = mean_spearman(np.abs(ours_lime), np.abs(exact_reference_prob))
+    out["stock_lime_rho"] = mean_spearman(np.abs(stock_lime_values), np.abs(exact_reference_prob))
+    out["reference"] = len(Z_reference)
+    out["summary_categories"] = [
+        f"{space.names[g]} {len(np.unique(summary.data[:, g]))} of {len(space.groups[g])}"
+        for g in range(M) if space.categorical[g]
+    ]
+    ours_summary = [
+        f"{space.names[g]} {len(np.unique(Z_ours[:, g]))} of {len(space.groups[g])}"
+        for g in range(M) if space.categorical[g]
+    ]
+    out["ours_categories"] = ours_summary
     out["background_ours"] = shap_result.baseline
     out["nsamples_ours"] = shap_result.settings.get("nsamples")
     out["device"] = str(device)
@@ -428,6 +470,8 @@ def main() -> None:
                         help="synthetic test rows explained by KernelSHAP and LIME (default: 50)")
     parser.add_argument("--rows", type=int, default=4000, help="training rows of the synthetic table (default: 4000)")
     parser.add_argument("--epochs", type=int, default=20, help="epochs for the synthetic MLP (default: 20)")
+    parser.add_argument("--reference-rows", type=int, default=50,
+                        help="plain training rows of the reference exact Shapley values (default: 50)")
     parser.add_argument("--batch-size", type=int, default=256, help="attribute()'s batch_size (default: 256)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each side; the best counts (default: 3)")
     parser.add_argument("--seed", type=int, default=0, help="seeds the row samples and the methods (default: 0)")
@@ -439,7 +483,7 @@ def main() -> None:
     if args.device == "cuda" and not torch.cuda.is_available():
         print("CUDA is not available here: running on CPU (attribute() runs on CPU)")
         args.device = "cpu"
-    for name in ("samples", "explain_rows", "rows", "epochs", "batch_size", "repeats"):
+    for name in ("samples", "explain_rows", "rows", "epochs", "batch_size", "repeats", "reference_rows"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
 
@@ -492,17 +536,24 @@ def main() -> None:
              ks["exact_ours_rows"], None, f"(check: |sum phi - (f(x) - E f(b))| <= {ks['exact_additivity']:.1e})")
         line("exact", f"enumeration, 2^{ks['features']} coalitions x kmeans(10) summary", ks["exact_stock_s"],
              ks["exact_stock_rows"], None, "")
+        line("exact", f"enumeration, 2^{ks['features']} coalitions x {ks['reference']} train rows",
+             ks["exact_reference_s"], ks["exact_reference_rows"], None, "(reference, no summary)")
         print("target: stock/ours >= 10x")
         print("notes:")
         print(f"- KernelSHAP explains the log-odds of the predicted class; its MAE is per feature, against exact "
-              f"interventional Shapley values over that run's own background (ours: {ks['background_ours']} "
-              f"training rows; stock: the 10 weighted k-means centroids). Against the exact values over ours' "
-              f"background the stock values are off by MAE {ks['stock_vs_ours_exact_mae']:.2e}: that is what "
-              f"summarising the background costs.")
-        print("- LIME is not an estimator of Shapley values: it fits a local linear surrogate of the predicted "
-              "class's probability. Its figure is the mean per-row Spearman rank correlation of |LIME weights| "
-              "with |exact Shapley values of that probability| (over ours' background) - agreement of feature "
-              "rankings, not an error.")
+              f"interventional Shapley values over that run's own background (ours: {ks['background_ours']}; "
+              f"stock: shap.kmeans(train codes, 10), weighted).")
+        print(f"- against exact values over {ks['reference']} plain training rows (mean |phi| "
+              f"{ks['scale_reference']:.3f}) the MAE is ours {ks['ours_reference_mae']:.2e} (numeric features "
+              f"{ks['ours_reference_mae_kinds'][0]:.2e}, categorical {ks['ours_reference_mae_kinds'][1]:.2e}), stock "
+              f"{ks['stock_reference_mae']:.2e} (numeric {ks['stock_reference_mae_kinds'][0]:.2e}, categorical "
+              f"{ks['stock_reference_mae_kinds'][1]:.2e}): what each run's background choice costs. Categories of each "
+              f"categorical feature present in the background: ours {', '.join(ks['ours_categories'])}; stock "
+              f"{', '.join(ks['summary_categories'])} (k-means centres are snapped to values seen in the data).")
+        print(f"- LIME is not an estimator of Shapley values: it fits a local linear surrogate of the predicted "
+              f"class's probability. Its figure is the mean per-row Spearman rank correlation of |LIME weights| "
+              f"with |exact Shapley values of that probability| over the {ks['reference']} plain training rows: "
+              f"agreement of feature rankings, not an error.")
         print("- stock LIME runs with its defaults (quartile-discretised numeric features); ours with "
               "discretize_continuous=False. Both draw 5000 perturbations per row.")
         print("- 'model rows' counts the rows fed to the model's forward (per run).")
