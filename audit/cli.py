@@ -141,6 +141,7 @@ def explain(
     method: str = typer.Option("integrated_gradients", "--method", help="Comma-separated attribution methods (ig, saliency, input_x_gradient, deeplift, gradient_shap, feature_ablation, occlusion, kernel_shap, shap_gradient, lime)."),
     samples: int = typer.Option(200, "--samples", min=1, help="Test rows to explain."),
     top: int = typer.Option(10, "--top", min=1, help="Features to show."),
+    quality: bool = typer.Option(False, "--quality", help="Also check each method: deletion/insertion against random orders, infidelity, parameter randomisation."),
     seed: int = typer.Option(0, "--seed"),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write figures: PATH.png gets global importance; with several methods PATH-agreement.png too; for images PATH-heatmaps.png."),
     spec: Optional[Path] = SpecOption,
@@ -156,7 +157,7 @@ def explain(
         raise model_errors.InputError(f"--plot {plot}: expected a .png, .svg or .pdf file name")
     dataset = load_data(data, spec, data_dir)
     loaded = load_model(model, weights=weights, dataset=dataset)
-    result = explain_model(loaded.model, dataset, methods=methods, samples=samples, seed=seed, progress=True,
+    result = explain_model(loaded.model, dataset, methods=methods, samples=samples, seed=seed, progress=True, quality=quality,
                            preprocessor=loaded.preprocessor() if loaded.manifest else None)
     runs = Table("method", "explains", "baseline", "s", "error figure", "value")
     for name, attribution in result.attributions.items():
@@ -173,6 +174,17 @@ def explain(
         table = Table("methods", "Spearman ρ (median per sample)", "Spearman ρ (global)", f"top-{result.agreements[0].k} overlap (mean)")
         for a in result.agreements:
             table.add_row(" vs ".join(a.methods), f"{a.spearman_median:.3f}", f"{a.spearman_global:.3f}", f"{a.top_k_per_sample.mean():.2f}")
+        console.print(table)
+    if result.quality:
+        table = Table("method", "deletion AUC (random)", "insertion AUC (random)", "infidelity (median)",
+                      "randomisation ρ", "sanity check", title="explanation quality")
+        for name, q in result.quality.items():
+            d = q.deletion
+            table.add_row(
+                name, f"{d.deletion_auc.mean():.3f} ({d.random_deletion_auc.mean():.3f})",
+                f"{d.insertion_auc.mean():.3f} ({d.random_insertion_auc.mean():.3f})", f"{np.median(q.infidelity):.4f}",
+                f"{q.randomisation.spearman_median:.2f}", "pass" if q.randomisation.passed else "FAIL",
+            )
         console.print(table)
     if plot is not None:
         for path in _explain_figures(result, dataset, plot):

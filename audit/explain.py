@@ -18,10 +18,20 @@ from scrutiny.models.errors import InputError
 from .attributions import METHODS, Attribution, attribute
 from .feature_space import FeatureSpace, patch_groups, tabular_space
 from .importance import Agreement, Importance, agreement_matrix, global_importance
+from .quality import DeletionCurves, RandomisationResult, deletion_insertion, infidelity_sensitivity, randomisation_check
 
-__all__ = ["ALIASES", "Explanations", "explain", "feature_space_for", "resolve_methods"]
+__all__ = ["ALIASES", "Explanations", "Quality", "explain", "feature_space_for", "resolve_methods"]
 
 ALIASES = {"ig": "integrated_gradients", "shap": "kernel_shap", "ixg": "input_x_gradient"}
+
+
+@dataclass
+class Quality:
+    """Quality checks of one method's attributions (see :mod:`.quality`)."""
+
+    deletion: DeletionCurves
+    infidelity: np.ndarray
+    randomisation: RandomisationResult
 
 
 @dataclass
@@ -34,6 +44,7 @@ class Explanations:
     per_feature: dict[str, np.ndarray]    # method -> (N, n_features)
     importance: dict[str, Importance]
     agreements: list[Agreement]
+    quality: dict[str, Quality] | None = None
 
 
 def resolve_methods(names: list[str]) -> list[str]:
@@ -64,6 +75,7 @@ def explain(
     seed: int = 0,
     top_k: int = 5,
     n_boot: int = 1000,
+    quality: bool = False,
     progress: bool = False,
     **options,
 ) -> Explanations:
@@ -80,6 +92,9 @@ def explain(
         seed: seeds the sample choice and every method. Default: 0
         top_k: k of the top-k overlap. Default: 5
         n_boot: bootstrap resamples of the importance intervals. Default: 1000
+        quality: also run the quality checks per method: deletion/insertion curves against
+            random orders, captum's infidelity, and the parameter-randomisation check (which
+            explains the sample a second time, on a re-initialised model). Default: False
         progress: show progress bars.
         **options: passed to :func:`~scrutiny.audit.attributions.attribute`
             (``n_steps``, ``n_samples``, ``batch_size``, ``baselines``).
@@ -93,14 +108,31 @@ def explain(
     test_X = dataset.test.X.iloc[rows] if hasattr(dataset.test.X, "iloc") else dataset.test.X[rows]
     inputs, background = encode(test_X), encode(dataset.train.X)
     space = feature_space_for(dataset, preprocessor)
-    attributions, per_feature, importance = {}, {}, {}
+    attributions, per_feature, importance, checks = {}, {}, {}, {}
     for method in methods:
         result = attribute(model, inputs, method=method, space=space, background=background, seed=seed,
                            progress=progress, **options)
         attributions[method] = result
         per_feature[method] = result.by_feature(space)
         importance[method] = global_importance(per_feature[method], list(space.names), n_boot=n_boot, seed=seed)
+        if quality:
+            checks[method] = _quality(model, inputs, result, per_feature[method], space, background, seed, options)
     return Explanations(
         rows=rows, space=space, attributions=attributions, per_feature=per_feature, importance=importance,
-        agreements=agreement_matrix(per_feature, k=top_k),
+        agreements=agreement_matrix(per_feature, k=top_k), quality=checks if quality else None,
+    )
+
+
+def _quality(model, inputs, result: Attribution, per_feature, space, background, seed, options) -> Quality:
+    baseline = result.baseline_values.mean(axis=0)
+    infid, _ = infidelity_sensitivity(model, inputs, result.values, result.target, seed=seed)
+
+    def same_method(m, x):
+        return attribute(m, x, method=result.method, space=space, background=background, target=result.target,
+                         seed=seed, **options).by_feature(space)
+
+    return Quality(
+        deletion=deletion_insertion(model, inputs, per_feature, result.target, baseline, space, seed=seed),
+        infidelity=infid,
+        randomisation=randomisation_check(model, inputs, same_method, seed=seed),
     )

@@ -109,3 +109,21 @@ def test_image_heatmaps(load, tmp_path):
     figure = plots.heatmap_figure(digits.test.X[found.rows], {m: a.values for m, a in found.attributions.items()})
     assert len(figure.axes) == 3 * 3
     assert plots.save_figure(figure, tmp_path / "h.svg").read_text().startswith("<?xml")
+
+
+def test_explain_with_quality_checks(trained, capsys, monkeypatch):
+    from scrutiny.audit import cli
+
+    dataset, result, path = trained("breast_cancer", "mlp")
+    found = explain(result.model, dataset, methods=["ig"], samples=12, n_boot=50, quality=True)
+    q = found.quality["integrated_gradients"]
+    assert q.deletion.deletion_auc.shape == (12,) and q.infidelity.shape == (12,)
+    assert q.randomisation.spearman_per_sample.shape == (12,)
+    assert q.deletion.deletion[0] > q.deletion.deletion[-1]  # removing what mattered lowers the probability
+    assert explain(result.model, dataset, methods=["ig"], samples=12, n_boot=50).quality is None
+    monkeypatch.setattr(cli.console, "width", 200)
+    code = main(["explain", str(path), "--data", "breast_cancer", "--method", "ig", "--samples", "12", "--quality"])
+    out = capsys.readouterr().out
+    assert code == 0 and "explanation quality" in out
+    assert ("pass" if q.randomisation.passed else "FAIL") in out
+    assert f"{q.deletion.deletion_auc.mean():.3f}" in out
