@@ -278,6 +278,9 @@ def _chunks(n: int, size: int, progress: bool, desc: str):
 
 
 def _captum(algorithm_cls, wrapped, inputs, target, base, *, batch_size, progress, kwargs, delta: bool):
+    if "baselines" in kwargs and len(base) not in (1, len(inputs)):
+        raise InputError(f"{algorithm_cls.__name__} takes one baseline or one per input row; "
+                         f"got {len(base)} for {len(inputs)} rows")
     algorithm = algorithm_cls(wrapped)
     values = np.empty(inputs.shape, dtype=np.float64)  # filled chunk by chunk: one copy of the result
     deltas = np.empty(len(inputs)) if delta else None
@@ -286,7 +289,7 @@ def _captum(algorithm_cls, wrapped, inputs, target, base, *, batch_size, progres
         t = to_device(target[i:i + batch_size], wrapped)
         call = dict(kwargs)
         if "baselines" in call and call["baselines"] is None:
-            call["baselines"] = to_device(base, wrapped).expand_as(x) if len(base) == 1 else to_device(base, wrapped)
+            call["baselines"] = to_device(base if len(base) == 1 else base[i:i + batch_size], wrapped).expand_as(x)
         out = algorithm.attribute(x, target=t, return_convergence_delta=delta, **call) if delta else algorithm.attribute(x, target=t, **call)
         if delta:
             out, d = out

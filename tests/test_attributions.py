@@ -507,3 +507,18 @@ def test_baseline_array_of_wrong_shape(toy, shape):
     with pytest.raises(InputError, match="baseline"):
         attribute(_random_mlp(), encoded[:2], method="integrated_gradients", space=space, background=encoded,
                   baselines=np.zeros(shape, dtype=np.float32))
+
+
+@pytest.mark.parametrize("method", ["integrated_gradients", "deeplift", "feature_ablation"])
+def test_one_baseline_per_row_is_chunked_with_its_row(method):
+    rng = np.random.default_rng(7)
+    model, space = _random_mlp(6, seed=3), _numeric_space(6)
+    X = rng.normal(size=(10, 6)).astype(np.float32)
+    per_row = rng.normal(size=(10, 6)).astype(np.float32)
+    chunked = attribute(model, X, method=method, space=space, background=X, baselines=per_row, batch_size=3)
+    whole = attribute(model, X, method=method, space=space, background=X, baselines=per_row, batch_size=64)
+    np.testing.assert_allclose(chunked.values, whole.values, rtol=1e-5, atol=1e-6)
+    single = attribute(model, X[4:5], method=method, space=space, background=X, baselines=per_row[4:5])
+    np.testing.assert_allclose(chunked.values[4], single.values[0], rtol=1e-5, atol=1e-6)
+    with pytest.raises(InputError, match="one baseline or one per input row; got 3 for 10 rows"):
+        attribute(model, X, method=method, space=space, background=X, baselines=per_row[:3])
