@@ -49,7 +49,7 @@ from scrutiny.models.errors import InputError
 
 from .feature_space import FeatureSpace
 
-__all__ = ["METHODS", "Attribution", "attribute", "ExplainedOutput", "default_baseline", "to_device"]
+__all__ = ["METHODS", "Attribution", "attribute", "ExplainedOutput", "batched_outputs", "default_baseline", "to_device"]
 
 METHODS = (
     "integrated_gradients", "saliency", "input_x_gradient", "deeplift", "gradient_shap",
@@ -188,8 +188,7 @@ def attribute(
     was_training = model.training
     wrapped = ExplainedOutput(model).eval()
     try:
-        with torch.no_grad():
-            logits = _forward(wrapped, inputs, batch_size)
+        logits = batched_outputs(wrapped, inputs, batch_size)
         n_classes = logits.shape[1]
         if target is None:
             target = logits.argmax(axis=1)
@@ -214,8 +213,7 @@ def attribute(
         seconds = time.perf_counter() - start
         output_change = None
         if error_name in ("convergence_delta", "additivity_gap"):
-            with torch.no_grad():
-                reference = _forward(wrapped, base, batch_size).mean(axis=0)
+            reference = batched_outputs(wrapped, base, batch_size).mean(axis=0)
             output_change = logits[np.arange(len(inputs)), target] - reference[target]
     finally:
         model.train(was_training)
@@ -244,10 +242,15 @@ def to_device(array: np.ndarray, model: nn.Module) -> torch.Tensor:
     return tensor if parameter is None else tensor.to(parameter.device)
 
 
-def _forward(model: nn.Module, inputs: np.ndarray, batch_size: int) -> np.ndarray:
-    return np.concatenate(
-        [model(to_device(inputs[i:i + batch_size], model)).double().cpu().numpy() for i in range(0, len(inputs), batch_size)]
-    )
+def batched_outputs(model: nn.Module, inputs: np.ndarray, batch_size: int, *, probabilities: bool = False) -> np.ndarray:
+    """Model outputs (softmax probabilities with ``probabilities``) of numpy inputs, in
+    batches on the model's device, without gradients; float64."""
+    with torch.no_grad():
+        chunks = []
+        for i in range(0, len(inputs), batch_size):
+            out = model(to_device(np.asarray(inputs[i:i + batch_size], dtype=np.float32), model))
+            chunks.append((torch.softmax(out, dim=1) if probabilities else out).double().cpu().numpy())
+    return np.concatenate(chunks)
 
 
 def _baseline(spec, background, space: FeatureSpace, k: int, seed: int) -> tuple[str, np.ndarray]:
@@ -308,9 +311,8 @@ def _integrated_gradients(wrapped, inputs, target, base, *, n_steps, max_steps, 
 
     if len(base) not in (1, len(inputs)):
         raise InputError(f"integrated gradients takes one baseline or one per input row; got {len(base)} for {len(inputs)} rows")
-    with torch.no_grad():
-        fx = _forward(wrapped, inputs, batch_size)[np.arange(len(inputs)), target]
-        fb_all = _forward(wrapped, base, batch_size)
+    fx = batched_outputs(wrapped, inputs, batch_size)[np.arange(len(inputs)), target]
+    fb_all = batched_outputs(wrapped, base, batch_size)
     fb = fb_all[np.zeros(len(inputs), dtype=int) if len(base) == 1 else np.arange(len(inputs)), target]
     change = fx - fb
     values = np.empty(inputs.shape, dtype=np.float64)
@@ -402,13 +404,6 @@ def _occlusion(wrapped, inputs, target, base, *, space, batch_size, progress, **
     return values, None, None, {"window": [channels, 2, 2], "stride": [channels, 1, 1]}
 
 
-def _predict_target(wrapped, batch_size):
-    def f(X: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return _forward(wrapped, np.asarray(X, dtype=np.float32), max(batch_size, 4096))
-    return f
-
-
 def _kernel_shap(wrapped, inputs, target, base, *, space, n_samples, batch_size, seed, **_):
     """KernelSHAP over original features (tables) or patches (images), batched across rows
     (:mod:`.kernel_shap`); absent tabular features take each background row's values, absent
@@ -416,8 +411,7 @@ def _kernel_shap(wrapped, inputs, target, base, *, space, n_samples, batch_size,
     from .kernel_shap import kernel_shap
 
     def predict(flat: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return _forward(wrapped, flat.reshape((-1, *space.input_shape)).astype(np.float32), max(batch_size, 8192))
+        return batched_outputs(wrapped, flat.reshape((-1, *space.input_shape)), max(batch_size, 8192))
 
     background = base.reshape(len(base), -1) if space.kind == "tabular" else base.mean(axis=0).reshape(1, -1)
     values, fx, expected = kernel_shap(
@@ -441,7 +435,9 @@ def _shap_gradient(wrapped, inputs, target, base, *, n_samples, batch_size, seed
         chosen = np.take_along_axis(out, target[i:i + batch_size].reshape((-1,) + (1,) * (out.ndim - 1)), axis=-1)
         values.append(chosen[..., 0])
     values = np.concatenate(values)
-    predict = _predict_target(wrapped, batch_size)
+    def predict(X: np.ndarray) -> np.ndarray:
+        return batched_outputs(wrapped, X, max(batch_size, 4096))
+
     expected = predict(base).mean(axis=0)
     fx = predict(inputs)[np.arange(len(inputs)), target]
     gaps = values.reshape(len(inputs), -1).sum(axis=1) - (fx - expected[target])
@@ -455,11 +451,7 @@ def _lime(wrapped, inputs, target, base, *, space, background, n_samples, batch_
     model = wrapped.model
 
     def proba(X: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return np.concatenate([
-                torch.softmax(model(to_device(X[i:i + 4096], model)), dim=1).double().cpu().numpy()
-                for i in range(0, len(X), 4096)
-            ])
+        return batched_outputs(model, X, 4096, probabilities=True)
 
     values = np.zeros((len(inputs), space.n_features))
     misfit = np.zeros(len(inputs))

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .attributions import ExplainedOutput, to_device
+from .attributions import ExplainedOutput, batched_outputs, to_device
 from .feature_space import FeatureSpace
 from .importance import row_spearman
 
@@ -107,12 +107,7 @@ class DeletionCurves:
 
 
 def _probabilities(model: nn.Module, X: np.ndarray, target: np.ndarray, batch: int = 8192) -> np.ndarray:
-    with torch.no_grad():
-        probs = np.concatenate([
-            torch.softmax(model(to_device(X[i:i + batch], model)), dim=1).double().cpu().numpy()
-            for i in range(0, len(X), batch)
-        ])
-    return probs[np.arange(len(X)), target]
+    return batched_outputs(model, X, batch, probabilities=True)[np.arange(len(X)), target]
 
 
 def _curve(model, inputs, baseline, space: FeatureSpace, orders: np.ndarray, target, insert: bool) -> np.ndarray:
