@@ -177,13 +177,13 @@ def explain(
         console.print(table)
     if result.quality:
         table = Table("method", "deletion AUC (random)", "insertion AUC (random)", "infidelity (median)",
-                      "randomisation ρ", "sanity check", title="explanation quality")
+                      "sensitivity (median)", "randomisation ρ", "sanity check", title="explanation quality")
         for name, q in result.quality.items():
             d = q.deletion
             table.add_row(
                 name, f"{d.deletion_auc.mean():.3f} ({d.random_deletion_auc.mean():.3f})",
                 f"{d.insertion_auc.mean():.3f} ({d.random_insertion_auc.mean():.3f})", f"{np.median(q.infidelity):.4f}",
-                f"{q.randomisation.spearman_median:.2f}", "pass" if q.randomisation.passed else "FAIL",
+                f"{np.median(q.sensitivity):.4f}", f"{q.randomisation.spearman_median:.2f}", "pass" if q.randomisation.passed else "FAIL",
             )
         console.print(table)
     if plot is not None:

@@ -31,6 +31,7 @@ class Quality:
 
     deletion: DeletionCurves
     infidelity: np.ndarray
+    sensitivity: np.ndarray
     randomisation: RandomisationResult
 
 
@@ -93,8 +94,9 @@ def explain(
         top_k: k of the top-k overlap. Default: 5
         n_boot: bootstrap resamples of the importance intervals. Default: 1000
         quality: also run the quality checks per method: deletion/insertion curves against
-            random orders, captum's infidelity, and the parameter-randomisation check (which
-            explains the sample a second time, on a re-initialised model). Default: False
+            random orders, captum's infidelity and sensitivity_max (5 perturbations of each
+            row, explained again), and the parameter-randomisation check (which explains the
+            sample a second time, on a re-initialised model). Default: False
         progress: show progress bars.
         **options: passed to :func:`~scrutiny.audit.attributions.attribute`
             (``n_steps``, ``n_samples``, ``batch_size``, ``baselines``).
@@ -124,8 +126,18 @@ def explain(
 
 
 def _quality(model, inputs, result: Attribution, per_feature, space, background, seed, options) -> Quality:
+    import torch
+
     baseline = result.baseline_values.mean(axis=0)
-    infid, _ = infidelity_sensitivity(model, inputs, result.values, result.target, seed=seed)
+
+    def explain_batch(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        # the same method on perturbed copies of the inputs (sensitivity_max's explanation_func)
+        again = attribute(model, x.detach().cpu().numpy(), method=result.method, space=space, background=background,
+                          target=target.detach().cpu().numpy(), seed=seed, **options)
+        return torch.from_numpy(again.values.astype(np.float32)).to(x.device)
+
+    infid, sens = infidelity_sensitivity(model, inputs, result.values, result.target, explain_fn=explain_batch,
+                                         n_perturb=5, seed=seed)
 
     def same_method(m, x):
         return attribute(m, x, method=result.method, space=space, background=background, target=result.target,
@@ -134,5 +146,6 @@ def _quality(model, inputs, result: Attribution, per_feature, space, background,
     return Quality(
         deletion=deletion_insertion(model, inputs, per_feature, result.target, baseline, space, seed=seed),
         infidelity=infid,
+        sensitivity=sens,
         randomisation=randomisation_check(model, inputs, same_method, seed=seed),
     )

@@ -60,9 +60,10 @@ def integrated_gradients(
         x = inputs[start:start + rows_per_chunk]
         b = baselines[start:start + rows_per_chunk]
         path = (b.unsqueeze(1) + alphas.view(shape) * (x - b).unsqueeze(1)).reshape(-1, *x.shape[1:])
-        path.requires_grad_(True)
-        picked = model(path).gather(1, target[start:start + rows_per_chunk].repeat_interleave(n_steps).unsqueeze(1))
-        (grads,) = torch.autograd.grad(picked.sum(), path)
+        with torch.enable_grad():  # also when called under no_grad (captum's sensitivity_max does)
+            path.requires_grad_(True)
+            picked = model(path).gather(1, target[start:start + rows_per_chunk].repeat_interleave(n_steps).unsqueeze(1))
+            (grads,) = torch.autograd.grad(picked.sum(), path)
         averaged = (grads.reshape(len(x), n_steps, *x.shape[1:]) * weights.view(shape)).sum(dim=1)
         out[start:start + len(x)] = (x - b) * averaged
     return out.detach()

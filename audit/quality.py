@@ -80,10 +80,13 @@ def infidelity_sensitivity(
     sens = None
     if explain_fn is not None:
         torch.manual_seed(seed)
-        sens = sensitivity_max(
-            lambda batch, target: explain_fn(batch, target), x, target=t, perturb_radius=radius,
-            n_perturb_samples=n_perturb,
-        ).detach().cpu().numpy()
+        def explanation(batch, target):  # captum passes (and then expects) a tuple on some calls
+            if isinstance(batch, tuple):
+                return (explain_fn(batch[0], target),)
+            return explain_fn(batch, target)
+
+        sens = sensitivity_max(explanation, x, target=t, perturb_radius=radius,
+                               n_perturb_samples=n_perturb).detach().cpu().numpy()
     return infid.astype(np.float64), None if sens is None else sens.astype(np.float64)
 
 

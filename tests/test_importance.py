@@ -117,7 +117,8 @@ def test_explain_with_quality_checks(trained, capsys, monkeypatch):
     dataset, result, path = trained("breast_cancer", "mlp")
     found = explain(result.model, dataset, methods=["ig"], samples=12, n_boot=50, quality=True)
     q = found.quality["integrated_gradients"]
-    assert q.deletion.deletion_auc.shape == (12,) and q.infidelity.shape == (12,)
+    assert q.deletion.deletion_auc.shape == (12,) and q.infidelity.shape == (12,) and q.sensitivity.shape == (12,)
+    assert np.all(q.sensitivity > 0)  # IG moves when its input moves
     assert q.randomisation.spearman_per_sample.shape == (12,)
     assert q.deletion.deletion[0] > q.deletion.deletion[-1]  # removing what mattered lowers the probability
     assert explain(result.model, dataset, methods=["ig"], samples=12, n_boot=50).quality is None

@@ -32,3 +32,12 @@ def test_equals_captum(arch, shape, classes, steps):
     torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-6)
     per_row = integrated_gradients(model, x, baseline.expand_as(x).clone(), target, n_steps=steps)
     torch.testing.assert_close(per_row, ours, rtol=1e-5, atol=1e-7)
+
+
+def test_works_under_no_grad():
+    torch.manual_seed(0)
+    model = ExplainedOutput(build_model("mlp", input_shape=(5,), n_classes=2)).eval()
+    x, baseline, target = torch.rand(3, 5), torch.zeros(1, 5), torch.tensor([0, 1, 1])
+    expected = integrated_gradients(model, x, baseline, target, n_steps=16)
+    with torch.no_grad():
+        torch.testing.assert_close(integrated_gradients(model, x, baseline, target, n_steps=16), expected)
