@@ -20,7 +20,7 @@ from .feature_space import FeatureSpace, patch_groups, tabular_space
 from .importance import Agreement, Importance, agreement_matrix, global_importance
 from .quality import DeletionCurves, RandomisationResult, deletion_insertion, infidelity_sensitivity, randomisation_check
 
-__all__ = ["ALIASES", "Explanations", "Quality", "explain", "feature_space_for", "resolve_methods"]
+__all__ = ["ALIASES", "Explanations", "Quality", "explain", "feature_space_for", "resolve_methods", "sample_test_rows"]
 
 ALIASES = {"ig": "integrated_gradients", "shap": "kernel_shap", "ixg": "input_x_gradient"}
 
@@ -66,6 +66,13 @@ def feature_space_for(dataset: Dataset, preprocessor=None) -> FeatureSpace:
     return tabular_space(preprocessor or dataset.preprocessor)
 
 
+def sample_test_rows(dataset: Dataset, samples: int, seed: int = 0):
+    """A seeded sample of ``samples`` test rows (all if fewer): sorted indices and raw features."""
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(len(dataset.test), size=min(samples, len(dataset.test)), replace=False))
+    return rows, (dataset.test.X.iloc[rows] if hasattr(dataset.test.X, "iloc") else dataset.test.X[rows])
+
+
 def explain(
     model: nn.Module,
     dataset: Dataset,
@@ -105,9 +112,7 @@ def explain(
     if samples < 1:
         raise InputError(f"--samples must be at least 1, got {samples}")
     encode = (preprocessor or dataset.preprocessor).transform
-    rng = np.random.default_rng(seed)
-    rows = np.sort(rng.choice(len(dataset.test), size=min(samples, len(dataset.test)), replace=False))
-    test_X = dataset.test.X.iloc[rows] if hasattr(dataset.test.X, "iloc") else dataset.test.X[rows]
+    rows, test_X = sample_test_rows(dataset, samples, seed)
     inputs, background = encode(test_X), encode(dataset.train.X)
     space = feature_space_for(dataset, preprocessor)
     attributions, per_feature, importance, checks = {}, {}, {}, {}
@@ -130,18 +135,21 @@ def _quality(model, inputs, result: Attribution, per_feature, space, background,
 
     baseline = result.baseline_values.mean(axis=0)
 
+    def again(m: nn.Module, x: np.ndarray, target: np.ndarray) -> Attribution:
+        """The same method and settings on other inputs or another model."""
+        return attribute(m, x, method=result.method, space=space, background=background, target=target, seed=seed,
+                         **options)
+
     def explain_batch(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        # the same method on perturbed copies of the inputs (sensitivity_max's explanation_func)
-        again = attribute(model, x.detach().cpu().numpy(), method=result.method, space=space, background=background,
-                          target=target.detach().cpu().numpy(), seed=seed, **options)
-        return torch.from_numpy(again.values.astype(np.float32)).to(x.device)
+        # sensitivity_max's explanation_func: perturbed copies of the inputs
+        values = again(model, x.detach().cpu().numpy(), target.detach().cpu().numpy()).values
+        return torch.from_numpy(values.astype(np.float32)).to(x.device)
 
     infid, sens = infidelity_sensitivity(model, inputs, result.values, result.target, explain_fn=explain_batch,
                                          n_perturb=5, seed=seed)
 
     def same_method(m, x):
-        return attribute(m, x, method=result.method, space=space, background=background, target=result.target,
-                         seed=seed, **options).by_feature(space)
+        return again(m, x, result.target).by_feature(space)
 
     return Quality(
         deletion=deletion_insertion(model, inputs, per_feature, result.target, baseline, space, seed=seed),

@@ -40,7 +40,7 @@ import torch
 from scipy.stats import spearmanr
 
 from scrutiny.audit.attributions import ExplainedOutput, attribute
-from scrutiny.audit.explain import feature_space_for
+from scrutiny.audit.explain import feature_space_for, sample_test_rows
 from scrutiny.audit.feature_space import FeatureSpace
 from scrutiny.models import DataError, DatasetSpec, Feature, load_dataset, train_on
 from scrutiny.models.datasets import tabular_dataset
@@ -191,9 +191,8 @@ def bench_integrated_gradients(args, device: torch.device) -> dict | None:
           f"(test accuracy {trained.metrics['accuracy']:.3f})")
     model = trained.model.eval()
     space = feature_space_for(dataset)
-    rng = np.random.default_rng(args.seed)
-    rows = np.sort(rng.choice(len(dataset.test), size=min(args.samples, len(dataset.test)), replace=False))
-    inputs = dataset.encode(dataset.test.X.iloc[rows])
+    rows, test_X = sample_test_rows(dataset, args.samples, args.seed)
+    inputs = dataset.encode(test_X)
     background = dataset.encode(dataset.train.X)
     device = attribute_device(model, inputs, space, background, args.device)
     model.to(device)
@@ -332,9 +331,8 @@ def bench_kernel_shap_lime(args, device_request: str) -> dict:
           f"(test accuracy {trained.metrics['accuracy']:.3f})")
     model = trained.model.eval()
     space = feature_space_for(dataset)
-    rng = np.random.default_rng(args.seed)
-    rows = np.sort(rng.choice(len(dataset.test), size=min(args.explain_rows, len(dataset.test)), replace=False))
-    inputs = dataset.encode(dataset.test.X.iloc[rows])
+    rows, test_X = sample_test_rows(dataset, args.explain_rows, args.seed)
+    inputs = dataset.encode(test_X)
     background = dataset.encode(dataset.train.X)
     device = attribute_device(model, inputs, space, background, device_request)
     model.to(device)
