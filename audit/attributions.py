@@ -458,6 +458,8 @@ def _lime(wrapped, inputs, target, base, *, space, background, n_samples, batch_
     if space.kind == "tabular":
         from lime.lime_tabular import LimeTabularExplainer
 
+        from .lime_tabular import explain_rows
+
         Z_train = space.to_codes(background)
         # a binary feature must stay 0/1: LIME samples it as a category, not a number
         categorical = [g for g in range(space.n_features) if space.categorical[g] or space.binary[g]]
@@ -465,15 +467,10 @@ def _lime(wrapped, inputs, target, base, *, space, background, n_samples, batch_
             Z_train, mode="classification", feature_names=list(space.names), categorical_features=categorical,
             discretize_continuous=False, random_state=seed,
         )
-        Z = space.to_codes(inputs)
-        for i in tqdm(range(len(inputs)), desc="LIME", disable=not progress):
-            explanation = explainer.explain_instance(
-                Z[i], lambda z: proba(space.from_codes(z)), labels=(int(target[i]),),
-                num_features=space.n_features, num_samples=samples,
-            )
-            for g, weight in explanation.local_exp[int(target[i])]:
-                values[i, g] = weight
-            misfit[i] = 1.0 - _score(explanation, int(target[i]))
+        # explain_instance per row, batched across rows (lime's draws, one model call per chunk)
+        fit = explain_rows(explainer, space.to_codes(inputs), lambda z: proba(space.from_codes(z)), target,
+                           num_samples=samples, progress=progress)
+        values, misfit = fit.weights, 1.0 - fit.scores
     else:
         from lime.lime_image import LimeImageExplainer
 
