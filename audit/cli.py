@@ -191,6 +191,97 @@ def explain(
             console.print(f"figure written to {path}")
 
 
+@app.command()
+def attack(
+    model: str = typer.Argument(..., help="Checkpoint folder, TorchScript file, or package.module:factory (with --weights)."),
+    data: str = DataOption,
+    attacks: str = typer.Option("pgd,fgsm,square,gaussian", "--attack", help="Comma-separated attacks: pgd, fgsm, square (black-box), gaussian, uniform (noise baselines)."),
+    eps: Optional[str] = typer.Option(None, "--eps", help="Comma-separated radii. Default: 0.05,0.1,0.2,0.3 for images; 0.1,0.25,0.5,1 for tables (in training standard deviations)."),
+    norm: str = typer.Option("linf", "--norm", help="linf or l2."),
+    samples: int = typer.Option(500, "--samples", min=1, help="Test rows to attack."),
+    steps: int = typer.Option(40, "--steps", min=1, help="PGD iterations."),
+    restarts: int = typer.Option(1, "--restarts", min=1, help="PGD random restarts."),
+    queries: int = typer.Option(1000, "--queries", min=1, help="Square attack queries per row."),
+    immutable: str = typer.Option("", "--immutable", help="Comma-separated table features the attack must not change (protected attributes and age are held already)."),
+    mutable: str = typer.Option("", "--mutable", help="Comma-separated features to free from the default holds (e.g. age)."),
+    detector: bool = typer.Option(True, "--detector/--no-detector", help="Train a small autoencoder and score whether it notices the adversarial rows."),
+    seed: int = typer.Option(0, "--seed"),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda. Default: cuda when present."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write the robust-accuracy curve to PATH (.png/.svg/.pdf); for images PATH-examples too."),
+    spec: Optional[Path] = SpecOption,
+    weights: Optional[Path] = typer.Option(None, "--weights", help="safetensors weights for a package.module:factory model."),
+    data_dir: Optional[Path] = DataDirOption,
+) -> None:
+    """Attack a model: robust accuracy over a grid of eps, smallest flipping eps, weak-evaluation checks."""
+    from scrutiny.audit.robustness import assess_robustness, fit_detector, parse_attacks
+    from scrutiny.models import load_model
+
+    names = parse_attacks(attacks.split(","))
+    radii = _numbers("--eps", eps) if eps is not None else None
+    if plot is not None and plot.suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise model_errors.InputError(f"--plot {plot}: expected a .png, .svg or .pdf file name")
+    dataset = load_data(data, spec, data_dir)
+    loaded = load_model(model, weights=weights, dataset=dataset)
+    preprocessor = loaded.preprocessor() if loaded.manifest else None
+    scorer = None
+    if detector:
+        with console.status("training the autoencoder detector…"):
+            scorer = fit_detector(dataset, preprocessor, seed=seed, device=device)
+    result = assess_robustness(
+        loaded.model, dataset, attacks=names, eps=radii, norm=norm, samples=samples, preprocessor=preprocessor,
+        immutable=_names(immutable), mutable=_names(mutable), steps=steps, restarts=restarts, queries=queries,
+        detector=scorer, seed=seed, device=device, progress=True,
+    )
+    console.print(f"{len(result.rows)} test rows of {dataset.spec.name}, {norm} attacks; "
+                  f"clean accuracy {result.curve[0].clean_accuracy:.1%}")
+    table = Table("attack", *[f"eps={e:g}" for e in result.eps], "s", title="robust accuracy (attack success rate)")
+    for name in (*result.attacks, "worst case"):
+        cells = [f"{p.robust_accuracy:.1%} ({p.success_rate:.0%})" for p in (result.point(name, e) for e in result.eps)]
+        table.add_row(name, *cells, f"{result.seconds.get(name, 0.0):.1f}" if name in result.seconds else "")
+    console.print(table)
+    finite = np.isfinite(result.min_eps)
+    console.print(f"smallest eps that flips a row (PGD, bisection up to {result.search_eps:g}): median "
+                  f"{result.median_min_eps:.4g}; {np.mean(~finite):.0%} of rows never flipped; "
+                  f"accuracy at eps={result.search_eps:g}: {result.large_eps_accuracy:.1%}")
+    for rule in result.constraints:
+        console.print(f"constraint: {rule}")
+    if result.ood:
+        ood = Table("eps", "adversarial rows", "median error (clean)", "AUROC", "caught at 5% false alarms",
+                    title=f"would an autoencoder notice the {result.ood[0]['attack']} examples?")
+        for o in result.ood:
+            ood.add_row(f"{o['eps']:g}", str(o["n_adversarial"]), f"{o['adversarial_error']:.4f} ({o['clean_error']:.4f})",
+                        f"{o['auroc']:.2f}", f"{o['detected_at_5pct_fpr']:.0%}")
+        console.print(ood)
+    if dataset.spec.task != "image":
+        for example in result.examples[:5]:
+            change = ", ".join(f"{name} {before} → {after}" for name, before, after in example.changes)
+            console.print(f"row {example.row} ({example.attack}, eps={example.eps:g}): "
+                          f"{dataset.spec.classes[example.before]} → {dataset.spec.classes[example.after]}: {change}")
+    for warning in result.warnings:
+        console.print(f"[bold yellow]warning:[/] {warning}")
+    if plot is not None:
+        from scrutiny.audit import plots
+
+        written = [plots.save_figure(plots.robustness_figure(result.curve, norm=norm,
+                                                             clean_accuracy=result.curve[0].clean_accuracy), plot)]
+        if dataset.spec.task == "image" and result.examples:
+            figure = plots.adversarial_figure(result.examples[:6], dataset.spec.classes)
+            written.append(plots.save_figure(figure, plot.with_name(f"{plot.stem}-examples{plot.suffix}")))
+        for path in written:
+            console.print(f"figure written to {path}")
+
+
+def _numbers(option: str, text: str) -> list[float]:
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise model_errors.InputError(f"{option} {text}: expected comma-separated numbers such as 0.05,0.1") from None
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
 def _explain_figures(result, dataset, plot: Path) -> list[Path]:
     from scrutiny.audit import plots
 

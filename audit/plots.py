@@ -16,7 +16,8 @@ import numpy as np  # noqa: E402
 
 from .importance import Agreement, Importance  # noqa: E402
 
-__all__ = ["importance_figure", "agreement_figure", "heatmap_figure", "save_figure"]
+__all__ = ["importance_figure", "agreement_figure", "heatmap_figure", "robustness_figure", "adversarial_figure",
+           "save_figure"]
 
 
 def importance_figure(importances: dict[str, Importance], *, top: int = 15):
@@ -85,6 +86,46 @@ def heatmap_figure(images: np.ndarray, values: dict[str, np.ndarray], *, titles:
         ax.set_xticks([])
         ax.set_yticks([])
     axes[0][0].set_title("input", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def robustness_figure(curve, *, norm: str, clean_accuracy: float):
+    """Robust accuracy against ε, one line per attack, the per-row worst case in bold."""
+    fig, ax = plt.subplots(figsize=(6.0, 4.0))
+    attacks = list(dict.fromkeys(p.attack for p in curve))
+    for name in attacks:
+        points = sorted((p.eps, p.robust_accuracy) for p in curve if p.attack == name)
+        eps, acc = [0.0] + [e for e, _ in points], [clean_accuracy] + [a for _, a in points]
+        worst = name == "worst case"
+        ax.plot(eps, acc, marker="o", lw=2.6 if worst else 1.4, color="black" if worst else None,
+                ls="-" if worst or name in ("pgd", "fgsm", "square") else "--", label=name)
+    ax.set_xlabel(f"eps ({'L∞' if norm == 'linf' else 'L2'})")
+    ax.set_ylabel("robust accuracy")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("Accuracy under attack (eps 0 = clean)", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def adversarial_figure(examples, class_names):
+    """Image adversarial examples: original, adversarial and the perturbation, side by side."""
+    fig, axes = plt.subplots(len(examples), 3, figsize=(5.4, 1.9 * len(examples)), squeeze=False)
+    for row, example in zip(axes, examples):
+        delta = (example.x_adv - example.x).mean(axis=0)
+        bound = np.abs(delta).max() or 1.0
+        row[0].imshow(example.x.mean(axis=0), cmap="gray_r", vmin=0, vmax=1)
+        row[0].set_ylabel(f"{example.attack} eps={example.eps:g}", fontsize=8)
+        row[0].set_title(f"predicted {class_names[example.before]}", fontsize=8)
+        row[1].imshow(example.x_adv.mean(axis=0), cmap="gray_r", vmin=0, vmax=1)
+        row[1].set_title(f"now {class_names[example.after]}", fontsize=8)
+        row[2].imshow(delta, cmap="RdBu_r", vmin=-bound, vmax=bound)
+        row[2].set_title("perturbation", fontsize=8)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
     fig.tight_layout()
     return fig
 

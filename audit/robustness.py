@@ -1,0 +1,383 @@
+"""The robustness family: attack a model on a sample of the test split, over a grid of ε.
+
+:func:`assess_robustness` runs each attack of :mod:`.attacks` at each ε on the same seeded
+rows and reports clean accuracy, robust accuracy and attack success rate (per attack, and
+the per-row worst case over all attacks), each row's smallest ε that flips it (binary search
+with PGD), a capped set of adversarial examples, an out-of-distribution score of the
+adversarial inputs under an autoencoder, and warnings when the evaluation looks weak.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from scrutiny.models import Dataset
+from scrutiny.models.errors import InputError
+
+from .attacks import (NORMS, AttackStats, Constraints, fgsm, image_constraints, pgd, random_noise, square,
+                      tabular_constraints)
+from .explain import sample_test_rows
+
+__all__ = ["ATTACKS", "DEFAULT_EPS", "CurvePoint", "Example", "Robustness", "assess_robustness",
+           "constraints_for", "fit_detector", "parse_attacks"]
+
+ATTACKS = ("pgd", "fgsm", "square", "gaussian", "uniform")
+WHITE_BOX = ("pgd", "fgsm")
+DEFAULT_EPS = {"image": (0.05, 0.1, 0.2, 0.3), "tabular": (0.1, 0.25, 0.5, 1.0)}
+SEARCH_EPS = {"image": 1.0, "tabular": 4.0}  # top of the smallest-ε search: "very large"
+
+
+@dataclass
+class CurvePoint:
+    attack: str          # an attack name, or "worst case" (a row is robust only if every attack failed)
+    eps: float
+    clean_accuracy: float
+    robust_accuracy: float
+    success_rate: float  # of the rows the model got right, the share the attack flipped
+    n: int
+
+
+@dataclass
+class Example:
+    """One adversarial example: test row, the attack and ε that made it, the predictions."""
+
+    row: int
+    attack: str
+    eps: float
+    label: int
+    before: int
+    after: int
+    x: np.ndarray
+    x_adv: np.ndarray
+    changes: list[tuple[str, object, object]] = field(default_factory=list)  # tables: (feature, before, after)
+
+
+@dataclass
+class Robustness:
+    rows: np.ndarray
+    norm: str
+    eps: tuple[float, ...]
+    attacks: tuple[str, ...]
+    curve: list[CurvePoint]
+    robust: dict[str, np.ndarray]            # attack -> (n_eps, N) bool: still right under that attack
+    min_eps: np.ndarray                      # (N,): smallest ε that flips the row; 0 if wrong already, inf if none ≤ search_eps
+    search_eps: float
+    large_eps_accuracy: float                # PGD accuracy at search_eps
+    examples: list[Example]
+    constraints: tuple[str, ...]
+    warnings: list[str]
+    gradient: dict[str, float]               # shares of rows with all-zero / non-finite input gradients
+    ood: list[dict] | None
+    settings: dict
+    seconds: dict[str, float]
+
+    @property
+    def median_min_eps(self) -> float:
+        return float(np.median(self.min_eps))
+
+    def point(self, attack: str, eps: float) -> CurvePoint:
+        return next(p for p in self.curve if p.attack == attack and np.isclose(p.eps, eps))
+
+
+def parse_attacks(names: list[str]) -> tuple[str, ...]:
+    attacks = [n.strip().lower() for n in names if n.strip()]
+    unknown = [a for a in attacks if a not in ATTACKS]
+    if unknown or not attacks:
+        raise InputError(f"unknown attack {', '.join(map(repr, unknown)) or '(none given)'}; expected: {', '.join(ATTACKS)}")
+    return tuple(dict.fromkeys(attacks))
+
+
+def constraints_for(dataset: Dataset, preprocessor=None, *, immutable=(), mutable=()) -> Constraints:
+    spec = dataset.spec
+    if spec.task == "image":
+        if immutable or mutable:
+            raise InputError("--immutable and --mutable name table features; this data set holds images")
+        return image_constraints(tuple(spec.image_shape), tuple(spec.pixel_range or (0.0, 1.0)))
+    preprocessor = preprocessor or dataset.preprocessor
+    return tabular_constraints(preprocessor, preprocessor.transform(dataset.train.X), immutable=immutable, mutable=mutable)
+
+
+def fit_detector(dataset: Dataset, preprocessor=None, *, seed: int = 0, epochs: int = 30, device=None) -> nn.Module:
+    """A small autoencoder trained on the training split: its reconstruction error is the
+    out-of-distribution score."""
+    from scrutiny.models import build_model
+    from scrutiny.models.training import train
+
+    X = (preprocessor or dataset.preprocessor).transform(dataset.train.X)
+    torch.manual_seed(seed)
+    model = build_model("autoencoder", input_shape=X.shape[1:], hidden=(64,), latent=min(16, max(2, X[0].size // 4)))
+    return train(model, X, None, seed=seed, epochs=epochs, progress=False, device=device).model.cpu().eval()
+
+
+def assess_robustness(
+    model: nn.Module,
+    dataset: Dataset,
+    *,
+    attacks=("pgd", "fgsm", "square", "gaussian"),
+    eps=None,
+    norm: str = "linf",
+    samples: int = 500,
+    preprocessor=None,
+    immutable=(),
+    mutable=(),
+    steps: int = 40,
+    restarts: int = 1,
+    queries: int = 1000,
+    search_steps: int = 8,
+    detector: nn.Module | None = None,
+    max_examples: int = 16,
+    batch_size: int = 1024,
+    seed: int = 0,
+    device: str | None = None,
+    progress: bool = False,
+) -> Robustness:
+    """Attack ``samples`` seeded test rows with each attack at each ε.
+
+    Args:
+        model: classifier returning logits.
+        dataset: its test split is attacked; its training split sets tabular ranges.
+        attacks: names from :data:`ATTACKS`.
+        eps: radii (L∞ or L2; tables: training standard deviations). Default: :data:`DEFAULT_EPS`.
+        norm: ``"linf"`` or ``"l2"``.
+        immutable, mutable: table features to hold, or to free from the default holds
+            (protected attributes and age).
+        steps, restarts: PGD iterations and random restarts.
+        queries: Square attack queries per row.
+        search_steps: bisection steps of the smallest-ε search (PGD with ``steps // 2`` steps).
+        detector: an autoencoder for the out-of-distribution score; None skips the score.
+        max_examples: adversarial examples kept for reports.
+        seed: seeds the row sample and every attack.
+        device: where to attack. Default: CUDA when present.
+    """
+    attacks = parse_attacks(list(attacks))
+    if norm not in NORMS:
+        raise InputError(f"--norm {norm}: expected one of {', '.join(NORMS)}")
+    task = dataset.spec.task
+    eps = tuple(float(e) for e in (eps if eps is not None else DEFAULT_EPS[task]))
+    if not eps or any(not np.isfinite(e) or e <= 0 for e in eps):
+        raise InputError(f"--eps: expected positive numbers, got {', '.join(map(str, eps)) or 'none'}")
+    eps = tuple(sorted(set(eps)))
+    if samples < 1:
+        raise InputError(f"--samples must be at least 1, got {samples}")
+    constraints = constraints_for(dataset, preprocessor, immutable=immutable, mutable=mutable)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    preprocessor = preprocessor or dataset.preprocessor
+    rows, test_X = sample_test_rows(dataset, samples, seed)
+    x_all = torch.as_tensor(preprocessor.transform(test_X), dtype=torch.float32)
+    y_all = torch.as_tensor(np.asarray(dataset.test.y)[rows], dtype=torch.long)
+    was_training = model.training
+    model = model.to(device).eval()
+    seconds: dict[str, float] = {}
+    stats = AttackStats()
+
+    def run(name: str, radius, x: torch.Tensor, y: torch.Tensor, seed_: int, pgd_steps: int = steps) -> torch.Tensor:
+        common = dict(norm=norm, constraints=constraints)
+        if name == "pgd":
+            return pgd(model, x, y, radius, steps=pgd_steps, restarts=restarts, seed=seed_, stats=stats, **common)
+        if name == "fgsm":
+            return fgsm(model, x, y, radius, stats=stats, **common)
+        if name == "square":
+            return square(model, x, y, radius, queries=queries, seed=seed_, stats=stats, **common)
+        return random_noise(model, x, y, radius, kind=name, seed=seed_, stats=stats, **common)
+
+    def batched(fn, *arrays: torch.Tensor) -> torch.Tensor:
+        """``fn`` over row batches on ``device``; results back on the CPU."""
+        return torch.cat([fn(*(a[i:i + batch_size].to(device) for a in arrays)).cpu()
+                          for i in range(0, len(arrays[0]), batch_size)])
+
+    def predict(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return batched(lambda b: model(b).argmax(dim=1), x)
+
+    try:
+        clean_pred = predict(x_all)
+        correct = clean_pred == y_all
+        clean_acc = float(correct.float().mean())
+        robust: dict[str, np.ndarray] = {}
+        adversarial: dict[tuple[str, float], torch.Tensor] = {}
+        steps_total = len(attacks) * len(eps)
+        with _progress(progress, steps_total + search_steps + 1) as advance:
+            for name in attacks:
+                start = time.perf_counter()
+                flags = []
+                for k, radius in enumerate(eps):
+                    x_adv = batched(lambda x, y: run(name, radius, x, y, seed + k), x_all, y_all)
+                    adversarial[name, radius] = x_adv
+                    flags.append((predict(x_adv) == y_all).numpy() & correct.numpy())
+                    advance(f"{name} eps={radius:g}")
+                robust[name] = np.array(flags)
+                seconds[name] = time.perf_counter() - start
+            start = time.perf_counter()
+            min_eps, large_acc = _smallest_eps(
+                lambda radius, x, y: run("pgd", radius, x, y, seed, max(steps // 2, 10)), batched, predict,
+                x_all, y_all, correct, SEARCH_EPS[task] * (1 if norm == "linf" else np.sqrt(x_all[0].numel())),
+                search_steps, advance,
+            )
+            seconds["smallest_eps"] = time.perf_counter() - start
+        robust["worst case"] = np.logical_and.reduce([robust[a] for a in attacks])
+        curve = [
+            CurvePoint(name, radius, clean_acc, float(flags[k].mean()),
+                       float(1 - flags[k][correct.numpy()].mean()) if correct.any() else 0.0, len(rows))
+            for name, flags in robust.items() for k, radius in enumerate(eps)
+        ]
+        gradient = {"zero": stats.zero_gradient, "nonfinite": stats.nonfinite_gradient}
+        search = SEARCH_EPS[task] * (1 if norm == "linf" else float(np.sqrt(x_all[0].numel())))
+        warnings = _weak_evaluation(robust, eps, attacks, gradient, large_acc, search, clean_acc,
+                                    tabular=task != "image", n=len(rows))
+        primary = next((a for a in ("pgd", "fgsm", "square") if a in attacks), attacks[0])
+        examples = _examples(adversarial, primary, eps, x_all, y_all, clean_pred, predict, rows, max_examples,
+                             preprocessor if task != "image" else None)
+        ood = None
+        if detector is not None:
+            start = time.perf_counter()
+            ood = [_ood(detector, x_all, adversarial[primary, radius], correct.numpy() & ~robust[primary][k], radius, primary, device)
+                   for k, radius in enumerate(eps)]
+            seconds["ood"] = time.perf_counter() - start
+    finally:
+        model.train(was_training)
+    return Robustness(
+        rows=rows, norm=norm, eps=eps, attacks=attacks, curve=curve, robust=robust, min_eps=min_eps,
+        search_eps=search, large_eps_accuracy=large_acc, examples=examples, constraints=constraints.applied,
+        warnings=warnings, gradient=gradient, ood=ood,
+        settings={"steps": steps, "restarts": restarts, "queries": queries, "search_steps": search_steps,
+                  "loss": "cross-entropy", "schedule": "cosine", "seed": seed, "device": str(device),
+                  "model_rows": stats.model_rows, "samples": len(rows)},
+        seconds=seconds,
+    )
+
+
+class _progress:
+    def __init__(self, show: bool, total: int):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, desc="attacks", disable=not show)
+
+    def __enter__(self):
+        def advance(label: str) -> None:
+            self.bar.set_postfix_str(label)
+            self.bar.update()
+
+        return advance
+
+    def __exit__(self, *exc):
+        self.bar.close()
+
+
+def _smallest_eps(attack, batched, predict, x, y, correct, top: float, search_steps: int, advance):
+    """Bisection per row on [0, top]: the smallest radius at which PGD flips the row (rows the
+    model gets wrong already: 0; rows PGD cannot flip even at ``top``: inf). Returns the radii
+    and the accuracy at ``top``."""
+    n = len(x)
+    by_rows = lambda x_, y_, r: attack(r, x_, y_)  # noqa: E731 - batched() slices the radii with the rows
+    top_t = torch.full((n,), top)
+    flipped = predict(batched(by_rows, x, y, top_t)) != y
+    advance(f"pgd eps={top:g}")
+    large_acc = float((~flipped & correct).float().mean())
+    low, high = torch.zeros(n), top_t.clone()
+    search = correct & flipped
+    for _ in range(search_steps):
+        idx = search.nonzero().squeeze(1)
+        if len(idx):
+            mid = (low[idx] + high[idx]) / 2
+            hit = predict(batched(by_rows, x[idx], y[idx], mid)) != y[idx]
+            high[idx[hit]] = mid[hit]
+            low[idx[~hit]] = mid[~hit]
+        advance("smallest eps")
+    result = torch.where(search, high, torch.full((n,), torch.inf))
+    result[~correct] = 0.0
+    return result.numpy(), large_acc
+
+
+def _weak_evaluation(robust, eps, attacks, gradient, large_acc, search, clean_acc, *, tabular: bool, n: int) -> list[str]:
+    slack = max(0.02, 2.0 / n)  # two rows, or two points
+    warnings = []
+    for name in attacks:
+        acc = robust[name].mean(axis=1)
+        rises = [(eps[k], eps[k + 1]) for k in range(len(eps) - 1) if acc[k + 1] > acc[k] + slack]
+        if rises:
+            a, b = rises[0]
+            warnings.append(f"{name}: robust accuracy rises from eps={a:g} to eps={b:g} "
+                            f"({acc[eps.index(a)]:.1%} -> {acc[eps.index(b)]:.1%}); a working attack only gets stronger with eps")
+    white = [a for a in WHITE_BOX if a in attacks]
+    if white:  # the strongest white-box attack at each eps against each gradient-free one
+        best_white = np.min([robust[a].mean(axis=1) for a in white], axis=0)
+        for other in (a for a in attacks if a not in WHITE_BOX):
+            gap = best_white - robust[other].mean(axis=1)
+            worst = int(np.argmax(gap))
+            if gap[worst] > slack:
+                warnings.append(f"{other} (no gradients) beats the gradient attacks ({', '.join(white)}) at eps={eps[worst]:g} "
+                                f"(robust accuracy {robust[other][worst].mean():.1%} vs {best_white[worst]:.1%}): "
+                                "the gradients may be masked, and the white-box figures overstate robustness")
+    # held features can legitimately keep table rows right at any eps: there, only an attack
+    # that flips fewer than half the rows at a very large eps is suspect
+    if large_acc > (0.5 * clean_acc if tabular else 0.05):
+        note = " although only the constrained features could move" if tabular else ""
+        warnings.append(f"PGD at a very large eps={search:g} leaves accuracy at {large_acc:.1%} (clean {clean_acc:.1%}){note}: "
+                        "an attack that works should bring it near 0")
+    if gradient["zero"] > 0.05 or gradient["nonfinite"] > 0:
+        warnings.append(f"input gradients are all zero for {gradient['zero']:.0%} of rows and NaN/inf for "
+                        f"{gradient['nonfinite']:.0%}: gradient attacks cannot work here (masked or broken gradients)")
+    return warnings
+
+
+def _examples(adversarial, attack, eps, x, y, clean_pred, predict, rows, cap, preprocessor) -> list[Example]:
+    """Up to ``cap`` flipped rows of ``attack``, spread over the ε grid, smallest ε first."""
+    examples, seen = [], set()
+    per_eps = max(1, -(-cap // len(eps)))
+    for radius in eps:
+        x_adv = adversarial[attack, radius]
+        after = predict(x_adv)
+        flipped = ((after != y) & (clean_pred == y)).nonzero().squeeze(1).tolist()
+        taken = [i for i in flipped if i not in seen][:per_eps]
+        for i in taken[: cap - len(examples)]:
+            seen.add(i)
+            changes = _changes(preprocessor, x[i].numpy(), x_adv[i].numpy()) if preprocessor is not None else []
+            examples.append(Example(int(rows[i]), attack, radius, int(y[i]), int(clean_pred[i]), int(after[i]),
+                                    x[i].numpy(), x_adv[i].numpy(), changes))
+    return examples
+
+
+def _changes(preprocessor, x: np.ndarray, x_adv: np.ndarray) -> list[tuple[str, object, object]]:
+    """The features an adversarial row changed, in original units."""
+    changes = []
+    for feature in preprocessor.spec.features:
+        if feature.kind != "numeric":
+            continue
+        (column,) = preprocessor.feature_groups[feature.name]
+        if abs(x_adv[column] - x[column]) < 1e-6:
+            continue
+        scale, mean = preprocessor.scales_[feature.name], preprocessor.means_[feature.name]
+        before, after = x[column] * scale + mean, x_adv[column] * scale + mean
+        if feature.integer:
+            before, after = int(round(before)), int(round(after))
+        else:
+            before, after = round(float(before), 4), round(float(after), 4)
+        changes.append((feature.name, before, after))
+    return changes
+
+
+def _ood(detector: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, flipped: np.ndarray, radius: float,
+         attack: str, device) -> dict:
+    """How well the detector's reconstruction error tells the successful adversarial rows
+    from the clean ones."""
+    from sklearn.metrics import roc_auc_score
+
+    from scrutiny.models import reconstruction_error
+
+    detector = detector.to(device)
+    clean = reconstruction_error(detector, x.to(device)).cpu().numpy()
+    adv = reconstruction_error(detector, x_adv.to(device)).cpu().numpy()
+    detector.cpu()
+    adv = adv[flipped]
+    threshold = float(np.quantile(clean, 0.95))
+    labels = np.r_[np.zeros(len(clean)), np.ones(len(adv))]
+    auroc = float(roc_auc_score(labels, np.r_[clean, adv])) if len(adv) else float("nan")
+    return {"attack": attack, "eps": radius, "clean_error": float(np.median(clean)),
+            "adversarial_error": float(np.median(adv)) if len(adv) else float("nan"), "auroc": auroc,
+            "detected_at_5pct_fpr": float(np.mean(adv > threshold)) if len(adv) else float("nan"),
+            "n_adversarial": int(len(adv))}
