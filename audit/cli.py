@@ -271,6 +271,76 @@ def attack(
             console.print(f"figure written to {path}")
 
 
+@app.command()
+def fairness(
+    model: Optional[str] = typer.Argument(None, help="Checkpoint folder, TorchScript file, or package.module:factory (with --weights). Leave out for the data-set checks only."),
+    data: str = DataOption,
+    attributes: str = typer.Option("", "--attributes", help="Comma-separated protected attributes. Default: all the data set declares."),
+    intersections: bool = typer.Option(True, "--intersections/--no-intersections", help="Also compare each pair of attributes."),
+    boot: int = typer.Option(1000, "--boot", min=0, help="Bootstrap resamples per interval (0: none)."),
+    engine: str = typer.Option("vectorised", "--engine", help="vectorised (default) or aif360 for the point values."),
+    seed: int = typer.Option(0, "--seed"),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write the model's fairness metrics with intervals to PATH (.png/.svg/.pdf)."),
+    spec: Optional[Path] = SpecOption,
+    weights: Optional[Path] = typer.Option(None, "--weights", help="safetensors weights for a package.module:factory model."),
+    data_dir: Optional[Path] = DataDirOption,
+) -> None:
+    """Data-set bias and model fairness across protected groups (aif360 metrics, bootstrap intervals, LL144 impact ratios)."""
+    from scrutiny.audit.fairness import assess_fairness
+    from scrutiny.models import load_model
+
+    if plot is not None and plot.suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise model_errors.InputError(f"--plot {plot}: expected a .png, .svg or .pdf file name")
+    dataset = load_data(data, spec, data_dir)
+    loaded = load_model(model, weights=weights, dataset=dataset) if model else None
+    result = assess_fairness(
+        loaded.model if loaded else None, dataset, preprocessor=loaded.preprocessor() if loaded and loaded.manifest else None,
+        attributes=_names(attributes) or None, intersections=intersections, n_boot=boot, engine=engine, seed=seed,
+    )
+    level = f"{result.settings['confidence']:.0%}"
+
+    def interval(estimate) -> str:
+        return "" if np.isnan(estimate.low) else f"[{estimate.low:.4f}, {estimate.high:.4f}]"
+
+    table = Table(title=f"data-set bias: labels of the {dataset.spec.name} training split")
+    table.add_column("attribute")
+    table.add_column("metric", no_wrap=True)
+    table.add_column("value", no_wrap=True)
+    table.add_column(f"{level} interval")
+    for c in result.data_bias:
+        table.add_row(c.attribute, "rows priv / unpriv", f"{c.n_privileged} / {c.n_unprivileged}", f"privileged: {c.privileged}")
+        for name, e in c.metrics.items():
+            table.add_row("", name, f"{e.value:.4f}", interval(e))
+    console.print(table)
+    if result.model:
+        for c in result.model:
+            table = Table("metric", "value", f"{level} interval",
+                          title=f"model fairness on the test split: {c.attribute} (privileged: {c.privileged})")
+            for name, e in c.metrics.items():
+                table.add_row(name, f"{e.value:.4f}", interval(e))
+            console.print(table)
+        groups = Table("attribute", "group", "n", "selection rate", "accuracy", "ROC AUC", "calibration error", title="per group")
+        for c in result.model:
+            for group, f in c.per_group.items():
+                groups.add_row(c.attribute, group, str(f["n"]), f"{f['selection_rate']:.3f}", f"{f['accuracy']:.3f}",
+                               f"{f['roc_auc']:.3f}", f"{f['calibration_error']:.3f}")
+        console.print(groups)
+        impact = Table("attribute", "category", "n", "selection rate", "impact ratio", "flag",
+                       title="impact ratio (NYC LL144: selection rate / highest category's)")
+        for r in result.impact_ratios:
+            flag = "excluded (< 2% of rows)" if r.excluded else ("below 4/5" if r.below_four_fifths else "")
+            impact.add_row(r.attribute, r.category, str(r.n), f"{r.selection_rate:.3f}", f"{r.impact_ratio:.3f}", flag)
+        console.print(impact)
+        console.print(f"consistency (k-NN individual fairness, aif360): {result.consistency.value:.4f} "
+                      f"{interval(result.consistency)}")
+    for warning in result.warnings:
+        console.print(f"[bold yellow]warning:[/] {warning}")
+    if plot is not None and result.model:
+        from scrutiny.audit import plots
+
+        console.print(f"figure written to {plots.save_figure(plots.fairness_figure(result.model), plot)}")
+
+
 def _numbers(option: str, text: str) -> list[float]:
     try:
         return [float(part) for part in text.split(",") if part.strip()]

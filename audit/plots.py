@@ -16,7 +16,7 @@ import numpy as np  # noqa: E402
 
 from .importance import Agreement, Importance  # noqa: E402
 
-__all__ = ["importance_figure", "agreement_figure", "heatmap_figure", "robustness_figure", "adversarial_figure",
+__all__ = ["importance_figure", "agreement_figure", "heatmap_figure", "robustness_figure", "adversarial_figure", "fairness_figure",
            "save_figure"]
 
 
@@ -126,6 +126,45 @@ def adversarial_figure(examples, class_names):
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+FAIRNESS_PLOTTED = {  # metric -> the value of parity
+    "statistical_parity_difference": 0.0, "equal_opportunity_difference": 0.0, "average_odds_difference": 0.0,
+    "equalized_odds_difference": 0.0, "predictive_parity_difference": 0.0, "accuracy_difference": 0.0,
+    "disparate_impact": 1.0, "false_negative_rate_ratio": 1.0, "false_positive_rate_ratio": 1.0,
+}
+
+
+def fairness_figure(comparisons):
+    """Each fairness metric with its interval, one marker per attribute; the dotted line is parity."""
+    names = [n for n in FAIRNESS_PLOTTED if n in comparisons[0].metrics]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 0.55 * len(names) + 1.6), sharey=True)
+    offsets = np.linspace(-0.25, 0.25, len(comparisons)) if len(comparisons) > 1 else [0.0]
+    for ax, kind in zip(axes, ("difference", "ratio")):
+        for offset, comparison in zip(offsets, comparisons):
+            ys, values, errors = [], [], []
+            for i, name in enumerate(names):
+                if (FAIRNESS_PLOTTED[name] == 1.0) != (kind == "ratio"):
+                    continue
+                e = comparison.metrics[name]
+                if not np.isfinite(e.value):
+                    continue
+                ys.append(i + offset)
+                values.append(e.value)
+                errors.append([max(e.value - e.low, 0) if np.isfinite(e.low) else 0, max(e.high - e.value, 0) if np.isfinite(e.high) else 0])
+            if ys:
+                ax.errorbar(values, ys, xerr=np.array(errors).T, fmt="o", capsize=3, label=comparison.attribute)
+        ax.axvline(0.0 if kind == "difference" else 1.0, color="black", ls=":", lw=1)
+        if kind == "ratio":
+            ax.axvspan(0.8, 1.25, color="#2ca02c", alpha=0.08, label="within four fifths")
+        ax.set_xlabel(f"{kind} (unprivileged vs privileged)")
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(range(len(names)), [n.replace("_", " ") for n in names])
+    axes[0].invert_yaxis()
+    axes[1].legend(fontsize=8, loc="best")
+    fig.suptitle("Model fairness with bootstrap intervals", fontsize=11)
     fig.tight_layout()
     return fig
 

@@ -1,0 +1,365 @@
+"""The fairness family: does the data, and does the model, treat protected groups differently?
+
+:func:`assess_fairness` compares the privileged and unprivileged group of each protected
+attribute, and of each intersection of two (privileged = privileged on both), with
+aif360's metrics (``BinaryLabelDatasetMetric`` for the data set's labels,
+``ClassificationMetric`` for the model's test-split predictions) and a seeded bootstrap
+interval around every value. It adds per-group accuracy, ROC AUC and calibration error,
+aif360's k-NN consistency, and the impact-ratio table of a NYC Local Law 144 bias audit
+(each category's selection rate over the highest, flagged under four fifths).
+
+Point values come from :mod:`.group_metrics` (aif360's definitions on confusion counts,
+tested equal to aif360 to 1e-9) unless ``engine="aif360"`` asks for aif360 itself.
+Conventions (as aif360): differences are unprivileged − privileged; disparate impact is
+P(favourable | unprivileged) / P(favourable | privileged).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from torch import nn
+
+from scrutiny.models import Dataset
+from scrutiny.models.errors import DataError, InputError
+
+from . import group_metrics as gm
+
+__all__ = ["Estimate", "GroupComparison", "ImpactRow", "Fairness", "assess_fairness", "protected_groups",
+           "aif360_metrics", "impact_ratios", "MIN_GROUP_ROWS", "MIN_GROUP_OUTCOMES"]
+
+MIN_GROUP_ROWS = 30       # below this a group's rates are mostly noise
+MIN_GROUP_OUTCOMES = 10   # ... and rates conditioned on a label or prediction need this many of it
+FOUR_FIFTHS = 0.8
+LL144_SMALL = 0.02        # LL144 lets an auditor leave out categories under 2 % of the data
+
+# metrics whose denominators are the group's true positives / true negatives / predicted positives
+_NEEDS = {
+    "equal_opportunity_difference": ("actual favourable", (1,)),
+    "false_negative_rate_ratio": ("actual favourable", (1,)),
+    "average_odds_difference": ("actual favourable and unfavourable", (0, 1)),
+    "equalized_odds_difference": ("actual favourable and unfavourable", (0, 1)),
+    "false_positive_rate_ratio": ("actual unfavourable", (0,)),
+}
+
+
+@dataclass
+class Estimate:
+    value: float
+    low: float
+    high: float
+
+
+@dataclass
+class GroupComparison:
+    """One protected attribute (or intersection): privileged vs unprivileged group."""
+
+    attribute: str
+    privileged: str
+    n_privileged: int
+    n_unprivileged: int
+    metrics: dict[str, Estimate]
+    per_group: dict[str, dict[str, float]] = field(default_factory=dict)  # "privileged"/"unprivileged" -> figures
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ImpactRow:
+    attribute: str
+    category: str
+    n: int
+    selection_rate: float
+    impact_ratio: float
+    below_four_fifths: bool
+    excluded: bool          # under 2 % of rows: left out of the highest rate and the flag
+
+
+@dataclass
+class Fairness:
+    data_bias: list[GroupComparison]        # the labels of the training split
+    model: list[GroupComparison] | None     # the model's predictions on the test split
+    impact_ratios: list[ImpactRow]
+    consistency: Estimate | None
+    warnings: list[str]
+    settings: dict
+
+
+def protected_groups(spec, groups: pd.DataFrame, attributes=None, *, intersections: bool = True,
+                     where: str = "data") -> dict[str, tuple[np.ndarray, str]]:
+    """Name → (privileged mask, description) for each attribute and each pair of them."""
+    declared = {p.name: p for p in spec.protected}
+    if not declared:
+        raise InputError(f"{spec.name}: the data set declares no protected attribute; add a [protected] table to its spec")
+    attributes = list(attributes or declared)
+    unknown = [a for a in attributes if a not in declared]
+    if unknown:
+        raise InputError(f"--attributes: {', '.join(map(repr, unknown))} not protected in {spec.name} "
+                         f"(protected: {', '.join(declared)})")
+    masks = {}
+    for name in attributes:
+        attribute = declared[name]
+        if name not in groups.columns:
+            raise DataError(f"{where}: protected column '{name}' not found")
+        values = groups[name]
+        if attribute.privileged_values:
+            present = set(values.astype(str))
+            if not present & {str(v) for v in attribute.privileged_values}:
+                raise DataError(f"{where}: privileged value(s) {', '.join(map(repr, attribute.privileged_values))} of "
+                                f"'{name}' not found in the column (values: {', '.join(sorted(present)[:8])})")
+        mask = attribute.is_privileged(values)
+        if mask.all() or not mask.any():
+            raise DataError(f"{where}: protected attribute '{name}' has a single group (every row is "
+                            f"{'privileged' if mask.all() else 'unprivileged'} under {attribute.describe()}); "
+                            "fairness compares two")
+        masks[name] = (mask, attribute.describe())
+    if intersections:
+        for a, b in itertools.combinations(attributes, 2):
+            masks[f"{a} × {b}"] = (masks[a][0] & masks[b][0], f"{masks[a][1]} and {masks[b][1]}")
+    return masks
+
+
+def aif360_metrics(y: np.ndarray, y_pred: np.ndarray | None, privileged: np.ndarray,
+                   features: np.ndarray | None = None) -> dict[str, float]:
+    """The same metrics computed by aif360 itself (the reference; slow at scale)."""
+    from aif360.datasets import BinaryLabelDataset
+    from aif360.metrics import BinaryLabelDatasetMetric, ClassificationMetric
+
+    privileged_groups, unprivileged_groups = [{"group": 1}], [{"group": 0}]
+    columns = {"group": np.asarray(privileged, dtype=np.float64)}
+    if features is not None:
+        columns.update({f"f{i}": features[:, i] for i in range(features.shape[1])})
+
+    def as_dataset(labels):
+        frame = pd.DataFrame({**columns, "label": np.asarray(labels, dtype=np.float64)})
+        return BinaryLabelDataset(df=frame, label_names=["label"], protected_attribute_names=["group"],
+                                  favorable_label=1.0, unfavorable_label=0.0)
+
+    with _quiet():
+        truth = as_dataset(y)
+        if y_pred is None:
+            metric = BinaryLabelDatasetMetric(truth, unprivileged_groups=unprivileged_groups, privileged_groups=privileged_groups)
+            return {
+                "base_rate_unprivileged": metric.base_rate(privileged=False), "base_rate_privileged": metric.base_rate(privileged=True),
+                "statistical_parity_difference": metric.statistical_parity_difference(),
+                "disparate_impact": metric.disparate_impact(),
+            }
+        predicted = as_dataset(y_pred)
+        m = ClassificationMetric(truth, predicted, unprivileged_groups=unprivileged_groups, privileged_groups=privileged_groups)
+        out = {
+            "selection_rate_unprivileged": m.selection_rate(privileged=False),
+            "selection_rate_privileged": m.selection_rate(privileged=True),
+            "statistical_parity_difference": m.statistical_parity_difference(),
+            "disparate_impact": m.disparate_impact(),
+            "equal_opportunity_difference": m.equal_opportunity_difference(),
+            "average_odds_difference": m.average_odds_difference(),
+            "equalized_odds_difference": m.equalized_odds_difference(),
+            "predictive_parity_difference": m.difference(m.positive_predictive_value),
+            "false_negative_rate_ratio": m.false_negative_rate_ratio(),
+            "false_positive_rate_ratio": m.false_positive_rate_ratio(),
+            "accuracy_difference": m.difference(m.accuracy),
+            "theil_index": m.theil_index(),
+        }
+        if features is not None:
+            out["consistency"] = float(BinaryLabelDatasetMetric(predicted, unprivileged_groups=unprivileged_groups,
+                                                                privileged_groups=privileged_groups).consistency()[0])
+    return {k: float(v) for k, v in out.items()}
+
+
+def _quiet():
+    """aif360 divides by zero loudly where a group has no row of a kind; NumPy's inf/nan is the answer."""
+    return np.errstate(divide="ignore", invalid="ignore")
+
+
+def _estimates(counts: np.ndarray, *, model: bool, n_boot: int, confidence: float, rng, engine_values=None) -> dict[str, Estimate]:
+    point = gm.metrics_from_counts(counts, model=model)
+    if engine_values is not None:
+        point = engine_values
+    boots = gm.metrics_from_counts(gm.bootstrap_counts(counts, n_boot, rng), model=model) if n_boot else {}
+    tail = (1 - confidence) / 2
+    out = {}
+    for name, value in point.items():
+        value = float(value)
+        if n_boot:
+            sample = boots[name][np.isfinite(boots[name])]
+            low, high = (np.quantile(sample, [tail, 1 - tail]) if len(sample) else (np.nan, np.nan))
+            # a percentile interval need not hold a value at the edge of the resamples' support
+            low, high = min(low, value), max(high, value)
+        else:
+            low = high = float("nan")
+        out[name] = Estimate(value, float(low), float(high))
+    return out
+
+
+def _group_warnings(attribute: str, counts: np.ndarray, *, model: bool) -> list[str]:
+    warnings = []
+    for g, label in ((gm.PRIV, "privileged"), (gm.UNPRIV, "unprivileged")):
+        n = counts[g].sum()
+        if n < MIN_GROUP_ROWS:
+            warnings.append(f"{attribute}: the {label} group has {int(n)} rows (< {MIN_GROUP_ROWS}); "
+                            "its rates, and every metric comparing them, are mostly noise")
+            continue
+        if not model:
+            continue
+        by_label = counts[g].sum(axis=1)
+        for metric, (what, labels) in _NEEDS.items():
+            short = [int(by_label[k]) for k in labels if by_label[k] < MIN_GROUP_OUTCOMES]
+            if short:
+                warnings.append(f"{attribute}: {metric} rests on {min(short)} {what} rows of the {label} group "
+                                f"(< {MIN_GROUP_OUTCOMES}); read it as noise")
+        predicted = counts[g][:, 1].sum()
+        if predicted < MIN_GROUP_OUTCOMES:
+            warnings.append(f"{attribute}: predictive_parity_difference rests on {int(predicted)} favourable predictions "
+                            f"of the {label} group (< {MIN_GROUP_OUTCOMES}); read it as noise")
+    return warnings
+
+
+def _per_group(y, y_pred, proba, mask) -> dict[str, dict[str, float]]:
+    from sklearn.metrics import roc_auc_score
+
+    from scrutiny.models.training import expected_calibration_error
+
+    out = {}
+    for label, rows in (("privileged", mask), ("unprivileged", ~mask)):
+        yt, yp, p = y[rows], y_pred[rows], proba[rows]
+        out[label] = {
+            "n": int(rows.sum()),
+            "base_rate": float(yt.mean()),
+            "selection_rate": float(yp.mean()),
+            "accuracy": float((yt == yp).mean()),
+            "roc_auc": float(roc_auc_score(yt, p[:, 1])) if len(np.unique(yt)) == 2 else float("nan"),
+            "calibration_error": expected_calibration_error(p, yt),
+            "true_positive_rate": float(yp[yt == 1].mean()) if (yt == 1).any() else float("nan"),
+            "false_positive_rate": float(yp[yt == 0].mean()) if (yt == 0).any() else float("nan"),
+        }
+    return out
+
+
+def impact_ratios(spec, groups: pd.DataFrame, selected: np.ndarray, attributes, *, intersections: bool = True) -> list[ImpactRow]:
+    """LL144's table: per category of each attribute (and of each pair), the selection rate
+    divided by the highest category's. Numeric attributes split at their privileged minimum."""
+    declared = {p.name: p for p in spec.protected}
+
+    def categories(name):
+        attribute = declared[name]
+        if attribute.privileged_min is not None:
+            below = f"{name} < {attribute.privileged_min:g}"
+            return np.where(attribute.is_privileged(groups[name]), attribute.describe(), below)
+        return groups[name].astype(str).to_numpy()
+
+    columns = {name: categories(name) for name in attributes}
+    if intersections:
+        for a, b in itertools.combinations(attributes, 2):
+            columns[f"{a} × {b}"] = np.char.add(np.char.add(columns[a].astype(str), " × "), columns[b].astype(str))
+    rows = []
+    selected = np.asarray(selected, dtype=np.float64)
+    for name, values in columns.items():
+        frame = pd.DataFrame({"category": values, "selected": selected}).groupby("category", sort=True)["selected"]
+        table = pd.DataFrame({"n": frame.size(), "rate": frame.mean()})
+        excluded = table["n"] / len(values) < LL144_SMALL
+        top = table.loc[~excluded, "rate"].max() if (~excluded).any() else table["rate"].max()
+        for category, row in table.iterrows():
+            ratio = row["rate"] / top if top > 0 else float("nan")
+            rows.append(ImpactRow(name, str(category), int(row["n"]), float(row["rate"]), float(ratio),
+                                  bool(ratio < FOUR_FIFTHS and not excluded[category]), bool(excluded[category])))
+    return rows
+
+
+def assess_fairness(
+    model: nn.Module | None,
+    dataset: Dataset,
+    *,
+    preprocessor=None,
+    attributes=None,
+    intersections: bool = True,
+    n_boot: int = 1000,
+    confidence: float = 0.95,
+    n_neighbors: int = 5,
+    engine: str = "vectorised",
+    seed: int = 0,
+    device: str | None = None,
+) -> Fairness:
+    """Data-set bias of the training labels and, given a model, fairness of its test-split predictions.
+
+    Args:
+        model: a binary classifier returning logits, or None for the data-set checks only.
+        attributes: protected attributes to compare. Default: all the spec declares.
+        intersections: also compare each pair of attributes (privileged on both vs the rest).
+        n_boot: bootstrap resamples per interval (0: none).
+        confidence: interval coverage. Default: 0.95
+        n_neighbors: k of aif360's consistency.
+        engine: ``"vectorised"`` (default) or ``"aif360"`` for the point values.
+        seed: seeds the bootstrap.
+    """
+    spec = dataset.spec
+    if spec.task != "tabular" or spec.n_classes != 2:
+        raise InputError(f"{spec.name}: fairness metrics need a binary tabular data set with protected attributes")
+    if engine not in ("vectorised", "aif360"):
+        raise InputError(f"--engine {engine}: expected vectorised or aif360")
+    if not 0 < confidence < 1:
+        raise InputError(f"confidence must be between 0 and 1, got {confidence}")
+    if n_boot < 0:
+        raise InputError(f"--boot must be 0 or more, got {n_boot}")
+    rng = np.random.default_rng(seed)
+    warnings: list[str] = []
+
+    train_masks = protected_groups(spec, dataset.train.groups, attributes, intersections=intersections,
+                                   where=f"{spec.name} training split")
+    data_bias = []
+    for name, (mask, description) in train_masks.items():
+        counts = gm.confusion_counts(dataset.train.y, None, mask)
+        reference = aif360_metrics(dataset.train.y, None, mask) if engine == "aif360" else None
+        comparison = GroupComparison(name, description, int(mask.sum()), int((~mask).sum()),
+                                     _estimates(counts, model=False, n_boot=n_boot, confidence=confidence, rng=rng,
+                                                engine_values=reference),
+                                     warnings=_group_warnings(name, counts, model=False))
+        data_bias.append(comparison)
+        warnings += comparison.warnings
+
+    results, impact, consistency = None, [], None
+    if model is not None:
+        from scrutiny.models.training import predict_proba
+
+        features = (preprocessor or dataset.preprocessor).transform(dataset.test.X)
+        proba = predict_proba(model, features, device=device)
+        y, y_pred = dataset.test.y, proba.argmax(axis=1)
+        test_masks = protected_groups(spec, dataset.test.groups, attributes, intersections=intersections,
+                                      where=f"{spec.name} test split")
+        results = []
+        for name, (mask, description) in test_masks.items():
+            counts = gm.confusion_counts(y, y_pred, mask)
+            reference = aif360_metrics(y, y_pred, mask) if engine == "aif360" else None
+            comparison = GroupComparison(name, description, int(mask.sum()), int((~mask).sum()),
+                                         _estimates(counts, model=True, n_boot=n_boot, confidence=confidence, rng=rng,
+                                                    engine_values=reference),
+                                         per_group=_per_group(y, y_pred, proba, mask),
+                                         warnings=_group_warnings(name, counts, model=True))
+            results.append(comparison)
+            warnings += comparison.warnings
+        terms = gm.consistency(features, y_pred, n_neighbors)
+        consistency = _mean_estimate(terms, n_boot, confidence, rng)
+        names = [n for n in test_masks if " × " not in n]
+        impact = impact_ratios(spec, dataset.test.groups, y_pred, names, intersections=intersections)
+        flagged = [r for r in impact if r.below_four_fifths]
+        if flagged:
+            warnings.append("four-fifths rule: " + "; ".join(
+                f"{r.attribute}={r.category} selected at {r.impact_ratio:.2f} of the highest rate" for r in flagged))
+    return Fairness(
+        data_bias=data_bias, model=results, impact_ratios=impact, consistency=consistency, warnings=warnings,
+        settings={"n_boot": n_boot, "confidence": confidence, "seed": seed, "engine": engine, "n_neighbors": n_neighbors,
+                  "threshold": "argmax (P(favourable) > 0.5)", "data_bias_split": "train", "model_split": "test",
+                  "intersections": intersections},
+    )
+
+
+def _mean_estimate(terms: np.ndarray, n_boot: int, confidence: float, rng, chunk: int = 50) -> Estimate:
+    value = float(terms.mean())
+    if not n_boot:
+        return Estimate(value, float("nan"), float("nan"))
+    means = np.concatenate([terms[rng.integers(0, len(terms), (min(chunk, n_boot - i), len(terms)))].mean(axis=1)
+                            for i in range(0, n_boot, chunk)])
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(means, [tail, 1 - tail])
+    return Estimate(value, float(min(low, value)), float(max(high, value)))

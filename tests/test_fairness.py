@@ -1,0 +1,216 @@
+"""Fairness metrics equal aif360's (and Fairlearn's), intervals behave, bad input is a clear error."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from scrutiny.audit import group_metrics as gm
+from scrutiny.audit.fairness import aif360_metrics, assess_fairness, impact_ratios, protected_groups
+from scrutiny.models.errors import DataError, InputError
+from scrutiny.models.training import predict_proba
+
+DATASETS = ("adult", "german", "compas")
+
+
+@pytest.fixture(scope="module")
+def predictions(load):
+    """Each data set with a briefly trained MLP's test-split predictions."""
+    from scrutiny.models import train_on
+
+    cache = {}
+
+    def _get(name):
+        if name not in cache:
+            dataset = load(name)
+            model = train_on(dataset, "mlp", seed=0, progress=False, epochs=2).model
+            X = dataset.encode(dataset.test.X)
+            cache[name] = dataset, model, X, predict_proba(model, X).argmax(axis=1)
+        return cache[name]
+
+    return _get
+
+
+def assert_same(ours: dict, theirs: dict, names):
+    for name in names:
+        a, b = float(ours[name]), float(theirs[name])
+        if np.isfinite(b):
+            assert abs(a - b) <= 1e-9, (name, a, b)
+        else:
+            assert not np.isfinite(a) and np.sign(a) == np.sign(b) or np.isnan(a) and np.isnan(b), (name, a, b)
+
+
+@pytest.mark.parametrize("name", DATASETS)
+def test_data_set_metrics_equal_aif360(load, name):
+    dataset = load(name)
+    for attribute, (mask, _) in protected_groups(dataset.spec, dataset.train.groups).items():
+        ours = gm.metrics_from_counts(gm.confusion_counts(dataset.train.y, None, mask), model=False)
+        assert_same(ours, aif360_metrics(dataset.train.y, None, mask), gm.DATA_METRICS)
+
+
+@pytest.mark.parametrize("name", DATASETS)
+def test_model_metrics_equal_aif360(predictions, name):
+    dataset, _, _, y_pred = predictions(name)
+    masks = protected_groups(dataset.spec, dataset.test.groups)
+    assert len(masks) == 3  # two attributes and their intersection
+    for attribute, (mask, _) in masks.items():
+        ours = gm.metrics_from_counts(gm.confusion_counts(dataset.test.y, y_pred, mask))
+        assert_same(ours, aif360_metrics(dataset.test.y, y_pred, mask), gm.MODEL_METRICS)
+
+
+@pytest.mark.parametrize("name", DATASETS)
+def test_consistency_equals_aif360(predictions, name):
+    """aif360's k-NN consistency over its features (the group column, then the model's
+    inputs); Adult's test split is cut to 2,000 rows (the ball-tree search is what costs)."""
+    dataset, _, X, y_pred = predictions(name)
+    mask = protected_groups(dataset.spec, dataset.test.groups)[dataset.spec.protected[0].name][0]
+    rows = slice(0, 2000)
+    features = np.column_stack([mask[rows].astype(np.float64), X[rows]])
+    ours = gm.consistency(features, y_pred[rows]).mean()
+    theirs = aif360_metrics(dataset.test.y[rows], y_pred[rows], mask[rows], features=X[rows])["consistency"]
+    assert abs(ours - theirs) <= 1e-9, (ours, theirs)
+
+
+def test_parity_and_odds_differences_equal_fairlearn(predictions):
+    metrics = pytest.importorskip("fairlearn.metrics")
+    dataset, _, _, y_pred = predictions("adult")
+    for attribute, (mask, _) in protected_groups(dataset.spec, dataset.test.groups).items():
+        ours = gm.metrics_from_counts(gm.confusion_counts(dataset.test.y, y_pred, mask))
+        dpd = metrics.demographic_parity_difference(dataset.test.y, y_pred, sensitive_features=mask)
+        eod = metrics.equalized_odds_difference(dataset.test.y, y_pred, sensitive_features=mask)
+        assert abs(abs(ours["statistical_parity_difference"]) - dpd) <= 1e-12, attribute
+        assert abs(ours["equalized_odds_difference"] - eod) <= 1e-12, attribute
+
+
+def test_bootstrap_counts_resample_rows():
+    """A multinomial draw over the eight cells is a row bootstrap: same mean and spread of a metric."""
+    rng = np.random.default_rng(0)
+    n = 4000
+    y, y_pred, mask = rng.integers(0, 2, n), rng.integers(0, 2, n), rng.random(n) < 0.3
+    counts = gm.confusion_counts(y, y_pred, mask)
+    fast = gm.metrics_from_counts(gm.bootstrap_counts(counts, 2000, rng))["equal_opportunity_difference"]
+    slow = []
+    for _ in range(2000):
+        i = rng.integers(0, n, n)
+        slow.append(gm.metrics_from_counts(gm.confusion_counts(y[i], y_pred[i], mask[i]))["equal_opportunity_difference"])
+    assert abs(fast.mean() - np.mean(slow)) < 0.003
+    assert abs(fast.std() / np.std(slow) - 1) < 0.1
+
+
+def synthetic_table(n: int, seed: int = 0):
+    """A table where the favourable label depends on group: a real gap for the intervals to find."""
+    from scrutiny.models import DatasetSpec, Feature, ProtectedAttribute
+    from scrutiny.models.datasets import tabular_dataset
+
+    rng = np.random.default_rng(seed)
+    group = rng.choice(["a", "b"], n, p=[0.6, 0.4])
+    x = rng.standard_normal(n)
+    label = np.where(rng.random(n) < 1 / (1 + np.exp(-(x + 0.8 * (group == "a")))), "yes", "no")
+    frame = pd.DataFrame({"x": x, "group": group, "label": label})
+    spec = DatasetSpec(name="synthetic", task="tabular", label="label", classes=("no", "yes"), favourable_label="yes",
+                       features=(Feature("x", "numeric"), Feature("group", "binary")),
+                       protected=(ProtectedAttribute("group", ("a",)),))
+    half = n // 2
+    return tabular_dataset(spec, frame.iloc[:half].reset_index(drop=True), frame.iloc[half:].reset_index(drop=True), "x")
+
+
+def test_intervals_hold_the_estimate_and_shrink_with_more_rows():
+    widths = []
+    for n in (400, 4000, 40000):
+        result = assess_fairness(None, synthetic_table(n), n_boot=400, seed=1)
+        (comparison,) = result.data_bias
+        for name, estimate in comparison.metrics.items():
+            assert estimate.low <= estimate.value <= estimate.high, name
+        spd = comparison.metrics["statistical_parity_difference"]
+        widths.append(spd.high - spd.low)
+    assert widths[0] > 2 * widths[1] > 4 * widths[2]
+
+
+def test_assess_fairness_on_german(predictions):
+    dataset, model, _, y_pred = predictions("german")
+    result = assess_fairness(model, dataset, n_boot=200, seed=0)
+    assert [c.attribute for c in result.model] == ["sex", "age", "sex × age"]
+    sex = result.model[0]
+    mask = dataset.spec.protected[0].is_privileged(dataset.test.groups["sex"])
+    expected = aif360_metrics(dataset.test.y, y_pred, mask)
+    for name in gm.MODEL_METRICS:
+        assert sex.metrics[name].value == pytest.approx(expected[name], abs=1e-9, nan_ok=True)
+    assert sex.n_privileged == mask.sum() and sex.n_unprivileged == (~mask).sum()
+    for group in ("privileged", "unprivileged"):
+        figures = sex.per_group[group]
+        assert 0 <= figures["accuracy"] <= 1 and 0 <= figures["roc_auc"] <= 1 and 0 <= figures["calibration_error"] <= 1
+    assert sex.per_group["unprivileged"]["selection_rate"] == pytest.approx(expected["selection_rate_unprivileged"])
+    assert 0 < result.consistency.value <= 1
+    same = assess_fairness(model, dataset, n_boot=200, seed=0)
+    assert same.model[2].metrics["disparate_impact"] == result.model[2].metrics["disparate_impact"]
+
+
+def test_small_groups_are_flagged():
+    result = assess_fairness(None, synthetic_table(80), n_boot=50)
+    assert any(w.startswith("group: the unprivileged group has") and "mostly noise" in w for w in result.warnings)
+    assert not assess_fairness(None, synthetic_table(2000), n_boot=50).warnings
+
+
+def test_impact_ratio_table_follows_ll144():
+    from scrutiny.models import DatasetSpec, Feature, ProtectedAttribute
+
+    spec = DatasetSpec(name="t", task="tabular", label="y", classes=("no", "yes"), favourable_label="yes",
+                       features=(Feature("race", "categorical"),), protected=(ProtectedAttribute("race", ("w",)),))
+    race = np.array(["w"] * 50 + ["b"] * 40 + ["o"] * 9 + ["x"] * 1)
+    selected = np.r_[np.ones(25), np.zeros(25), np.ones(10), np.zeros(30), np.ones(9), np.zeros(0), np.ones(1)]
+    rows = {r.category: r for r in impact_ratios(spec, pd.DataFrame({"race": race}), selected, ["race"])}
+    assert rows["o"].impact_ratio == 1.0 and rows["w"].impact_ratio == pytest.approx(0.5)
+    assert rows["b"].impact_ratio == pytest.approx(0.25) and rows["b"].below_four_fifths
+    assert rows["x"].excluded and not rows["x"].below_four_fifths  # 1 % of rows: left out, as LL144 allows
+
+
+def test_bad_protected_attributes_are_clear_errors(load):
+    german = load("german")
+    groups = german.test.groups
+    with pytest.raises(DataError, match="protected column 'sex' not found"):
+        protected_groups(german.spec, groups.drop(columns=["sex"]))
+    with pytest.raises(DataError, match="'sex' has a single group"):
+        protected_groups(german.spec, groups.assign(sex="male"))
+    with pytest.raises(DataError, match="privileged value\\(s\\) 'male' of 'sex' not found"):
+        protected_groups(german.spec, groups.assign(sex=np.where(groups["sex"] == "male", "m", "f")))
+    with pytest.raises(InputError, match="'race' not protected in german"):
+        protected_groups(german.spec, groups, ["race"])
+
+
+def cli(capsys, *args):
+    from scrutiny.audit.cli import main
+
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_fairness(trained, capsys, tmp_path):
+    _, _, checkpoint = trained("breast_cancer", "mlp")
+    code, _, err = cli(capsys, "fairness", checkpoint, "--data", "breast_cancer")
+    assert code == 2 and "declares no protected attribute" in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_fairness_data_only_and_model(capsys, tmp_path, data_dir, predictions):
+    from scrutiny.models import save_checkpoint
+
+    dataset, model, _, _ = predictions("german")
+    code, out, err = cli(capsys, "fairness", "--data", "german", "--boot", "100")
+    assert code == 0, err
+    assert "data-set bias" in out and "statistical_parity_difference" in out
+    checkpoint = save_checkpoint(tmp_path / "german", model=model, dataset=dataset, metrics={}, training={}, seed=0)
+    code, out, err = cli(capsys, "fairness", checkpoint, "--data", "german", "--boot", "100", "--attributes", "age")
+    assert code == 0, err
+    assert "equalized_odds_difference" in out and "impact ratio" in out
+    code, _, err = cli(capsys, "fairness", checkpoint, "--data", "german", "--attributes", "race")
+    assert code == 2 and "'race' not protected in german" in err
+
+
+def test_label_must_be_binary_for_a_binary_spec(tmp_path, capsys):
+    data = tmp_path / "t.csv"
+    pd.DataFrame({"x": [1, 2, 3, 4], "g": ["a", "b", "a", "b"], "y": [0, 1, 2, 1]}).to_csv(data, index=False)
+    spec = tmp_path / "t.toml"
+    spec.write_text('label = "y"\nfavourable = 1\n[protected]\ng = ["a"]\n')
+    code, _, err = cli(capsys, "fairness", "--data", data, "--spec", spec)
+    assert code == 2 and "label column 'y' has 3 distinct value(s)" in err
