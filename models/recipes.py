@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 from torch import nn
 
 from .architectures import build_model
@@ -42,6 +43,7 @@ def train_on(
     seed: int = 0,
     device: str | None = None,
     progress: bool = True,
+    sample_weight: np.ndarray | None = None,
     **overrides,
 ) -> TrainedModel:
     """Build ``arch`` for ``dataset``, train it on the training split, score the test split.
@@ -52,6 +54,8 @@ def train_on(
         seed: seeds weight initialisation, the validation split and shuffling.
         device: ``"cpu"``, ``"cuda"``, … Default: CUDA when present.
         progress: show a progress bar.
+        sample_weight: one loss weight >= 0 per row of ``dataset.train``, in its order
+            (see :func:`~scrutiny.models.training.train`). Default: unweighted.
         **overrides: training settings that replace the architecture's defaults
             (``epochs``, ``batch_size``, ``lr``, ``class_weights``, …).
     """
@@ -77,6 +81,7 @@ def train_on(
         model,
         dataset.encode(dataset.train.X),
         dataset.train.y,
+        sample_weight=sample_weight,
         seed=seed,
         device=device,
         progress=progress,

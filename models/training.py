@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 from torch import Tensor, nn
+from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from .errors import InputError
@@ -222,6 +223,28 @@ def _check_y(model: nn.Module, y, n: int) -> np.ndarray:
     return y.astype(np.int64, copy=False)
 
 
+def _check_sample_weight(sample_weight, n: int) -> np.ndarray:
+    w = np.asarray(sample_weight)
+    if w.ndim != 1 or len(w) != n:
+        raise InputError(
+            f"sample_weight must be a 1-D array with one weight per row of X; got shape {w.shape} for {n} rows"
+        )
+    if w.dtype.kind not in "biuf":
+        raise InputError(f"sample_weight must hold numbers; got dtype {w.dtype}")
+    w = w.astype(np.float64)
+    if not np.isfinite(w).all():
+        raise InputError("sample_weight contains NaN or infinite values")
+    if (w < 0).any():
+        raise InputError(f"sample_weight must be >= 0 everywhere; got a minimum of {w.min():g}")
+    return w
+
+
+def _weighted_cross_entropy(logits: Tensor, target: Tensor, weight: Tensor) -> Tensor:
+    """Cross-entropy averaged with per-sample weights; 0 (no gradient) when they sum to 0."""
+    losses = F.cross_entropy(logits, target, reduction="none")
+    return (losses * weight).sum() / weight.sum().clamp_min(torch.finfo(weight.dtype).tiny)
+
+
 def _require(ok: bool, name: str, expected: str, value) -> None:
     if not ok:
         raise InputError(f"{name} must be {expected}; got {value!r}")
@@ -258,6 +281,29 @@ def _prepare(model: nn.Module, X, device, batch_size) -> tuple[np.ndarray, torch
     return X, dev
 
 
+def _split_sample_weight(
+    sample_weight: np.ndarray,
+    class_w: np.ndarray | None,
+    y: np.ndarray,
+    train_idx: np.ndarray,
+    val_idx: np.ndarray,
+    dev: torch.device,
+) -> tuple[Tensor, Tensor | None]:
+    """Per-row loss weights of the training and validation rows, as float32 on ``dev``."""
+    w = sample_weight if class_w is None else sample_weight * class_w[y]
+    if w[train_idx].sum() <= 0:
+        raise InputError("sample_weight is 0 for every training row; give some training rows a positive weight")
+    if len(val_idx) and w[val_idx].sum() <= 0:
+        raise InputError(
+            "sample_weight is 0 for every validation row, so the validation loss is undefined; "
+            "give them positive weights or pass val_fraction=0"
+        )
+    # A weighted mean does not change when all weights are scaled; scaling by the largest
+    # keeps them within float32 range whatever their magnitude.
+    w = torch.tensor(w / w.max(), dtype=torch.float32, device=dev)
+    return w[torch.from_numpy(train_idx).to(dev)], (w[torch.from_numpy(val_idx).to(dev)] if len(val_idx) else None)
+
+
 # --- training -----------------------------------------------------------------------------
 
 
@@ -274,6 +320,7 @@ def train(
     patience: int | None = 5,
     val_fraction: float = 0.15,
     class_weights: bool = False,
+    sample_weight: np.ndarray | None = None,
     mixed_precision: bool | None = None,
     device: str | None = None,
     seed: int = 0,
@@ -315,6 +362,13 @@ def train(
             by balanced class weights ``n / (n_present_classes * count_c)`` of the training
             split.
             Default: False
+        sample_weight (np.ndarray or None, optional): One weight >= 0 per row of ``X``
+            (classifiers only). The cross-entropy of training batches and of the validation
+            split becomes the weighted mean ``sum(w_i * loss_i) / sum(w_i)`` over their rows,
+            with ``w_i`` multiplied by the class weight of ``y_i`` when ``class_weights`` is
+            set. A weight of 0 removes a row from the loss; it still takes part in batch
+            composition and in BatchNorm's batch statistics.
+            Default: None
         mixed_precision (bool or None, optional): Autocast to bfloat16 (float16 with a
             GradScaler on GPUs without bfloat16); None turns it on for CUDA only.
             Default: None
@@ -331,7 +385,7 @@ def train(
 
     Raises:
         InputError: Bad option values, X/y of the wrong shape or length, NaN in X, labels
-            outside the model's classes, or an unavailable device.
+            outside the model's classes, bad sample weights, or an unavailable device.
     """
     _require(_is_int(epochs) and epochs >= 1, "epochs", "a positive integer", epochs)
     _require(_is_int(batch_size) and batch_size >= 1, "batch_size", "a positive integer", batch_size)
@@ -344,6 +398,10 @@ def train(
     autoencoder = _is_autoencoder(model)
     X = _check_X(model, X)
     y = None if autoencoder else _check_y(model, y, len(X))
+    if sample_weight is not None:
+        if autoencoder:
+            raise InputError("sample_weight weights the cross-entropy of a classifier; an autoencoder takes none")
+        sample_weight = _check_sample_weight(sample_weight, len(X))
     dev = _resolve_device(device)
     seed_everything(seed)
 
@@ -354,19 +412,23 @@ def train(
     X_all = torch.from_numpy(X).to(dev)
     X_train, X_val = X_all[torch.from_numpy(train_idx).to(dev)], X_all[torch.from_numpy(val_idx).to(dev)]
     del X_all
+    rows_w_train = rows_w_val = None  # per-row loss weights when sample_weight is given
     if autoencoder:
         criterion: nn.Module = nn.MSELoss()
         y_train = y_val = None
     else:
         y_all = torch.from_numpy(y).to(dev)
         y_train, y_val = y_all[torch.from_numpy(train_idx).to(dev)], y_all[torch.from_numpy(val_idx).to(dev)]
-        weight = None
+        w = None
         if class_weights:
             counts = np.bincount(y[train_idx], minlength=model.config["n_classes"]).astype(np.float64)
             present = counts > 0
             w = np.where(present, len(train_idx) / (present.sum() * np.maximum(counts, 1)), 0.0)
-            weight = torch.tensor(w, dtype=torch.float32, device=dev)
-        criterion = nn.CrossEntropyLoss(weight=weight)
+        if sample_weight is None:
+            weight = None if w is None else torch.tensor(w, dtype=torch.float32, device=dev)
+            criterion = nn.CrossEntropyLoss(weight=weight)
+        else:
+            rows_w_train, rows_w_val = _split_sample_weight(sample_weight, w, y, train_idx, val_idx, dev)
 
     n_train = len(train_idx)
     n_batches = n_train // batch_size + (n_train % batch_size > 1)
@@ -399,22 +461,29 @@ def train(
         t0 = time.perf_counter()
         order = torch.randperm(n_train, generator=generator).to(dev)
         loss_sum = torch.zeros((), device=dev)
-        seen = 0
+        seen, weight_sum = 0, 0  # rows, and their total loss weight (the row count unweighted)
         for b in range(n_batches):
             idx = order[b * batch_size : (b + 1) * batch_size]
             xb = X_train[idx]
             with autocast():
                 out = model(xb)
-            loss = criterion(out.float(), xb if autoencoder else y_train[idx])
+            if rows_w_train is None:
+                loss = criterion(out.float(), xb if autoencoder else y_train[idx])
+                batch_weight = len(idx)
+            else:
+                wb = rows_w_train[idx]
+                loss, batch_weight = _weighted_cross_entropy(out.float(), y_train[idx], wb), wb.sum()
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
             step_lr = scheduler.get_last_lr()[0]
             scheduler.step()
-            loss_sum += loss.detach() * len(idx)
+            loss_sum += loss.detach() * batch_weight
             seen += len(idx)
-        train_loss = loss_sum.item() / seen
+            weight_sum += batch_weight
+        weight_sum = float(weight_sum)
+        train_loss = loss_sum.item() / weight_sum if weight_sum > 0 else math.nan
         sync()
         train_seconds += time.perf_counter() - t0
         samples += seen
@@ -424,7 +493,10 @@ def train(
             model.eval()
             with torch.no_grad(), autocast():
                 out = torch.cat([model(X_val[i : i + 1024]).float() for i in range(0, len(val_idx), 1024)])
-            val_loss = criterion(out, X_val if autoencoder else y_val).item()
+            if rows_w_val is None:
+                val_loss = criterion(out, X_val if autoencoder else y_val).item()
+            else:
+                val_loss = _weighted_cross_entropy(out, y_val, rows_w_val).item()
         history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "lr": step_lr})
         bar.set_postfix_str(f"train {train_loss:.4f}" + ("" if val_loss is None else f" val {val_loss:.4f}"))
 
