@@ -281,6 +281,7 @@ def fairness(
     engine: str = typer.Option("vectorised", "--engine", help="vectorised (default) or aif360 for the point values."),
     seed: int = typer.Option(0, "--seed"),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write the model's fairness metrics with intervals to PATH (.png/.svg/.pdf)."),
+    mitigate: Optional[str] = typer.Option(None, "--mitigate", help="A protected attribute: also show accuracy and fairness before/after reweighing (retrains) and equalized-odds post-processing."),
     spec: Optional[Path] = SpecOption,
     weights: Optional[Path] = typer.Option(None, "--weights", help="safetensors weights for a package.module:factory model."),
     data_dir: Optional[Path] = DataDirOption,
@@ -291,6 +292,8 @@ def fairness(
 
     if plot is not None and plot.suffix.lower() not in (".png", ".svg", ".pdf"):
         raise model_errors.InputError(f"--plot {plot}: expected a .png, .svg or .pdf file name")
+    if mitigate and not model:
+        raise model_errors.InputError("--mitigate needs a MODEL to compare against")
     dataset = load_data(data, spec, data_dir)
     loaded = load_model(model, weights=weights, dataset=dataset) if model else None
     result = assess_fairness(
@@ -314,8 +317,10 @@ def fairness(
     console.print(table)
     if result.model:
         for c in result.model:
-            table = Table("metric", "value", f"{level} interval",
-                          title=f"model fairness on the test split: {c.attribute} (privileged: {c.privileged})")
+            table = Table(title=f"model fairness on the test split: {c.attribute} (privileged: {c.privileged})")
+            table.add_column("metric", no_wrap=True)
+            table.add_column("value")
+            table.add_column(f"{level} interval")
             for name, e in c.metrics.items():
                 table.add_row(name, f"{e.value:.4f}", interval(e))
             console.print(table)
@@ -335,6 +340,20 @@ def fairness(
                       f"{interval(result.consistency)}")
     for warning in result.warnings:
         console.print(f"[bold yellow]warning:[/] {warning}")
+    if mitigate:
+        from scrutiny.audit.fairness import mitigate as run_mitigations
+
+        with console.status(f"mitigating for {mitigate}…"):
+            comparisons = run_mitigations(loaded.model, dataset, mitigate, n_boot=boot, seed=seed)
+        for m in comparisons:
+            table = Table(title=f"{m.method}, {m.attribute}: {m.rows} (n={m.n}, {level} intervals)")
+            table.add_column("metric", no_wrap=True)
+            table.add_column("before")
+            table.add_column("after")
+            for name in ("accuracy", *[k for k in m.before if k != "accuracy"]):
+                table.add_row(name, f"{m.before[name].value:.4f} {interval(m.before[name])}",
+                              f"{m.after[name].value:.4f} {interval(m.after[name])}")
+            console.print(table)
     if plot is not None and result.model:
         from scrutiny.audit import plots
 

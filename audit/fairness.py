@@ -28,7 +28,7 @@ from scrutiny.models.errors import DataError, InputError
 
 from . import group_metrics as gm
 
-__all__ = ["Estimate", "GroupComparison", "ImpactRow", "Fairness", "assess_fairness", "protected_groups",
+__all__ = ["Estimate", "GroupComparison", "ImpactRow", "Fairness", "Mitigation", "assess_fairness", "mitigate", "protected_groups",
            "aif360_metrics", "impact_ratios", "MIN_GROUP_ROWS", "MIN_GROUP_OUTCOMES"]
 
 MIN_GROUP_ROWS = 30       # below this a group's rates are mostly noise
@@ -161,6 +161,7 @@ def aif360_metrics(y: np.ndarray, y_pred: np.ndarray | None, privileged: np.ndar
             "false_positive_rate_ratio": m.false_positive_rate_ratio(),
             "accuracy_difference": m.difference(m.accuracy),
             "theil_index": m.theil_index(),
+            "accuracy": m.accuracy(),
         }
         if features is not None:
             out["consistency"] = float(BinaryLabelDatasetMetric(predicted, unprivileged_groups=unprivileged_groups,
@@ -363,3 +364,71 @@ def _mean_estimate(terms: np.ndarray, n_boot: int, confidence: float, rng, chunk
     tail = (1 - confidence) / 2
     low, high = np.quantile(means, [tail, 1 - tail])
     return Estimate(value, float(min(low, value)), float(max(high, value)))
+
+
+@dataclass
+class Mitigation:
+    """Fairness metrics and accuracy before and after one mitigation, on the same rows."""
+
+    method: str
+    attribute: str
+    rows: str                     # which rows both sides are measured on
+    n: int
+    before: dict[str, Estimate]
+    after: dict[str, Estimate]
+
+
+def mitigate(
+    model: nn.Module,
+    dataset: Dataset,
+    attribute: str,
+    *,
+    arch: str | None = None,
+    n_boot: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    device: str | None = None,
+    progress: bool = False,
+    **training,
+) -> list[Mitigation]:
+    """Two mitigations for ``attribute``, each as a before/after comparison with intervals.
+
+    - Pre-processing: aif360 ``Reweighing`` weights, the same architecture retrained with
+      them (``arch``, default ``model.arch``; ``training`` overrides its settings), both
+      models scored on the whole test split.
+    - Post-processing: aif360 ``EqOddsPostprocessing`` tuned on a seeded half of the test
+      split (stratified by group and label); both sides scored on the other half.
+    """
+    from scrutiny.models.training import predict_proba
+
+    from .mitigation import EqualizedOddsPostprocessor, retrain_reweighed, split_for_postprocessing
+
+    if dataset.spec.task != "tabular" or dataset.spec.n_classes != 2:
+        raise InputError(f"{dataset.spec.name}: mitigation needs a binary tabular data set with protected attributes")
+    (mask, _), = protected_groups(dataset.spec, dataset.test.groups, [attribute], intersections=False,
+                                  where=f"{dataset.spec.name} test split").values()
+    rng = np.random.default_rng(seed)
+    y = dataset.test.y
+    X = dataset.encode(dataset.test.X)
+    proba = predict_proba(model, X, device=device)
+    y_pred = proba.argmax(axis=1)
+
+    def measure(rows, predictions):
+        counts = gm.confusion_counts(y[rows], predictions, mask[rows])
+        return _estimates(counts, model=True, n_boot=n_boot, confidence=confidence, rng=rng)
+
+    results = []
+    arch = arch or getattr(model, "arch", None)
+    if arch is None:
+        raise InputError("reweighing retrains the model's architecture; this model does not say which (pass --arch)")
+    retrained = retrain_reweighed(dataset, attribute, arch, seed=seed, device=device, progress=progress, **training)
+    reweighed = predict_proba(retrained.model, X, device=device).argmax(axis=1)
+    every = np.arange(len(y))
+    results.append(Mitigation("reweighing (aif360), same architecture retrained", attribute, "test split", len(y),
+                              measure(every, y_pred), measure(every, reweighed)))
+    tune, evaluate = split_for_postprocessing(len(y), y, mask, seed=seed)
+    post = EqualizedOddsPostprocessor().fit(proba[tune, 1], y[tune], mask[tune], seed=seed)
+    results.append(Mitigation("equalized-odds post-processing (aif360)", attribute,
+                              "the test half not used to tune it", len(evaluate),
+                              measure(evaluate, y_pred[evaluate]), measure(evaluate, post.predict(proba[evaluate, 1], mask[evaluate]))))
+    return results

@@ -29,7 +29,7 @@ MODEL_METRICS = (
     "statistical_parity_difference", "disparate_impact",
     "equal_opportunity_difference", "average_odds_difference", "equalized_odds_difference",
     "predictive_parity_difference", "false_negative_rate_ratio", "false_positive_rate_ratio",
-    "accuracy_difference", "theil_index",
+    "accuracy_difference", "theil_index", "accuracy",
 )
 
 
@@ -106,6 +106,7 @@ def metrics_from_counts(counts: np.ndarray, *, model: bool = True) -> dict[str, 
         "false_positive_rate_ratio": ratio(fpr),
         "accuracy_difference": diff(accuracy),
         "theil_index": theil_index(counts),
+        "accuracy": _div((tp + tn).sum(axis=-1), n.sum(axis=-1)),
     }
 
 
