@@ -75,15 +75,19 @@ def test_pgd_hurts_the_digits_cnn_far_more_than_noise(digits_cnn):
     assert accuracy(model, square(model, X, y, eps, constraints=constraints, queries=300), y) < clean - 0.2
 
 
-@pytest.mark.parametrize("norm, eps, random_start", [("linf", 0.1, True), ("linf", 0.15, True), ("l2", 0.6, False)])
+@pytest.mark.parametrize("norm, eps, random_start", [("linf", 0.1, False), ("linf", 0.15, True), ("l2", 0.6, False)])
 def test_pgd_agrees_with_art(digits_cnn, norm, eps, random_start):
     """Same model, rows, ε, steps and step size: our robust accuracy is ART's within 2 points.
-    L2 runs without the random start: the two libraries draw L2 starts differently (ART near
-    the sphere, ours uniform in radius), which alone moves robust accuracy by a few points."""
+    From the clean input the two runs are the same algorithm; from random starts they draw
+    differently (ART from NumPy's global generator, seeded here), which at an ε where
+    accuracy is mid-way moves a few rows either way, so the random-start case sits at an ε
+    where most rows fall. All 450 test rows."""
     art_attacks = pytest.importorskip("art.attacks.evasion")
     from art.estimators.classification import PyTorchClassifier
 
-    _, model, X, y = digits_cnn
+    dataset, model, _, _ = digits_cnn
+    X, y = torch.as_tensor(dataset.encode(dataset.test.X)), torch.as_tensor(dataset.test.y)
+    np.random.seed(0)
     steps = 20
     ours = pgd(model, X, y, eps, norm=norm, constraints=image_constraints((1, 8, 8), (0.0, 1.0)), steps=steps,
                schedule="constant", random_start=random_start, seed=0)
