@@ -34,7 +34,6 @@ import argparse
 import math
 import sys
 import time
-from importlib import metadata
 
 import numpy as np
 import pandas as pd
@@ -47,25 +46,12 @@ from scrutiny.audit.feature_space import FeatureSpace
 from scrutiny.models import DataError, DatasetSpec, Feature, load_dataset, train_on
 from scrutiny.models.datasets import tabular_dataset
 
+from _common import RowCounter, sync, versions
+
 LIBRARIES = ("torch", "captum", "shap", "lime")
 
 
 # ------------------------------------------------------------------ helpers
-
-
-class RowCounter:
-    """Counts the rows that go through a model's forward (a forward pre-hook)."""
-
-    def __init__(self, model: torch.nn.Module):
-        self.rows = 0
-        self.handle = model.register_forward_pre_hook(self._hook)
-
-    def _hook(self, _module, args):
-        self.rows += int(args[0].shape[0])
-
-    def take(self) -> int:
-        rows, self.rows = self.rows, 0
-        return rows
 
 
 def interleaved(repeats: int, runs: dict, counter: RowCounter | None = None):
@@ -87,11 +73,6 @@ def interleaved(repeats: int, runs: dict, counter: RowCounter | None = None):
     return best, first, rows
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def attribute_device(model: torch.nn.Module, inputs: np.ndarray, space: FeatureSpace, background: np.ndarray,
                      requested: str) -> torch.device:
     """The device :func:`attribute` can run on: ``requested`` if a trial call with the model
@@ -106,6 +87,18 @@ def attribute_device(model: torch.nn.Module, inputs: np.ndarray, space: FeatureS
         model.cpu()
         return torch.device("cpu")
     return torch.device("cuda")
+
+
+def explained_rows(model: torch.nn.Module, dataset, samples: int, seed: int, device_request: str):
+    """The feature space, ``samples`` seeded test rows and the training rows, encoded, as
+    ``explain()`` takes them, and the device ``attribute()`` runs on (the model is moved there)."""
+    space = feature_space_for(dataset)
+    _, test_X = sample_test_rows(dataset, samples, seed)
+    inputs = dataset.encode(test_X)
+    background = dataset.encode(dataset.train.X)
+    device = attribute_device(model, inputs, space, background, device_request)
+    model.to(device)
+    return space, inputs, background, device
 
 
 # ------------------------------------------------------------------ 1. integrated gradients
@@ -192,12 +185,7 @@ def bench_integrated_gradients(args, device: torch.device) -> dict | None:
     print(f"Adult MLP trained in {time.perf_counter() - start:.1f} s on {trained.settings['device']} "
           f"(test accuracy {trained.metrics['accuracy']:.3f})")
     model = trained.model.eval()
-    space = feature_space_for(dataset)
-    rows, test_X = sample_test_rows(dataset, args.samples, args.seed)
-    inputs = dataset.encode(test_X)
-    background = dataset.encode(dataset.train.X)
-    device = attribute_device(model, inputs, space, background, args.device)
-    model.to(device)
+    space, inputs, background, device = explained_rows(model, dataset, args.samples, args.seed, args.device)
 
     def ours():
         return attribute(model, inputs, method="integrated_gradients", space=space, background=background,
@@ -332,12 +320,7 @@ def bench_kernel_shap_lime(args, device_request: str) -> dict:
           f"{dataset.preprocessor.n_encoded} encoded columns) trained in {time.perf_counter() - start:.1f} s "
           f"(test accuracy {trained.metrics['accuracy']:.3f})")
     model = trained.model.eval()
-    space = feature_space_for(dataset)
-    rows, test_X = sample_test_rows(dataset, args.explain_rows, args.seed)
-    inputs = dataset.encode(test_X)
-    background = dataset.encode(dataset.train.X)
-    device = attribute_device(model, inputs, space, background, device_request)
-    model.to(device)
+    space, inputs, background, device = explained_rows(model, dataset, args.explain_rows, args.seed, device_request)
     counter = RowCounter(model)
     logits_fn = make_logits(model, space, device)
     Z, Z_train = space.to_codes(inputs), space.to_codes(background)
@@ -459,16 +442,6 @@ def bench_kernel_shap_lime(args, device_request: str) -> dict:
 # ------------------------------------------------------------------ main
 
 
-def versions() -> str:
-    found = []
-    for name in LIBRARIES:
-        try:
-            found.append(f"{name} {metadata.version(name)}")
-        except metadata.PackageNotFoundError:
-            found.append(f"{name} (not installed)")
-    return ", ".join(found)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
@@ -495,7 +468,7 @@ def main() -> None:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
 
     hardware = torch.cuda.get_device_name() if args.device == "cuda" else f"{torch.get_num_threads()} CPU threads"
-    print(f"{versions()}; {hardware}; best of {args.repeats} runs per timing")
+    print(f"{versions(LIBRARIES)}; {hardware}; best of {args.repeats} runs per timing")
     total = time.perf_counter()
 
     ig = None if "ig" in args.skip else bench_integrated_gradients(args, args.device)

@@ -47,9 +47,10 @@ import subprocess
 import sys
 import time
 import tracemalloc
-from importlib import metadata
 
 import numpy as np
+
+from _common import versions
 
 LIBRARIES = ("numpy", "pandas", "aif360")
 TARGET = 1 / 20          # our time / aif360's
@@ -182,16 +183,6 @@ def compare(a: dict, b: dict) -> tuple[float, int, list[str]]:
     return worst, n, problems
 
 
-def versions() -> str:
-    found = [f"Python {platform.python_version()}"]
-    for name in LIBRARIES:
-        try:
-            found.append(f"{name} {metadata.version(name)}")
-        except metadata.PackageNotFoundError:
-            found.append(f"{name} (not installed)")
-    return ", ".join(found)
-
-
 def mib(n: int) -> str:
     return f"{n / 2**20:,.1f} MiB"
 
@@ -212,7 +203,7 @@ def main() -> None:
         return
 
     total = time.perf_counter()
-    print(f"{versions()}; {platform.machine()}, {len(__import__('os').sched_getaffinity(0))} CPU cores")
+    print(f"Python {platform.python_version()}, {versions(LIBRARIES)}; {platform.machine()}, {len(__import__('os').sched_getaffinity(0))} CPU cores")
     y, y_pred, masks = synthetic(args.rows, args.seed)
     print(f"{args.rows:,} synthetic rows, seed {args.seed}: sex (privileged 1, {masks['sex'].mean():.1%}), "
           f"race of 4 categories (privileged 0, {masks['race'].mean():.1%}), sex × race privileged on both "

@@ -43,7 +43,6 @@ import argparse
 import math
 import platform
 import time
-from importlib import metadata
 
 import numpy as np
 import torch
@@ -52,31 +51,13 @@ import torch.nn.functional as F
 from scrutiny.audit.attacks import AttackStats, image_constraints, perturbation_norm, pgd
 from scrutiny.models import load_dataset, train_on
 
+from _common import RowCounter, sync, versions
+
 LIBRARIES = (("torch", "torch"), ("torchattacks", "torchattacks"), ("art", "adversarial-robustness-toolbox"))
 TORCHATTACKS_INSTALL = "pip install --no-deps torchattacks"
 
 
 # ------------------------------------------------------------------ helpers
-
-
-class RowCounter:
-    """Counts the rows that go through a model's forward (a forward pre-hook) until removed."""
-
-    def __init__(self, model: torch.nn.Module):
-        self.rows = 0
-        self.handle = model.register_forward_pre_hook(self._hook)
-
-    def _hook(self, _module, args):
-        self.rows += int(args[0].shape[0])
-
-    def take(self) -> int:
-        rows, self.rows = self.rows, 0
-        return rows
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def interleaved(repeats: int, runs: dict, model: torch.nn.Module):
@@ -126,16 +107,6 @@ def largest_step_out(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> float:
     outside_ball = float(np.max(perturbation_norm(x_adv, x, "linf"))) - eps
     outside_box = max(float(-x_adv.min()), float(x_adv.max()) - 1.0)
     return max(outside_ball, outside_box, 0.0)
-
-
-def versions() -> str:
-    found = []
-    for label, distribution in LIBRARIES:
-        try:
-            found.append(f"{label} {metadata.version(distribution)}")
-        except metadata.PackageNotFoundError:
-            found.append(f"{label} (not installed)")
-    return ", ".join(found)
 
 
 def hardware(device: torch.device) -> str:
@@ -334,7 +305,7 @@ def main() -> None:
     if not args.eps > 0:
         parser.error("--eps must be positive")
 
-    print(f"{versions()}; {hardware(torch.device(args.device))}; best of {args.repeats} runs per timing")
+    print(f"{versions(LIBRARIES)}; {hardware(torch.device(args.device))}; best of {args.repeats} runs per timing")
     total = time.perf_counter()
     report(bench(args))
     print(f"\ntotal wall time {time.perf_counter() - total:.0f} s")
