@@ -129,7 +129,7 @@ def evaluate(
 
     dataset = load_data(data, spec, data_dir)
     loaded = load_model(model, weights=weights, dataset=dataset)
-    X = (loaded.preprocessor() if loaded.manifest else dataset.preprocessor).transform(dataset.test.X)
+    X = (_preprocessor(loaded) or dataset.preprocessor).transform(dataset.test.X)
     metrics = evaluate_model(loaded.model, X, dataset.test.y)
     _print_metrics(f"{model} on {dataset.spec.name} (test split, n={len(dataset.test)})", metrics)
 
@@ -153,12 +153,11 @@ def explain(
     from scrutiny.models import load_model
 
     methods = resolve_methods(method.split(","))
-    if plot is not None and plot.suffix.lower() not in (".png", ".svg", ".pdf"):
-        raise model_errors.InputError(f"--plot {plot}: expected a .png, .svg or .pdf file name")
+    _check_plot(plot)
     dataset = load_data(data, spec, data_dir)
     loaded = load_model(model, weights=weights, dataset=dataset)
     result = explain_model(loaded.model, dataset, methods=methods, samples=samples, seed=seed, progress=True, quality=quality,
-                           preprocessor=loaded.preprocessor() if loaded.manifest else None)
+                           preprocessor=_preprocessor(loaded))
     runs = Table("method", "explains", "baseline", "s", "error figure", "value")
     for name, attribution in result.attributions.items():
         runs.add_row(name, attribution.output, attribution.baseline, f"{attribution.seconds:.1f}",
@@ -218,11 +217,10 @@ def attack(
 
     names = parse_attacks(attacks.split(","))
     radii = _numbers("--eps", eps) if eps is not None else None
-    if plot is not None and plot.suffix.lower() not in (".png", ".svg", ".pdf"):
-        raise model_errors.InputError(f"--plot {plot}: expected a .png, .svg or .pdf file name")
+    _check_plot(plot)
     dataset = load_data(data, spec, data_dir)
     loaded = load_model(model, weights=weights, dataset=dataset)
-    preprocessor = loaded.preprocessor() if loaded.manifest else None
+    preprocessor = _preprocessor(loaded)
     scorer = None
     if detector:
         with console.status("training the autoencoder detector…"):
@@ -290,14 +288,13 @@ def fairness(
     from scrutiny.audit.fairness import assess_fairness
     from scrutiny.models import load_model
 
-    if plot is not None and plot.suffix.lower() not in (".png", ".svg", ".pdf"):
-        raise model_errors.InputError(f"--plot {plot}: expected a .png, .svg or .pdf file name")
+    _check_plot(plot)
     if mitigate and not model:
         raise model_errors.InputError("--mitigate needs a MODEL to compare against")
     dataset = load_data(data, spec, data_dir)
     loaded = load_model(model, weights=weights, dataset=dataset) if model else None
     result = assess_fairness(
-        loaded.model if loaded else None, dataset, preprocessor=loaded.preprocessor() if loaded and loaded.manifest else None,
+        loaded.model if loaded else None, dataset, preprocessor=_preprocessor(loaded) if loaded else None,
         attributes=_names(attributes) or None, intersections=intersections, n_boot=boot, engine=engine, seed=seed,
     )
     level = f"{result.settings['confidence']:.0%}"
@@ -358,6 +355,16 @@ def fairness(
         from scrutiny.audit import plots
 
         console.print(f"figure written to {plots.save_figure(plots.fairness_figure(result.model), plot)}")
+
+
+def _check_plot(plot: Optional[Path]) -> None:
+    if plot is not None and plot.suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise model_errors.InputError(f"--plot {plot}: expected a .png, .svg or .pdf file name")
+
+
+def _preprocessor(loaded):
+    """The checkpoint's own fitted preprocessing; None for a model without a manifest."""
+    return loaded.preprocessor() if loaded.manifest else None
 
 
 def _numbers(option: str, text: str) -> list[float]:

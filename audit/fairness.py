@@ -175,9 +175,7 @@ def _quiet():
 
 
 def _estimates(counts: np.ndarray, *, model: bool, n_boot: int, confidence: float, rng, engine_values=None) -> dict[str, Estimate]:
-    point = gm.metrics_from_counts(counts, model=model)
-    if engine_values is not None:
-        point = engine_values
+    point = engine_values if engine_values is not None else gm.metrics_from_counts(counts, model=model)
     boots = gm.metrics_from_counts(gm.bootstrap_counts(counts, n_boot, rng), model=model) if n_boot else {}
     tail = (1 - confidence) / 2
     out = {}

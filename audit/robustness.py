@@ -194,6 +194,8 @@ def assess_robustness(
         with torch.no_grad():
             return batched(lambda b: model(b).argmax(dim=1), x)
 
+    # very large in either norm: the L∞ radius, or the L2 norm of that radius on every position
+    search = SEARCH_EPS[task] * (1 if norm == "linf" else float(np.sqrt(x_all[0].numel())))
     try:
         clean_pred = predict(x_all)
         correct = clean_pred == y_all
@@ -215,8 +217,7 @@ def assess_robustness(
             start = time.perf_counter()
             min_eps, large_acc = _smallest_eps(
                 lambda radius, x, y: run("pgd", radius, x, y, seed, max(steps // 2, 10)), batched, predict,
-                x_all, y_all, correct, SEARCH_EPS[task] * (1 if norm == "linf" else np.sqrt(x_all[0].numel())),
-                search_steps, advance,
+                x_all, y_all, correct, search, search_steps, advance,
             )
             seconds["smallest_eps"] = time.perf_counter() - start
         robust["worst case"] = np.logical_and.reduce([robust[a] for a in attacks])
@@ -226,7 +227,6 @@ def assess_robustness(
             for name, flags in robust.items() for k, radius in enumerate(eps)
         ]
         gradient = {"zero": stats.zero_gradient, "nonfinite": stats.nonfinite_gradient}
-        search = SEARCH_EPS[task] * (1 if norm == "linf" else float(np.sqrt(x_all[0].numel())))
         warnings = _weak_evaluation(robust, eps, attacks, gradient, large_acc, search, clean_acc,
                                     tabular=task != "image", n=len(rows))
         primary = next((a for a in ("pgd", "fgsm", "square") if a in attacks), attacks[0])
