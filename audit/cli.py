@@ -341,7 +341,8 @@ def fairness(
         from scrutiny.audit.fairness import mitigate as run_mitigations
 
         with console.status(f"mitigating for {mitigate}…"):
-            comparisons = run_mitigations(loaded.model, dataset, mitigate, n_boot=boot, seed=seed)
+            comparisons = run_mitigations(loaded.model, dataset, mitigate, preprocessor=_preprocessor(loaded),
+                                          n_boot=boot, seed=seed)
         for m in comparisons:
             table = Table(title=f"{m.method}, {m.attribute}: {m.rows} (n={m.n}, {level} intervals)")
             table.add_column("metric", no_wrap=True)

@@ -382,6 +382,7 @@ def mitigate(
     attribute: str,
     *,
     arch: str | None = None,
+    preprocessor=None,
     n_boot: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,
@@ -393,7 +394,8 @@ def mitigate(
 
     - Pre-processing: aif360 ``Reweighing`` weights, the same architecture retrained with
       them (``arch``, default ``model.arch``; ``training`` overrides its settings), both
-      models scored on the whole test split.
+      models scored on the whole test split (``model`` through ``preprocessor``, its
+      checkpoint's own, default the data set's; the retrained one through the data set's).
     - Post-processing: aif360 ``EqOddsPostprocessing`` tuned on a seeded half of the test
       split (stratified by group and label); both sides scored on the other half.
     """
@@ -407,8 +409,7 @@ def mitigate(
                                   where=f"{dataset.spec.name} test split").values()
     rng = np.random.default_rng(seed)
     y = dataset.test.y
-    X = dataset.encode(dataset.test.X)
-    proba = predict_proba(model, X, device=device)
+    proba = predict_proba(model, (preprocessor or dataset.preprocessor).transform(dataset.test.X), device=device)
     y_pred = proba.argmax(axis=1)
 
     def measure(rows, predictions):
@@ -420,7 +421,7 @@ def mitigate(
     if arch is None:
         raise InputError("reweighing retrains the model's architecture; this model does not say which (pass --arch)")
     retrained = retrain_reweighed(dataset, attribute, arch, seed=seed, device=device, progress=progress, **training)
-    reweighed = predict_proba(retrained.model, X, device=device).argmax(axis=1)
+    reweighed = predict_proba(retrained.model, dataset.encode(dataset.test.X), device=device).argmax(axis=1)
     every = np.arange(len(y))
     results.append(Mitigation("reweighing (aif360), same architecture retrained", attribute, "test split", len(y),
                               measure(every, y_pred), measure(every, reweighed)))
