@@ -166,14 +166,16 @@ class _Projector:
         self.x, self.eps, self.norm = x, eps, norm
         self.lower, self.upper = torch.minimum(lower, x), torch.maximum(upper, x)
         self.constraints = constraints
+        if norm == "linf":  # ball ∩ range ∩ mutable is one box; immutable positions get lo = hi = x
+            reach = eps * self.mutable
+            self.box = torch.maximum(x - reach, self.lower), torch.minimum(x + reach, self.upper)
 
     def __call__(self, x_adv: Tensor) -> Tensor:
-        delta = (x_adv - self.x) * self.mutable
         if self.norm == "linf":
-            delta = torch.maximum(torch.minimum(delta, self.eps), -self.eps)
-        else:
-            length = _flat_norm(delta, "l2").view(self.eps.shape)
-            delta = delta * torch.clamp(self.eps / length.clamp_min(1e-12), max=1.0)
+            return torch.clamp(x_adv, *self.box)
+        delta = (x_adv - self.x) * self.mutable
+        length = _flat_norm(delta, "l2").view(self.eps.shape)
+        delta = delta * torch.clamp(self.eps / length.clamp_min(1e-12), max=1.0)
         # clipping to a box that holds x only ever moves a coordinate towards x: the ball still holds
         return torch.clamp(self.x + delta, self.lower, self.upper)
 
@@ -295,6 +297,8 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, eps, *, norm: str = "linf", cons
         x_adv = sub.random_start(generator) if random_start else x[rows].clone()
         y_rows = y[rows]
         found = torch.zeros(len(rows), dtype=torch.bool, device=x.device)
+        first_break = x[rows]
+        row_shape = (-1,) + (1,) * (x.ndim - 1)
         for size in sizes:
             logits, grad = _loss_and_grad(model, x_adv, y_rows)
             _gradient_health(grad, stats)
@@ -307,18 +311,20 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, eps, *, norm: str = "linf", cons
                     logits = model(candidate)
                 if stats is not None:
                     stats.model_rows += len(candidate)
+            # torch.where rather than boolean indexing: no host sync per step on a GPU
             new = (logits.argmax(dim=1) != y_rows) & ~found
-            if new.any():
-                best[rows[new]] = candidate[new]
-                found |= new
-            x_adv = sub(x_adv + size * sub.eps * _step(grad, norm, sub.mutable)).detach()
-        x_adv = sub.finalise(x_adv)
+            first_break = torch.where(new.view(row_shape), candidate, first_break)
+            found |= new
+            if norm == "linf":
+                x_adv = torch.clamp(x_adv.addcmul(grad.sign(), size * sub.eps), *sub.box)
+            else:
+                x_adv = sub(x_adv + size * sub.eps * _step(grad, norm, sub.mutable))
+        x_adv = sub.finalise(x_adv.detach())
         with torch.no_grad():
             last = model(x_adv).argmax(dim=1) != y_rows
         if stats is not None:
             stats.model_rows += len(x_adv)
-        keep = ~found
-        best[rows[keep]] = x_adv[keep]
+        best[rows] = torch.where(found.view(row_shape), first_break, x_adv)
         broken[rows] = found | last
     return best.detach()
 
