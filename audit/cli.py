@@ -17,6 +17,7 @@ import click
 import numpy as np
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from scrutiny.models import errors as model_errors
@@ -356,6 +357,47 @@ def fairness(
         from scrutiny.audit import plots
 
         console.print(f"figure written to {plots.save_figure(plots.fairness_figure(result.model), plot)}")
+
+
+@app.command()
+def audit(
+    model: str = typer.Argument(..., help="Checkpoint folder, TorchScript file, or package.module:factory (with --weights)."),
+    data: str = DataOption,
+    out: Path = typer.Option(..., "--out", help="Run folder to write (findings.json, manifest.json, arrays/, figures/)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Audit config (TOML): families, methods, sample counts, eps grid, protected attributes, seed. Default: a complete audit for the data type."),
+    policy: Optional[Path] = typer.Option(None, "--policy", help="Policy (TOML): thresholds per check, replacing the default policy's tables it names."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out run folder."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda. Default: cuda when present."),
+    spec: Optional[Path] = SpecOption,
+    weights: Optional[Path] = typer.Option(None, "--weights", help="safetensors weights for a package.module:factory model."),
+    data_dir: Optional[Path] = DataDirOption,
+) -> int:
+    """Run every audit family into a reproducible run folder; exit 1 if a policy check fails."""
+    from scrutiny.audit.config import load_config
+    from scrutiny.audit.policy import load_policy
+    from scrutiny.audit.runner import run_audit
+    from scrutiny.models import load_model
+
+    rules = load_policy(policy)
+    if out.exists() and not overwrite:
+        raise model_errors.InputError(f"--out {out} already exists; choose another folder or pass --overwrite")
+    dataset = load_data(data, spec, data_dir)
+    has_groups = dataset.spec.task == "tabular" and dataset.spec.n_classes == 2 and bool(dataset.spec.protected)
+    settings = load_config(config, task=dataset.spec.task, fairness=has_groups)
+    loaded = load_model(model, weights=weights, dataset=dataset)
+    rules.robust_eps(dataset.spec.task)  # a policy without a radius for this data type fails before any work
+    result = run_audit(loaded, dataset, config=settings, policy=rules, out=out, model_source=model,
+                       command=["scrutiny", *sys.argv[1:]], overwrite=overwrite, device=device)
+    colour = {"pass": "green", "warn": "yellow", "fail": "bold red"}
+    table = Table("check", "value", "interval", "status", title=f"{len(result.findings)} checks")
+    for f in result.findings:
+        interval = f"[{f.interval[0]:.4g}, {f.interval[1]:.4g}]" if f.interval and np.all(np.isfinite(f.interval)) else ""
+        table.add_row(escape(f.id), f"{f.value:.4g}", interval, f"[{colour[f.status]}]{f.status}[/]")
+    console.print(table)
+    counts = {s: sum(f.status == s for f in result.findings) for s in colour}
+    console.print(f"verdict: [{colour[result.verdict]}]{result.verdict}[/] ({counts['pass']} pass, {counts['warn']} warn, "
+                  f"{counts['fail']} fail) in {result.seconds['total']:.1f} s; run written to {result.path}")
+    return 1 if result.verdict == "fail" else 0
 
 
 def _check_plot(plot: Optional[Path]) -> None:

@@ -7,7 +7,7 @@ bootstrap intervals and the agreement between every pair of methods.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from torch import nn
@@ -84,6 +84,7 @@ def explain(
     top_k: int = 5,
     n_boot: int = 1000,
     quality: bool = False,
+    quality_samples: int | None = None,
     progress: bool = False,
     **options,
 ) -> Explanations:
@@ -104,6 +105,8 @@ def explain(
             random orders, captum's infidelity and sensitivity_max (5 perturbations of each
             row, explained again), and the parameter-randomisation check (which explains the
             sample a second time, on a re-initialised model). Default: False
+        quality_samples: run the quality checks on the first this many explained rows (they
+            re-explain every row several times). Default: all
         progress: show progress bars.
         **options: passed to :func:`~scrutiny.audit.attributions.attribute`
             (``n_steps``, ``n_samples``, ``batch_size``, ``baselines``).
@@ -123,11 +126,22 @@ def explain(
         per_feature[method] = result.by_feature(space)
         importance[method] = global_importance(per_feature[method], list(space.names), n_boot=n_boot, seed=seed)
         if quality:
-            checks[method] = _quality(model, inputs, result, per_feature[method], space, background, seed, options)
+            k = len(rows) if quality_samples is None else max(1, min(quality_samples, len(rows)))
+            checks[method] = _quality(model, inputs[:k], _first(result, k), per_feature[method][:k], space, background,
+                                      seed, options)
     return Explanations(
         rows=rows, space=space, attributions=attributions, per_feature=per_feature, importance=importance,
         agreements=agreement_matrix(per_feature, k=top_k), quality=checks if quality else None,
     )
+
+
+def _first(result: Attribution, k: int) -> Attribution:
+    """The attribution of the first ``k`` rows."""
+    def head(a):
+        return None if a is None else a[:k]
+
+    return replace(result, values=result.values[:k], target=result.target[:k], error=head(result.error),
+                   output_change=head(result.output_change))
 
 
 def _quality(model, inputs, result: Attribution, per_feature, space, background, seed, options) -> Quality:

@@ -276,6 +276,7 @@ def assess_fairness(
     n_boot: int = 1000,
     confidence: float = 0.95,
     n_neighbors: int = 5,
+    neighbour_search: str = "ball_tree",
     engine: str = "vectorised",
     seed: int = 0,
     device: str | None = None,
@@ -289,6 +290,8 @@ def assess_fairness(
         n_boot: bootstrap resamples per interval (0: none).
         confidence: interval coverage. Default: 0.95
         n_neighbors: k of aif360's consistency.
+        neighbour_search: ``"ball_tree"`` (aif360's, exact parity) or ``"brute"`` (much faster
+            on large tables; ties between equidistant rows may resolve differently).
         engine: ``"vectorised"`` (default) or ``"aif360"`` for the point values.
         seed: seeds the bootstrap.
     """
@@ -301,6 +304,8 @@ def assess_fairness(
         raise InputError(f"confidence must be between 0 and 1, got {confidence}")
     if n_boot < 0:
         raise InputError(f"--boot must be 0 or more, got {n_boot}")
+    if neighbour_search not in ("ball_tree", "brute"):
+        raise InputError(f"neighbour_search {neighbour_search!r}: expected ball_tree or brute")
     rng = np.random.default_rng(seed)
     warnings: list[str] = []
 
@@ -337,7 +342,7 @@ def assess_fairness(
                                          warnings=_group_warnings(name, counts, model=True))
             results.append(comparison)
             warnings += comparison.warnings
-        terms = gm.consistency(features, y_pred, n_neighbors)
+        terms = gm.consistency(features, y_pred, n_neighbors, search=neighbour_search)
         consistency = _mean_estimate(terms, n_boot, confidence, rng)
         names = [n for n in test_masks if " × " not in n]
         impact = impact_ratios(spec, dataset.test.groups, y_pred, names, intersections=intersections)
@@ -348,6 +353,7 @@ def assess_fairness(
     return Fairness(
         data_bias=data_bias, model=results, impact_ratios=impact, consistency=consistency, warnings=warnings,
         settings={"n_boot": n_boot, "confidence": confidence, "seed": seed, "engine": engine, "n_neighbors": n_neighbors,
+                  "neighbour_search": neighbour_search,
                   "threshold": "argmax (P(favourable) > 0.5)", "data_bias_split": "train", "model_split": "test",
                   "intersections": intersections},
     )

@@ -1,0 +1,182 @@
+"""The audit config: which families run and how, with defaults per data type.
+
+A bare ``scrutiny audit`` does a complete audit; ``--config audit.toml`` changes what it
+names. Every key is checked: an unknown key or a value of the wrong type is an error that
+names the file, the key and what was expected. Example::
+
+    seed = 0
+    families = ["performance", "attributions", "robustness", "fairness"]
+
+    [attributions]
+    methods = ["integrated_gradients", "kernel_shap", "lime"]
+    samples = 200
+
+    [robustness]
+    eps = [0.1, 0.25, 0.5, 1.0]
+
+    [fairness]
+    attributes = ["sex", "race"]
+    mitigate = "sex"
+"""
+
+from __future__ import annotations
+
+import tomllib
+import typing
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+from scrutiny.models.errors import InputError
+
+__all__ = ["FAMILIES", "AuditConfig", "AttributionsConfig", "RobustnessConfig", "FairnessConfig", "load_config",
+           "default_config"]
+
+FAMILIES = ("performance", "attributions", "robustness", "fairness")
+
+
+@dataclass(frozen=True)
+class AttributionsConfig:
+    methods: list[str] = field(default_factory=list)    # default: per data type
+    samples: int = 200                                  # test rows explained
+    quality: bool = True                                # deletion, infidelity/sensitivity, randomisation
+    quality_samples: int = 20                           # of those rows, how many the quality checks use
+    n_boot: int = 1000                                  # resamples of the importance intervals
+    top_k: int = 5                                      # k of the top-k overlap between methods
+
+
+@dataclass(frozen=True)
+class RobustnessConfig:
+    attacks: list[str] = field(default_factory=lambda: ["pgd", "fgsm", "square", "gaussian"])
+    eps: list[float] = field(default_factory=list)      # default: per data type, plus the policy's gated radius
+    norm: str = "linf"
+    samples: int = 500
+    steps: int = 40
+    restarts: int = 1
+    queries: int = 1000
+    immutable: list[str] = field(default_factory=list)
+    mutable: list[str] = field(default_factory=list)
+    detector: bool = True                               # autoencoder out-of-distribution score of the examples
+
+
+@dataclass(frozen=True)
+class FairnessConfig:
+    attributes: list[str] = field(default_factory=list)  # default: every protected attribute the data declares
+    intersections: bool = True
+    n_boot: int = 1000
+    confidence: float = 0.95
+    mitigate: str = ""                                   # a protected attribute: reweighing + equalized odds before/after
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    seed: int = 0
+    families: list[str] = field(default_factory=list)   # default: every family the data supports
+    attributions: AttributionsConfig = field(default_factory=AttributionsConfig)
+    robustness: RobustnessConfig = field(default_factory=RobustnessConfig)
+    fairness: FairnessConfig = field(default_factory=FairnessConfig)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+DEFAULT_METHODS = {
+    "tabular": ["integrated_gradients", "kernel_shap", "lime"],
+    "image": ["integrated_gradients", "gradient_shap", "occlusion"],
+}
+
+
+def default_config(task: str, *, fairness: bool) -> AuditConfig:
+    """The complete audit for a data type; ``fairness`` when the data declares protected attributes."""
+    from .robustness import DEFAULT_EPS
+
+    return AuditConfig(
+        families=[f for f in FAMILIES if f != "fairness" or fairness],
+        attributions=AttributionsConfig(methods=list(DEFAULT_METHODS[task])),
+        robustness=RobustnessConfig(eps=list(DEFAULT_EPS[task])),
+    )
+
+
+def load_config(path: str | Path | None, *, task: str, fairness: bool) -> AuditConfig:
+    """The defaults for ``task``, with what the TOML file at ``path`` sets."""
+    config = default_config(task, fairness=fairness)
+    if path is None:
+        return _check(config, "the default config", task=task, fairness=fairness)
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"config {path}: no such file")
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"config {path}: not valid TOML ({exc})") from None
+    where = f"config {path}"
+    return _check(_merge(config, document, where), where, task=task, fairness=fairness)
+
+
+def _merge(config, document: dict, where: str, section: str = ""):
+    known = {f.name: f for f in fields(config)}
+    hints = typing.get_type_hints(type(config))
+    changes = {}
+    for key, value in document.items():
+        name = f"{section}{key}"
+        if key not in known:
+            raise InputError(f"{where}: unknown key '{name}'; expected one of {', '.join(section + k for k in known)}")
+        expected = hints[key]
+        if hasattr(expected, "__dataclass_fields__"):
+            if not isinstance(value, dict):
+                raise InputError(f"{where}: '{name}' must be a table ([{name}])")
+            changes[key] = _merge(getattr(config, key), value, where, f"{name}.")
+        else:
+            changes[key] = _typed(value, expected, where, name)
+    return replace(config, **changes)
+
+
+def _typed(value, expected, where: str, name: str):
+    origin = typing.get_origin(expected)
+    if origin is list:
+        (item,) = typing.get_args(expected)
+        if not isinstance(value, list):
+            raise InputError(f"{where}: '{name}' must be a list of {item.__name__}, got {value!r}")
+        return [_typed(v, item, where, name) for v in value]
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if expected is int and isinstance(value, bool) or not isinstance(value, expected):
+        kind = {int: "a whole number", float: "a number", bool: "true or false", str: "a string"}[expected]
+        raise InputError(f"{where}: '{name}' must be {kind}, got {value!r}")
+    return value
+
+
+def _check(config: AuditConfig, where: str, *, task: str, fairness: bool) -> AuditConfig:
+    """Values each key accepts, beyond its type; method and attack names resolved."""
+    from .explain import resolve_methods
+    from .robustness import parse_attacks
+
+    unknown = [f for f in config.families if f not in FAMILIES]
+    if unknown or not config.families:
+        raise InputError(f"{where}: families {unknown or '(empty)'}: expected some of {', '.join(FAMILIES)}")
+    if "fairness" in config.families and not fairness:
+        raise InputError(f"{where}: the fairness family needs a binary tabular data set with protected attributes; "
+                         f"leave it out of families")
+    a, r, f = config.attributions, config.robustness, config.fairness
+    for name, value in (("seed", config.seed), ("attributions.samples", a.samples),
+                        ("attributions.quality_samples", a.quality_samples), ("attributions.top_k", a.top_k),
+                        ("robustness.samples", r.samples), ("robustness.steps", r.steps),
+                        ("robustness.restarts", r.restarts), ("robustness.queries", r.queries)):
+        if value < (0 if name == "seed" else 1):
+            raise InputError(f"{where}: '{name}' must be at least {0 if name == 'seed' else 1}, got {value}")
+    for name, value in (("attributions.n_boot", a.n_boot), ("fairness.n_boot", f.n_boot)):
+        if value < 0:
+            raise InputError(f"{where}: '{name}' must be 0 or more, got {value}")
+    if not 0 < f.confidence < 1:
+        raise InputError(f"{where}: 'fairness.confidence' must lie between 0 and 1, got {f.confidence}")
+    if r.norm not in ("linf", "l2"):
+        raise InputError(f"{where}: 'robustness.norm' must be linf or l2, got {r.norm!r}")
+    if any(e <= 0 for e in r.eps) or ("robustness" in config.families and not r.eps):
+        raise InputError(f"{where}: 'robustness.eps' must be positive radii, got {r.eps}")
+    try:
+        methods = resolve_methods(a.methods)
+        attacks = list(parse_attacks(r.attacks))
+    except InputError as exc:
+        raise InputError(f"{where}: {exc}") from None
+    return replace(config, families=[x for x in FAMILIES if x in config.families],
+                   attributions=replace(a, methods=methods), robustness=replace(r, attacks=attacks,
+                                                                               eps=sorted(set(r.eps))))

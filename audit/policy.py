@@ -1,0 +1,119 @@
+"""The audit policy: thresholds per check, from ``default_policy.toml`` and the user's file.
+
+A user's ``[checks."NAME"]`` table replaces the default one of the same check whole (so a
+bound can be dropped by leaving it out); checks the user does not name keep the defaults.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from scrutiny.models.errors import InputError
+
+from .findings import BOUNDS
+
+__all__ = ["CHECKS", "Policy", "load_policy", "DEFAULT_POLICY"]
+
+DEFAULT_POLICY = Path(__file__).with_name("default_policy.toml")
+
+# every check an audit makes: name -> family
+CHECKS = {
+    "performance.balanced_accuracy": "performance",
+    "performance.calibration_error": "performance",
+    "attributions.completeness": "attributions",
+    "attributions.agreement": "attributions",
+    "attributions.randomisation": "attributions",
+    "attributions.deletion": "attributions",
+    "robustness.robust_accuracy": "robustness",
+    "robustness.weak_evaluation": "robustness",
+    "fairness.data.disparate_impact": "fairness",
+    "fairness.disparate_impact": "fairness",
+    "fairness.statistical_parity_difference": "fairness",
+    "fairness.equal_opportunity_difference": "fairness",
+    "fairness.average_odds_difference": "fairness",
+    "fairness.impact_ratio": "fairness",
+}
+_EXTRA_KEYS = {"robustness.robust_accuracy": {"at_eps"}}
+
+
+@dataclass(frozen=True)
+class Policy:
+    checks: dict[str, dict]          # check -> its table (bounds, and at_eps for robust accuracy)
+    source: str                      # "default" or the user's file
+
+    def threshold(self, check: str) -> dict[str, float]:
+        return {k: v for k, v in self.checks[check].items() if k in BOUNDS}
+
+    def robust_eps(self, task: str) -> float:
+        at = self.checks["robustness.robust_accuracy"]["at_eps"]
+        if isinstance(at, dict) and task not in at:
+            raise InputError(f"policy {self.source}: [checks.\"robustness.robust_accuracy\"] at_eps gives no radius "
+                             f"for {task} data; add {task} = …")
+        return float(at[task] if isinstance(at, dict) else at)
+
+
+def load_policy(path: str | Path | None = None) -> Policy:
+    """The default policy, with the tables of the file at ``path`` (if given) replacing its own."""
+    checks = _read(DEFAULT_POLICY)
+    if path is None:
+        return Policy(checks=checks, source="default")
+    checks.update(_read(Path(path)))
+    return Policy(checks=checks, source=str(path))
+
+
+def _read(path: Path) -> dict[str, dict]:
+    if not path.is_file():
+        raise InputError(f"policy {path}: no such file")
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"policy {path}: not valid TOML ({exc})") from None
+    unknown = set(document) - {"version", "checks"}
+    if unknown:
+        raise InputError(f"policy {path}: unknown key {sorted(unknown)[0]!r}; expected version and [checks.\"NAME\"] tables")
+    if document.get("version", 1) != 1:
+        raise InputError(f"policy {path}: version {document['version']!r} is not supported; expected 1")
+    checks = document.get("checks", {})
+    if not isinstance(checks, dict):
+        raise InputError(f"policy {path}: 'checks' must be tables such as [checks.\"fairness.disparate_impact\"]")
+    for name, table in checks.items():
+        _check_table(path, name, table)
+    return {name: dict(table) for name, table in checks.items()}
+
+
+def _check_table(path: Path, name: str, table) -> None:
+    where = f"policy {path}: [checks.\"{name}\"]"
+    if name not in CHECKS:
+        close = [c for c in CHECKS if c.split(".")[-1] == name.split(".")[-1]]
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise InputError(f"policy {path}: unknown check '{name}'{hint}; known checks: {', '.join(CHECKS)}")
+    if not isinstance(table, dict):
+        raise InputError(f"{where} must be a table of bounds ({', '.join(BOUNDS)})")
+    allowed = set(BOUNDS) | _EXTRA_KEYS.get(name, set())
+    for key, value in table.items():
+        if key not in allowed:
+            raise InputError(f"{where}: unknown key '{key}'; expected {', '.join(sorted(allowed))}")
+        if key == "at_eps":
+            _check_eps(where, value)
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InputError(f"{where}: {key} must be a number, got {value!r}")
+    if name in _EXTRA_KEYS and "at_eps" not in table:
+        raise InputError(f"{where}: needs at_eps (a number, or {{ image = …, tabular = … }})")
+    for side in ("below", "above"):
+        fail, warn = table.get(f"fail_{side}"), table.get(f"warn_{side}")
+        if fail is not None and warn is not None and (warn < fail if side == "below" else warn > fail):
+            raise InputError(f"{where}: warn_{side} = {warn} lies beyond fail_{side} = {fail}; a warning must come first")
+    low, high = table.get("fail_below"), table.get("fail_above")
+    if low is not None and high is not None and low > high:
+        raise InputError(f"{where}: fail_below = {low} is above fail_above = {high}; nothing could pass")
+
+
+def _check_eps(where: str, value) -> None:
+    values = value.values() if isinstance(value, dict) else [value]
+    if isinstance(value, dict) and (set(value) - {"image", "tabular"} or not value):
+        raise InputError(f"{where}: at_eps takes the keys image and tabular, got {sorted(value)}")
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
+            raise InputError(f"{where}: at_eps must be a positive number (per data type), got {v!r}")

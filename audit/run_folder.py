@@ -1,0 +1,220 @@
+"""The run folder: written by the audit runner, read by reports and the app.
+
+::
+
+    <run>/
+      manifest.json    command, config, policy, seed, model and data hashes, library versions,
+                       device, wall time per family, and the SHA-256 of every other file
+      findings.json    the findings and each family's details (schema: findings.schema.json)
+      arrays/          per-sample arrays (.npz, no pickled objects) and tables (.parquet)
+      figures/         PNG plots
+
+A run is built in a hidden staging folder beside its destination and renamed into place
+only when every file is written, so an interrupted audit leaves no run folder (at worst a
+``.<name>.*.partial`` folder, which no reader opens). Readers check the manifest's hashes,
+so a file changed or truncated afterwards is reported, naming it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from scrutiny.models.errors import InputError
+
+from .findings import validate_findings
+
+__all__ = ["RunError", "RunWriter", "Run", "load_run", "list_runs", "to_json", "MANIFEST", "FINDINGS", "RUN_FORMAT"]
+
+MANIFEST, FINDINGS = "manifest.json", "findings.json"
+RUN_FORMAT = 1
+
+
+class RunError(InputError):
+    """A run folder that is missing, incomplete or corrupt."""
+
+
+def to_json(document) -> str:
+    """Stable JSON: sorted keys, NaN and infinity as null, numpy scalars as numbers."""
+    return json.dumps(_plain(document), indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return [_plain(v) for v in value.tolist()]
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class RunWriter:
+    """Builds a run in a staging folder; :meth:`commit` renames it into place.
+
+    Use as a context manager: leaving the block with an exception (Ctrl-C included) removes
+    the staging folder, so nothing half-written remains.
+    """
+
+    def __init__(self, destination: str | Path, *, overwrite: bool = False):
+        self.destination = Path(destination)
+        if self.destination.exists() and not overwrite:
+            raise InputError(f"--out {self.destination} already exists; choose another folder or pass --overwrite")
+        if self.destination.exists() and not self.destination.is_dir():
+            raise InputError(f"--out {self.destination} is a file; expected a folder for the run")
+        self.overwrite = overwrite
+        self.staging: Path | None = None
+
+    def __enter__(self) -> "RunWriter":
+        parent = self.destination.parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"--out {self.destination}: cannot create its parent folder ({exc.strerror})") from None
+        self.staging = Path(tempfile.mkdtemp(dir=parent, prefix=f".{self.destination.name}.", suffix=".partial"))
+        (self.staging / "arrays").mkdir()
+        (self.staging / "figures").mkdir()
+        return self
+
+    def __exit__(self, kind, exc, tb) -> None:
+        if self.staging is not None and self.staging.exists():
+            shutil.rmtree(self.staging, ignore_errors=True)
+
+    def path(self, relative: str) -> Path:
+        """Where a file of the run goes while it is being built."""
+        return self.staging / relative
+
+    def text(self, relative: str, content: str) -> Path:
+        target = self.path(relative)
+        target.write_text(content, encoding="utf-8")
+        return target
+
+    def arrays(self, relative: str, **arrays: np.ndarray) -> Path:
+        target = self.path(relative)
+        for name, array in arrays.items():
+            if np.asarray(array).dtype == object:
+                raise TypeError(f"{relative}: array {name} holds Python objects; runs store plain arrays only")
+        with open(target, "wb") as handle:
+            np.savez_compressed(handle, **arrays)
+        return target
+
+    def files(self) -> dict[str, str]:
+        """SHA-256 of every file written so far (but the manifest), by relative path."""
+        return {
+            p.relative_to(self.staging).as_posix(): sha256_file(p)
+            for p in sorted(self.staging.rglob("*")) if p.is_file() and p.name != MANIFEST
+        }
+
+    def commit(self, manifest: dict) -> Path:
+        """Write the manifest (with every file's hash) and move the run into place."""
+        manifest = {**manifest, "format_version": RUN_FORMAT, "files": self.files()}
+        self.text(MANIFEST, to_json(manifest))
+        if self.destination.exists():
+            trash = Path(tempfile.mkdtemp(dir=self.destination.parent, prefix=f".{self.destination.name}.", suffix=".old"))
+            self.destination.rename(trash / "run")
+            self.staging.rename(self.destination)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            self.staging.rename(self.destination)
+        self.staging = None
+        return self.destination
+
+
+@dataclass
+class Run:
+    """A complete run folder, its manifest and findings read and checked."""
+
+    path: Path
+    manifest: dict
+    findings: dict
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def file(self, relative: str) -> Path:
+        """A file of the run, checked against the manifest's hash."""
+        expected = self.manifest["files"].get(relative)
+        target = self.path / relative
+        if expected is None:
+            raise RunError(f"{target}: not part of this run (not listed in {self.path / MANIFEST})")
+        if not target.is_file():
+            raise RunError(f"{target}: missing; the run folder is incomplete")
+        if sha256_file(target) != expected:
+            raise RunError(f"{target}: changed or corrupt since the audit wrote it (SHA-256 differs from the manifest)")
+        return target
+
+    def arrays(self, relative: str) -> dict[str, np.ndarray]:
+        """An .npz file of the run, loaded without unpickling."""
+        try:
+            with np.load(self.file(relative), allow_pickle=False) as data:
+                return {k: data[k] for k in data.files}
+        except (ValueError, OSError) as exc:
+            raise RunError(f"{self.path / relative}: cannot be read as arrays ({exc})") from None
+
+    def has(self, relative: str) -> bool:
+        return relative in self.manifest["files"]
+
+
+def load_run(path: str | Path) -> Run:
+    """Open a run folder; RunError (one line, naming the file) if it is incomplete or corrupt."""
+    path = Path(path)
+    if not path.is_dir():
+        raise RunError(f"{path}: no such run folder")
+    manifest_path, findings_path = path / MANIFEST, path / FINDINGS
+    if not manifest_path.is_file():
+        raise RunError(f"{manifest_path}: missing; {path} is not a complete run folder")
+    manifest = _read_json(manifest_path)
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        raise RunError(f"{manifest_path}: not a scrutiny run manifest (no 'files' table)")
+    if manifest.get("format_version") != RUN_FORMAT:
+        raise RunError(f"{manifest_path}: run format {manifest.get('format_version')!r} is not supported; expected {RUN_FORMAT}")
+    if not findings_path.is_file():
+        raise RunError(f"{findings_path}: missing; the run folder is incomplete")
+    findings = _read_json(findings_path)
+    try:
+        validate_findings(findings, where=str(findings_path))
+    except InputError as exc:
+        raise RunError(str(exc)) from None
+    run = Run(path=path, manifest=manifest, findings=findings)
+    run.file(FINDINGS)  # edited by hand after the audit: its hash no longer matches
+    return run
+
+
+def list_runs(folder: str | Path) -> list[Path]:
+    """Run folders directly under ``folder`` (those with a manifest), by name; staging folders skipped."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise RunError(f"{folder}: no such folder of runs")
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST).exists())
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RunError(f"{path}: not valid JSON ({exc})") from None
