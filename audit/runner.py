@@ -72,6 +72,7 @@ def run_audit(
     """
     from scrutiny.models.training import _resolve_device
 
+    _preflight(config, dataset, loaded)
     started = datetime.now(timezone.utc)
     wall = time.perf_counter()
     run_device = _resolve_device(device)
@@ -120,6 +121,24 @@ def run_audit(
         }
         path = writer.commit(manifest)
     return AuditResult(path=path, findings=findings, verdict=document["verdict"], seconds=seconds)
+
+
+def _preflight(config: AuditConfig, dataset: Dataset, loaded: LoadedModel) -> None:
+    """What the config asks of this model and data set, checked before any work."""
+    from scrutiny.models.errors import InputError
+
+    spec = dataset.spec
+    if "fairness" not in config.families:
+        return
+    declared = [p.name for p in spec.protected]
+    fair = config.fairness
+    for name in [*fair.attributes, *([fair.mitigate] if fair.mitigate else [])]:
+        if name not in declared:
+            raise InputError(f"audit config: '{name}' is not a protected attribute of {spec.name}; "
+                             f"expected one of {', '.join(declared)}")
+    if fair.mitigate and getattr(loaded.model, "arch", None) is None:
+        raise InputError("audit config: fairness.mitigate retrains the model's architecture, which only a scrutiny "
+                         "checkpoint records; leave mitigate out for this model")
 
 
 @dataclass

@@ -93,3 +93,42 @@ def test_byo_findings_match_the_predictions_written(byo_run):
     original = dataset.test.X.iloc[rows["test_row"].to_numpy()].reset_index(drop=True)
     assert rows["region"].tolist() == original["region"].tolist()
     assert json.loads((out / "findings.json").read_text())["subject"]["data"]["task"] == "tabular"
+
+
+def test_mitigation_runs_in_the_audit_on_a_checkpoint(tmp_path):
+    """fairness.mitigate adds before/after comparisons; 'before' is the audited model itself."""
+    from scrutiny.models import load_table, save_checkpoint, train_on
+
+    data, spec = write(tmp_path, make_frame(n=600, seed=2))
+    dataset = load_table(data, spec)
+    trained = train_on(dataset, "mlp", seed=0, progress=False, epochs=5)
+    checkpoint = save_checkpoint(tmp_path / "ckpt", model=trained.model, dataset=dataset, metrics=trained.metrics,
+                                 training=trained.settings, seed=0)
+    config = tmp_path / "audit.toml"
+    config.write_text('families = ["performance", "fairness"]\n[fairness]\nn_boot = 20\nmitigate = "sex"\n'
+                      'attributes = ["sex"]\nintersections = false\n')
+    out = tmp_path / "run"
+    code = main(["audit", str(checkpoint), "--data", str(data), "--spec", str(spec), "--config", str(config),
+                 "--out", str(out)])
+    run = load_run(out)
+    assert code in (0, 1)
+    mitigation = run.findings["details"]["fairness"]["mitigation"]
+    assert [m["attribute"] for m in mitigation] == ["sex", "sex"]
+    assert "reweighing" in mitigation[0]["method"] and "equalized-odds" in mitigation[1]["method"]
+    finding = next(f for f in run.findings["findings"] if f["id"] == "fairness.disparate_impact[sex]")
+    assert mitigation[0]["before"]["disparate_impact"]["value"] == pytest.approx(finding["value"], abs=1e-12)
+    assert set(mitigation[0]["after"]) == set(mitigation[0]["before"])
+    assert not any(f["family"] in ("attributions", "robustness") for f in run.findings["findings"])
+
+
+def test_mitigation_of_a_model_without_an_architecture_is_refused_before_any_work(byo_run, tmp_path, capsys):
+    _, _, scripted, _ = byo_run
+    data, spec = write(tmp_path, make_frame(n=600, seed=1))
+    config = tmp_path / "audit.toml"
+    config.write_text('[fairness]\nmitigate = "sex"\n')
+    out = tmp_path / "run"
+    code = main(["audit", str(scripted), "--data", str(data), "--spec", str(spec), "--config", str(config),
+                 "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "mitigate" in err and len(err.splitlines()) == 1
+    assert not out.exists() and not list(tmp_path.glob(".run.*"))
