@@ -400,6 +400,23 @@ def audit(
     return 1 if result.verdict == "fail" else 0
 
 
+@app.command()
+def report(
+    run: Path = typer.Argument(..., help="A run folder written by scrutiny audit."),
+    formats: str = typer.Option("html", "--format", help="Comma-separated: html, pdf, md."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for the reports. Default: RUN/report."),
+    mapping: Optional[Path] = typer.Option(None, "--mapping", help="Compliance mapping (TOML) replacing the shipped reports/compliance.toml."),
+    card: Optional[Path] = typer.Option(None, "--card", help="Model-card statements (TOML): intended_use, out_of_scope, owner, limitations."),
+) -> None:
+    """Render a run folder as a compliance report (HTML, PDF, Markdown); never re-runs the audit."""
+    from scrutiny.reports.render import write_reports
+
+    with console.status("rendering the report…"):
+        written = write_reports(run, formats=formats.split(","), out=out, mapping=mapping, card=card)
+    for path in written:
+        console.print(f"report written to {path}")
+
+
 def _check_plot(plot: Optional[Path]) -> None:
     if plot is not None and plot.suffix.lower() not in (".png", ".svg", ".pdf"):
         raise model_errors.InputError(f"--plot {plot}: expected a .png, .svg or .pdf file name")

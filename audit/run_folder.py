@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -133,6 +134,9 @@ class RunWriter:
         """Write the manifest (with every file's hash) and move the run into place."""
         manifest = {**manifest, "format_version": RUN_FORMAT, "files": self.files()}
         self.text(MANIFEST, to_json(manifest))
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(self.staging, 0o777 & ~mask)  # mkdtemp's 0700 would hide the run from its readers
         if self.destination.exists():
             trash = Path(tempfile.mkdtemp(dir=self.destination.parent, prefix=f".{self.destination.name}.", suffix=".old"))
             self.destination.rename(trash / "run")
