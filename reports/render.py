@@ -70,7 +70,11 @@ def render_markdown(content) -> str:
 def render_pdf(html: str) -> bytes:
     import logging
 
-    import weasyprint
+    try:
+        import weasyprint
+    except OSError as exc:  # WeasyPrint loads Pango when imported
+        raise InputError(f"--format pdf needs the Pango library, which WeasyPrint could not load ({str(exc).splitlines()[0]}); "
+                         "install it (Debian/Ubuntu: apt-get install libpango-1.0-0 libpangoft2-1.0-0) or ask for html,md") from None
 
     logging.getLogger("weasyprint").setLevel(logging.ERROR)
     logging.getLogger("fontTools").setLevel(logging.ERROR)
