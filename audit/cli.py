@@ -383,11 +383,12 @@ def audit(
         raise model_errors.InputError(f"--out {out} already exists; choose another folder or pass --overwrite")
     dataset = load_data(data, spec, data_dir)
     has_groups = dataset.spec.task == "tabular" and dataset.spec.n_classes == 2 and bool(dataset.spec.protected)
-    settings = load_config(config, task=dataset.spec.task, fairness=has_groups)
+    settings = load_config(config, task=dataset.spec.task, fairness=has_groups,
+                           protected=tuple(p.name for p in dataset.spec.protected))
     loaded = load_model(model, weights=weights, dataset=dataset)
     rules.robust_eps(dataset.spec.task)  # a policy without a radius for this data type fails before any work
     result = run_audit(loaded, dataset, config=settings, policy=rules, out=out, model_source=model,
-                       command=["scrutiny", *sys.argv[1:]], overwrite=overwrite, device=device)
+                       command=["scrutiny", *_invocation], overwrite=overwrite, device=device)
     colour = {"pass": "green", "warn": "yellow", "fail": "bold red"}
     table = Table("check", "value", "interval", "status", title=f"{len(result.findings)} checks")
     for f in result.findings:
@@ -473,8 +474,13 @@ def _print_metrics(title: str, metrics: dict) -> None:
     console.print(table)
 
 
+_invocation: list[str] = []  # the arguments main() was given, for the audit manifest
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: runs the app and turns errors into one line and exit code 2."""
+    global _invocation
+    _invocation = list(sys.argv[1:] if argv is None else argv)
     command = typer.main.get_command(app)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
@@ -488,7 +494,9 @@ def main(argv: list[str] | None = None) -> int:
             err.print(f"error: {message}", markup=False)
         return 2
     except (click.Abort, typer.Abort, KeyboardInterrupt):
-        err.print("interrupted", markup=False)
+        result = 130
+    if result == 130:  # typer turns Ctrl-C into exit code 130 itself
+        err.print("interrupted: nothing was written", markup=False)
         return 130
     return result if isinstance(result, int) else 0
 

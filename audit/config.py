@@ -96,11 +96,18 @@ def default_config(task: str, *, fairness: bool) -> AuditConfig:
     )
 
 
-def load_config(path: str | Path | None, *, task: str, fairness: bool) -> AuditConfig:
-    """The defaults for ``task``, with what the TOML file at ``path`` sets."""
+def load_config(path: str | Path | None, *, task: str, fairness: bool, protected: tuple[str, ...] = ()) -> AuditConfig:
+    """The defaults for ``task``, with what the TOML file at ``path`` sets.
+
+    Args:
+        task: ``tabular`` or ``image``: picks the defaults.
+        fairness: whether the data supports the fairness family.
+        protected: the data's protected attributes, which ``fairness.attributes`` and
+            ``fairness.mitigate`` may name.
+    """
     config = default_config(task, fairness=fairness)
     if path is None:
-        return _check(config, "the default config", task=task, fairness=fairness)
+        return _check(config, "the default config", task=task, fairness=fairness, protected=protected)
     path = Path(path)
     if not path.is_file():
         raise InputError(f"config {path}: no such file")
@@ -109,7 +116,7 @@ def load_config(path: str | Path | None, *, task: str, fairness: bool) -> AuditC
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"config {path}: not valid TOML ({exc})") from None
     where = f"config {path}"
-    return _check(_merge(config, document, where), where, task=task, fairness=fairness)
+    return _check(_merge(config, document, where), where, task=task, fairness=fairness, protected=protected)
 
 
 def _merge(config, document: dict, where: str, section: str = ""):
@@ -145,7 +152,7 @@ def _typed(value, expected, where: str, name: str):
     return value
 
 
-def _check(config: AuditConfig, where: str, *, task: str, fairness: bool) -> AuditConfig:
+def _check(config: AuditConfig, where: str, *, task: str, fairness: bool, protected: tuple[str, ...]) -> AuditConfig:
     """Values each key accepts, beyond its type; method and attack names resolved."""
     from .explain import resolve_methods
     from .robustness import parse_attacks
@@ -168,6 +175,12 @@ def _check(config: AuditConfig, where: str, *, task: str, fairness: bool) -> Aud
             raise InputError(f"{where}: '{name}' must be 0 or more, got {value}")
     if not 0 < f.confidence < 1:
         raise InputError(f"{where}: 'fairness.confidence' must lie between 0 and 1, got {f.confidence}")
+    if "fairness" in config.families:
+        for key, names in (("fairness.attributes", f.attributes), ("fairness.mitigate", [f.mitigate] if f.mitigate else [])):
+            for name in names:
+                if name not in protected:
+                    raise InputError(f"{where}: '{key}' names '{name}', which is not a protected attribute of the data; "
+                                     f"expected one of {', '.join(protected)}")
     if r.norm not in ("linf", "l2"):
         raise InputError(f"{where}: 'robustness.norm' must be linf or l2, got {r.norm!r}")
     if any(e <= 0 for e in r.eps) or ("robustness" in config.families and not r.eps):

@@ -6,6 +6,7 @@ bound can be dropped by leaving it out); checks the user does not name keep the 
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,8 +98,8 @@ def _check_table(path: Path, name: str, table) -> None:
             raise InputError(f"{where}: unknown key '{key}'; expected {', '.join(sorted(allowed))}")
         if key == "at_eps":
             _check_eps(where, value)
-        elif isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise InputError(f"{where}: {key} must be a number, got {value!r}")
+        elif isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise InputError(f"{where}: {key} must be a finite number, got {value!r}")
     if name in _EXTRA_KEYS and "at_eps" not in table:
         raise InputError(f"{where}: needs at_eps (a number, or {{ image = …, tabular = … }})")
     for side in ("below", "above"):
@@ -115,5 +116,5 @@ def _check_eps(where: str, value) -> None:
     if isinstance(value, dict) and (set(value) - {"image", "tabular"} or not value):
         raise InputError(f"{where}: at_eps takes the keys image and tabular, got {sorted(value)}")
     for v in values:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
             raise InputError(f"{where}: at_eps must be a positive number (per data type), got {v!r}")

@@ -72,11 +72,21 @@ def run_audit(
     """
     from scrutiny.models.training import _resolve_device
 
-    _preflight(config, dataset, loaded)
+    _preflight(config, loaded)
     started = datetime.now(timezone.utc)
     wall = time.perf_counter()
     run_device = _resolve_device(device)
+    deterministic = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
     torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        return _run(loaded, dataset, config=config, policy=policy, out=out, model_source=model_source, command=command,
+                    overwrite=overwrite, device=run_device, progress=progress, started=started, wall=wall)
+    finally:
+        torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
+
+
+def _run(loaded, dataset, *, config, policy, out, model_source, command, overwrite, device, progress, started, wall):
+    run_device = device
     model = loaded.model.to(run_device).eval()
     preprocessor = loaded.preprocessor() if loaded.manifest else dataset.preprocessor
     families = {"performance": _performance, "attributions": _attributions, "robustness": _robustness,
@@ -123,21 +133,13 @@ def run_audit(
     return AuditResult(path=path, findings=findings, verdict=document["verdict"], seconds=seconds)
 
 
-def _preflight(config: AuditConfig, dataset: Dataset, loaded: LoadedModel) -> None:
-    """What the config asks of this model and data set, checked before any work."""
+def _preflight(config: AuditConfig, loaded: LoadedModel) -> None:
+    """What the config asks of this model, checked before any work (the data's side is
+    checked when the config is loaded)."""
     from scrutiny.models.errors import InputError
 
-    spec = dataset.spec
-    if "fairness" not in config.families:
-        return
-    declared = [p.name for p in spec.protected]
-    fair = config.fairness
-    for name in [*fair.attributes, *([fair.mitigate] if fair.mitigate else [])]:
-        if name not in declared:
-            raise InputError(f"audit config: '{name}' is not a protected attribute of {spec.name}; "
-                             f"expected one of {', '.join(declared)}")
-    if fair.mitigate and getattr(loaded.model, "arch", None) is None:
-        raise InputError("audit config: fairness.mitigate retrains the model's architecture, which only a scrutiny "
+    if "fairness" in config.families and config.fairness.mitigate and getattr(loaded.model, "arch", None) is None:
+        raise InputError("audit config: 'fairness.mitigate' retrains the model's architecture, which only a scrutiny "
                          "checkpoint records; leave mitigate out for this model")
 
 
