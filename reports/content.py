@@ -261,15 +261,19 @@ def _local_figure(run, details: dict) -> str | None:
     values, rows, target = stored[method], stored["rows"], stored["target"]
     classes = run.findings["subject"]["data"]["classes"]
     shown = min(4, len(rows))
-    fig, axes = plt.subplots(1, shown, figsize=(3.2 * shown, 2.8), squeeze=False)
-    for ax, i in zip(axes[0], range(shown)):
+    columns = min(2, shown)
+    grid = (shown + columns - 1) // columns
+    fig, axes = plt.subplots(grid, columns, figsize=(4.6 * columns, 2.6 * grid), squeeze=False)
+    for ax in axes.flat[shown:]:
+        ax.set_visible(False)
+    for ax, i in zip(axes.flat, range(shown)):
         order = np.argsort(-np.abs(values[i]), kind="stable")[:6][::-1]
         ax.barh([details["features"][j] for j in order], values[i][order],
                 color=["#b2182b" if v < 0 else "#2166ac" for v in values[i][order]])
         ax.axvline(0, color="black", linewidth=0.6)
-        ax.set_title(f"test row {rows[i]}: explains '{classes[target[i]]}'", fontsize=8)
-        ax.tick_params(labelsize=7)
-    fig.suptitle(f"Local explanations ({method}); blue pushes toward the explained class", fontsize=9)
+        ax.set_title(f"test row {rows[i]}: explains '{classes[target[i]]}'", fontsize=9)
+        ax.tick_params(labelsize=8)
+    fig.suptitle(f"Local explanations ({method}): blue pushes toward the explained class, red away", fontsize=10)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
