@@ -418,6 +418,28 @@ def report(
         console.print(f"report written to {path}")
 
 
+@app.command("app")
+def app_command(
+    runs: Path = typer.Argument(..., help="A folder of run folders written by scrutiny audit."),
+    port: int = typer.Option(8501, "--port", min=1, max=65535, help="Port of the local Streamlit server."),
+    address: str = typer.Option("localhost", "--address", help="Address the server listens on."),
+) -> int:
+    """Explore runs in the browser (a Streamlit server; read-only, never re-runs an audit)."""
+    import os
+    import subprocess
+
+    import scrutiny.app
+    from scrutiny.app.runs import ENV
+
+    if not runs.is_dir():
+        raise model_errors.InputError(f"{runs}: no such folder of runs")
+    script = Path(scrutiny.app.__file__).with_name("main.py")
+    command = [sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(port),
+               "--server.address", address, "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+    console.print(f"scrutiny app on http://{address}:{port} over {runs.resolve()} (Ctrl-C to stop)")
+    return subprocess.call(command, env={**os.environ, ENV: str(runs.resolve())})
+
+
 def _check_plot(plot: Optional[Path]) -> None:
     if plot is not None and plot.suffix.lower() not in (".png", ".svg", ".pdf"):
         raise model_errors.InputError(f"--plot {plot}: expected a .png, .svg or .pdf file name")

@@ -1,0 +1,93 @@
+"""Fairness: group and intersectional metrics with intervals, impact ratios, a heat map, mitigation."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import streamlit as st  # noqa: E402
+
+
+def metrics_table(comparisons: list[dict]) -> pd.DataFrame:
+    """One row per (attribute or intersection, metric): value and interval."""
+    rows = []
+    for c in comparisons:
+        for name, e in c["metrics"].items():
+            rows.append({"attribute": c["attribute"], "privileged": c["privileged"], "metric": name,
+                         "value": e["value"], "low": e["low"], "high": e["high"]})
+    return pd.DataFrame(rows)
+
+
+def intersection_grid(impact: list[dict]) -> pd.DataFrame | None:
+    """Selection rate over the categories of the first intersection (rows × columns)."""
+    crossed = [r for r in impact if " × " in r["attribute"]]
+    if not crossed:
+        return None
+    attribute = crossed[0]["attribute"]
+    first, second = attribute.split(" × ")
+    cells = {}
+    for r in crossed:
+        if r["attribute"] != attribute:
+            continue
+        a, b = r["category"].split(" × ")
+        cells[(a, b)] = r["selection_rate"]
+    rows = sorted({a for a, _ in cells})
+    columns = sorted({b for _, b in cells})
+    grid = pd.DataFrame(np.nan, index=pd.Index(rows, name=first), columns=pd.Index(columns, name=second))
+    for (a, b), value in cells.items():
+        grid.loc[a, b] = value
+    return grid
+
+
+def show(run) -> None:
+    st.header("Fairness")
+    details = run.findings["details"].get("fairness")
+    if not details:
+        st.info("This run has no fairness results: the family needs a binary tabular data set with protected "
+                "attributes, or was left out of its config.")
+        return
+    st.caption("Differences are unprivileged − privileged; disparate impact is unprivileged / privileged "
+               f"(AIF360's conventions); {details['confidence']:.0%} bootstrap intervals.")
+    model = metrics_table(details["model"])
+    attributes = list(dict.fromkeys(model["attribute"]))
+    chosen = st.multiselect("Attributes and intersections", attributes, default=attributes, key="attributes")
+    st.subheader("Model fairness on the test split")
+    st.dataframe(model[model["attribute"].isin(chosen)], hide_index=True, width="stretch", key="model_metrics")
+    for c in details["model"]:
+        for warning in c["warnings"]:
+            st.warning(f"{c['attribute']}: {warning}")
+    st.subheader("Data-set bias (training labels)")
+    st.dataframe(metrics_table(details["data_bias"]), hide_index=True, width="stretch", key="data_bias")
+    st.subheader("Impact ratios (NYC LL144, four-fifths rule)")
+    impact = pd.DataFrame(details["impact_ratios"])
+    st.dataframe(impact, hide_index=True, width="stretch", key="impact")
+    grid = intersection_grid(details["impact_ratios"])
+    if grid is not None:
+        st.subheader("Selection rate over an intersection")
+        st.pyplot(_heatmap(grid), clear_figure=True)
+    if details.get("mitigation"):
+        st.subheader("Mitigation: before and after")
+        for i, m in enumerate(details["mitigation"]):
+            st.markdown(f"**{m['method']}** for {m['attribute']}, measured on {m['rows']} (n={m['n']})")
+            table = pd.DataFrame([{"metric": k, "before": m["before"][k]["value"], "after": m["after"][k]["value"],
+                                   "change": (m["after"][k]["value"] or 0) - (m["before"][k]["value"] or 0)}
+                                  for k in m["before"]])
+            st.dataframe(table, hide_index=True, width="stretch", key=f"mitigation_{i}")
+
+
+def _heatmap(grid: pd.DataFrame):
+    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * grid.shape[1], 0.9 + 0.5 * grid.shape[0]))
+    image = ax.imshow(grid.to_numpy(dtype=float), cmap="viridis", vmin=0, aspect="auto")
+    ax.set_xticks(range(grid.shape[1]), grid.columns, rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(range(grid.shape[0]), grid.index, fontsize=8)
+    ax.set_xlabel(grid.columns.name)
+    ax.set_ylabel(grid.index.name)
+    for (i, j), value in np.ndenumerate(grid.to_numpy(dtype=float)):
+        if np.isfinite(value):
+            ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8, color="white" if value < 0.5 * np.nanmax(grid.to_numpy(dtype=float)) else "black")
+    fig.colorbar(image, ax=ax, label="selection rate")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,87 @@
+"""Robustness: robust-accuracy curves, weak-evaluation warnings, adversarial examples before and after."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import streamlit as st  # noqa: E402
+
+from .runs import arrays  # noqa: E402
+
+
+def curve_table(details: dict) -> pd.DataFrame:
+    """Robust accuracy per attack (rows) and ε (columns)."""
+    frame = pd.DataFrame(details["curve"])
+    table = frame.pivot(index="attack", columns="eps", values="robust_accuracy")
+    order = [*details["attacks"], "worst case"]
+    return table.loc[[a for a in order if a in table.index]]
+
+
+def show(run) -> None:
+    st.header("Robustness")
+    details = run.findings["details"].get("robustness")
+    if not details:
+        st.info("This run has no robustness results (the family was left out of its config).")
+        return
+    classes = run.findings["subject"]["data"]["classes"]
+    clean = details["curve"][0]["clean_accuracy"]
+    cells = st.columns(4)
+    cells[0].metric("clean accuracy", f"{clean:.1%}")
+    gated = next(p for p in details["curve"] if p["attack"] == "worst case" and np.isclose(p["eps"], details["gated_eps"]))
+    cells[1].metric(f"worst case at eps={details['gated_eps']:g}", f"{gated['robust_accuracy']:.1%}")
+    cells[2].metric("median smallest flipping eps", f"{details['median_min_eps']:.3g}")
+    cells[3].metric("rows never flipped", f"{details['never_flipped']:.1%}")
+    st.subheader(f"Robust accuracy ({details['norm']}, {details['n']} test rows)")
+    table = curve_table(details)
+    st.line_chart(table.T, x_label="eps", y_label="robust accuracy")
+    st.dataframe(table, width="stretch", key="curve")
+    for warning in details["warnings"]:
+        st.warning(warning)
+    if not details["warnings"]:
+        st.success("No sign that the attack evaluation is weak.")
+    with st.expander("Constraints applied"):
+        for rule in details["constraints"]:
+            st.markdown(f"- {rule}")
+    if details.get("ood"):
+        st.subheader("Would an autoencoder notice the attack?")
+        st.dataframe(pd.DataFrame(details["ood"]), hide_index=True, width="stretch", key="ood")
+    st.subheader("Adversarial examples")
+    examples = details["examples"]
+    if not examples:
+        st.info("No adversarial example: no attack flipped a row.")
+        return
+    labels = [f"test row {e['row']}: {e['attack']} at eps={e['eps']:g}, {classes[e['before']]} → {classes[e['after']]}"
+              for e in examples]
+    index = st.selectbox("Example", range(len(examples)), format_func=lambda i: labels[i], key="example")
+    example = examples[index]
+    cells = st.columns(3)
+    cells[0].metric("true label", classes[example["label"]])
+    cells[1].metric("prediction before", classes[example["before"]])
+    cells[2].metric("prediction after", classes[example["after"]])
+    if run.findings["subject"]["data"]["task"] == "image":
+        stored = arrays(run, "arrays/robustness.npz")
+        st.pyplot(_side_by_side(stored["examples_x"][index], stored["examples_x_adv"][index]), clear_figure=True)
+    else:
+        st.dataframe(pd.DataFrame(example["changes"], columns=["feature", "before", "after"]), hide_index=True,
+                     width="stretch", key="changes")
+
+
+def _side_by_side(x: np.ndarray, x_adv: np.ndarray):
+    delta = x_adv - x
+    bound = float(np.abs(delta).max()) or 1.0
+    fig, axes = plt.subplots(1, 3, figsize=(7.5, 2.8))
+    for ax, image, title, kwargs in (
+        (axes[0], x[0], "original", {"cmap": "gray_r", "vmin": 0, "vmax": 1}),
+        (axes[1], x_adv[0], "adversarial", {"cmap": "gray_r", "vmin": 0, "vmax": 1}),
+        (axes[2], delta[0], f"perturbation (max {bound:.3f})", {"cmap": "RdBu_r", "vmin": -bound, "vmax": bound}),
+    ):
+        ax.imshow(image, **kwargs)
+        ax.set_title(title, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,84 @@
+"""Runs: every run in the folder with its model, data, date and check counts; one run's findings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from .runs import open_run
+
+STATUS_COLOURS = {"pass": "#1b7a2f", "warn": "#9a6700", "fail": "#b3261e"}
+
+
+def overview(root: Path, names: list[str]) -> pd.DataFrame:
+    """One row per run folder; a run that cannot be opened says why instead of failing the page."""
+    rows = []
+    for name in names:
+        run, problem = open_run(root, name)
+        if run is None:
+            rows.append({"run": name, "model": "", "data": "", "date": "", "verdict": "unreadable",
+                         "pass": None, "warn": None, "fail": None, "problem": problem})
+            continue
+        subject, counts = run.findings["subject"], run.findings["counts"]
+        rows.append({
+            "run": name,
+            "model": subject["model"]["architecture"] or subject["model"]["source"],
+            "data": subject["data"]["name"],
+            "date": run.manifest.get("finished", ""),
+            "verdict": run.findings["verdict"],
+            "pass": counts["pass"], "warn": counts["warn"], "fail": counts["fail"],
+            "problem": "",
+        })
+    return pd.DataFrame(rows)
+
+
+def findings_table(run) -> pd.DataFrame:
+    rows = []
+    for f in run.findings["findings"]:
+        interval = f["interval"]
+        rows.append({
+            "check": f["id"], "family": f["family"], "value": f["value"],
+            "low": interval["low"] if interval else None, "high": interval["high"] if interval else None,
+            "threshold": ", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in f["threshold"].items()),
+            "status": f["status"], "explanation": f["explanation"],
+        })
+    return pd.DataFrame(rows)
+
+
+def status_style(value) -> str:
+    colour = STATUS_COLOURS.get(value)
+    return f"color: {colour}; font-weight: bold" if colour else ""
+
+
+def show(root: Path, names: list[str]) -> None:
+    st.header("Runs")
+    table = overview(root, names)
+    st.dataframe(table.drop(columns="problem") if not table["problem"].any() else table, hide_index=True,
+                 width="stretch", key="runs_table")
+    for _, row in table[table["verdict"] == "unreadable"].iterrows():
+        st.error(f"{row['run']}: {row['problem']}")
+    run, problem = open_run(root, st.session_state.get("run"))
+    if run is None:
+        st.warning(problem)
+        return
+    subject = run.findings["subject"]
+    st.subheader(f"{run.name}: {subject['model']['architecture'] or subject['model']['source']} on {subject['data']['name']}")
+    counts = run.findings["counts"]
+    columns = st.columns(4)
+    columns[0].metric("verdict", run.findings["verdict"])
+    for column, status in zip(columns[1:], ("pass", "warn", "fail")):
+        column.metric(status, counts[status])
+    findings = findings_table(run)
+    chosen = st.multiselect("Show statuses", ["fail", "warn", "pass"], default=["fail", "warn", "pass"], key="statuses")
+    families = st.multiselect("Families", sorted(findings["family"].unique()), default=sorted(findings["family"].unique()),
+                              key="families")
+    shown = findings[findings["status"].isin(chosen) & findings["family"].isin(families)]
+    st.dataframe(shown.style.map(status_style, subset=["status"]), hide_index=True, width="stretch",
+                 key="findings_table")
+    with st.expander("Reproducibility: command, seed, hashes, versions, timings"):
+        m = run.manifest
+        st.code(" ".join(m.get("command") or []), language="bash")
+        st.json({"seed": m.get("seed"), "device": m.get("device"), "model": m.get("model"), "data": m.get("data"),
+                 "seconds": m.get("seconds"), "libraries": m.get("libraries")}, expanded=False)
