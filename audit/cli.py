@@ -32,7 +32,7 @@ app = typer.Typer(
 data_app = typer.Typer(help="Public data sets: list them, fetch their raw files.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
-console = Console()
+console = Console(soft_wrap=True)  # paths and messages stay whole on one line when piped
 
 DataOption = typer.Option(..., "--data", help="Built-in data set name (adult, german, compas, breast_cancer, digits) or a .csv/.parquet file.")
 SpecOption = typer.Option(None, "--spec", help="TOML spec for a CSV/Parquet --data file (label, favourable value, protected columns).")

@@ -495,9 +495,6 @@ def test_markdown_summary_values_match_the_html(rendered):
         assert cells[4] == f"**{finding['status']}**", finding["id"]
 
 
-@pytest.mark.xfail(strict=True, reason="report.md.j2 writes a clause's `reference` into the compliance table "
-                                       "unescaped (`{{ cl.clause.reference }}`, while the title gets |md), so a "
-                                       "mapping whose reference holds '|' splits the row into an extra cell")
 def test_markdown_tables_survive_pipes_in_a_users_mapping(adult, tmp_path, capsys):
     from scrutiny.reports.compliance import DEFAULT_MAPPING
 
@@ -517,9 +514,6 @@ def test_markdown_tables_survive_pipes_in_a_users_mapping(adult, tmp_path, capsy
             assert len(md_cells(line)) == width, line
 
 
-@pytest.mark.xfail(strict=True, reason="report.md.j2 renders the model card's limitations as one run-on line "
-                                       "('**Limitations:**- a- b'): `{%- endfor %}` strips the newline before "
-                                       "each '- ' item, so no Markdown list is formed")
 def test_markdown_limitations_are_a_list(adult):
     failing = [f for f in adult.run.findings["findings"] if f["status"] == "fail"]
     assert failing
