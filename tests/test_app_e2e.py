@@ -1,0 +1,208 @@
+"""`scrutiny app RUNS_DIR` end to end: the real Streamlit server started through the CLI on a
+free localhost port, every page loaded from its URL in headless Chromium (selenium and
+chromedriver), a screenshot of each, and no Streamlit exception box on any page.
+
+Needs Debian's ``chromium`` and ``chromium-driver`` packages (``.ci/run`` installs them) and
+``selenium`` (the ``dev`` extra); skipped with the reason when one is missing. The runs are
+those of ``tests/test_app.py`` (written once per session). Screenshots go to the test's
+tmp_path and are copied to /tmp/app_screenshots/.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from .test_app import build_runs
+
+CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser") if shutil.which(n)), None)
+CHROMEDRIVER = shutil.which("chromedriver")
+SCREENSHOTS = Path("/tmp/app_screenshots")
+
+pytestmark = [
+    pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
+                       reason="headless Chromium test needs `chromium` and `chromedriver` on PATH "
+                              "(Debian: apt-get install chromium chromium-driver; .ci/run installs them)"),
+    pytest.mark.filterwarnings(r"ignore:`torch\.jit\.\w+` is deprecated:DeprecationWarning"),
+]
+
+# (page, run, the page's header): each loaded from its URL ?page=…&run=…
+PAGES = [
+    ("runs", "adult", "Runs"),
+    ("explanations", "adult", "Explanations"),
+    ("explanations", "digits", "Explanations"),
+    ("robustness", "adult", "Robustness"),
+    ("robustness", "digits", "Robustness"),
+    ("fairness", "adult", "Fairness"),
+    ("fairness", "digits", "Fairness"),
+    ("compare", "adult", "Compare two runs"),
+    ("runs", "corrupt", "Runs"),             # the unreadable runs: a message, not an exception
+    ("explanations", "corrupt", None),       # no header: the page is the error message
+    ("explanations", "../outside", "Explanations"),  # out of RUNS_DIR: a warning, another run shown
+]
+RENDER_TIMEOUT = 30
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(trained, tmp_path_factory):
+    """`scrutiny app RUNS --port N` in its own process group; the URL once /_stcore/health says ok."""
+    runs = build_runs(trained, tmp_path_factory)
+    outside = runs.parent / "outside"  # a complete run beside RUNS_DIR, which ?run=../outside must not open
+    if not outside.exists():
+        shutil.copytree(runs / "digits", outside)
+    port = free_port()
+    log = tmp_path_factory.mktemp("app-server") / "server.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "scrutiny.audit.cli", "app", str(runs), "--port", str(port)],
+                                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                   env={**os.environ, "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"})
+    url = f"http://localhost:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, f"the app server exited ({process.returncode}):\n{log.read_text()}"
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as answer:
+                    if answer.read().decode().strip() == "ok":
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, f"no answer from {url}/_stcore/health in 60 s:\n{log.read_text()}"
+            time.sleep(0.25)
+        yield url, runs, log
+    finally:
+        # the CLI runs `streamlit run` as a child: end the whole group this test started
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=10)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e '.[dev]')")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000",
+                     "--disable-dev-shm-usage"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(RENDER_TIMEOUT)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def rendered(driver, header: str | None) -> bool:
+    """The script has run to its end, its header (if any) is shown, and every image has loaded."""
+    return bool(driver.execute_script(
+        """
+        const app = document.querySelector('[data-testid="stApp"]');
+        if (!app || app.getAttribute('data-test-script-state') !== 'notRunning') return false;
+        if (document.querySelector('[data-testid="stStatusWidget"] [data-testid="stStatusWidgetRunningIcon"]')) return false;
+        const header = arguments[0];
+        const headings = [...document.querySelectorAll('[data-testid="stMain"] [data-testid="stHeading"]')];
+        if (header !== null && !headings.some(h => h.innerText.trim() === header)) return false;
+        if (header === null && !document.querySelector('[data-testid="stMain"] [data-testid="stAlert"]')) return false;
+        return [...document.querySelectorAll('[data-testid="stMain"] img')].every(i => i.complete && i.naturalWidth > 0);
+        """, header))
+
+
+def wait_rendered(driver, header: str | None, what: str) -> None:
+    deadline = time.monotonic() + RENDER_TIMEOUT
+    while not rendered(driver, header):
+        if time.monotonic() > deadline:
+            state = driver.execute_script(
+                "const a = document.querySelector('[data-testid=\"stApp\"]');"
+                "return [a && a.getAttribute('data-test-script-state'), document.body.innerText.slice(0, 2000)]")
+            raise AssertionError(f"{what}: not rendered in {RENDER_TIMEOUT} s; script state {state[0]!r}; page:\n{state[1]}")
+        time.sleep(0.2)
+    time.sleep(0.5)  # charts (vega) and data grids draw after the script run ends
+    assert rendered(driver, header), f"{what}: ran again after it had finished"
+
+
+def screenshot(driver, name: str, folder: Path) -> Path:
+    """The page at its full height (the main area scrolls inside the window), then the window size back."""
+    height = driver.execute_script(
+        "const m = document.querySelector('[data-testid=\"stMain\"]'); return m ? m.scrollHeight : 1000")
+    driver.set_window_size(1400, min(max(1000, int(height) + 120), 6000))
+    time.sleep(0.4)
+    path = folder / f"{name}.png"
+    assert driver.save_screenshot(str(path)), path
+    driver.set_window_size(1400, 1000)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    shutil.copy(path, SCREENSHOTS / path.name)
+    return path
+
+
+def alerts(driver, kind: str | None = None) -> list[str]:
+    from selenium.webdriver.common.by import By
+
+    return [e.text for e in driver.find_elements(By.CSS_SELECTOR, '[data-testid="stMain"] [data-testid="stAlert"]')
+            if kind is None or kind in (e.get_attribute("innerHTML") or "")]
+
+
+@pytest.mark.parametrize("page, run, header", PAGES, ids=[f"{p}-{r.replace('/', '_')}" for p, r, _ in PAGES])
+def test_page_in_headless_chromium(server, browser, tmp_path, page, run, header):
+    from urllib.parse import quote
+
+    from selenium.webdriver.common.by import By
+
+    url, runs, log = server
+    browser.get(f"{url}/?page={page}&run={quote(run, safe='')}")
+    what = f"?page={page}&run={run}"
+    wait_rendered(browser, header, what)
+    name = f"{PAGES.index((page, run, header)):02d}-{page}-{run.replace('/', '_').replace('.', '')}"
+    shot = screenshot(browser, name, tmp_path)
+    assert shot.stat().st_size > 10_000, f"{shot}: a blank screenshot?"
+    exceptions = browser.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]')
+    assert not exceptions, f"{what}: Streamlit exception on the page (screenshot {shot}):\n" + "\n".join(
+        e.text for e in exceptions)
+    body = browser.find_element(By.CSS_SELECTOR, '[data-testid="stMain"]').text
+    errors = [e.split(":")[0] for e in alerts(browser, "stAlertContentError")]
+    # the Runs page lists the unreadable runs, each with its reason; a page of an unreadable run is its reason
+    expected = (["corrupt", "no-findings"] if page == "runs" else
+                [str(runs / "corrupt" / "findings.json")] if run == "corrupt" else [])
+    assert errors == expected, alerts(browser)
+    if run == "corrupt":
+        assert str(runs / "corrupt" / "findings.json") in body.replace("\n", " "), body[:2000]
+    if run.startswith(".."):
+        assert f"'{run}' is not a run folder" in body and "(test row)" in body, body[:2000]
+        assert browser.current_url.endswith("run=adult"), browser.current_url
+    if page == "fairness" and run == "digits":
+        assert "no fairness results" in body
+    def shown(testid: str) -> int:
+        return len(browser.find_elements(By.CSS_SELECTOR, f'[data-testid="stMain"] [data-testid="{testid}"]'))
+
+    if page == "explanations" and run in ("adult", "digits"):
+        assert shown("stImage") >= 2, f"{what}: no attribution figure"  # this row's, the importance figure
+    if page == "robustness":
+        # the curve: a chart, or the run's own figure; then the example, an image for digits only
+        curve_figures = 0 if shown("stVegaLiteChart") == 1 else 1
+        assert shown("stImage") == curve_figures + (run == "digits"), f"{what}: curve or example missing"
+    if page in ("runs", "fairness", "compare") and run == "adult":
+        assert browser.find_elements(By.CSS_SELECTOR, '[data-testid="stMain"] [data-testid="stDataFrame"]'), \
+            f"{what}: no table"
+    assert "Traceback" not in log.read_text(errors="replace"), log.read_text(errors="replace")[-3000:]
