@@ -62,7 +62,8 @@ def show(run) -> None:
     st.subheader("Data-set bias (training labels)")
     st.dataframe(metrics_table(details["data_bias"]), hide_index=True, width="stretch", key="data_bias")
     st.subheader("Impact ratios (NYC LL144, four-fifths rule)")
-    impact = pd.DataFrame(details["impact_ratios"])
+    impact = pd.DataFrame(details["impact_ratios"])[["attribute", "category", "n", "selection_rate", "impact_ratio",
+                                                     "below_four_fifths", "excluded"]]
     st.dataframe(impact, hide_index=True, width="stretch", key="impact")
     grid = intersection_grid(details["impact_ratios"])
     if grid is not None:

@@ -50,14 +50,17 @@ def main() -> None:
     if not names:
         st.info(f"No run folders in {root} yet. Write one with `scrutiny audit MODEL --data DATA --out {root}/NAME`.")
         return
-    if page in ("Runs", "Compare"):
-        PAGES[page].show(root, names)
-        return
-    run, problem = open_run(root, st.session_state.run)
-    if run is None:
-        st.error(problem)
-        return
-    PAGES[page].show(run)
+    try:  # a file of the run that is missing or changed is named on the page; the app goes on
+        if page in ("Runs", "Compare"):
+            PAGES[page].show(root, names)
+            return
+        run, problem = open_run(root, st.session_state.run)
+        if run is None:
+            st.error(problem)
+            return
+        PAGES[page].show(run)
+    except RunError as exc:
+        st.error(str(exc))
 
 
 main()

@@ -37,7 +37,10 @@ def show(run) -> None:
     cells[3].metric("rows never flipped", f"{details['never_flipped']:.1%}")
     st.subheader(f"Robust accuracy ({details['norm']}, {details['n']} test rows)")
     table = curve_table(details)
-    st.line_chart(table.T, x_label="eps", y_label="robust accuracy")
+    if run.has("figures/robustness.png"):  # the audit's own plot: worst case in bold, each attack marked
+        st.image(str(run.file("figures/robustness.png")), width=640)
+    else:
+        st.line_chart(table.T, x_label="eps", y_label="robust accuracy")
     st.dataframe(table, width="stretch", key="curve")
     for warning in details["warnings"]:
         st.warning(warning)

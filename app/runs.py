@@ -15,9 +15,11 @@ import streamlit as st
 
 from scrutiny.audit.run_folder import MANIFEST, Run, RunError, list_runs, load_run
 
+from . import RUNS_ENV
+
 __all__ = ["ENV", "runs_dir", "run_names", "open_run", "arrays", "table", "RunError"]
 
-ENV = "SCRUTINY_RUNS_DIR"
+ENV = RUNS_ENV
 
 
 def runs_dir() -> Path:

@@ -61,7 +61,8 @@ def show(root: Path, names: list[str]) -> None:
         st.error(f"{row['run']}: {row['problem']}")
     run, problem = open_run(root, st.session_state.get("run"))
     if run is None:
-        st.warning(problem)
+        if st.session_state.get("run") not in set(table["run"]):  # an unreadable run's reason is shown above
+            st.warning(problem)
         return
     subject = run.findings["subject"]
     st.subheader(f"{run.name}: {subject['model']['architecture'] or subject['model']['source']} on {subject['data']['name']}")

@@ -426,10 +426,8 @@ def app_command(
 ) -> int:
     """Explore runs in the browser (a Streamlit server; read-only, never re-runs an audit)."""
     import os
-    import subprocess
 
     import scrutiny.app
-    from scrutiny.app.runs import ENV
 
     if not runs.is_dir():
         raise model_errors.InputError(f"{runs}: no such folder of runs")
@@ -437,7 +435,9 @@ def app_command(
     command = [sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(port),
                "--server.address", address, "--server.headless", "true", "--browser.gatherUsageStats", "false"]
     console.print(f"scrutiny app on http://{address}:{port} over {runs.resolve()} (Ctrl-C to stop)")
-    return subprocess.call(command, env={**os.environ, ENV: str(runs.resolve())})
+    sys.stdout.flush()
+    # become the server, so that Ctrl-C and SIGTERM (kill, supervisors, docker stop) reach it directly
+    os.execve(sys.executable, command, {**os.environ, scrutiny.app.RUNS_ENV: str(runs.resolve())})
 
 
 def _check_plot(plot: Optional[Path]) -> None:

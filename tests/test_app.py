@@ -181,7 +181,7 @@ def texts(elements) -> list[str]:
 
 
 class KnownBug(AssertionError):
-    """The symptom of a bug reported with its xfail: ``xfail(raises=KnownBug)`` hides no other failure."""
+    """The symptom a bug had (the tests raising it once carried ``xfail(raises=KnownBug)``)."""
 
 
 # ---------------------------------------------------------------- every page renders
@@ -605,9 +605,10 @@ def test_an_unreadable_run_shows_why_on_its_page(RUNS, run, page):
     assert not at.error and texts(at.header) == [page]
 
 
-def test_runs_page_of_an_unreadable_run_warns(RUNS):
+def test_runs_page_of_an_unreadable_run_says_why_once(RUNS):
     at = ok(app("runs", "corrupt"))
-    assert any("findings.json" in w for w in texts(at.warning))
+    reasons = [e for e in texts(at.error) + texts(at.warning) if "corrupt" in e and "findings.json" in e]
+    assert len(reasons) == 1
     assert frame(at, "run", "verdict")["run"].tolist()  # the table of every run is still there
 
 
@@ -622,10 +623,6 @@ def test_a_folder_without_a_manifest_cannot_be_opened(RUNS):
     assert at.sidebar.selectbox(key="run").value == "adult"
 
 
-@pytest.mark.xfail(strict=True, raises=KnownBug, reason=(
-    "BUG: a run whose findings.json and manifest are intact but one of whose arrays, tables or figures is missing or "
-    "corrupt crashes its page with a Streamlit exception box: the RunError raised by scrutiny.app.runs.arrays()/"
-    "table() or Run.file() while the page draws is not caught (app/main.py `PAGES[page].show(run)`)"))
 @pytest.mark.parametrize("source, page, broken", [("adult", "explanations", "arrays/attributions.npz"),
                                                   ("adult", "explanations", "arrays/explained_rows.parquet"),
                                                   ("adult", "explanations", "figures/importance.png"),
@@ -770,10 +767,6 @@ def test_cli_app_on_a_missing_folder_exits_2(capsys):
     assert "Traceback" not in captured.err + captured.out
 
 
-@pytest.mark.xfail(strict=True, raises=KnownBug, reason=(
-    "BUG: `scrutiny app /no/such/dir` prints three Streamlit warnings ('No runtime found, using "
-    "MemoryCacheStorageManager') before its error line: app_command imports scrutiny.app (whose runs.py "
-    "applies @st.cache_data at import) before it checks the folder"))
 def test_cli_app_on_a_missing_folder_prints_one_line():
     """In a fresh process (in this one, AppTest has already imported scrutiny.app: no warnings)."""
     import subprocess
@@ -795,10 +788,6 @@ def test_cli_app_refuses_a_file(tmp_path, capsys):
     assert str(file) in capsys.readouterr().err
 
 
-@pytest.mark.xfail(strict=True, raises=KnownBug, reason=(
-    "BUG: `scrutiny app` runs `streamlit run` with subprocess.call and does not pass SIGTERM on: terminating the "
-    "scrutiny process (kill PID, a process supervisor, docker stop) leaves the Streamlit server running as an "
-    "orphan, still serving RUNS_DIR on its port"))
 def test_terminating_scrutiny_app_stops_the_server(tmp_path):
     import os
     import signal
