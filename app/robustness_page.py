@@ -42,6 +42,8 @@ def show(run) -> None:
     else:
         st.line_chart(table.T, x_label="eps", y_label="robust accuracy")
     st.dataframe(table, width="stretch", key="curve")
+    if run.has("figures/min_eps.png"):
+        st.image(str(run.file("figures/min_eps.png")), width=640)
     for warning in details["warnings"]:
         st.warning(warning)
     if not details["warnings"]:

@@ -426,6 +426,8 @@ def _robustness(c: _Context) -> tuple[list[Finding], dict]:
     c.writer.arrays("arrays/robustness.npz", **arrays)
     c.figure("robustness", plots.robustness_figure(result.curve, norm=result.norm,
                                                    clean_accuracy=result.curve[0].clean_accuracy))
+    c.figure("min_eps", plots.min_eps_figure(result.min_eps, norm=result.norm, search_eps=result.search_eps,
+                                             gated_eps=gated))
     if spec.task == "image" and result.examples:
         c.figure("adversarial", plots.adversarial_figure(result.examples[:6], spec.classes))
     return findings, details

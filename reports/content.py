@@ -116,6 +116,7 @@ def report_content(run, mapping: Mapping, *, card: dict | None = None) -> Conten
         ("agreement", "Agreement between methods: median per-row Spearman correlation"),
         ("heatmaps", "Attributions over the input"),
         ("robustness", "Robust accuracy against the perturbation radius"),
+        ("min_eps", "Minimal perturbations: share of rows flipped by at most eps"),
         ("adversarial", "Adversarial examples beside their perturbation"),
         ("fairness", "Fairness metrics with 95 % bootstrap intervals"),
     )}

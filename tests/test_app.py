@@ -440,9 +440,11 @@ def test_digits_examples_are_images(RUNS):
     examples = findings_of(RUNS, "digits")["details"]["robustness"]["examples"]
     assert len(at.selectbox(key="example").options) == len(examples)
     ok(at.selectbox(key="example").set_value(len(examples) - 1).run())
-    # the curve is a chart, or the run's own figure; then the example: original, adversarial, perturbation
-    curve_figures = 0 if at.get("vega_lite_chart") else 1
-    assert len(at.image) == curve_figures + 1
+    # the run's own figures (the curve, the minimal perturbations), then the example: original, adversarial,
+    # perturbation
+    run_figures = sum((RUNS / "digits" / "figures" / name).exists() for name in ("robustness.png", "min_eps.png"))
+    assert run_figures == 2
+    assert len(at.image) == run_figures + 1
     assert not [d for d in at.dataframe if "feature" in d.value.columns]
 
 
