@@ -357,15 +357,22 @@ def _adverse_action(run, mapping: Mapping) -> dict:
 
 
 def _compliance(mapping: Mapping, entries: list) -> list:
-    status = {}
+    """Per framework and clause, each check that bears on it with its subjects grouped by status."""
+    by_check: dict[str, list] = {}
     for entry in entries:
-        status.setdefault(entry["check"], []).append(entry)
-    grouped = by_framework(mapping, list(status))
+        by_check.setdefault(entry["check"], []).append(entry)
     out = []
-    for framework, items in grouped.items():
+    for framework, items in by_framework(mapping, list(by_check)).items():
         clauses = []
         for clause, checks in items:
-            evidence = [e for c in checks for e in status[c]]
-            clauses.append({"clause": clause, "findings": [(e["id"], e["status"]) for e in evidence]})
+            evidence = []
+            for check in checks:
+                groups = []
+                for status in ("fail", "warn", "pass"):
+                    subjects = [e["subject"] or "overall" for e in by_check[check] if e["status"] == status]
+                    if subjects:
+                        groups.append((status, subjects))
+                evidence.append({"check": check, "groups": groups})
+            clauses.append({"clause": clause, "checks": evidence})
         out.append({"framework": framework, "clauses": clauses})
     return out
