@@ -27,6 +27,7 @@ CHECKS = {
     "attributions.agreement": "attributions",
     "attributions.randomisation": "attributions",
     "attributions.deletion": "attributions",
+    "attributions.protected_reliance": "attributions",
     "robustness.robust_accuracy": "robustness",
     "robustness.weak_evaluation": "robustness",
     "fairness.data.disparate_impact": "fairness",

@@ -30,6 +30,7 @@ from .run_folder import FINDINGS, RunWriter, to_json
 __all__ = ["AuditResult", "run_audit"]
 
 COMPLETENESS_METHODS = ("integrated_gradients", "deeplift", "kernel_shap")
+RELIANCE_METHODS = ("kernel_shap", "integrated_gradients")  # additive methods first: shares of the explained score
 FAIRNESS_GATED = ("disparate_impact", "statistical_parity_difference", "equal_opportunity_difference",
                   "average_odds_difference")
 N_BOOT = 1000
@@ -304,6 +305,7 @@ def _attributions(c: _Context) -> tuple[list[Finding], dict]:
             explanation=f"{a.methods[0]} and {a.methods[1]} rank the features with a median per-row Spearman "
                         f"correlation of {a.spearman_median:.2f} (top-{a.k} overlap {a.top_k_per_sample.mean():.0%}).",
         ))
+    findings += _protected_reliance(c, result)
     quality = {}
     for name, q in (result.quality or {}).items():
         d = q.deletion
@@ -369,6 +371,30 @@ def _attributions(c: _Context) -> tuple[list[Finding], dict]:
                                                   {m: a.values[shown] for m, a in result.attributions.items()},
                                                   titles=titles))
     return findings, details
+
+
+def _protected_reliance(c: _Context, result) -> list[Finding]:
+    """How much of the explanations rests on protected attributes the model reads as inputs."""
+    spec = c.dataset.spec
+    names = list(result.space.names)
+    inputs = [p.name for p in spec.protected if p.name in names]
+    if not inputs:
+        return []
+    method = next((m for m in RELIANCE_METHODS if m in result.importance), next(iter(result.importance)))
+    mean = np.asarray(result.importance[method].mean, dtype=np.float64)
+    total = float(mean.sum())
+    findings = []
+    for name in inputs:
+        j = names.index(name)
+        share = float(mean[j] / total) if total > 0 else float("nan")
+        rank = int(np.argsort(-mean, kind="stable").tolist().index(j)) + 1
+        findings.append(c.finding(
+            "attributions.protected_reliance", share, subject=name,
+            metric=f"share of total mean |attribution| ({method}) on this protected input",
+            explanation=f"The model reads the protected attribute {name} as an input; it carries {share:.1%} of the "
+                        f"{method} attribution over the explained rows (rank {rank} of {len(names)} features).",
+        ))
+    return findings
 
 
 def _robustness(c: _Context) -> tuple[list[Finding], dict]:

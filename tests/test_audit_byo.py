@@ -132,3 +132,19 @@ def test_mitigation_of_a_model_without_an_architecture_is_refused_before_any_wor
     err = capsys.readouterr().err.strip()
     assert code == 2 and "mitigate" in err and len(err.splitlines()) == 1
     assert not out.exists() and not list(tmp_path.glob(".run.*"))
+
+
+def test_reliance_on_protected_inputs_is_the_share_of_their_attribution(byo_run):
+    """attributions.protected_reliance[attr] = mean |attribution| of that input / the sum over inputs
+    (KernelSHAP, additive, when the run has it), for each protected attribute the model reads."""
+    _, out, _, dataset = byo_run
+    run = load_run(out)
+    details = run.findings["details"]["attributions"]
+    mean = np.asarray(details["importance"]["kernel_shap"]["mean"])
+    found = {f["subject"]: f for f in run.findings["findings"] if f["check"] == "attributions.protected_reliance"}
+    assert set(found) == {"sex", "age"}  # both protected columns of the loans table are model inputs
+    for name, finding in found.items():
+        share = mean[details["features"].index(name)] / mean.sum()
+        assert finding["value"] == pytest.approx(share, rel=1e-12)
+        assert finding["threshold"] == {"warn_above": 0.05}
+        assert finding["status"] == ("warn" if share > 0.05 else "pass")
