@@ -21,12 +21,13 @@ names the file, the key and what was expected. Example::
 
 from __future__ import annotations
 
-import tomllib
 import typing
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from scrutiny.models.errors import InputError
+
+from .toml_file import read_toml
 
 __all__ = ["FAMILIES", "AuditConfig", "AttributionsConfig", "RobustnessConfig", "FairnessConfig", "load_config",
            "default_config"]
@@ -108,13 +109,7 @@ def load_config(path: str | Path | None, *, task: str, fairness: bool, protected
     config = default_config(task, fairness=fairness)
     if path is None:
         return _check(config, "the default config", task=task, fairness=fairness, protected=protected)
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"config {path}: no such file")
-    try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"config {path}: not valid TOML ({exc})") from None
+    document = read_toml(path, "config")
     where = f"config {path}"
     return _check(_merge(config, document, where), where, task=task, fairness=fairness, protected=protected)
 

@@ -7,13 +7,13 @@ bound can be dropped by leaving it out); checks the user does not name keep the 
 from __future__ import annotations
 
 import math
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 from scrutiny.models.errors import InputError
 
 from .findings import BOUNDS
+from .toml_file import read_toml
 
 __all__ = ["CHECKS", "Policy", "load_policy", "DEFAULT_POLICY"]
 
@@ -66,12 +66,7 @@ def load_policy(path: str | Path | None = None) -> Policy:
 
 
 def _read(path: Path) -> dict[str, dict]:
-    if not path.is_file():
-        raise InputError(f"policy {path}: no such file")
-    try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"policy {path}: not valid TOML ({exc})") from None
+    document = read_toml(path, "policy")
     unknown = set(document) - {"version", "checks"}
     if unknown:
         raise InputError(f"policy {path}: unknown key {sorted(unknown)[0]!r}; expected version and [checks.\"NAME\"] tables")

@@ -12,11 +12,11 @@ naming the file and the offending key.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from scrutiny.audit.policy import CHECKS
+from scrutiny.audit.toml_file import read_toml
 from scrutiny.models.errors import InputError
 
 __all__ = ["Clause", "Mapping", "load_mapping", "by_framework", "DEFAULT_MAPPING", "SECTIONS", "CLAUSE_FIELDS"]
@@ -77,7 +77,7 @@ def load_mapping(path: str | Path | None = None) -> Mapping:
             that is referenced but not defined.
     """
     file = DEFAULT_MAPPING if path is None else Path(path)
-    document = _read(file)
+    document = read_toml(file, "compliance mapping")
     where = f"compliance mapping {file}"
     unknown = [k for k in document if k not in _TOP_LEVEL]
     if unknown:
@@ -127,15 +127,6 @@ def by_framework(mapping: Mapping, checks: list[str]) -> dict[str, list[tuple[Cl
 
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())
-
-
-def _read(file: Path) -> dict:
-    if not file.is_file():
-        raise InputError(f"compliance mapping {file}: no such file")
-    try:
-        return tomllib.loads(file.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"compliance mapping {file}: not valid TOML ({_one_line(exc)})") from None
 
 
 def _tables(where: str, document: dict, key: str) -> dict[str, dict]:

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import os
 import tempfile
-import tomllib
 from pathlib import Path
 
 from markupsafe import Markup, escape
 
 from scrutiny.audit.run_folder import load_run
+from scrutiny.audit.toml_file import read_toml
 from scrutiny.models.errors import InputError
 
 from .compliance import load_mapping
@@ -85,13 +85,7 @@ def load_card(path: str | Path | None) -> dict | None:
     """The model card's statements only people can make: intended_use, out_of_scope, owner, limitations."""
     if path is None:
         return None
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"--card {path}: no such file")
-    try:
-        card = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"--card {path}: not valid TOML ({exc})") from None
+    card = read_toml(path, "--card")
     allowed = {"intended_use": str, "out_of_scope": str, "owner": str, "limitations": list}
     for key, value in card.items():
         if key not in allowed:
