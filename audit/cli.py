@@ -375,12 +375,12 @@ def audit(
     """Run every audit family into a reproducible run folder; exit 1 if a policy check fails."""
     from scrutiny.audit.config import load_config
     from scrutiny.audit.policy import load_policy
+    from scrutiny.audit.run_folder import check_destination
     from scrutiny.audit.runner import run_audit
     from scrutiny.models import load_model
 
     rules = load_policy(policy)
-    if out.exists() and not overwrite:
-        raise model_errors.InputError(f"--out {out} already exists; choose another folder or pass --overwrite")
+    check_destination(out, overwrite=overwrite)
     dataset = load_data(data, spec, data_dir)
     has_groups = dataset.spec.task == "tabular" and dataset.spec.n_classes == 2 and bool(dataset.spec.protected)
     settings = load_config(config, task=dataset.spec.task, fairness=has_groups,

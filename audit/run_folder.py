@@ -32,7 +32,7 @@ from scrutiny.models.errors import InputError
 
 from .findings import validate_findings
 
-__all__ = ["RunError", "RunWriter", "Run", "load_run", "list_runs", "to_json", "MANIFEST", "FINDINGS", "RUN_FORMAT"]
+__all__ = ["RunError", "RunWriter", "check_destination", "Run", "load_run", "list_runs", "to_json", "MANIFEST", "FINDINGS", "RUN_FORMAT"]
 
 MANIFEST, FINDINGS = "manifest.json", "findings.json"
 RUN_FORMAT = 1
@@ -74,6 +74,14 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def check_destination(destination: Path, *, overwrite: bool) -> None:
+    """InputError unless a run may be written to ``destination`` (callers check it before any work)."""
+    if destination.exists() and not overwrite:
+        raise InputError(f"--out {destination} already exists; choose another folder or pass --overwrite")
+    if destination.exists() and not destination.is_dir():
+        raise InputError(f"--out {destination} is a file; expected a folder for the run")
+
+
 class RunWriter:
     """Builds a run in a staging folder; :meth:`commit` renames it into place.
 
@@ -83,10 +91,7 @@ class RunWriter:
 
     def __init__(self, destination: str | Path, *, overwrite: bool = False):
         self.destination = Path(destination)
-        if self.destination.exists() and not overwrite:
-            raise InputError(f"--out {self.destination} already exists; choose another folder or pass --overwrite")
-        if self.destination.exists() and not self.destination.is_dir():
-            raise InputError(f"--out {self.destination} is a file; expected a folder for the run")
+        check_destination(self.destination, overwrite=overwrite)
         self.overwrite = overwrite
         self.staging: Path | None = None
 

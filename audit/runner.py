@@ -87,13 +87,12 @@ def run_audit(
 
 
 def _run(loaded, dataset, *, config, policy, out, model_source, command, overwrite, device, progress, started, wall):
-    run_device = device
-    model = loaded.model.to(run_device).eval()
+    model = loaded.model.to(device).eval()
     preprocessor = loaded.preprocessor() if loaded.manifest else dataset.preprocessor
     families = {"performance": _performance, "attributions": _attributions, "robustness": _robustness,
                 "fairness": _fairness}
     context = _Context(model=model, dataset=dataset, preprocessor=preprocessor, config=config, policy=policy,
-                       device=str(run_device))
+                       device=str(device))
     findings: list[Finding] = []
     details: dict[str, dict] = {}
     seconds: dict[str, float] = {}
@@ -121,7 +120,7 @@ def _run(loaded, dataset, *, config, policy, out, model_source, command, overwri
             "config": config.to_dict(),
             "policy": {"source": policy.source, "checks": policy.checks},
             "seed": config.seed,
-            "device": _device_name(run_device),
+            "device": _device_name(device),
             "libraries": library_versions(),
             "platform": platform.platform(),
             "started": started.isoformat(timespec="seconds"),
