@@ -1,10 +1,11 @@
-"""Pieces every benchmark uses: counting model rows, waiting for the GPU, naming versions.
+"""Pieces every benchmark uses: counting model rows, waiting for the GPU, naming versions and the CPU.
 
 The benchmarks run as scripts (``python bench/NAME.py``), so this folder is on ``sys.path``.
 """
 
 from __future__ import annotations
 
+import platform
 from importlib import metadata
 
 
@@ -41,3 +42,12 @@ def versions(libraries) -> str:
         except metadata.PackageNotFoundError:
             found.append(f"{label} (not installed)")
     return ", ".join(found)
+
+
+def cpu_name() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one)."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            return next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()

@@ -57,7 +57,7 @@ from pathlib import Path
 
 import torch
 
-from _common import versions
+from _common import cpu_name, versions
 
 LIBRARIES = ("torch", "captum", "shap", "lime", "aif360", "scikit-learn", "numpy")
 TARGETS = {"cpu": 60.0, "cuda": 10.0}  # seconds of process wall time
@@ -94,13 +94,7 @@ def fail(what: str, command: list[str], done: subprocess.CompletedProcess) -> No
 def hardware(device: str) -> str:
     if device == "cuda":
         return torch.cuda.get_device_name(0)
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as info:
-            name = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{name}, {len(os.sched_getaffinity(0))} CPU cores"
+    return f"{cpu_name()}, {len(os.sched_getaffinity(0))} CPU cores"
 
 
 def load() -> str:

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import platform
 import time
 
 import numpy as np
@@ -51,7 +50,7 @@ import torch.nn.functional as F
 from scrutiny.audit.attacks import AttackStats, image_constraints, perturbation_norm, pgd
 from scrutiny.models import load_dataset, train_on
 
-from _common import RowCounter, sync, versions
+from _common import RowCounter, cpu_name, sync, versions
 
 LIBRARIES = (("torch", "torch"), ("torchattacks", "torchattacks"), ("art", "adversarial-robustness-toolbox"))
 TORCHATTACKS_INSTALL = "pip install --no-deps torchattacks"
@@ -112,13 +111,7 @@ def largest_step_out(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> float:
 def hardware(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as info:
-            name = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{name}, {torch.get_num_threads()} CPU threads"
+    return f"{cpu_name()}, {torch.get_num_threads()} CPU threads"
 
 
 # ------------------------------------------------------------------ the attacks
