@@ -23,30 +23,15 @@ import pytest
 from scrutiny.audit.cli import main
 from scrutiny.audit.run_folder import to_json
 
+from . import audit_configs
+
 pytestmark = pytest.mark.filterwarnings(r"ignore:`torch\.jit\.\w+` is deprecated:DeprecationWarning")
 
 MAIN = Path(__file__).resolve().parents[1] / "app" / "main.py"
 PAGES = ["Runs", "Explanations", "Robustness", "Fairness", "Compare"]
 GOOD_RUNS = ("adult", "adult-seed1", "digits")
 
-ADULT = """
-seed = 0
-
-[attributions]
-methods = ["integrated_gradients", "kernel_shap"]
-samples = 12
-quality_samples = 5
-n_boot = 50
-
-[robustness]
-attacks = ["pgd", "gaussian"]
-samples = 40
-steps = 5
-detector = false
-
-[fairness]
-n_boot = 50
-"""
+ADULT = audit_configs.TABULAR
 # (fairness.mitigate = "sex" retrains the MLP: +5 s of the 90 s budget; the Fairness page's
 # mitigation table is tested on a run given a mitigation block instead, see test_mitigation_table)
 
@@ -62,19 +47,7 @@ samples = 40
 detector = false
 """
 
-DIGITS = """
-[attributions]
-methods = ["integrated_gradients", "saliency"]
-samples = 12
-quality_samples = 5
-n_boot = 50
-
-[robustness]
-attacks = ["pgd", "gaussian"]
-samples = 40
-steps = 5
-detector = false
-"""
+DIGITS = audit_configs.IMAGE
 
 _BUILT: dict[str, Path] = {}
 

@@ -27,40 +27,11 @@ import pytest
 from scrutiny.audit.cli import main
 from scrutiny.audit.run_folder import Run, load_run, to_json
 
-ADULT_CONFIG = """
-seed = 0
+from . import audit_configs
 
-[attributions]
-methods = ["integrated_gradients", "kernel_shap"]
-samples = 12
-quality_samples = 5
-n_boot = 50
+ADULT_CONFIG = audit_configs.TABULAR
 
-[robustness]
-attacks = ["pgd", "gaussian"]
-samples = 40
-steps = 5
-detector = false
-
-[fairness]
-n_boot = 50
-"""
-
-DIGITS_CONFIG = """
-seed = 0
-
-[attributions]
-methods = ["integrated_gradients", "saliency"]
-samples = 12
-quality_samples = 5
-n_boot = 50
-
-[robustness]
-attacks = ["pgd", "gaussian"]
-samples = 40
-steps = 5
-detector = false
-"""
+DIGITS_CONFIG = audit_configs.IMAGE
 
 # written out here, not imported from the code under test
 SECTIONS = [
