@@ -24,7 +24,7 @@ from scrutiny.models.checkpoint import LoadedModel, library_versions
 from . import plots
 from .config import AuditConfig
 from .findings import Finding, findings_document, validate_findings
-from .policy import Policy
+from .policy import CHECKS, Policy
 from .run_folder import FINDINGS, RunWriter, to_json
 
 __all__ = ["AuditResult", "run_audit"]
@@ -154,8 +154,6 @@ class _Context:
     writer: RunWriter | None = None
 
     def finding(self, check: str, value: float, explanation: str, **kwargs) -> Finding:
-        from .policy import CHECKS
-
         return Finding(check=check, family=CHECKS[check], value=float(value), explanation=explanation,
                        threshold=self.policy.threshold(check), metric=kwargs.pop("metric"), **kwargs)
 
