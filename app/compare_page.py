@@ -7,7 +7,10 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from scrutiny.audit.findings import STATUS_WORDS
+
 from .runs import open_run
+from .text import literal
 
 
 def comparison(a, b) -> pd.DataFrame:
@@ -21,8 +24,8 @@ def comparison(a, b) -> pd.DataFrame:
         vb = fb["value"] if fb else None
         rows.append({"check": key, f"{a.name}": va, f"{b.name}": vb,
                      "difference": (vb - va) if va is not None and vb is not None else None,
-                     f"status {a.name}": fa["status"] if fa else "absent",
-                     f"status {b.name}": fb["status"] if fb else "absent"})
+                     f"status {a.name}": STATUS_WORDS[fa["status"]] if fa else "absent",
+                     f"status {b.name}": STATUS_WORDS[fb["status"]] if fb else "absent"})
     frame = pd.DataFrame(rows)
     frame["changed"] = (frame[f"status {a.name}"] != frame[f"status {b.name}"]) | (
         frame["difference"].fillna(0).abs() > 1e-12)
@@ -41,13 +44,14 @@ def show(root: Path, names: list[str]) -> None:
     b, problem_b = open_run(root, second)
     for problem in (problem_a, problem_b):
         if problem:
-            st.error(problem)
+            st.error(literal(problem))
     if a is None or b is None:
         return
     for column, run in zip(cells, (a, b)):
         subject = run.findings["subject"]
-        column.caption(f"{subject['model']['architecture'] or subject['model']['source']} on {subject['data']['name']}, "
-                       f"{run.manifest.get('finished', '')}: verdict {run.findings['verdict']}")
+        model = subject["model"]["architecture"] or subject["model"]["source"]
+        column.caption(f"{literal(model)} on {literal(subject['data']['name'])}, "
+                       f"{literal(run.manifest.get('finished', ''))}: verdict {run.findings['verdict']}")
     frame = comparison(a, b)
     only = st.checkbox("Only differences", value=False, key="only_changed")
     shown = frame[frame["changed"]] if only else frame

@@ -11,6 +11,7 @@ import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
 from .runs import arrays, table  # noqa: E402
+from .text import literal  # noqa: E402
 
 
 def samples(run) -> pd.DataFrame:
@@ -81,11 +82,12 @@ def show(run) -> None:
         position = int(np.flatnonzero(frame["test row"].to_numpy() == row)[0])
         chosen = frame.iloc[position]
         cells = st.columns(3)
-        cells[0].metric("prediction", chosen["prediction"])
-        cells[1].metric("label", chosen["label"])
+        cells[0].metric("prediction", literal(chosen["prediction"]))
+        cells[1].metric("label", literal(chosen["label"]))
         cells[2].metric("P(prediction)", f"{chosen['P(prediction)']:.3f}")
-        st.caption(f"Attributions explain the {details['output'].replace('_', '-')} of the explained class "
-                   f"'{run.findings['subject']['data']['classes'][details['target'][position]]}'.")
+        explained = run.findings["subject"]["data"]["classes"][details["target"][position]]
+        st.caption(f"Attributions explain the {literal(details['output'].replace('_', '-'))} of the explained class "
+                   f"{literal(explained)}.")
         if run.findings["subject"]["data"]["task"] == "image":
             st.pyplot(_heatmaps(run, position), clear_figure=True)
         else:
@@ -97,7 +99,7 @@ def show(run) -> None:
         importance = pd.DataFrame({"feature": details["features"], "mean |attribution|": entry["mean"],
                                    "low": entry["low"], "high": entry["high"]}).sort_values("mean |attribution|",
                                                                                             ascending=False)
-        with st.expander(f"{method}", expanded=method == next(iter(details["importance"]))):
+        with st.expander(literal(method), expanded=method == next(iter(details["importance"]))):
             st.dataframe(importance, hide_index=True, width="stretch", key=f"importance_{method}")
     if run.has("figures/importance.png"):
         st.image(str(run.file("figures/importance.png")), caption="mean |attribution| with 95 % bootstrap intervals")

@@ -10,6 +10,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
+from .text import literal  # noqa: E402
+
 
 def metrics_table(comparisons: list[dict]) -> pd.DataFrame:
     """One row per (attribute or intersection, metric): value and interval."""
@@ -58,7 +60,7 @@ def show(run) -> None:
     st.dataframe(model[model["attribute"].isin(chosen)], hide_index=True, width="stretch", key="model_metrics")
     for c in details["model"]:
         for warning in c["warnings"]:
-            st.warning(f"{c['attribute']}: {warning}")
+            st.warning(f"{literal(c['attribute'])}: {literal(warning)}")
     st.subheader("Data-set bias (training labels)")
     st.dataframe(metrics_table(details["data_bias"]), hide_index=True, width="stretch", key="data_bias")
     st.subheader("Impact ratios (NYC LL144, four-fifths rule)")
@@ -72,7 +74,8 @@ def show(run) -> None:
     if details.get("mitigation"):
         st.subheader("Mitigation: before and after")
         for i, m in enumerate(details["mitigation"]):
-            st.markdown(f"**{m['method']}** for {m['attribute']}, measured on {m['rows']} (n={m['n']})")
+            st.markdown(f"**{literal(m['method'])}** for {literal(m['attribute'])}, measured on {literal(m['rows'])} "
+                        f"(n={m['n']:d})")
             table = pd.DataFrame([{"metric": k, "before": m["before"][k]["value"], "after": m["after"][k]["value"],
                                    "change": (m["after"][k]["value"] or 0) - (m["before"][k]["value"] or 0)}
                                   for k in m["before"]])

@@ -11,6 +11,7 @@ import streamlit as st
 
 from scrutiny.app import compare_page, explanations_page, fairness_page, robustness_page, runs_page
 from scrutiny.app.runs import RunError, open_run, run_names, runs_dir
+from scrutiny.app.text import literal
 
 PAGES = {
     "Runs": runs_page,
@@ -27,7 +28,7 @@ def main() -> None:
         root = runs_dir()
         names = run_names(root)
     except RunError as exc:
-        st.error(str(exc))
+        st.error(literal(exc))
         return
     params = st.query_params
     page_keys = {name.lower(): name for name in PAGES}
@@ -36,11 +37,11 @@ def main() -> None:
     if "run" not in st.session_state:
         wanted = params.get("run")
         if wanted and wanted not in names:
-            st.warning(f"'{wanted}' is not a run folder in {root}; showing another run")
+            st.warning(literal(f"'{wanted}' is not a run folder in {root}; showing another run"))
         st.session_state.run = wanted if wanted in names else (names[0] if names else None)
     with st.sidebar:
         st.title("scrutiny")
-        st.caption(f"runs in {root}")
+        st.caption(f"runs in {literal(root)}")
         page = st.radio("Page", list(PAGES), key="page")
         if names:
             st.selectbox("Run", names, key="run")
@@ -48,7 +49,8 @@ def main() -> None:
     if st.session_state.run:
         params["run"] = st.session_state.run
     if not names:
-        st.info(f"No run folders in {root} yet. Write one with `scrutiny audit MODEL --data DATA --out {root}/NAME`.")
+        st.info(f"No run folders in {literal(root)} yet. Write one with "
+                f"{literal(f'scrutiny audit MODEL --data DATA --out {root}/NAME')}.")
         return
     try:  # a file of the run that is missing or changed is named on the page; the app goes on
         if page in ("Runs", "Compare"):
@@ -56,11 +58,11 @@ def main() -> None:
             return
         run, problem = open_run(root, st.session_state.run)
         if run is None:
-            st.error(problem)
+            st.error(literal(problem))
             return
         PAGES[page].show(run)
     except RunError as exc:
-        st.error(str(exc))
+        st.error(literal(exc))
 
 
 main()

@@ -11,6 +11,7 @@ import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
 from .runs import arrays  # noqa: E402
+from .text import literal  # noqa: E402
 
 
 def curve_table(details: dict) -> pd.DataFrame:
@@ -35,7 +36,7 @@ def show(run) -> None:
     cells[1].metric(f"worst case at eps={details['gated_eps']:g}", f"{gated['robust_accuracy']:.1%}")
     cells[2].metric("median smallest flipping eps", f"{details['median_min_eps']:.3g}")
     cells[3].metric("rows never flipped", f"{details['never_flipped']:.1%}")
-    st.subheader(f"Robust accuracy ({details['norm']}, {details['n']} test rows)")
+    st.subheader(f"Robust accuracy ({literal(details['norm'])}, {details['n']:d} test rows)")
     table = curve_table(details)
     if run.has("figures/robustness.png"):  # the audit's own plot: worst case in bold, each attack marked
         st.image(str(run.file("figures/robustness.png")), width=640)
@@ -45,12 +46,12 @@ def show(run) -> None:
     if run.has("figures/min_eps.png"):
         st.image(str(run.file("figures/min_eps.png")), width=640)
     for warning in details["warnings"]:
-        st.warning(warning)
+        st.warning(literal(warning))
     if not details["warnings"]:
         st.success("No sign that the attack evaluation is weak.")
     with st.expander("Constraints applied"):
         for rule in details["constraints"]:
-            st.markdown(f"- {rule}")
+            st.markdown(f"- {literal(rule)}")
     if details.get("ood"):
         st.subheader("Would an autoencoder notice the attack?")
         st.dataframe(pd.DataFrame(details["ood"]), hide_index=True, width="stretch", key="ood")
@@ -64,9 +65,9 @@ def show(run) -> None:
     index = st.selectbox("Example", range(len(examples)), format_func=lambda i: labels[i], key="example")
     example = examples[index]
     cells = st.columns(3)
-    cells[0].metric("true label", classes[example["label"]])
-    cells[1].metric("prediction before", classes[example["before"]])
-    cells[2].metric("prediction after", classes[example["after"]])
+    cells[0].metric("true label", literal(classes[example["label"]]))
+    cells[1].metric("prediction before", literal(classes[example["before"]]))
+    cells[2].metric("prediction after", literal(classes[example["after"]]))
     if run.findings["subject"]["data"]["task"] == "image":
         stored = arrays(run, "arrays/robustness.npz")
         st.pyplot(_side_by_side(stored["examples_x"][index], stored["examples_x_adv"][index]), clear_figure=True)

@@ -7,9 +7,13 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from .runs import open_run
+from scrutiny.audit.findings import STATUS_WORDS, STATUSES
 
-STATUS_COLOURS = {"pass": "#1b7a2f", "warn": "#9a6700", "fail": "#b3261e"}
+from .runs import open_run
+from .text import literal
+
+STATUS_COLOURS = {"pass": "#1b7a2f", "warn": "#9a6700", "fail": "#b3261e", "insufficient data": "#1f5f8b"}
+SHOWN = ("fail", "warn", "insufficient", "pass")  # the order statuses are offered in
 
 
 def overview(root: Path, names: list[str]) -> pd.DataFrame:
@@ -19,7 +23,7 @@ def overview(root: Path, names: list[str]) -> pd.DataFrame:
         run, problem = open_run(root, name)
         if run is None:
             rows.append({"run": name, "model": "", "data": "", "date": "", "verdict": "unreadable",
-                         "pass": None, "warn": None, "fail": None, "problem": problem})
+                         **dict.fromkeys(STATUSES), "problem": problem})
             continue
         subject, counts = run.findings["subject"], run.findings["counts"]
         rows.append({
@@ -28,7 +32,8 @@ def overview(root: Path, names: list[str]) -> pd.DataFrame:
             "data": subject["data"]["name"],
             "date": run.manifest.get("finished", ""),
             "verdict": run.findings["verdict"],
-            "pass": counts["pass"], "warn": counts["warn"], "fail": counts["fail"],
+            # runs written before the insufficient status have no count of it: none
+            **{s: counts.get(s, 0) for s in STATUSES},
             "problem": "",
         })
     return pd.DataFrame(rows)
@@ -42,7 +47,7 @@ def findings_table(run) -> pd.DataFrame:
             "check": f["id"], "family": f["family"], "value": f["value"],
             "low": interval["low"] if interval else None, "high": interval["high"] if interval else None,
             "threshold": ", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in f["threshold"].items()),
-            "status": f["status"], "explanation": f["explanation"],
+            "status": STATUS_WORDS[f["status"]], "explanation": f["explanation"], "caveats": "; ".join(f["caveats"]),
         })
     return pd.DataFrame(rows)
 
@@ -58,21 +63,23 @@ def show(root: Path, names: list[str]) -> None:
     st.dataframe(table.drop(columns="problem") if not table["problem"].any() else table, hide_index=True,
                  width="stretch", key="runs_table")
     for _, row in table[table["verdict"] == "unreadable"].iterrows():
-        st.error(f"{row['run']}: {row['problem']}")
+        st.error(f"{literal(row['run'])}: {literal(row['problem'])}")
     run, problem = open_run(root, st.session_state.get("run"))
     if run is None:
         if st.session_state.get("run") not in set(table["run"]):  # an unreadable run's reason is shown above
-            st.warning(problem)
+            st.warning(literal(problem))
         return
     subject = run.findings["subject"]
-    st.subheader(f"{run.name}: {subject['model']['architecture'] or subject['model']['source']} on {subject['data']['name']}")
+    model = subject["model"]["architecture"] or subject["model"]["source"]
+    st.subheader(f"{literal(run.name)}: {literal(model)} on {literal(subject['data']['name'])}")
     counts = run.findings["counts"]
-    columns = st.columns(4)
+    columns = st.columns(1 + len(STATUSES))
     columns[0].metric("verdict", run.findings["verdict"])
-    for column, status in zip(columns[1:], ("pass", "warn", "fail")):
-        column.metric(status, counts[status])
+    for column, status in zip(columns[1:], STATUSES):
+        column.metric(STATUS_WORDS[status], counts.get(status, 0))
     findings = findings_table(run)
-    chosen = st.multiselect("Show statuses", ["fail", "warn", "pass"], default=["fail", "warn", "pass"], key="statuses")
+    words = [STATUS_WORDS[s] for s in SHOWN]
+    chosen = st.multiselect("Show statuses", words, default=words, key="statuses")
     families = st.multiselect("Families", sorted(findings["family"].unique()), default=sorted(findings["family"].unique()),
                               key="families")
     shown = findings[findings["status"].isin(chosen) & findings["family"].isin(families)]

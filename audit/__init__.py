@@ -1,1 +1,5 @@
-"""Audit checks that turn a model and a data set into findings, and the ``scrutiny`` CLI."""
+"""Audit checks that turn a model and a data set into findings, and the ``scrutiny`` CLI.
+
+Import the submodules by name (``from scrutiny.audit import fairness``); this file imports
+nothing, so that the CLI starts without torch.
+"""

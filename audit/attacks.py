@@ -88,7 +88,7 @@ def tabular_constraints(preprocessor, X_train_encoded: np.ndarray, *, immutable=
     """
     spec = preprocessor.spec
     names = spec.feature_names
-    for option, given in (("--immutable", immutable), ("--mutable", mutable)):
+    for option, given in (("immutable", immutable), ("mutable", mutable)):
         unknown = [n for n in given if n not in names]
         if unknown:
             raise InputError(f"{option}: no feature named {', '.join(map(repr, unknown))} in {spec.name} "
@@ -142,8 +142,11 @@ def _radius(eps, x: Tensor) -> Tensor:
     eps = torch.as_tensor(eps, dtype=x.dtype, device=x.device)
     if eps.ndim == 0:
         eps = eps.expand(len(x))
-    if eps.shape != (len(x),) or (eps < 0).any() or not torch.isfinite(eps).all():
-        raise InputError(f"eps must be one non-negative number or one per row ({len(x)}); got shape {tuple(eps.shape)}")
+    if eps.shape != (len(x),):
+        raise InputError(f"eps must be one number or one per row ({len(x)}); got shape {tuple(eps.shape)}")
+    if (eps < 0).any() or not torch.isfinite(eps).all():
+        raise InputError(f"eps must be finite and non-negative in {x.dtype} (at most {torch.finfo(x.dtype).max:.4g}); "
+                         f"got {eps.min().item():g} to {eps.max().item():g}")
     return eps.view(-1, *([1] * (x.ndim - 1)))
 
 

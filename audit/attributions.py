@@ -13,7 +13,8 @@ method                    library    error figure recorded per sample
 ``gradient_shap``         captum     convergence delta (expected over baseline draws)
 ``feature_ablation``      captum     — (one original feature / image patch at a time)
 ``occlusion``             captum     — (images: sliding 2×2 window)
-``kernel_shap``           shap [*]_  additivity gap: Σ values − (f(x) − E f(background))
+``kernel_shap``           shap [*]_  sampling error: estimated largest error over features /
+                                      largest |value| (0 when all coalitions are enumerated)
 ``shap_gradient``         shap       additivity gap (expected gradients)
 ``lime``                  lime [#]_  1 − R² of LIME's local linear fit
 ========================  =========  ====================================================
@@ -22,7 +23,11 @@ method                    library    error figure recorded per sample
    in :mod:`.integrated_gradients` (tested equal to captum).
 .. [*] shap's KernelExplainer estimator, batched across rows in :mod:`.kernel_shap` (one
    coalition design for every row, one linear solve); tested equal to shap's values where
-   both enumerate all coalitions, and as accurate where both sample.
+   both enumerate all coalitions, and as accurate where both sample. Its values add up to
+   f(x) − E f(background) by construction, so their error figure is how far the sampled
+   coalitions may leave them from the exact Shapley values: a bootstrap over the sampler's
+   draws, no extra model evaluations (:mod:`.kernel_shap`). NaN for a row whose largest
+   |value| is below ``ATTRIBUTION_FLOOR`` (nothing to be wrong about).
 .. [#] tabular LIME is batched across rows in :mod:`.lime_tabular`: lime's own sampler
    draws each row's perturbations (the same draws as ``explain_instance``), one model call
    scores a chunk of rows, and a closed-form weighted ridge replaces sklearn's per row;
@@ -60,6 +65,8 @@ METHODS = (
     "feature_ablation", "occlusion", "kernel_shap", "shap_gradient", "lime",
 )
 SAMPLE_BASELINE_METHODS = {"gradient_shap", "kernel_shap", "shap_gradient"}
+# below this largest |attribution| (in the explained output's units) a row has nothing to explain
+ATTRIBUTION_FLOOR = 1e-4
 
 
 @dataclass
@@ -411,20 +418,24 @@ def _occlusion(wrapped, inputs, target, base, *, space, batch_size, progress, **
 def _kernel_shap(wrapped, inputs, target, base, *, space, n_samples, batch_size, seed, **_):
     """KernelSHAP over original features (tables) or patches (images), batched across rows
     (:mod:`.kernel_shap`); absent tabular features take each background row's values, absent
-    patches the baseline image."""
+    patches the baseline image. The error figure is the estimated sampling error of each row's
+    values as a share of its largest |value| (NaN where that is below ``ATTRIBUTION_FLOOR``)."""
     from .kernel_shap import kernel_shap
 
     def predict(flat: np.ndarray) -> np.ndarray:
         return batched_outputs(wrapped, flat.reshape((-1, *space.input_shape)), max(batch_size, 8192))
 
     background = base.reshape(len(base), -1) if space.kind == "tabular" else base.mean(axis=0).reshape(1, -1)
-    values, fx, expected = kernel_shap(
+    result = kernel_shap(
         predict, inputs.reshape(len(inputs), -1), background, [list(g) for g in space.groups], target,
         nsamples=n_samples, seed=seed,
     )
-    gaps = values.sum(axis=1) - (fx - expected)
+    largest = np.abs(result.values).max(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = np.where(largest >= ATTRIBUTION_FLOOR, result.sampling_error / largest, np.nan)
     unit = "original features" if space.kind == "tabular" else "2x2 patches"
-    return space.spread(values, inputs), gaps, "additivity_gap", {"nsamples": n_samples or "2M+2048", "unit": unit}
+    settings = {"nsamples": n_samples or "2M+2048", "unit": unit, "coalitions": result.coalitions, "exact": result.exact}
+    return space.spread(result.values, inputs), share, "sampling_error", settings
 
 
 def _shap_gradient(wrapped, inputs, target, base, *, n_samples, batch_size, seed, progress, **_):

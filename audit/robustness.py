@@ -18,6 +18,7 @@ from torch import nn
 
 from scrutiny.models import Dataset
 from scrutiny.models.errors import InputError
+from scrutiny.models.limits import check_int
 
 from .attacks import (NORMS, AttackStats, Constraints, fgsm, image_constraints, pgd, random_noise, square,
                       tabular_constraints)
@@ -96,7 +97,7 @@ def constraints_for(dataset: Dataset, preprocessor=None, *, immutable=(), mutabl
     spec = dataset.spec
     if spec.task == "image":
         if immutable or mutable:
-            raise InputError("--immutable and --mutable name table features; this data set holds images")
+            raise InputError("immutable and mutable name table features; this data set holds images")
         return image_constraints(tuple(spec.image_shape), tuple(spec.pixel_range or (0.0, 1.0)))
     preprocessor = preprocessor or dataset.preprocessor
     return tabular_constraints(preprocessor, preprocessor.transform(dataset.train.X), immutable=immutable, mutable=mutable)
@@ -156,14 +157,17 @@ def assess_robustness(
     """
     attacks = parse_attacks(list(attacks))
     if norm not in NORMS:
-        raise InputError(f"--norm {norm}: expected one of {', '.join(NORMS)}")
+        raise InputError(f"norm {norm!r}: expected one of {', '.join(NORMS)}")
     task = dataset.spec.task
     eps = tuple(float(e) for e in (eps if eps is not None else DEFAULT_EPS[task]))
-    if not eps or any(not np.isfinite(e) or e <= 0 for e in eps):
-        raise InputError(f"--eps: expected positive numbers, got {', '.join(map(str, eps)) or 'none'}")
+    float32_max = float(np.finfo(np.float32).max)  # the attacks compute in float32: a larger eps becomes inf
+    if not eps or not all(0 < e <= float32_max for e in eps):
+        raise InputError(f"eps: expected finite positive numbers (at most {float32_max:.4g} in float32), "
+                         f"got {', '.join(map(str, eps)) or 'none'}")
     eps = tuple(sorted(set(eps)))
-    if samples < 1:
-        raise InputError(f"--samples must be at least 1, got {samples}")
+    for name, value in (("samples", samples), ("steps", steps), ("restarts", restarts), ("queries", queries),
+                        ("seed", seed)):
+        check_int(name, value)
     constraints = constraints_for(dataset, preprocessor, immutable=immutable, mutable=mutable)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     preprocessor = preprocessor or dataset.preprocessor

@@ -10,9 +10,12 @@
       figures/         PNG plots
 
 A run is built in a hidden staging folder beside its destination and renamed into place
-only when every file is written, so an interrupted audit leaves no run folder (at worst a
-``.<name>.*.partial`` folder, which no reader opens). Readers check the manifest's hashes,
-so a file changed or truncated afterwards is reported, naming it.
+only when every file is written (:class:`scrutiny.models.safe_write.Staging`: no-replace
+unless overwriting, an atomic swap when overwriting, and only a folder recognised as a run is
+replaced), so an interrupted audit leaves no run folder; staging left by a killed process is
+removed by the next write to the same parent. Readers check the manifest's hashes, so a file
+changed or truncated afterwards is reported, naming it, and refuse a file whose real path
+leaves the run folder (a symbolic link out).
 """
 
 from __future__ import annotations
@@ -21,18 +24,19 @@ import hashlib
 import json
 import math
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from scrutiny.models.errors import InputError
+from scrutiny.models.safe_write import Kind, Staging, read_manifest
+from scrutiny.models.safe_write import check_destination as _check_destination
 
 from .findings import validate_findings
 
-__all__ = ["RunError", "RunWriter", "check_destination", "Run", "load_run", "list_runs", "to_json", "MANIFEST", "FINDINGS", "RUN_FORMAT"]
+__all__ = ["RunError", "RunWriter", "RUN", "check_destination", "Run", "load_run", "list_runs", "to_json", "MANIFEST",
+           "FINDINGS", "RUN_FORMAT"]
 
 MANIFEST, FINDINGS = "manifest.json", "findings.json"
 RUN_FORMAT = 1
@@ -74,41 +78,45 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def check_destination(destination: Path, *, overwrite: bool) -> None:
-    """InputError unless a run may be written to ``destination`` (callers check it before any work)."""
-    if destination.exists() and not overwrite:
-        raise InputError(f"--out {destination} already exists; choose another folder or pass --overwrite")
-    if destination.exists() and not destination.is_dir():
-        raise InputError(f"--out {destination} is a file; expected a folder for the run")
+def _is_run(folder: Path) -> bool:
+    manifest = read_manifest(folder)
+    return manifest is not None and "format_version" in manifest and isinstance(manifest.get("files"), dict)
+
+
+RUN = Kind("scrutiny run folder", _is_run)
+
+
+def check_destination(destination: str | os.PathLike, *, overwrite: bool, inputs=()) -> Path:
+    """InputError unless a run may be written to ``destination``; callers check it before any work
+    (see :func:`scrutiny.models.safe_write.check_destination`)."""
+    return _check_destination(destination, kind=RUN, overwrite=overwrite, inputs=inputs)
 
 
 class RunWriter:
-    """Builds a run in a staging folder; :meth:`commit` renames it into place.
+    """Builds a run in a staging folder; :meth:`commit` moves it into place.
 
     Use as a context manager: leaving the block with an exception (Ctrl-C included) removes
-    the staging folder, so nothing half-written remains.
+    the staging folder, so nothing half-written remains; a failure to write (read-only, disk
+    full) becomes an InputError naming the destination.
     """
 
-    def __init__(self, destination: str | Path, *, overwrite: bool = False):
-        self.destination = Path(destination)
-        check_destination(self.destination, overwrite=overwrite)
+    def __init__(self, destination: str | Path, *, overwrite: bool = False, inputs=()):
+        self._staging = Staging(destination, kind=RUN, overwrite=overwrite, inputs=inputs,
+                                subfolders=("arrays", "figures"))
+        self.destination = self._staging.destination
         self.overwrite = overwrite
-        self.staging: Path | None = None
+
+    @property
+    def staging(self) -> Path | None:
+        """The staging folder while the run is built."""
+        return self._staging.path
 
     def __enter__(self) -> "RunWriter":
-        parent = self.destination.parent
-        try:
-            parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise InputError(f"--out {self.destination}: cannot create its parent folder ({exc.strerror})") from None
-        self.staging = Path(tempfile.mkdtemp(dir=parent, prefix=f".{self.destination.name}.", suffix=".partial"))
-        (self.staging / "arrays").mkdir()
-        (self.staging / "figures").mkdir()
+        self._staging.__enter__()
         return self
 
     def __exit__(self, kind, exc, tb) -> None:
-        if self.staging is not None and self.staging.exists():
-            shutil.rmtree(self.staging, ignore_errors=True)
+        self._staging.__exit__(kind, exc, tb)
 
     def path(self, relative: str) -> Path:
         """Where a file of the run goes while it is being built."""
@@ -139,18 +147,7 @@ class RunWriter:
         """Write the manifest (with every file's hash) and move the run into place."""
         manifest = {**manifest, "format_version": RUN_FORMAT, "files": self.files()}
         self.text(MANIFEST, to_json(manifest))
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(self.staging, 0o777 & ~mask)  # mkdtemp's 0700 would hide the run from its readers
-        if self.destination.exists():
-            trash = Path(tempfile.mkdtemp(dir=self.destination.parent, prefix=f".{self.destination.name}.", suffix=".old"))
-            self.destination.rename(trash / "run")
-            self.staging.rename(self.destination)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            self.staging.rename(self.destination)
-        self.staging = None
-        return self.destination
+        return self._staging.commit()
 
 
 @dataclass
@@ -171,6 +168,12 @@ class Run:
         target = self.path / relative
         if expected is None:
             raise RunError(f"{target}: not part of this run (not listed in {self.path / MANIFEST})")
+        try:
+            real = target.resolve()
+        except (OSError, RuntimeError) as exc:  # a loop of symbolic links
+            raise RunError(f"{target}: cannot be resolved ({exc})") from None
+        if self.path.resolve() not in real.parents:
+            raise RunError(f"{target}: leads out of the run folder (to {real}); a run holds its own files")
         if not target.is_file():
             raise RunError(f"{target}: missing; the run folder is incomplete")
         if sha256_file(target) != expected:

@@ -21,15 +21,17 @@ import torch
 from scrutiny.models import Dataset
 from scrutiny.models.checkpoint import LoadedModel, library_versions
 
-from . import plots
+from . import adverse_action, plots
 from .config import AuditConfig
-from .findings import Finding, findings_document, validate_findings
+from .findings import Comparison, Finding, findings_document, validate_findings
 from .policy import CHECKS, Policy
 from .run_folder import FINDINGS, RunWriter, to_json
 
 __all__ = ["AuditResult", "run_audit"]
 
-COMPLETENESS_METHODS = ("integrated_gradients", "deeplift", "kernel_shap")
+# methods whose attributions must add up to f(x) - f(baseline) and may not (KernelSHAP adds up by
+# construction: its check is the sampling error instead)
+COMPLETENESS_METHODS = ("integrated_gradients", "deeplift")
 RELIANCE_METHODS = ("kernel_shap", "integrated_gradients")  # additive methods first: shares of the explained score
 FAIRNESS_GATED = ("disparate_impact", "statistical_parity_difference", "equal_opportunity_difference",
                   "average_odds_difference")
@@ -118,7 +120,7 @@ def _run(loaded, dataset, *, config, policy, out, model_source, command, overwri
             "data": {"name": dataset.spec.name, "sha256": dataset.sha256, "n_train": len(dataset.train),
                      "n_test": len(dataset.test)},
             "config": config.to_dict(),
-            "policy": {"source": policy.source, "checks": policy.checks},
+            "policy": {"source": policy.source, "checks": policy.checks, "groups": policy.groups},
             "seed": config.seed,
             "device": _device_name(device),
             "libraries": library_versions(),
@@ -293,6 +295,8 @@ def _attributions(c: _Context) -> tuple[list[Finding], dict]:
                     explanation=f"For 95% of the {len(gaps)} explained rows, the {name} attributions add up to the "
                                 f"output change they explain to within {value:.2%}.",
                 ))
+        if attribution.error_name == "sampling_error":
+            findings.append(_sampling_error(c, name, attribution, entry))
         methods[name] = entry
     for a in result.agreements:
         pair = f"{a.methods[0]} vs {a.methods[1]}"
@@ -303,6 +307,11 @@ def _attributions(c: _Context) -> tuple[list[Finding], dict]:
                         f"correlation of {a.spearman_median:.2f} (top-{a.k} overlap {a.top_k_per_sample.mean():.0%}).",
         ))
     findings += _protected_reliance(c, result)
+    notices = adverse_action.explained_notices(c.model, c.dataset, result, preprocessor=c.preprocessor, device=c.device)
+    if notices is not None:
+        c.writer.arrays(adverse_action.ARRAYS, **notices.arrays())
+        if notices.prohibited_inputs:  # else no reason can name a prohibited basis: a check that cannot fail
+            findings.append(c.finding("attributions.prohibited_basis_notices", **adverse_action.notices_finding(notices)))
     quality = {}
     for name, q in (result.quality or {}).items():
         d = q.deletion
@@ -344,6 +353,7 @@ def _attributions(c: _Context) -> tuple[list[Finding], dict]:
                        "spearman_global": a.spearman_global, "top_k": a.k,
                        "top_k_overlap": float(a.top_k_per_sample.mean())} for a in result.agreements],
         "quality": quality,
+        "adverse_action": notices.summary() if notices is not None else None,
     }
     arrays = {"rows": result.rows, "target": first.target}
     arrays.update({f"{m}": v.astype(np.float32) for m, v in result.per_feature.items()})
@@ -368,6 +378,34 @@ def _attributions(c: _Context) -> tuple[list[Finding], dict]:
                                                   {m: a.values[shown] for m, a in result.attributions.items()},
                                                   titles=titles))
     return findings, details
+
+
+def _sampling_error(c: _Context, name: str, attribution, entry: dict) -> Finding:
+    """KernelSHAP's estimated sampling error (:mod:`.kernel_shap`): 95th percentile over the rows of
+    the largest error over features as a share of the row's largest |attribution|; the rows with
+    nothing to explain (NaN shares) left out. Adds its figures to the method's ``entry``."""
+    from .attributions import ATTRIBUTION_FLOOR
+
+    shares = attribution.error[np.isfinite(attribution.error)]
+    left_out = len(attribution.error) - len(shares)
+    caveats = [f"{left_out} rows whose largest |attribution| is below {ATTRIBUTION_FLOOR:g} left out (nothing to be "
+               f"wrong about)"] if left_out else []
+    value = float(np.percentile(shares, 95)) if len(shares) else float("nan")
+    entry["sampling_error_p95"] = value if len(shares) else None
+    entry["sampling_error_median"] = float(np.median(shares)) if len(shares) else None
+    if attribution.settings["exact"]:
+        said = (f"Every coalition of the {len(attribution.error)} explained rows was evaluated: the {name} attributions "
+                f"are exact Shapley values, with no sampling error.")
+    else:
+        said = (f"For 95% of the {len(shares)} explained rows, the estimated largest error of a {name} attribution "
+                f"against its exact Shapley value is at most {value:.1%} of the row's largest attribution (a bootstrap "
+                f"over the {attribution.settings['coalitions']} coalitions evaluated per row).")
+    return c.finding(
+        "attributions.sampling_error", value, subject=name, caveats=caveats,
+        metric="95th percentile over rows of the estimated largest sampling error of an attribution / the row's "
+               "largest |attribution|",
+        explanation=said,
+    )
 
 
 def _protected_reliance(c: _Context, result) -> list[Finding]:
@@ -471,13 +509,13 @@ def _fairness(c: _Context) -> tuple[list[Finding], dict]:
     cfg = c.config.fairness
     result = assess_fairness(c.model, c.dataset, preprocessor=c.preprocessor, attributes=cfg.attributes or None,
                              intersections=cfg.intersections, n_boot=cfg.n_boot, confidence=cfg.confidence,
-                             seed=c.config.seed, device=c.device, neighbour_search="brute")
+                             seed=c.config.seed, device=c.device, minimums=c.policy.groups)
     findings: list[Finding] = []
     for comparison in result.data_bias:
         e = comparison.metrics["disparate_impact"]
         findings.append(c.finding(
             "fairness.data.disparate_impact", e.value, subject=comparison.attribute, interval=(e.low, e.high),
-            confidence=cfg.confidence, caveats=list(comparison.warnings),
+            confidence=cfg.confidence, comparison=_rests_on(c, comparison.counts, "disparate_impact"),
             metric="base rate of the favourable label, unprivileged / privileged (training data)",
             explanation=f"In the training data, rows outside the privileged group of {comparison.attribute} "
                         f"({comparison.privileged}) carry the favourable label at {e.value:.2f} times the privileged "
@@ -488,7 +526,8 @@ def _fairness(c: _Context) -> tuple[list[Finding], dict]:
             e = comparison.metrics[metric]
             findings.append(c.finding(
                 f"fairness.{metric}", e.value, subject=comparison.attribute, interval=(e.low, e.high),
-                confidence=cfg.confidence, caveats=list(comparison.warnings), metric=_FAIRNESS_WORDS[metric][0],
+                confidence=cfg.confidence, comparison=_rests_on(c, comparison.counts, metric),
+                metric=_FAIRNESS_WORDS[metric][0],
                 explanation=_FAIRNESS_WORDS[metric][1].format(v=e.value, a=comparison.attribute,
                                                               p=comparison.privileged),
             ))
@@ -500,6 +539,7 @@ def _fairness(c: _Context) -> tuple[list[Finding], dict]:
         lowest = min(rows, key=lambda r: r.impact_ratio)
         findings.append(c.finding(
             "fairness.impact_ratio", lowest.impact_ratio, subject=attribute,
+            comparison=_impact_rests_on(c, lowest, max(rows, key=lambda r: r.selection_rate)),
             metric="lowest selection rate of a category / highest category's (NYC LL144)",
             explanation=f"Of the categories of {attribute}, {lowest.category} is selected least often: at "
                         f"{lowest.impact_ratio:.2f} of the highest category's rate.",
@@ -523,6 +563,24 @@ def _fairness(c: _Context) -> tuple[list[Finding], dict]:
         ]
     c.figure("fairness", plots.fairness_figure(result.model))
     return findings, details
+
+
+def _rests_on(c: _Context, counts: np.ndarray, metric: str) -> Comparison:
+    """The smaller group behind ``metric``'s comparison (the one furthest under the policy's minimums)."""
+    from . import group_metrics as gm
+
+    minimums = c.policy.groups
+    group, among, rows, expected = gm.weakest(counts, metric, minimums["min_rows"], minimums["min_expected_positives"])
+    return Comparison(no_difference=gm.NO_DIFFERENCE[metric], rows=rows, expected_positives=round(expected, 6),
+                      group=group, among=among, **minimums)
+
+
+def _impact_rests_on(c: _Context, lowest, highest) -> Comparison:
+    """The smaller of the two categories an impact ratio divides, and its share at their pooled rate."""
+    smaller = min((lowest, highest), key=lambda r: r.n)
+    pooled = (lowest.n * lowest.selection_rate + highest.n * highest.selection_rate) / (lowest.n + highest.n)
+    return Comparison(no_difference=1.0, rows=smaller.n, expected_positives=round(smaller.n * pooled, 6),
+                      group=f"category {smaller.category!r}", among="", **c.policy.groups)
 
 
 _FAIRNESS_WORDS = {

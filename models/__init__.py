@@ -6,27 +6,37 @@ and the preprocessing fitted on its training split. Models are built by name
 (:func:`build_model`), trained on encoded arrays (:func:`train`, or :func:`train_on` for a data
 set with sensible defaults), and saved as safetensors + a JSON manifest (:func:`save_checkpoint`,
 :func:`load_model`). Every user-caused problem raises a :class:`ScrutinyError`.
+
+The names below are imported on first use (PEP 562), so that ``scrutiny --help`` and the
+light modules (:mod:`.errors`, :mod:`.limits`) load without torch, pandas or scikit-learn.
 """
 
-from .architectures import ARCHITECTURES, build_model, reconstruction_error
-from .checkpoint import LoadedModel, check_fits, library_versions, load_model, save_checkpoint
-from .data_files import RAW_FILES, data_dir, fetch
-from .datasets import DATASETS, Dataset, Split, load_dataset
-from .errors import CheckpointError, DataError, InputError, ScrutinyError
-from .preprocessing import ImagePreprocessor, TabularPreprocessor
-from .recipes import DEFAULT_ARCH, TrainedModel, train_on
-from .spec import DatasetSpec, Feature, ProtectedAttribute
-from .training import TrainResult, evaluate, predict_proba, train
-from .user_data import load_table
+import importlib
 
-__all__ = [
-    "ARCHITECTURES", "build_model", "reconstruction_error",
-    "LoadedModel", "check_fits", "library_versions", "load_model", "save_checkpoint",
-    "RAW_FILES", "data_dir", "fetch",
-    "DATASETS", "Dataset", "Split", "load_dataset", "load_table",
-    "CheckpointError", "DataError", "InputError", "ScrutinyError",
-    "ImagePreprocessor", "TabularPreprocessor",
-    "DEFAULT_ARCH", "TrainedModel", "train_on",
-    "DatasetSpec", "Feature", "ProtectedAttribute",
-    "TrainResult", "evaluate", "predict_proba", "train",
-]
+# public name -> the submodule that defines it
+_EXPORTS = {
+    **dict.fromkeys(["ARCHITECTURES", "build_model", "reconstruction_error"], "architectures"),
+    **dict.fromkeys(["LoadedModel", "check_fits", "library_versions", "load_model", "save_checkpoint"], "checkpoint"),
+    **dict.fromkeys(["RAW_FILES", "data_dir", "fetch"], "data_files"),
+    **dict.fromkeys(["DATASETS", "Dataset", "Split", "load_dataset"], "datasets"),
+    **dict.fromkeys(["CheckpointError", "DataError", "InputError", "ScrutinyError"], "errors"),
+    **dict.fromkeys(["ImagePreprocessor", "TabularPreprocessor"], "preprocessing"),
+    **dict.fromkeys(["DEFAULT_ARCH", "TrainedModel", "train_on"], "recipes"),
+    **dict.fromkeys(["DatasetSpec", "Feature", "ProtectedAttribute"], "spec"),
+    **dict.fromkeys(["TrainResult", "evaluate", "predict_proba", "train"], "training"),
+    "load_table": "user_data",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

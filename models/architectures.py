@@ -27,6 +27,7 @@ from .errors import InputError
 
 __all__ = [
     "ARCHITECTURES",
+    "MAX_PARAMETERS",
     "AutoEncoder",
     "BasicBlock",
     "CNN",
@@ -38,6 +39,13 @@ __all__ = [
     "reconstruction_error",
 ]
 
+
+# A model is built in memory before it can be checked against anything, so a config (a
+# checkpoint manifest, say) asking for more is refused before any allocation: 2e9 float32
+# parameters are 8 GB, far beyond any model scrutiny trains, and layer counts are bounded so
+# that the check itself stays quick.
+MAX_PARAMETERS = 2_000_000_000
+MAX_LAYERS = 1_000
 
 # --- argument checks ----------------------------------------------------------------------
 
@@ -64,9 +72,10 @@ def _classes(n_classes) -> int:
     return int(n_classes)
 
 
-def _pos_int(name: str, value) -> int:
-    if not _is_int(value) or value < 1:
-        raise InputError(f"{name} must be a positive integer; got {value!r}")
+def _pos_int(name: str, value, largest: int | None = None) -> int:
+    if not _is_int(value) or value < 1 or (largest is not None and value > largest):
+        bound = "" if largest is None else f" up to {largest:,}"
+        raise InputError(f"{name} must be a positive integer{bound}; got {value!r}")
     return int(value)
 
 
@@ -79,6 +88,8 @@ def _sizes(name: str, value, allow_empty: bool = False) -> tuple[int, ...]:
         sizes = None
     if sizes is None or not all(_is_int(s) and s >= 1 for s in sizes) or (not sizes and not allow_empty):
         raise InputError(f"{name} must be a sequence of positive integers; got {value!r}")
+    if len(sizes) > MAX_LAYERS:
+        raise InputError(f"{name} must have at most {MAX_LAYERS:,} entries; got {len(sizes):,}")
     return tuple(int(s) for s in sizes)
 
 
@@ -263,7 +274,7 @@ class ResNet(_Model):
         shape = _shape(self.arch, input_shape, image=True)
         n_classes = _classes(n_classes)
         channels = _sizes("channels", channels)
-        blocks = _pos_int("blocks", blocks)
+        blocks = _pos_int("blocks", blocks, MAX_LAYERS)
         dropout = _rate("dropout", dropout)
         c, h, w = shape
         layers: list[nn.Module] = [_conv_bn_relu(c, channels[0])]
@@ -309,7 +320,7 @@ class RowGRU(_Model):
         shape = _shape(self.arch, input_shape, image=True)
         n_classes = _classes(n_classes)
         hidden_size = _pos_int("hidden_size", hidden_size)
-        num_layers = _pos_int("num_layers", num_layers)
+        num_layers = _pos_int("num_layers", num_layers, MAX_LAYERS)
         dropout = _rate("dropout", dropout)
         c, _, w = shape
         self.gru = nn.GRU(
@@ -383,7 +394,7 @@ class Transformer(_Model):
         shape = _shape(self.arch, input_shape, image=False)
         n_classes = _classes(n_classes)
         d_model = _pos_int("d_model", d_model)
-        n_layers = _pos_int("n_layers", n_layers)
+        n_layers = _pos_int("n_layers", n_layers, MAX_LAYERS)
         n_heads = _pos_int("n_heads", n_heads)
         dim_feedforward = _pos_int("dim_feedforward", dim_feedforward)
         dropout = _rate("dropout", dropout)
@@ -504,8 +515,9 @@ def build_model(arch: str, *, input_shape: tuple[int, ...], n_classes: int | Non
         ``build_model(model.arch, **model.config)`` rebuilds the same architecture.
 
     Raises:
-        InputError: Unknown architecture or hyperparameter, a bad value, or an
-            ``input_shape`` the architecture cannot read.
+        InputError: Unknown architecture or hyperparameter, a bad value, an
+            ``input_shape`` the architecture cannot read, or sizes that would give more than
+            :data:`MAX_PARAMETERS` parameters.
     """
     cls = ARCHITECTURES.get(arch) if isinstance(arch, str) else None
     if cls is None:
@@ -516,7 +528,27 @@ def build_model(arch: str, *, input_shape: tuple[int, ...], n_classes: int | Non
             raise InputError(
                 f"unknown hyperparameter {name!r} for architecture '{arch}'; expected one of: {', '.join(allowed)}"
             )
+    _check_size(cls, arch, dict(input_shape=input_shape, n_classes=n_classes, **hparams))
     return cls(input_shape=input_shape, n_classes=n_classes, **hparams)
+
+
+def _check_size(cls: type[nn.Module], arch: str, arguments: dict) -> None:
+    """Refuse a model of more than MAX_PARAMETERS parameters, counted on the meta device
+    (shapes only, no memory), before it is built for real."""
+    try:
+        with torch.device("meta"):
+            count = sum(p.numel() for p in cls(**arguments).parameters())
+    except RuntimeError as exc:  # torch cannot even compute the storage size of a tensor
+        if "overflow" not in str(exc).lower():
+            raise
+        count = None
+    if count is None or count > MAX_PARAMETERS:
+        given = "" if count is None else f" ({count:,})"
+        sizes = {k: v for k, v in arguments.items() if k != "feature_groups"}
+        raise InputError(
+            f"architecture '{arch}' with {sizes} would have more than {MAX_PARAMETERS:,} parameters{given}; "
+            "check input_shape and the layer sizes"
+        )
 
 
 def reconstruction_error(model: nn.Module, x: Tensor) -> Tensor:

@@ -22,8 +22,7 @@ import importlib
 import json
 import os
 import platform
-import shutil
-import tempfile
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,15 +32,17 @@ from torch import nn
 from .architectures import build_model
 from .data_files import sha256_file
 from .datasets import Dataset
-from .errors import CheckpointError, InputError, ScrutinyError
+from .errors import CheckpointError, InputError, ScrutinyError, describe_raised
 from .preprocessing import preprocessor_from_dict
-from .spec import DatasetSpec
+from .safe_write import Kind, Staging, read_manifest, shown
+from .spec import DatasetSpec, short_repr
 
-__all__ = ["FORMAT_VERSION", "LoadedModel", "save_checkpoint", "load_model", "check_fits", "library_versions"]
+__all__ = ["FORMAT_VERSION", "CHECKPOINT", "LoadedModel", "save_checkpoint", "load_model", "check_fits", "library_versions"]
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.safetensors"
+PROBE_ROWS = 8  # test rows check_fits runs through a model before it is audited
 
 
 @dataclass
@@ -82,6 +83,14 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+def _is_checkpoint(folder: Path) -> bool:
+    manifest = read_manifest(folder)
+    return manifest is not None and "architecture" in manifest and "weights_sha256" in manifest
+
+
+CHECKPOINT = Kind("scrutiny checkpoint", _is_checkpoint)
+
+
 def save_checkpoint(
     path: str | os.PathLike,
     *,
@@ -101,11 +110,11 @@ def save_checkpoint(
         metrics: test metrics to record.
         training: the training settings used (epochs, learning rate, …).
         seed: the training seed.
-        overwrite: replace an existing folder. Default: False.
+        overwrite: replace an existing checkpoint (only a folder recognised as one, or an empty
+            folder; see :mod:`scrutiny.models.safe_write`). Default: False.
     """
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise InputError(f"{path} already exists; choose another --out or pass --overwrite")
+    staging = Staging(path, kind=CHECKPOINT, overwrite=overwrite)  # refuses before any work
     state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
     manifest = {
         "format_version": FORMAT_VERSION,
@@ -118,26 +127,23 @@ def save_checkpoint(
         "seed": seed,
         "libraries": library_versions(),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial"))
-    try:
-        from safetensors.torch import save_file
-
-        save_file(state, str(staging / WEIGHTS), metadata={"format": "pt", "scrutiny_format": str(FORMAT_VERSION)})
-        manifest["weights_sha256"] = sha256_file(staging / WEIGHTS)
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        if path.exists():
-            trash = path.with_name(f".{path.name}.old")
-            shutil.rmtree(trash, ignore_errors=True)
-            path.rename(trash)
-            staging.rename(path)
-            shutil.rmtree(trash)
-        else:
-            staging.rename(path)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    with staging:
+        _write_weights(state, staging.path / WEIGHTS, destination=path)
+        manifest["weights_sha256"] = sha256_file(staging.path / WEIGHTS)
+        (staging.path / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        staging.commit()
     return path
+
+
+def _write_weights(state: dict, target: Path, *, destination: Path) -> None:
+    from safetensors import SafetensorError
+    from safetensors.torch import save_file
+
+    try:
+        save_file(state, str(target), metadata={"format": "pt", "scrutiny_format": str(FORMAT_VERSION)})
+    except SafetensorError as exc:  # its I/O errors (disk full, read-only) carry the system's message
+        found = re.search(r'message: "([^"]+)"', str(exc))
+        raise InputError(f"{shown(destination)}: cannot write ({found[1] if found else exc})") from None
 
 
 def load_model(
@@ -156,11 +162,11 @@ def load_model(
         loaded = _load_checkpoint(path)
     elif path.is_file():
         if weights is not None:
-            raise InputError(f"--weights is only for package.module:factory models, not for the file {path}")
+            raise InputError(f"a weights file goes only with a package.module:factory model, not with the file {path}")
         loaded = _load_torchscript(path)
     elif ":" in text and os.sep not in text.split(":")[0]:
         if weights is None:
-            raise InputError(f"model factory '{text}' needs --weights FILE.safetensors")
+            raise InputError(f"model factory '{text}' needs a weights file (.safetensors)")
         loaded = _load_factory(text, Path(weights))
     else:
         raise CheckpointError(
@@ -168,31 +174,48 @@ def load_model(
         )
     loaded.model.eval()
     if dataset is not None:
-        check_fits(loaded, dataset)
+        try:
+            check_fits(loaded, dataset)
+        except CheckpointError as exc:  # name the model the user gave
+            raise CheckpointError(f"{text}: {exc}") from None
     return loaded
 
 
 def check_fits(loaded: LoadedModel, dataset: Dataset) -> None:
-    """Raise :class:`CheckpointError` if the model was made for other features or shapes."""
+    """Raise :class:`CheckpointError` if the model was made for other features or shapes, or
+    if it fails or returns non-finite logits on a few real rows of the test split."""
     if loaded.manifest:
         _check_same_features(loaded.manifest, dataset)
     shape = tuple(dataset.preprocessor.input_shape)
-    probe = torch.zeros((2, *shape))
+    name = dataset.spec.name
+    preprocessor = loaded.preprocessor() if loaded.manifest else dataset.preprocessor
+    test_X = dataset.test.X
+    rows = test_X.iloc[:PROBE_ROWS] if hasattr(test_X, "iloc") else test_X[:PROBE_ROWS]
+    probe = torch.as_tensor(preprocessor.transform(rows), dtype=torch.float32)
+    n = len(probe)
     try:
         with torch.no_grad():
             output = loaded.model(probe)
-    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # the model's own code: anything it raises means it cannot be audited
         raise CheckpointError(
-            f"model does not accept the inputs of data set '{dataset.spec.name}', shape (N, "
-            f"{', '.join(map(str, shape))}): {reason}"
+            f"model raised {describe_raised(exc)} on {n} test rows of data set '{name}' "
+            f"(inputs of shape (N, {', '.join(map(str, shape))}))"
         ) from None
-    expected = (2, dataset.spec.n_classes)
+    expected = (n, dataset.spec.n_classes)
     if not isinstance(output, torch.Tensor) or tuple(output.shape) != expected:
         given = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
         raise CheckpointError(
-            f"model returns {given} for 2 inputs; expected logits of shape {expected} "
-            f"({dataset.spec.n_classes} classes of data set '{dataset.spec.name}')"
+            f"model returns {given} for {n} inputs; expected logits of shape {expected} "
+            f"({dataset.spec.n_classes} classes of data set '{name}')"
+        )
+    finite = torch.isfinite(output)
+    if not finite.all():
+        kinds = " and ".join(k for k, bad in (("NaN", output.isnan()), ("inf", output.isinf())) if bad.any())
+        raise CheckpointError(
+            f"model returns non-finite logits ({kinds}) on {int((~finite).any(dim=1).sum())} of {n} test rows "
+            f"of data set '{name}'; an audit needs finite logits"
         )
 
 
@@ -234,36 +257,90 @@ def _load_checkpoint(path: Path) -> LoadedModel:
     for required in (manifest_path, weights_path):
         if not required.is_file():
             raise CheckpointError(f"{required}: missing; a checkpoint folder holds {MANIFEST} and {WEIGHTS}")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-        arch, config = manifest["architecture"]["name"], manifest["architecture"]["config"]
-        manifest["dataset"]["spec"], manifest["preprocessing"]
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{manifest_path}: not valid JSON ({exc})") from None
-    except (KeyError, TypeError) as exc:
-        raise CheckpointError(f"{manifest_path}: missing entry {exc}") from None
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(
-            f"{manifest_path}: format_version {manifest.get('format_version')!r}, this scrutiny reads {FORMAT_VERSION}"
-        )
+    manifest = _read_manifest(manifest_path)
     digest = sha256_file(weights_path)
-    if manifest.get("weights_sha256") != digest:
+    if manifest["weights_sha256"] != digest:
         raise CheckpointError(f"{weights_path}: SHA-256 does not match the manifest: the file is corrupt, truncated or was replaced")
+    architecture = manifest["architecture"]
     try:
-        model = build_model(arch, **config)
+        model = build_model(architecture["name"], **architecture["config"])
     except ScrutinyError as exc:
-        raise CheckpointError(f"{manifest_path}: {exc}") from None
+        raise CheckpointError(f"{manifest_path}: 'architecture': {exc}") from None
     _load_weights(model, weights_path)
     return LoadedModel(model=model, source="checkpoint", weights_sha256=digest, manifest=manifest)
 
 
+def _read_manifest(manifest_path: Path) -> dict:
+    """The manifest, with every part the loader reads checked before a model is built."""
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{manifest_path}: not valid JSON ({exc})") from None
+    except OSError as exc:
+        raise CheckpointError(f"{manifest_path}: cannot be read ({exc.strerror})") from None
+    if not isinstance(manifest, dict):
+        raise CheckpointError(
+            f"{manifest_path}: not a checkpoint manifest: expected a JSON object, got a JSON {_json_kind(manifest)}"
+        )
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION or isinstance(version, bool):
+        raise CheckpointError(f"{manifest_path}: format_version {version!r}, this scrutiny reads {FORMAT_VERSION}")
+    for key, kind in (("architecture", dict), ("dataset", dict), ("preprocessing", dict), ("weights_sha256", str)):
+        if key not in manifest:
+            raise CheckpointError(f"{manifest_path}: missing entry '{key}'")
+        if not isinstance(manifest[key], kind):
+            raise CheckpointError(f"{manifest_path}: '{key}' must be a JSON {_json_kind(kind())}, "
+                                  f"got a JSON {_json_kind(manifest[key])}")
+    config = manifest["architecture"].get("config")
+    if not isinstance(manifest["architecture"].get("name"), str) or not isinstance(config, dict) \
+            or "input_shape" not in config:
+        raise CheckpointError(f"{manifest_path}: 'architecture' must be {{\"name\": text, \"config\": "
+                              f"{{\"input_shape\": …, …}}}}, got {short_repr(manifest['architecture'])}")
+    if not isinstance(manifest["dataset"].get("name"), str):
+        raise CheckpointError(f"{manifest_path}: 'dataset.name' must be text, "
+                              f"got {short_repr(manifest['dataset'].get('name'))}")
+    try:
+        spec = DatasetSpec.from_dict(manifest["dataset"].get("spec"))
+    except ScrutinyError as exc:
+        raise CheckpointError(f"{manifest_path}: 'dataset.spec': {exc}") from None
+    try:
+        preprocessor = preprocessor_from_dict(manifest["preprocessing"], spec)
+    except ScrutinyError as exc:
+        raise CheckpointError(f"{manifest_path}: 'preprocessing': {exc}") from None
+    encoded = manifest["preprocessing"].get("encoded_feature_names")
+    if spec.task == "tabular" and encoded is not None and encoded != preprocessor.encoded_feature_names:
+        raise CheckpointError(f"{manifest_path}: 'preprocessing.encoded_feature_names' does not match the "
+                              f"categories recorded beside it")
+    return manifest
+
+
+def _json_kind(value) -> str:
+    return {dict: "object", list: "list", str: "string", bool: "boolean", type(None): "null"}.get(type(value), "number")
+
+
 def _load_factory(spec: str, weights: Path) -> LoadedModel:
     module_name, _, attribute = spec.partition(":")
+    # the module's top-level code and the factory are the user's: whatever they raise (even
+    # SystemExit, which would otherwise end the process with its own exit code) is a model error
     try:
-        factory = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError) as exc:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
         raise CheckpointError(f"cannot import model factory '{spec}' ({exc})") from None
-    model = factory()
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:
+        raise CheckpointError(
+            f"model factory '{spec}': importing '{module_name}' raised {describe_raised(exc)}"
+        ) from None
+    if not hasattr(module, attribute):
+        raise CheckpointError(f"cannot import model factory '{spec}' (module '{module_name}' has no attribute "
+                              f"'{attribute}')")
+    try:
+        model = getattr(module, attribute)()
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:
+        raise CheckpointError(f"model factory '{spec}' raised {describe_raised(exc)}") from None
     if not isinstance(model, nn.Module):
         raise CheckpointError(f"model factory '{spec}' returned {type(model).__name__}, expected a torch.nn.Module")
     if not weights.is_file():

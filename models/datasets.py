@@ -7,12 +7,19 @@ Built-in data sets:
 
 - ``adult``: UCI Adult census income; ``adult.data`` trains, ``adult.test`` tests; rows with
   missing values dropped and ``fnlwgt`` left out, as AIF360 does. Protected ``sex`` (Male
-  privileged) and ``race`` (White privileged); favourable label ``>50K``.
+  privileged) and ``race`` (White privileged); favourable label ``>50K``. Prohibited bases:
+  sex, race, marital-status, relationship, native-country, age.
 - ``german``: UCI Statlog German credit; ``sex`` derived from personal status (male
   privileged, as AIF360), ``age`` with age >= 25 privileged; favourable label good credit.
+  Prohibited bases: sex, age, foreign_worker.
 - ``compas``: ProPublica COMPAS two-year recidivism, ProPublica's row filter; protected
   ``race`` (Caucasian privileged) and ``sex`` (Female privileged, as AIF360); favourable
-  label: no recidivism within two years.
+  label: no recidivism within two years. Prohibited bases: race, sex, age, age_cat.
+
+Prohibited bases follow ECOA / Regulation B, 12 CFR 1002.2(z): race, color, religion, national
+origin, sex, marital status, age, income from public assistance, and the good-faith exercise of
+rights under the Consumer Credit Protection Act; each data set lists the columns that are one
+(or stand in for one). An adverse-action notice may not give them as reasons.
 - ``breast_cancer``: scikit-learn's Wisconsin diagnostic data; favourable label benign.
 - ``digits``: scikit-learn's 8×8 handwritten digits as 1×8×8 images in [0, 1], 10 classes.
 """
@@ -143,6 +150,9 @@ ADULT_SPEC = DatasetSpec(
     ),
     protected=(ProtectedAttribute("sex", ("Male",)), ProtectedAttribute("race", ("White",))),
     description="UCI Adult census income: does a person earn more than $50K a year?",
+    # relationship (Husband, Wife, Unmarried, …) is a proxy for marital status and sex;
+    # native-country is national origin
+    prohibited=("sex", "race", "marital-status", "relationship", "native-country", "age"),
 )
 
 
@@ -214,6 +224,9 @@ GERMAN_SPEC = DatasetSpec(
     ),
     protected=(ProtectedAttribute("sex", ("male",)), ProtectedAttribute("age", privileged_min=25)),
     description="UCI Statlog German credit: is an applicant a good credit risk?",
+    # sex is what scrutiny keeps of the personal_status column (whose codes also mix in marital
+    # status); foreign_worker stands in for national origin
+    prohibited=("sex", "age", "foreign_worker"),
 )
 
 
@@ -246,6 +259,7 @@ COMPAS_SPEC = DatasetSpec(
     ),
     protected=(ProtectedAttribute("race", ("Caucasian",)), ProtectedAttribute("sex", ("Female",))),
     description="ProPublica COMPAS: does a defendant avoid re-offending within two years?",
+    prohibited=("race", "sex", "age", "age_cat"),  # age_cat is age in three bands
 )
 
 

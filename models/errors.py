@@ -5,7 +5,7 @@ does not fit the data) raises a :class:`ScrutinyError`. The CLI prints its messa
 line and exits with code 2; library callers can catch it like the built-in it subclasses.
 """
 
-__all__ = ["ScrutinyError", "InputError", "DataError", "CheckpointError"]
+__all__ = ["ScrutinyError", "InputError", "DataError", "CheckpointError", "describe_raised"]
 
 
 class ScrutinyError(Exception):
@@ -22,3 +22,12 @@ class DataError(ScrutinyError, ValueError):
 
 class CheckpointError(ScrutinyError, ValueError):
     """A checkpoint or model file is missing, corrupt or does not fit the data."""
+
+
+def describe_raised(exc: BaseException) -> str:
+    """``TypeName: first line of the message``: one line on what a user's code (a model
+    factory, a model's forward) raised, for a CheckpointError."""
+    if isinstance(exc, SystemExit):
+        return f"SystemExit({exc.code!r})"
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__

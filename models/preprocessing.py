@@ -8,13 +8,14 @@ the encoded matrix can be summed back to the columns people think in.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from .errors import DataError
-from .spec import DatasetSpec
+from .spec import DatasetSpec, short_repr
 
 __all__ = ["TabularPreprocessor", "ImagePreprocessor", "preprocessor_from_dict"]
 
@@ -122,11 +123,37 @@ class TabularPreprocessor:
 
     @classmethod
     def from_dict(cls, data: dict, spec: DatasetSpec) -> TabularPreprocessor:
+        """The state ``to_dict`` wrote for ``spec``; DataError naming the key if it is not one."""
+        if not isinstance(data, dict):
+            raise DataError(f"expected a table of preprocessing keys, got {type(data).__name__}")
+        numeric = [f.name for f in spec.features if f.kind == "numeric"]
+        coded = [f.name for f in spec.features if f.kind != "numeric"]
+        for key, names, ok, expected in (
+            ("means", numeric, _is_number, "a finite number"),
+            ("scales", numeric, lambda v: _is_number(v) and v > 0, "a finite number > 0"),
+            ("categories", coded, lambda v: isinstance(v, list) and all(isinstance(c, str) for c in v),
+             "a list of category names"),
+        ):
+            table = data.get(key)
+            if not isinstance(table, dict):
+                raise DataError(f"'{key}' must map each feature name to {expected}, got {short_repr(table)}")
+            missing = [n for n in names if n not in table]
+            if missing:
+                raise DataError(f"'{key}' has no entry for feature(s) {', '.join(map(repr, missing[:5]))}"
+                                f"{' …' if len(missing) > 5 else ''} of the data-set spec")
+            for name, value in table.items():
+                if not ok(value):
+                    raise DataError(f"'{key}' of '{name}' must be {expected}, got {short_repr(value)}")
+        categories = data["categories"]
+        for feature in spec.features:
+            if feature.kind == "binary" and len(categories[feature.name]) != 2:
+                raise DataError(f"'categories' of binary feature '{feature.name}' must hold two values, "
+                                f"got {categories[feature.name]!r}")
         return cls(
             spec=spec,
-            means_=dict(data["means"]),
-            scales_=dict(data["scales"]),
-            categories_={k: list(v) for k, v in data["categories"].items()},
+            means_={n: float(v) for n, v in data["means"].items()},
+            scales_={n: float(v) for n, v in data["scales"].items()},
+            categories_={k: list(v) for k, v in categories.items()},
         )
 
 
@@ -160,9 +187,16 @@ class ImagePreprocessor:
 
 
 def preprocessor_from_dict(data: dict, spec: DatasetSpec) -> TabularPreprocessor | ImagePreprocessor:
-    if data.get("kind") == "image":
+    kind = data.get("kind") if isinstance(data, dict) else None
+    if kind not in (None, spec.task):
+        raise DataError(f"'kind' is {kind!r}, but the data set is {spec.task}")
+    if spec.task == "image":
         return ImagePreprocessor(spec)
     return TabularPreprocessor.from_dict(data, spec)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _require_columns(X: pd.DataFrame, names: list[str], dataset: str) -> None:

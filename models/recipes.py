@@ -15,6 +15,7 @@ from torch import nn
 from .architectures import build_model
 from .datasets import Dataset
 from .errors import InputError
+from .limits import check_int
 from .training import DEFAULT_TRAINING, evaluate, train
 
 __all__ = ["DEFAULT_ARCH", "TrainedModel", "train_on"]
@@ -61,9 +62,14 @@ def train_on(
     """
     arch = arch or DEFAULT_ARCH[dataset.spec.task]
     if arch in IMAGE_ONLY and dataset.spec.task != "image":
-        raise InputError(f"--arch {arch} reads images; data set '{dataset.spec.name}' is tabular (try mlp or transformer)")
+        raise InputError(f"architecture '{arch}' reads images; data set '{dataset.spec.name}' is tabular "
+                         "(try mlp or transformer)")
     if arch == "autoencoder":
-        raise InputError("--arch autoencoder is an out-of-distribution scorer, not a classifier; train a classifier here")
+        raise InputError("architecture 'autoencoder' is an out-of-distribution scorer, not a classifier; "
+                         "train a classifier here")
+    check_int("seed", seed)
+    if overrides.get("epochs") is not None:
+        check_int("epochs", overrides["epochs"])
     import torch
 
     torch.manual_seed(seed)

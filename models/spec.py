@@ -7,7 +7,8 @@ know which groups are privileged, without the raw data at hand.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import math
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 import numpy as np
@@ -84,6 +85,10 @@ class DatasetSpec:
         image_shape: (channels, height, width) for image tasks.
         pixel_range: valid (min, max) of image inputs after preprocessing.
         description: one line shown in reports.
+        prohibited: columns that are prohibited bases of a decision (ECOA / Regulation B,
+            12 CFR 1002.2(z): race, sex, marital status, age, national origin, …, and their
+            proxies); an adverse-action notice may not state one as a reason. Every protected
+            attribute is one too (:attr:`prohibited_bases`).
     """
 
     name: str
@@ -97,6 +102,7 @@ class DatasetSpec:
     pixel_range: tuple[float, float] | None = None
     description: str = ""
     extra: dict = field(default_factory=dict)
+    prohibited: tuple[str, ...] = ()
 
     @property
     def n_classes(self) -> int:
@@ -110,6 +116,11 @@ class DatasetSpec:
     def feature_names(self) -> list[str]:
         return [f.name for f in self.features]
 
+    @property
+    def prohibited_bases(self) -> list[str]:
+        """The declared prohibited bases, then the protected attributes not among them."""
+        return list(dict.fromkeys([*self.prohibited, *(p.name for p in self.protected)]))
+
     def protected_attribute(self, name: str) -> ProtectedAttribute:
         for attribute in self.protected:
             if attribute.name == name:
@@ -122,6 +133,8 @@ class DatasetSpec:
 
     @classmethod
     def from_dict(cls, data: dict) -> DatasetSpec:
+        """The spec ``to_dict`` wrote; DataError naming the key if ``data`` is not one."""
+        _check_spec_dict(data, {f.name for f in fields(cls)})
         data = dict(data)
         data["classes"] = tuple(data["classes"])
         data["features"] = tuple(Feature(**f) for f in data.get("features", ()))
@@ -133,10 +146,89 @@ class DatasetSpec:
             )
             for p in data.get("protected", ())
         )
+        prohibited = data.get("prohibited", [])  # absent from manifests written before it existed
+        if not isinstance(prohibited, (list, tuple)) or not all(isinstance(p, str) for p in prohibited):
+            raise DataError(f"data set '{data.get('name')}': 'prohibited' must be a list of column names, got {prohibited!r}")
+        data["prohibited"] = tuple(prohibited)
         for key in ("image_shape", "pixel_range"):
             if data.get(key) is not None:
                 data[key] = tuple(data[key])
         return cls(**data)
+
+
+def _check_spec_dict(data, known: set[str]) -> None:
+    """Types and values of a spec read from JSON (a checkpoint manifest, a run folder)."""
+    if not isinstance(data, dict):
+        raise DataError(f"expected a table of spec keys, got {type(data).__name__}")
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise DataError(f"unknown key(s) {', '.join(map(repr, unknown))}; expected some of {', '.join(sorted(known))}")
+    for key in ("name", "task", "label", "classes"):
+        if key not in data:
+            raise DataError(f"missing key '{key}'")
+    for key in ("name", "label", "description"):
+        if not isinstance(data.get(key, ""), str):
+            raise DataError(f"'{key}' must be a string, got {data[key]!r}")
+    if data["task"] not in ("tabular", "image"):
+        raise DataError(f"'task' must be 'tabular' or 'image', got {data['task']!r}")
+    classes = data["classes"]
+    if not _is_list(classes, str) or len(classes) < 2 or len(set(classes)) != len(classes):
+        raise DataError(f"'classes' must be a list of two or more distinct class names, got {short_repr(classes)}")
+    favourable = data.get("favourable_label")
+    if favourable is not None and not isinstance(favourable, (str, int, float, bool)):
+        raise DataError(f"'favourable_label' must be a label value, got {favourable!r}")
+    if not isinstance(data.get("extra", {}), dict):
+        raise DataError(f"'extra' must be a table, got {short_repr(data['extra'])}")
+    features = data.get("features", [])
+    if not _is_list(features, dict):
+        raise DataError(f"'features' must be a list of {{name, kind, integer}} tables, got {short_repr(features)}")
+    for i, feature in enumerate(features):
+        where = f"'features[{i}]'"
+        extra = sorted(set(feature) - {"name", "kind", "integer"})
+        if extra or not isinstance(feature.get("name"), str) or feature.get("kind") not in FEATURE_KINDS \
+                or not isinstance(feature.get("integer", False), bool):
+            raise DataError(f"{where} must be {{name: text, kind: {' / '.join(FEATURE_KINDS)}, integer: true/false}}, "
+                            f"got {feature!r}")
+    names = [f["name"] for f in features]
+    if len(set(names)) != len(names):
+        raise DataError(f"'features' names a column twice: {sorted({n for n in names if names.count(n) > 1})}")
+    if data["task"] == "tabular" and not features:
+        raise DataError("'features' is empty; a tabular data set needs at least one feature")
+    protected = data.get("protected", [])
+    if not _is_list(protected, dict):
+        raise DataError(f"'protected' must be a list of {{name, privileged_values, privileged_min}} tables, "
+                        f"got {short_repr(protected)}")
+    for i, attribute in enumerate(protected):
+        extra = sorted(set(attribute) - {"name", "privileged_values", "privileged_min"})
+        minimum = attribute.get("privileged_min")
+        values = attribute.get("privileged_values", [])
+        if extra or not isinstance(attribute.get("name"), str) or not isinstance(values, list) \
+                or not all(isinstance(v, (str, int, float, bool)) for v in values) \
+                or not (minimum is None or _is_finite(minimum)):
+            raise DataError(f"'protected[{i}]' must be {{name: text, privileged_values: [values] or "
+                            f"privileged_min: number}}, got {attribute!r}")
+    shape = data.get("image_shape")
+    if data["task"] == "image" or shape is not None:
+        if not _is_list(shape, int) or len(shape) != 3 or any(isinstance(s, bool) or s < 1 for s in shape):
+            raise DataError(f"'image_shape' must be [channels, height, width] of positive whole numbers, got {shape!r}")
+    pixels = data.get("pixel_range")
+    if pixels is not None and (not isinstance(pixels, list) or len(pixels) != 2 or not all(map(_is_finite, pixels))
+                               or not pixels[0] < pixels[1]):
+        raise DataError(f"'pixel_range' must be [low, high] with low < high, got {pixels!r}")
+
+
+def short_repr(value, width: int = 80) -> str:
+    """``repr(value)``, cut to ``width`` characters for an error message."""
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _is_list(value, kind: type) -> bool:
+    return isinstance(value, list) and all(isinstance(v, kind) for v in value)
+
+
+def _is_finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _jsonable(value):

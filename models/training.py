@@ -24,7 +24,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from .errors import InputError
+from .errors import CheckpointError, InputError, describe_raised
+from .limits import check_int
 
 __all__ = [
     "DEFAULT_TRAINING",
@@ -259,15 +260,28 @@ def _is_num(value) -> bool:
 
 
 def _outputs(model: nn.Module, X: np.ndarray, device: torch.device, batch_size: int) -> Tensor:
-    """Model outputs for all of X in eval mode without gradients, as float32 on the CPU."""
+    """Model outputs for all of X in eval mode without gradients, as float32 on the CPU.
+
+    A model that raises on a batch (a user's model may pass the checks on a few rows and fail
+    on more) is a model error: CheckpointError naming the model and the batch.
+    """
     was_training = model.training
     model.eval()
+    chunks = []
     try:
         with torch.no_grad():
-            chunks = [
-                model(torch.from_numpy(X[i : i + batch_size]).to(device)).float().cpu()
-                for i in range(0, len(X), batch_size)
-            ]
+            for i in range(0, len(X), batch_size):
+                batch = torch.from_numpy(X[i : i + batch_size]).to(device)
+                try:
+                    output = model(batch)
+                except KeyboardInterrupt:
+                    raise
+                except BaseException as exc:
+                    raise CheckpointError(
+                        f"model {getattr(model, 'arch', '') or type(model).__name__} raised {describe_raised(exc)} "
+                        f"on a batch of {len(batch)} rows (rows {i} to {i + len(batch) - 1})"
+                    ) from None
+                chunks.append(output.float().cpu())
     finally:
         model.train(was_training)
     return torch.cat(chunks)
@@ -384,11 +398,13 @@ def train(
         TrainResult: The trained model, per-epoch history and timing.
 
     Raises:
-        InputError: Bad option values, X/y of the wrong shape or length, NaN in X, labels
-            outside the model's classes, bad sample weights, or an unavailable device.
+        InputError: Bad option values (``epochs``, ``batch_size`` and ``seed`` within
+            :data:`~scrutiny.models.limits.LIMITS`), X/y of the wrong shape or length, NaN in X,
+            labels outside the model's classes, bad sample weights, or an unavailable device.
     """
-    _require(_is_int(epochs) and epochs >= 1, "epochs", "a positive integer", epochs)
-    _require(_is_int(batch_size) and batch_size >= 1, "batch_size", "a positive integer", batch_size)
+    check_int("epochs", epochs)
+    check_int("batch_size", batch_size)
+    check_int("seed", seed)
     _require(_is_num(lr) and lr > 0, "lr", "a number > 0", lr)
     _require(_is_num(weight_decay) and weight_decay >= 0, "weight_decay", "a number >= 0", weight_decay)
     for name, value in (("warmup_fraction", warmup_fraction), ("val_fraction", val_fraction)):

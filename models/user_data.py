@@ -8,6 +8,9 @@ Example ``loans.toml`` for ``loans.csv``::
     drop = ["applicant_id"]       # columns the model must not read
     test_size = 0.25              # share held out for testing, stratified; default 0.25
     seed = 0                      # split seed; default 0
+    prohibited = ["marital_status", "zip"]  # prohibited bases of a decision besides the protected
+                                  # columns (ECOA: marital status, age, national origin, … and
+                                  # proxies); adverse-action notices may not state them as reasons
 
     [protected]                   # protected attribute -> privileged group
     sex = ["male"]                #   privileged values
@@ -19,20 +22,24 @@ binary and other text columns categorical. Protected columns stay features unles
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .datasets import Dataset, split_frame, tabular_dataset
 from .data_files import sha256_file
 from .errors import DataError
+from .limits import check_int
 from .spec import DatasetSpec, Feature, ProtectedAttribute
 
 __all__ = ["load_table", "read_table_spec", "SPEC_KEYS"]
 
-SPEC_KEYS = {"label", "favourable", "categorical", "drop", "test_size", "seed", "protected", "description"}
+SPEC_KEYS = {"label", "favourable", "categorical", "drop", "test_size", "seed", "protected", "prohibited",
+             "description"}
 
 
 def read_table_spec(path: str | os.PathLike) -> dict:
@@ -50,7 +57,7 @@ def read_table_spec(path: str | os.PathLike) -> dict:
     for key in ("label", "favourable"):
         if key not in spec:
             raise DataError(f"{path}: missing required key '{key}'")
-    for key in ("categorical", "drop"):
+    for key in ("categorical", "drop", "prohibited"):
         if not isinstance(spec.get(key, []), list):
             raise DataError(f"{path}: '{key}' must be a list of column names")
     if not isinstance(spec.get("protected", {}), dict):
@@ -58,6 +65,14 @@ def read_table_spec(path: str | os.PathLike) -> dict:
     test_size = spec.get("test_size", 0.25)
     if not isinstance(test_size, (int, float)) or not 0 < test_size < 1:
         raise DataError(f"{path}: test_size must be a number between 0 and 1, got {test_size!r}")
+    check_int("seed", spec.get("seed", 0), where=str(path))
+    label = spec["label"]
+    for key in ("drop", "categorical"):
+        if label in spec.get(key, []):
+            raise DataError(f"{path}: '{key}' lists the label column '{label}'; the label is never a feature")
+    if label in spec.get("protected", {}):
+        raise DataError(f"{path}: [protected] lists the label column '{label}'; a protected attribute must be "
+                        "a column other than the outcome")
     return spec
 
 
@@ -88,6 +103,15 @@ def load_table(path: str | os.PathLike, spec_path: str | os.PathLike) -> Dataset
         if column not in frame.columns:
             raise DataError(f"{path}: protected column '{column}' not found")
         protected.append(_protected(column, privileged, spec_path))
+    # protected attributes are prohibited bases too (DatasetSpec.prohibited_bases adds them)
+    prohibited = tuple(dict.fromkeys(options.get("prohibited", [])))
+    for column in prohibited:
+        if column not in frame.columns:
+            raise DataError(f"{path}: prohibited column {column!r} named in {spec_path} not found "
+                            f"(columns: {', '.join(map(str, frame.columns))})")
+        if column == label:
+            raise DataError(f"{spec_path}: prohibited column {column!r} is the label; list the features that are "
+                            "prohibited bases")
 
     for column in options.get("categorical", []) + options.get("drop", []):
         if column not in frame.columns:
@@ -97,10 +121,16 @@ def load_table(path: str | os.PathLike, spec_path: str | os.PathLike) -> Dataset
     features = tuple(
         _feature(frame[c], c, c in options.get("categorical", [])) for c in frame.columns if c not in dropped
     )
-    for column in [label] + [f.name for f in features] + [p.name for p in protected]:
+    if not features:
+        raise DataError(f"{spec_path}: no feature columns left after drop {options.get('drop', [])} and the label "
+                        f"'{label}'; the model needs at least one column to read")
+    used = list(dict.fromkeys([label] + [f.name for f in features] + [p.name for p in protected]))
+    for column in used:
         missing = int(frame[column].isna().sum())
         if missing:
             raise DataError(f"{path}: column '{column}' has {missing} missing value(s) (NaN); fill or drop them first")
+    _check_finite(frame, used, path)
+    _check_split_size(frame[label], label, options.get("test_size", 0.25), path)
 
     unfavourable = next(v for v in labels if v != favourable)
     spec = DatasetSpec(
@@ -111,6 +141,7 @@ def load_table(path: str | os.PathLike, spec_path: str | os.PathLike) -> Dataset
         favourable_label=favourable.item() if hasattr(favourable, "item") else favourable,
         features=features,
         protected=tuple(protected),
+        prohibited=prohibited,
         description=options.get("description", f"user table {path.name}"),
         extra={"source": path.name, "test_size": options.get("test_size", 0.25), "seed": options.get("seed", 0)},
     )
@@ -136,7 +167,50 @@ def _read_frame(path: Path) -> pd.DataFrame:
         raise DataError(f"{path}: cannot be read as a table ({str(exc).splitlines()[0]})") from None
     if frame.empty:
         raise DataError(f"{path}: has a header but no rows")
+    if path.suffix.lower() == ".csv":
+        _check_unique_header(path)
     return frame
+
+
+def _check_unique_header(path: Path) -> None:
+    """pandas silently renames a repeated CSV column name (``age``, ``age.1``): refuse it instead."""
+    header = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False).iloc[0].tolist()
+    counts = pd.Series(header).value_counts()
+    repeated = counts[counts > 1]
+    if len(repeated):
+        shown = ", ".join(f"'{name}' ({count} times)" for name, count in repeated.items())
+        raise DataError(f"{path}: the header repeats column name(s) {shown}; give each column its own name")
+
+
+def _check_finite(frame: pd.DataFrame, columns: list[str], path: Path) -> None:
+    """±inf (also what a CSV number beyond float range, such as 5e309, parses to) in the columns read."""
+    counts = {}
+    for column in columns:
+        if pd.api.types.is_float_dtype(frame[column]):
+            infinite = int(np.isinf(frame[column].to_numpy(dtype=np.float64)).sum())
+            if infinite:
+                counts[column] = infinite
+    if counts:
+        shown = ", ".join(f"'{column}' ({count})" for column, count in counts.items())
+        raise DataError(f"{path}: infinite values (inf, or numbers too large for a float such as 1e309) in "
+                        f"column(s) {shown}; replace or drop them first")
+
+
+def _check_split_size(labels: pd.Series, label: str, test_size: float, path: Path) -> None:
+    """The conditions of a stratified train/test split (scikit-learn's): every class has two rows,
+    and both parts can hold a row of each class."""
+    counts = labels.astype(str).value_counts()
+    n, k = len(labels), len(counts)
+    n_test = math.ceil(test_size * n)
+    n_train = n - n_test
+    if counts.min() >= 2 and min(n_test, n_train) >= k:
+        return
+    shown = ", ".join(f"{count} of '{value}'" for value, count in counts.items())
+    raise DataError(
+        f"{path}: {n} rows are too few for a stratified train/test split: label '{label}' has {shown}; "
+        f"each class needs at least 2 rows, and test_size {test_size:g} must leave at least {k} test and {k} "
+        f"training rows (it leaves {n_test} and {n_train})"
+    )
 
 
 def _feature(column: pd.Series, name: str, categorical: bool) -> Feature:

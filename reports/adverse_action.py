@@ -1,24 +1,17 @@
-"""Principal reasons for adverse action, from the attributions a run stored.
+"""The adverse-action notices a run stored, read for the report (never recomputed).
 
-US ECOA / Regulation B (12 CFR 1002.9(b)(2)) requires a creditor who takes adverse action to
-state the principal reasons for it. For each explained test row the model decided
-unfavourably, the reasons here are the (up to four) original features whose attributions
-pushed its score furthest toward the unfavourable outcome, named as the data names them and
-with the applicant's own values. Only features that pushed that way count: a row may have
-fewer than four.
+The audit (:mod:`scrutiny.audit.adverse_action`) stores, for every explained test row the
+model decided unfavourably, its principal reasons (up to four features pushing furthest
+toward the unfavourable outcome, with the applicant's values) and whether one of them is a
+prohibited basis, in which case no notice can be issued. This module reads the first rows of
+that store and the counts over all of them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
-__all__ = ["Reason", "Notice", "PREFERRED_METHODS", "adverse_action_notices"]
-
-# model-agnostic and additive first: KernelSHAP values share out exactly the score being explained
-PREFERRED_METHODS = ("kernel_shap", "integrated_gradients", "deeplift", "lime", "gradient_shap", "shap_gradient",
-                     "feature_ablation", "input_x_gradient", "saliency", "occlusion")
+__all__ = ["Reason", "Notice", "StoredNotices", "stored_notices"]
 
 
 @dataclass
@@ -27,59 +20,57 @@ class Reason:
     value: str
     contribution: float      # toward the unfavourable outcome, in the explained output's units
     feature_index: int       # column of the stored attribution array
+    slot: int                # column of the stored notice arrays
+    prohibited: bool         # a prohibited basis: never stated as a reason
 
 
 @dataclass
 class Notice:
+    index: int               # row of the stored notice arrays
     test_row: int
     position: int            # row of the stored attribution array
     decision: str
     favourable_probability: float
-    reasons: list[Reason]
+    reasons: list[Reason]    # the principal reasons, strongest first, prohibited ones included
+
+    @property
+    def cannot_issue(self) -> bool:
+        return any(r.prohibited for r in self.reasons)
+
+    @property
+    def prohibited(self) -> list[Reason]:
+        return [r for r in self.reasons if r.prohibited]
 
 
-def adverse_action_notices(run, *, max_rows: int = 10, max_reasons: int = 4) -> tuple[str | None, list[Notice]]:
-    """(method used, notices) for up to ``max_rows`` explained rows with an unfavourable decision.
+@dataclass
+class StoredNotices:
+    method: str
+    file: str                # the run's array file the numbers come from
+    n_unfavourable: int      # explained rows decided unfavourably: all of them are stored
+    n_cannot_issue: int
+    prohibited_bases: list[str]
+    notices: list[Notice]    # the first ones, in the order of the explained rows
 
-    Needs a binary tabular run with attributions; otherwise (None, []).
-    """
-    findings = run.findings
-    subject = findings["subject"]["data"]
-    attributions = findings["details"].get("attributions")
-    if subject["task"] != "tabular" or len(subject["classes"]) != 2 or not attributions:
-        return None, []
-    import pandas as pd
 
-    method = next((m for m in PREFERRED_METHODS if m in attributions["methods"]), None)
-    if method is None:
-        return None, []
-    stored = run.arrays("arrays/attributions.npz")
-    values, target, rows = stored[method], stored["target"], stored["rows"]
-    predictions = run.arrays("arrays/predictions.npz")
-    raw = pd.read_parquet(run.file("arrays/explained_rows.parquet"))
-    features = attributions["features"]
-    classes = subject["classes"]
-    favourable, unfavourable = 1, 0  # scrutiny's convention for binary tasks
+def stored_notices(run, *, max_rows: int = 10) -> StoredNotices | None:
+    """The first ``max_rows`` notices of ``run`` and the counts over all; None when the run
+    stores none (not a binary tabular data set, no attributions, or audited before scrutiny
+    stored notices)."""
+    summary = (run.findings["details"].get("attributions") or {}).get("adverse_action")
+    if not summary:
+        return None
+    stored = run.arrays(summary["file"])
+    features = run.findings["details"]["attributions"]["features"]
+    unfavourable = run.findings["subject"]["data"]["classes"][0]
     notices = []
-    for i, row in enumerate(rows):
-        if predictions["y_pred"][row] != unfavourable:
-            continue
-        # attributions explain the target class's score: positive pushes toward the target
-        push = values[i] if target[i] == unfavourable else -values[i]
-        order = [j for j in np.argsort(-push, kind="stable") if push[j] > 0][:max_reasons]
-        notices.append(Notice(
-            test_row=int(row),
-            position=i,
-            decision=classes[unfavourable],
-            favourable_probability=float(predictions["proba"][row, favourable]),
-            reasons=[Reason(features[j], _value(raw.iloc[i][features[j]]), float(push[j]), int(j)) for j in order],
-        ))
-        if len(notices) == max_rows:
-            break
-    return method, notices
-
-
-def _value(value) -> str:
-    if isinstance(value, (float, np.floating)) and float(value).is_integer():
-        return str(int(value))
-    return str(value)
+    for k in range(min(max_rows, len(stored["test_row"]))):
+        reasons = [Reason(feature=features[j], value=str(stored["value"][k, s]),
+                          contribution=float(stored["contribution"][k, s]), feature_index=int(j), slot=s,
+                          prohibited=bool(stored["prohibited"][k, s]))
+                   for s, j in enumerate(stored["reason"][k]) if j >= 0]
+        notices.append(Notice(index=k, test_row=int(stored["test_row"][k]), position=int(stored["position"][k]),
+                              decision=unfavourable, favourable_probability=float(stored["proba"][k, 1]),
+                              reasons=reasons))
+    return StoredNotices(method=summary["method"], file=summary["file"], n_unfavourable=summary["n_unfavourable"],
+                         n_cannot_issue=summary["n_cannot_issue"], prohibited_bases=summary["prohibited_bases"],
+                         notices=notices)

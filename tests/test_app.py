@@ -20,7 +20,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from scrutiny.app.text import literal
 from scrutiny.audit.cli import main
+from scrutiny.audit.findings import STATUS_WORDS, STATUSES
 from scrutiny.audit.run_folder import to_json
 
 from . import audit_configs
@@ -171,7 +173,8 @@ def test_every_page_renders_without_an_exception(RUNS, run):
         go(at, page)
         assert texts(at.header) == [headers[page]], page
         # only the Runs page lists the unreadable runs, each with its reason
-        assert [e.split(":")[0] for e in texts(at.error)] == (["corrupt", "no-findings"] if page == "Runs" else []), page
+        assert [e.split(":")[0] for e in texts(at.error)] == ([literal("corrupt"), literal("no-findings")]
+                                                             if page == "Runs" else []), page
         assert at.query_params["page"] == page.lower()
         assert at.query_params["run"] == run
 
@@ -188,7 +191,7 @@ def test_pages_open_from_the_url(RUNS):
 
 def test_runs_table_lists_the_runs_with_verdict_and_counts(RUNS):
     at = ok(app("runs", "adult"))
-    table = frame(at, "run", "verdict", "pass", "warn", "fail", "problem").set_index("run")
+    table = frame(at, "run", "verdict", "pass", "warn", "fail", "insufficient", "problem").set_index("run")
     # incomplete has no manifest: not a run folder, not listed
     assert list(table.index) == ["adult", "adult-seed1", "corrupt", "digits", "no-findings"]
     assert at.sidebar.selectbox(key="run").options == list(table.index)
@@ -196,7 +199,7 @@ def test_runs_table_lists_the_runs_with_verdict_and_counts(RUNS):
         findings = findings_of(RUNS, name)
         row = table.loc[name]
         assert row["verdict"] == findings["verdict"]
-        assert [int(row[s]) for s in ("pass", "warn", "fail")] == [findings["counts"][s] for s in ("pass", "warn", "fail")]
+        assert [int(row[s]) for s in STATUSES] == [findings["counts"][s] for s in STATUSES]
         assert sum(findings["counts"].values()) == len(findings["findings"])
         assert row["data"] == findings["subject"]["data"]["name"]
         assert row["model"] == findings["subject"]["model"]["architecture"]
@@ -205,21 +208,22 @@ def test_runs_table_lists_the_runs_with_verdict_and_counts(RUNS):
         row = table.loc[name]
         assert row["verdict"] == "unreadable" and pd.isna(row["pass"])
         assert str(RUNS / name / "findings.json") in row["problem"] and why in row["problem"]
-        assert any(e.startswith(f"{name}: ") and "findings.json" in e for e in texts(at.error)), texts(at.error)
+        assert any(e.startswith(f"{literal(name)}: ") and "findings.json" in e for e in texts(at.error)), texts(at.error)
 
 
 @pytest.mark.parametrize("run", GOOD_RUNS)
 def test_findings_table_equals_findings_json(RUNS, run):
     at = ok(app("runs", run))
     findings = findings_of(RUNS, run)
-    assert texts(at.subheader)[0].startswith(f"{run}: ")
+    assert texts(at.subheader)[0].startswith(f"{literal(run)}: ")
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics == {"verdict": findings["verdict"], **{s: str(findings["counts"][s]) for s in ("pass", "warn", "fail")}}
+    assert metrics == {"verdict": findings["verdict"], **{STATUS_WORDS[s]: str(findings["counts"][s]) for s in STATUSES}}
     table = frame(at, "check", "family", "value", "low", "high", "threshold", "status")
     expected = findings["findings"]
     assert table["check"].tolist() == [f["id"] for f in expected]
     assert table["family"].tolist() == [f["family"] for f in expected]
-    assert table["status"].tolist() == [f["status"] for f in expected]
+    assert table["status"].tolist() == [STATUS_WORDS[f["status"]] for f in expected]
+    assert table["caveats"].tolist() == ["; ".join(f["caveats"]) for f in expected]
     assert table["explanation"].tolist() == [f["explanation"] for f in expected]
     same(table["value"], [f["value"] for f in expected])
     same(table["low"], [f["interval"]["low"] if f["interval"] else None for f in expected])
@@ -233,12 +237,12 @@ def test_status_and_family_filters_narrow_the_findings(RUNS):
     at = ok(app("runs", "adult"))
     findings = findings_of(RUNS, "adult")["findings"]
     statuses = at.multiselect(key="statuses")
-    assert sorted(statuses.options) == ["fail", "pass", "warn"] and sorted(statuses.value) == ["fail", "pass", "warn"]
-    for chosen in (["fail"], ["warn", "pass"]):
-        ok(at.multiselect(key="statuses").set_value(chosen).run())
+    assert statuses.options == statuses.value == ["fail", "warn", "insufficient data", "pass"]
+    for chosen in (["fail"], ["warn", "pass"], ["insufficient"]):
+        ok(at.multiselect(key="statuses").set_value([STATUS_WORDS[s] for s in chosen]).run())
         table = frame(at, "check", "status")
         assert table["check"].tolist() == [f["id"] for f in findings if f["status"] in chosen]
-    ok(at.multiselect(key="statuses").set_value(["fail", "warn", "pass"]).run())
+    ok(at.multiselect(key="statuses").set_value(["fail", "warn", "insufficient data", "pass"]).run())
     ok(at.multiselect(key="families").set_value(["fairness"]).run())
     assert frame(at, "check", "status")["check"].tolist() == [f["id"] for f in findings if f["family"] == "fairness"]
     ok(at.multiselect(key="statuses").set_value([]).run())
@@ -275,8 +279,8 @@ def test_row_attributions_equal_the_stored_arrays(RUNS):
             row = details["rows"][position]
             classes = findings_of(RUNS, "adult")["subject"]["data"]["classes"]
             metrics = {m.label: m.value for m in at.metric}
-            assert metrics["prediction"] == classes[p["y_pred"][row]]
-            assert metrics["label"] == classes[p["y_true"][row]]
+            assert metrics["prediction"] == literal(classes[p["y_pred"][row]])
+            assert metrics["label"] == literal(classes[p["y_true"][row]])
             assert metrics["P(prediction)"] == f"{p['proba'][row, p['y_pred'][row]]:.3f}"
         assert len(at.image) >= 1  # the bar chart of this row
 
@@ -285,9 +289,8 @@ def test_row_attributions_equal_the_stored_arrays(RUNS):
 def test_global_importance_equals_the_details(RUNS, run):
     at = ok(app("explanations", run))
     details = findings_of(RUNS, run)["details"]["attributions"]
-    assert [e.label for e in at.expander] == list(details["importance"])
-    for expander in at.expander:
-        entry = details["importance"][expander.label]
+    assert [e.label for e in at.expander] == [literal(m) for m in details["importance"]]
+    for expander, entry in zip(at.expander, details["importance"].values()):
         table = frame(at, "feature", "mean |attribution|", where=expander).set_index("feature").loc[details["features"]]
         same(table["mean |attribution|"], entry["mean"])
         same(table["low"], entry["low"])
@@ -403,9 +406,9 @@ def test_adversarial_examples_and_their_changes(RUNS):
         changes = frame(at, "feature", "before", "after")
         assert changes.values.tolist() == [list(map(str, c)) for c in example["changes"]]
         metrics = {m.label: m.value for m in at.metric}
-        assert metrics["true label"] == classes[example["label"]]
-        assert metrics["prediction before"] == classes[example["before"]]
-        assert metrics["prediction after"] == classes[example["after"]]
+        assert metrics["true label"] == literal(classes[example["label"]])
+        assert metrics["prediction before"] == literal(classes[example["before"]])
+        assert metrics["prediction after"] == literal(classes[example["after"]])
 
 
 def test_digits_examples_are_images(RUNS):
@@ -521,8 +524,8 @@ def _check_comparison(table: pd.DataFrame, runs: Path, a: str, b: str) -> None:
     assert table["check"].tolist() == ids
     same(table[a], [left[i]["value"] if i in left else None for i in ids])
     same(table[b], [right[i]["value"] if i in right else None for i in ids])
-    assert table[f"status {a}"].tolist() == [left[i]["status"] if i in left else "absent" for i in ids]
-    assert table[f"status {b}"].tolist() == [right[i]["status"] if i in right else "absent" for i in ids]
+    assert table[f"status {a}"].tolist() == [STATUS_WORDS[left[i]["status"]] if i in left else "absent" for i in ids]
+    assert table[f"status {b}"].tolist() == [STATUS_WORDS[right[i]["status"]] if i in right else "absent" for i in ids]
     for i, changed in zip(ids, table["changed"]):
         fa, fb = left.get(i), right.get(i)
         differs = (fa is None) != (fb is None) or fa["status"] != fb["status"] or (
@@ -653,7 +656,8 @@ def test_run_in_the_url_cannot_leave_runs_dir(RUNS, monkeypatch):
         assert any(f"'{wanted}' is not a run folder in {RUNS}" in w for w in texts(at.warning)), (wanted, texts(at.warning))
         assert at.sidebar.selectbox(key="run").value == "adult", wanted
         assert at.query_params["run"] == "adult", wanted
-        assert [e.split(":")[0] for e in texts(at.error)] == (["corrupt", "no-findings"] if page == "runs" else []), wanted
+        assert [e.split(":")[0] for e in texts(at.error)] == ([literal("corrupt"), literal("no-findings")]
+                                                             if page == "runs" else []), wanted
         assert texts(at.header) == [page.capitalize()]
     assert opened and all(p.parent == RUNS.resolve() for p in opened), opened
     assert RUNS / "adult" in opened and outside.resolve() not in opened

@@ -25,6 +25,7 @@ import pytest
 
 from scrutiny.audit.cli import main
 from scrutiny.audit.findings import BOUNDS, status_of, validate_findings
+from scrutiny.audit.policy import load_policy
 from scrutiny.audit.run_folder import RunError, list_runs, load_run
 from scrutiny.models.errors import InputError
 
@@ -167,15 +168,27 @@ def recomputed_status(finding: dict) -> str:
     value = finding["value"]
     interval = finding["interval"]
     status = status_of(math.nan if value is None else value, finding["threshold"],
-                       None if interval is None else (interval["low"], interval["high"]), finding["caveats"])
+                       None if interval is None else (interval["low"], interval["high"]), finding["caveats"],
+                       finding.get("comparison"))
     assert status == _status_rule(finding), finding["id"]
     return status
 
 
 def _status_rule(finding: dict) -> str:
-    """The documented rule: outside a fail bound fails; outside a warn bound, an interval reaching past a fail
-    bound, no value, or any caveat warns; else pass."""
-    t, value, interval = finding["threshold"], finding["value"], finding["interval"]
+    """The documented rule: a comparison whose interval is not wholly past a fail bound, and whose smaller group
+    is under a minimum or whose interval holds both no difference and a failing value, is insufficient; else
+    outside a fail bound fails; outside a warn bound, an interval reaching past a fail bound, no value, or any
+    caveat warns; else pass."""
+    t, value, interval, c = finding["threshold"], finding["value"], finding["interval"], finding.get("comparison")
+    low, high = t.get("fail_below", -math.inf), t.get("fail_above", math.inf)
+    if c is not None:
+        clear = interval is not None and (interval["high"] < low or interval["low"] > high)
+        small = c["rows"] < c["min_rows"] or c["expected_positives"] < c["min_expected_positives"]
+        wide = interval is not None and interval["low"] <= c["no_difference"] <= interval["high"] and (
+            interval["low"] < low or interval["high"] > high)
+        if not clear and (small or wide):
+            assert finding["caveats"][0].startswith("insufficient data: "), finding["id"]
+            return "insufficient"
     if value is None:
         return "warn"
     if value < t.get("fail_below", -math.inf) or value > t.get("fail_above", math.inf):
@@ -264,7 +277,7 @@ def test_run_folder_layout_and_hashes(runs, name):
     run = runs[name][0]
     assert (run.path / "manifest.json").is_file() and (run.path / "findings.json").is_file()
     assert sorted(p.name for p in (run.path / "arrays").glob("*.npz")) == \
-        ["attributions.npz", "predictions.npz", "robustness.npz"]
+        (["adverse_action.npz"] if name == "adult" else []) + ["attributions.npz", "predictions.npz", "robustness.npz"]
     figures = sorted((run.path / "figures").glob("*.png"))
     assert {"importance.png", "agreement.png", "robustness.png"} <= {p.name for p in figures}
     for figure in figures:
@@ -481,20 +494,26 @@ def test_statuses_thresholds_counts_and_verdict(runs, name):
         assert f["check"] in thresholds and f["family"] == f["check"].split(".")[0]
         assert f["threshold"] == thresholds[f["check"]], f["id"]
         assert f["status"] == recomputed_status(f), f["id"]
-    counts = {s: sum(f["status"] == s for f in entries) for s in ("pass", "warn", "fail")}
+    counts = {s: sum(f["status"] == s for f in entries) for s in ("pass", "warn", "fail", "insufficient")}
     assert document["counts"] == counts
     expected = "fail" if counts["fail"] else "warn" if counts["warn"] else "pass"
     assert document["verdict"] == expected
-    if name == "adult":  # the rule is exercised on every status
-        assert all(counts.values()), counts
+    if name == "adult":  # the rule is exercised on every status but insufficient (tests/test_small_groups.py)
+        assert all(counts[s] for s in ("pass", "warn", "fail")), counts
 
 
 def test_attribution_findings_equal_their_details(adult_run):
     document = adult_run.findings
     details = document["details"]["attributions"]
+    assert adult_run.finding("attributions.completeness[integrated_gradients]")["value"] == \
+        details["methods"]["integrated_gradients"]["completeness_p95"]
+    # KernelSHAP adds up by construction: its check is the sampling error, gated by the policy
+    ids = {f["id"] for f in document["findings"]}
+    assert "attributions.completeness[kernel_shap]" not in ids
+    sampling = adult_run.finding("attributions.sampling_error[kernel_shap]")
+    assert sampling["value"] == details["methods"]["kernel_shap"]["sampling_error_p95"] > 0
+    assert sampling["threshold"] == load_policy().threshold("attributions.sampling_error")
     for method in ("integrated_gradients", "kernel_shap"):
-        finding = adult_run.finding(f"attributions.completeness[{method}]")
-        assert finding["value"] == details["methods"][method]["completeness_p95"]
         q = details["quality"][method]
         assert adult_run.finding(f"attributions.deletion[{method}]")["value"] == \
             pytest.approx(q["deletion_auc"] / q["random_deletion_auc"], rel=1e-12)
@@ -674,8 +693,10 @@ def test_unexpected_exception_leaves_no_run_folder(monkeypatch, capsys, tmp_path
     seen: dict = {}
     monkeypatch.setattr(runner, "_robustness", _failing_robustness(_Stop("boom"), seen))
     out = tmp_path / "run"
-    with pytest.raises(_Stop):
-        main(["audit", str(digits[1]), "--data", "digits", "--out", str(out), "--config", str(configs["cheap_image"])])
+    code = main(["audit", str(digits[1]), "--data", "digits", "--out", str(out), "--config", str(configs["cheap_image"])])
+    _, err = capsys.readouterr()
+    assert code == 3  # a bug, not bad input (2) nor a policy failure (1)
+    assert err.startswith("error: internal error: _Stop: boom (a bug in scrutiny") and err.count("\n") == 1
     assert seen["written"] and not out.exists() and leftovers(out) == []
 
 

@@ -338,7 +338,14 @@ def test_manifest_with_edited_feature(trained, tmp_path):
     manifest = json.loads((folder / "manifest.json").read_text())
     manifest["dataset"]["spec"]["features"][3]["name"] = "tumour colour"
     (folder / "manifest.json").write_text(json.dumps(manifest))
-    load_model(folder)  # the weights hash is still valid: the file itself loads
+    # the weights hash is still valid, but the spec no longer fits the preprocessing beside it
+    with pytest.raises(CheckpointError, match="'preprocessing': 'means' has no entry for feature.*'tumour colour'"):
+        load_model(folder)
+    manifest["preprocessing"]["means"]["tumour colour"] = manifest["preprocessing"]["means"][dataset.spec.feature_names[3]]
+    manifest["preprocessing"]["scales"]["tumour colour"] = manifest["preprocessing"]["scales"][dataset.spec.feature_names[3]]
+    manifest["preprocessing"]["encoded_feature_names"][3] = "tumour colour"
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    load_model(folder)  # consistent in itself: the file loads
     with pytest.raises(CheckpointError, match="tumour colour") as info:
         load_model(folder, dataset=dataset)
     assert dataset.spec.feature_names[3] in str(info.value)
@@ -425,11 +432,11 @@ def test_factory_with_wrong_class_count(factories, load, tmp_path):
     weights = _save_weights(importlib.import_module(factories).three_classes(), tmp_path / "three.safetensors")
     with pytest.raises(CheckpointError) as info:
         load_model(f"{factories}:three_classes", weights=weights, dataset=dataset)
-    assert "(2, 3)" in str(info.value) and "(2, 2)" in str(info.value)
+    assert "(8, 3)" in str(info.value) and "(8, 2)" in str(info.value)  # a probe of 8 test rows
 
 
 def test_factory_needs_weights(factories):
-    with pytest.raises(InputError, match="--weights"):
+    with pytest.raises(InputError, match="needs a weights file"):
         load_model(f"{factories}:net")
 
 
@@ -456,7 +463,7 @@ def test_torchscript_file(factories, load, tmp_path):
     assert loaded.source == "torchscript"
     X = dataset.encode(dataset.test.X)
     assert torch.equal(_logits(loaded.model, X), _logits(original, X))
-    with pytest.raises(InputError, match="--weights"):
+    with pytest.raises(InputError, match="weights file goes only with a package.module:factory model"):
         load_model(path, weights=tmp_path / "w.safetensors")
 
 

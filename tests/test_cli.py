@@ -21,8 +21,6 @@ import pytest
 from scrutiny.audit.cli import main
 from scrutiny.models import DATASETS, RAW_FILES
 
-from .conftest import SHARED_DATASETS
-
 FAST = ["--epochs", "3", "--device", "cpu"]
 
 SPEC = """
@@ -272,11 +270,9 @@ def test_train_overwrite(capsys, cli_checkpoint, tmp_path):
     assert sorted(tmp_path.glob(".bc*")) == []
 
 
-def test_fetch_from_folder(capsys, tmp_path):
-    if not SHARED_DATASETS.is_dir():
-        pytest.skip(f"{SHARED_DATASETS} not present")
+def test_fetch_from_folder(capsys, tmp_path, data_dir):
     target = tmp_path / "data"
-    code, stdout, stderr = cli(capsys, "data", "fetch", "adult", "--from", SHARED_DATASETS, "--data-dir", target)
+    code, stdout, stderr = cli(capsys, "data", "fetch", "adult", "--from", data_dir / "adult", "--data-dir", target)
     assert code == 0, stderr
     assert sorted(p.name for p in (target / "adult").iterdir()) == sorted(RAW_FILES["adult"])
     for name, (_, sha256) in RAW_FILES["adult"].items():

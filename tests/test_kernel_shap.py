@@ -63,7 +63,8 @@ def test_exact_case_equals_shap_and_enumeration():
     X = rng.normal(size=(4, m))
     X[0, 4] = 0.7  # a feature equal to every background row: shap drops it, its value is 0
     target = np.array([0, 1, 2, 1])
-    ours, fx, expected = kernel_shap(predict, X, background, [[j] for j in range(m)], target)
+    result = kernel_shap(predict, X, background, [[j] for j in range(m)], target)
+    ours, fx, expected = result.values, result.fx, result.expected
     for i in range(len(X)):
         explainer = shap.KernelExplainer(lambda z, t=target[i]: predict(z)[:, t], background)
         reference = explainer.shap_values(X[i:i + 1], nsamples=2**m, silent=True, l1_reg=False)[0]
@@ -79,7 +80,7 @@ def test_groups_move_together():
     rng = np.random.default_rng(3)
     background, X = rng.normal(size=(4, 5)), rng.normal(size=(2, 5))
     groups = [[0, 1], [2], [3, 4]]
-    ours, _, _ = kernel_shap(predict, X, background, groups, np.array([0, 2]))
+    ours = kernel_shap(predict, X, background, groups, np.array([0, 2])).values
 
     def grouped(z, t):  # the same game over 3 players, written out
         rows = np.repeat(background[None], len(z), axis=0)
@@ -102,7 +103,7 @@ def test_sampled_case_is_as_accurate_as_shap():
     rng = np.random.default_rng(5)
     background, X = rng.normal(size=(6, m)), rng.normal(size=(3, m))
     target = np.zeros(3, dtype=int)
-    ours, _, _ = kernel_shap(predict, X, background, [[j] for j in range(m)], target, seed=0)
+    ours = kernel_shap(predict, X, background, [[j] for j in range(m)], target, seed=0).values
     ours_error, shap_error = [], []
     for i in range(len(X)):
         exact = _exact(predict, X[i], background, 0)

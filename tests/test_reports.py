@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from scrutiny.audit.cli import main
+from scrutiny.audit.findings import STATUS_WORDS, STATUSES
 from scrutiny.audit.run_folder import Run, load_run, to_json
 
 from . import audit_configs
@@ -271,9 +272,12 @@ def test_every_number_in_the_html_is_the_runs_value_correctly_rounded(adult):
             if file not in arrays:
                 arrays[file] = run.arrays(file)
             expected = arrays[file][name][row, column]
-            if file == "arrays/attributions.npz":
-                # the contribution is the stored attribution of the unfavourable class (class 0) for this run
-                assert arrays[file]["target"][row] == 0, where
+            if file == "arrays/adverse_action.npz" and name == "contribution":
+                # a stored reason's contribution is its attribution toward the unfavourable class (class 0)
+                attributions = run.arrays("arrays/attributions.npz")
+                position, feature = arrays[file]["position"][row], arrays[file]["reason"][row, column]
+                assert attributions["target"][position] == 0, where
+                assert expected == attributions["kernel_shap"][position, feature], where
         if expected is None:
             assert value == "" and text == "n/a", where
             continue
@@ -330,7 +334,7 @@ def test_every_finding_is_a_row_of_the_summary_table(rendered):
         value = [s for s in num_spans(row) if s.attrs["data-path"] == f"/findings/{i}/value"]
         assert len(value) == 1, finding["id"]
         status = [c for c in cells if "status" in c.classes()]
-        assert len(status) == 1 and status[0].text().strip() == finding["status"], finding["id"]
+        assert len(status) == 1 and status[0].text().strip() == STATUS_WORDS[finding["status"]], finding["id"]
         assert finding["status"] in status[0].classes()
         if finding["interval"]:
             paths = {s.attrs["data-path"] for s in num_spans(row)}
@@ -339,7 +343,7 @@ def test_every_finding_is_a_row_of_the_summary_table(rendered):
     assert rendered.run.findings["verdict"] in verdict.classes()
     assert " ".join(verdict.text().split()).startswith(f"Verdict: {rendered.run.findings['verdict']} (")
     counts = {s.attrs["data-path"]: int(s.text()) for s in num_spans(verdict)}
-    assert counts == {f"/counts/{k}": sum(f["status"] == k for f in findings) for k in ("pass", "warn", "fail")}
+    assert counts == {f"/counts/{k}": sum(f["status"] == k for f in findings) for k in STATUSES}
 
 
 # ------------------------------------------------------------------ 2. self-contained HTML, 8 sections
@@ -383,6 +387,23 @@ def test_html_has_the_eight_sections_in_order(rendered):
     # the table of contents links to them
     links = [a.attrs["href"] for a in rendered.html.find("nav").iter("a")]
     assert links == [f"#{key}" for key, _ in SECTIONS]
+
+
+def test_method_table_shows_each_methods_error_figure(adult):
+    """KernelSHAP adds up by construction: its row shows the sampling error, IG's the completeness gap."""
+    findings = json.loads((adult.path / "findings.json").read_text())
+    rows = {}
+    for tr in section(adult.html, "explainability").find("table").iter("tr"):
+        cells = [td.text().strip() for td in tr.iter("td")]
+        if cells:
+            rows[cells[0]] = (cells, tr)
+    kernel, kernel_row = rows["kernel_shap"]
+    assert kernel[3] == "sampling error"
+    (span,) = num_spans(kernel_row)
+    assert span.attrs["data-path"] == "/details/attributions/methods/kernel_shap/sampling_error_p95"
+    assert float(span.attrs["data-value"]) == next(
+        f["value"] for f in findings["findings"] if f["id"] == "attributions.sampling_error[kernel_shap]")
+    assert rows["integrated_gradients"][0][3] == "completeness gap"
 
 
 # ------------------------------------------------------------------ 3. PDF
@@ -463,7 +484,7 @@ def test_markdown_summary_values_match_the_html(rendered):
     for i, finding in enumerate(rendered.run.findings["findings"]):
         cells = rows[finding["id"]]
         assert cells[1] == html_values[f"/findings/{i}/value"], finding["id"]
-        assert cells[4] == f"**{finding['status']}**", finding["id"]
+        assert cells[4] == f"**{STATUS_WORDS[finding['status']]}**", finding["id"]
 
 
 def test_markdown_tables_survive_pipes_in_a_users_mapping(adult, tmp_path, capsys):
@@ -489,7 +510,8 @@ def test_markdown_limitations_are_a_list(adult):
     failing = [f for f in adult.run.findings["findings"] if f["status"] == "fail"]
     assert failing
     for finding in failing:
-        assert re.search(rf"^- {re.escape(finding['id'])}: ", adult.md, re.MULTILINE), finding["id"]
+        shown = finding["id"].replace("[", "\\[")  # the md filter escapes [ (no link can be made of a name)
+        assert re.search(rf"^- {re.escape(shown)}: ", adult.md, re.MULTILINE), finding["id"]
 
 
 # ------------------------------------------------------------------ 5. adverse-action reasons
@@ -501,64 +523,82 @@ def _raw_text(value) -> str:
     return str(value)
 
 
+# the prohibited bases of Adult (12 CFR 1002.2(z); relationship stands in for marital status), written out here
+ADULT_PROHIBITED = {"sex", "race", "marital-status", "relationship", "native-country", "age"}
+
+
 def test_adverse_action_reasons_against_a_hand_computation(adult):
-    from scrutiny.reports.adverse_action import adverse_action_notices
+    from scrutiny.reports.adverse_action import stored_notices
 
     run, dataset = adult.run, adult.dataset
     classes = run.findings["subject"]["data"]["classes"]
     assert classes[0] == "<=50K"
-    method, notices = adverse_action_notices(run)
-    assert method == "kernel_shap"  # preferred over integrated_gradients
-    stored = run.arrays("arrays/attributions.npz")
+    stored = stored_notices(run)
+    assert stored.method == "kernel_shap"  # preferred over integrated_gradients
+    attributions = run.arrays("arrays/attributions.npz")
     predictions = run.arrays("arrays/predictions.npz")
-    rows, values, target = stored["rows"], stored["kernel_shap"], stored["target"]
+    rows, values, target = attributions["rows"], attributions["kernel_shap"], attributions["target"]
     features = run.findings["details"]["attributions"]["features"]
     unfavourable = [i for i, row in enumerate(rows) if predictions["y_pred"][row] == 0]
     assert unfavourable and len(unfavourable) < len(rows)  # some rows of each kind: the filter matters
-    assert [n.test_row for n in notices] == [int(rows[i]) for i in unfavourable][:10]
+    assert stored.n_unfavourable == len(unfavourable)
+    assert [n.test_row for n in stored.notices] == [int(rows[i]) for i in unfavourable][:10]
     raw = dataset.test.X
-    for notice in notices:
-        i = notice.position
-        assert int(rows[i]) == notice.test_row
-        assert notice.decision == "<=50K"
-        assert notice.favourable_probability == float(predictions["proba"][notice.test_row, 1]) <= 0.5
+    cannot = 0
+    for i in unfavourable:
         # by hand: what pushes toward class 0 is the class-0 attribution (or minus the class-1 one)
         push = values[i] if target[i] == 0 else -values[i]
         order = sorted((j for j in range(len(features)) if push[j] > 0), key=lambda j: (-push[j], j))[:4]
+        cannot += any(features[j] in ADULT_PROHIBITED for j in order)
+        notice = next((n for n in stored.notices if n.position == i), None)
+        if notice is None:
+            continue
+        assert int(rows[i]) == notice.test_row and notice.decision == "<=50K"
+        assert notice.favourable_probability == float(predictions["proba"][notice.test_row, 1]) <= 0.5
         assert [(r.feature, r.feature_index) for r in notice.reasons] == [(features[j], j) for j in order]
         assert [r.contribution for r in notice.reasons] == [float(push[j]) for j in order]
-        assert 1 <= len(notice.reasons) <= 4
-        contributions = [r.contribution for r in notice.reasons]
-        assert contributions == sorted(contributions, reverse=True) and all(c > 0 for c in contributions)
+        assert [r.prohibited for r in notice.reasons] == [features[j] in ADULT_PROHIBITED for j in order]
+        assert notice.cannot_issue == any(features[j] in ADULT_PROHIBITED for j in order)
         for reason in notice.reasons:
             assert reason.feature in raw.columns  # an original Adult column, not an encoded one
             assert reason.value == _raw_text(raw[reason.feature].iloc[notice.test_row]), reason
-    assert any(len(n.reasons) == 4 for n in notices)
+    assert stored.n_cannot_issue == cannot
+    assert any(len(n.reasons) == 4 for n in stored.notices)
 
 
 def test_adverse_action_section_shows_each_notice(adult):
-    from scrutiny.reports.adverse_action import adverse_action_notices
+    from scrutiny.reports.adverse_action import stored_notices
 
-    _, notices = adverse_action_notices(adult.run)
+    stored = stored_notices(adult.run)
     node = section(adult.html, "adverse_action")
     text = " ".join(node.text().split())
     assert "kernel_shap" in text
+    assert f"{len(stored.notices)} of {stored.n_unfavourable} unfavourable rows shown" in text
+    assert f"{stored.n_cannot_issue} of {stored.n_unfavourable} notices cannot be issued" in text
     body = list(node.find("tbody").iter("tr"))
-    assert len(body) == len(notices)
-    for tr, notice in zip(body, notices):
+    assert len(body) == len(stored.notices)
+    for tr, notice in zip(body, stored.notices):
         cells = list(tr.iter("td"))
         assert cells[0].text().strip() == str(notice.test_row) and cells[1].text().strip() == "<=50K"
         items = [" ".join(li.text().split()) for li in tr.iter("li")]
-        assert [item.rsplit(" (", 1)[0] for item in items] == [f"{r.feature} = {r.value}" for r in notice.reasons]
+        assert not {item.split(" = ")[0] for item in items} & ADULT_PROHIBITED  # never stated as a reason
+        if notice.cannot_issue:
+            reasons = " ".join(cells[3].text().split())
+            assert not items and reasons.startswith("cannot be issued: the decision relies on a prohibited basis")
+            assert [b.split(" ")[0] for b in reasons.split("(prohibited basis: ")[1].rstrip(")").split(", ")] == \
+                [r.feature for r in notice.reasons if r.feature in ADULT_PROHIBITED]
+        else:
+            assert [item.rsplit(" (", 1)[0] for item in items] == [f"{r.feature} = {r.value}" for r in notice.reasons]
     md = adult.md.split("## 6. ")[1].split("## 7. ")[0]
-    for notice in notices:
-        assert f"| {notice.test_row} | <=50K |" in md
+    assert f"{len(stored.notices)} of {stored.n_unfavourable} unfavourable rows shown" in md
+    for notice in stored.notices:
+        assert re.search(rf"^\| {notice.test_row} \| (<|&lt;)=50K \|", md, re.MULTILINE)
 
 
 def test_no_adverse_action_reasons_for_digits(digits):
-    from scrutiny.reports.adverse_action import adverse_action_notices
+    from scrutiny.reports.adverse_action import stored_notices
 
-    assert adverse_action_notices(digits.run) == (None, [])
+    assert stored_notices(digits.run) is None
     node = section(digits.html, "adverse_action")
     assert "No adverse-action reasons" in node.text() and node.find("table") is None
     assert "None for this run." in digits.md.split("## 6. ")[1].split("## 7. ")[0]
@@ -712,7 +752,7 @@ def test_card_out_folder_and_permissions(adult, tmp_path, capsys):
     assert "Not stated" not in text
     assert "Automated denial" in text and "Risk team" in text and "Trained on 1994 census data" in text
     md = (out_dir / "report.md").read_text(encoding="utf-8")
-    assert f"**Intended use:** {intended}" in md
+    assert "**Intended use:** Ranking &lt;b&gt;loan&lt;/b&gt; applications \\| for human review &amp; nothing else" in md
     # without --card the module's report says it is not stated
     assert "Not stated" in section(adult.html, "model_card").text()
 

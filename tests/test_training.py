@@ -295,7 +295,7 @@ def test_bad_data_raises_input_error(change, message):
 )
 def test_bad_options_name_the_option(option, value):
     X, y = _blobs(n=50)
-    with pytest.raises(InputError, match=f"^{option} must be"):
+    with pytest.raises(InputError, match=f"^'?{option}'? must be"):
         train(_mlp(), X, y, **{"progress": False, option: value})
 
 
