@@ -463,16 +463,17 @@ def audit(
     data_dir: Optional[Path] = DataDirOption,
 ) -> int:
     """Run every audit family into a reproducible run folder. Exits 1 if a policy check fails."""
+    from scrutiny.audit.run_folder import check_destination
+
+    _check_out(check_destination, out, overwrite=overwrite,
+               inputs=(model, weights, _data_file(data), spec, config, policy, data_dir))
     import numpy as np
 
     from scrutiny.audit.config import load_config
     from scrutiny.audit.policy import load_policy
-    from scrutiny.audit.run_folder import check_destination
     from scrutiny.audit.runner import run_audit
     from scrutiny.models import load_model
 
-    _check_out(check_destination, out, overwrite=overwrite,
-               inputs=(model, weights, _data_file(data), spec, config, policy, data_dir))
     rules = load_policy(policy)
     dataset = load_data(data, spec, data_dir)
     has_groups = dataset.spec.task == "tabular" and dataset.spec.n_classes == 2 and bool(dataset.spec.protected)
