@@ -108,8 +108,11 @@ def run_script(*args, cwd: Path, env: dict | None = None, timeout: float = 300) 
 def start_script(*args, cwd: Path) -> subprocess.Popen:
     environment = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     environment["PYTHONDONTWRITEBYTECODE"] = "1"
+    # SIGINT back to its default, so the script handles Ctrl-C even when pytest runs as a background
+    # job (which starts with SIGINT ignored, inherited by its children)
     return subprocess.Popen([SCRIPT, *map(str, args)], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=environment)
+                            text=True, env=environment,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def wait_for(condition, process: subprocess.Popen, timeout: float = 240) -> None:

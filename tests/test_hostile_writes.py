@@ -543,7 +543,15 @@ with staging:
     assert tree(out) == before and hidden(tmp_path) == []
 
 
-def test_ctrl_c_during_a_commit_is_delivered_after_it(run, tmp_path, monkeypatch):
+@pytest.fixture
+def python_sigint():
+    """Python's own Ctrl-C handler, also where pytest started with SIGINT ignored (a background job)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_during_a_commit_is_delivered_after_it(run, tmp_path, monkeypatch, python_sigint):
     out = tmp_path / "run"
     real = safe_write._rename_new
 
