@@ -44,7 +44,7 @@ class Num:
     value: float | None
     source: str          # "findings" or "manifest"
     path: str            # JSON pointer into that file
-    style: str = "fixed"  # fixed, percent, signed, int, g
+    style: str = "fixed"  # fixed, percent, signed, int, g, count (an expected count: 2,435.0)
 
     @property
     def text(self) -> str:
@@ -59,6 +59,8 @@ class Num:
             return f"{int(v):,}"
         if self.style == "g":
             return f"{v:.3g}"
+        if self.style == "count":
+            return f"{v:,.1f}"
         return f"{v:.3f}"
 
 
@@ -348,7 +350,25 @@ def _fairness(f: _Reader, details: dict | None) -> dict | None:
                                         "after": f.num(*path, "after", name, "value")} for name in mit["before"]]})
     consistency = f.num("details", "fairness", "consistency", "value") if details.get("consistency") else None
     return {"data_bias": comparisons("data_bias"), "model": comparisons("model"), "impact": impact,
-            "mitigation": mitigation, "consistency": consistency, "warnings": details["warnings"]}
+            "mitigation": mitigation, "consistency": consistency, "warnings": details["warnings"],
+            "support": _support(f)}
+
+
+def _support(f: _Reader) -> list[dict]:
+    """What each gated group comparison rests on (its smaller group's rows and expected favourable
+    outcomes) beside the policy's minimums: where a status of insufficient data comes from."""
+    out = []
+    for i, finding in enumerate(f.get("findings")):
+        comparison = finding.get("comparison")
+        if not comparison:
+            continue
+        path = ("findings", i, "comparison")
+        out.append({"id": finding["id"], "status": finding["status"], "status_text": STATUS_WORDS[finding["status"]],
+                    "group": " ".join(filter(None, (comparison["group"], comparison["among"]))),
+                    "rows": f.num(*path, "rows", style="int"), "min_rows": f.num(*path, "min_rows", style="int"),
+                    "expected": f.num(*path, "expected_positives", style="count"),
+                    "min_expected": f.num(*path, "min_expected_positives", style="int")})
+    return out
 
 
 def _adverse_action(run, mapping: Mapping) -> dict:

@@ -177,7 +177,7 @@ def shown_number(text: str) -> tuple[float, float]:
     if percent:
         body = body[:-1]
     if "," in body:
-        assert re.fullmatch(r"[+-]?\d{1,3}(,\d{3})+", body), f"misplaced thousands separators in {text!r}"
+        assert re.fullmatch(r"[+-]?\d{1,3}(,\d{3})+(\.\d+)?", body), f"misplaced thousands separators in {text!r}"
         body = body.replace(",", "")
     match = SHOWN.fullmatch(body)
     assert match, f"{text!r} is not a displayed number"
@@ -189,11 +189,13 @@ def shown_number(text: str) -> tuple[float, float]:
     return number, half
 
 
-def check_rounding(text: str, value: float, where: str) -> None:
+def check_rounding(text: str, value: float, where: str, count: bool = False) -> None:
     number, half = shown_number(text)
     assert abs(number - value) <= half * (1 + 1e-9) + 1e-15, f"{where}: {text!r} is not {value!r} rounded"
     # and it is one of the report's formats, at full precision (not e.g. a 1-digit rounding)
     formats = {f"{value:.3f}", f"{value:.3g}", f"{value:+.3f}", f"{value:.1%}"}
+    if count:  # an expected count (a span marked data-style="count"): one decimal, thousands separated
+        formats = {f"{value:,.1f}"}
     if float(value).is_integer():
         formats.add(f"{int(value):,}")
     assert text in formats, f"{where}: {text!r} is none of {sorted(formats)} for {value!r}"
@@ -284,10 +286,11 @@ def test_every_number_in_the_html_is_the_runs_value_correctly_rounded(adult):
         assert not isinstance(expected, (dict, list, str)), where
         assert value != "", where
         assert float(value) == float(expected), f"{where}: data-value {value} != {expected!r}"
-        check_rounding(text, float(expected), where)
+        check_rounding(text, float(expected), where, count=span.attrs.get("data-style") == "count")
     # not vacuous: hundreds of numbers, from every source
     assert len(spans) >= 300
     assert sources.get("findings", 0) >= 200 and sources.get("manifest", 0) >= 3 and sources.get("arrays", 0) >= 10
+    assert any(span.attrs.get("data-style") == "count" for span in spans)  # the fairness support table's counts
 
 
 def test_digits_numbers_equal_the_run_too(digits):
@@ -314,6 +317,9 @@ def test_rounding_check_itself_catches_wrong_numbers():
     check_rounding("+0.705", 0.70477, "ok")
     check_rounding("15,060", 15060, "ok")
     check_rounding("1.23e-05", 1.2312e-05, "ok")
+    check_rounding("2,435.0", 2434.96, "ok", count=True)
+    with pytest.raises(AssertionError):
+        check_rounding("2.43e+03", 2434.96, "bad", count=True)
     for text, value in [("0.780", 0.77912), ("7.2%", 0.725), ("0.8", 0.77912), ("15060", 15060),
                         ("1,50,60", 15060), ("0.705", -0.70477)]:
         with pytest.raises(AssertionError):

@@ -287,6 +287,16 @@ def test_small_privileged_group_is_insufficient_data_not_a_failure(monkeypatch, 
     assert max(len(line) for line in table) <= 80 and "…" not in stdout
     verdict = " ".join(stdout.split())
     assert re.search(rf"verdict: pass \(\d+ pass, 0 warn, 0 fail, {len(fairness)} insufficient data\)", verdict), verdict
+    # the report's fairness section shows what each comparison rests on, beside the policy's minimums
+    from scrutiny.audit.cli import main
+
+    assert main(["report", str(tmp_path / "run"), "--format", "md"]) == 0
+    report = (tmp_path / "run" / "report" / "report.md").read_text()
+    after = report.split("Enough data to decide?", 1)[1]
+    support = [line.split(" | ") for line in after.splitlines() if line.startswith("| `fairness.")]
+    assert [row[0].strip("| `") for row in support] == [f["id"] for f in fairness]
+    for row, f in zip(support, fairness):
+        assert row[2] == f"{f['comparison']['rows']:,} (30)" and row[4].rstrip(" |") == "insufficient data", row
 
 
 def test_large_groups_keep_pass_warn_fail(monkeypatch, capsys, tmp_path):
