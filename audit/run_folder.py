@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from scrutiny.models.errors import InputError
-from scrutiny.models.safe_write import Kind, Staging, read_manifest
+from scrutiny.models.safe_write import Kind, Staging, read_manifest, shown
 from scrutiny.models.safe_write import check_destination as _check_destination
 
 from .findings import validate_findings
@@ -65,9 +65,19 @@ def _plain(value):
     if isinstance(value, (float, np.floating)):
         value = float(value)
         return value if math.isfinite(value) else None
-    if isinstance(value, Path):
-        return str(value)
+    if isinstance(value, (str, Path)):
+        return _text(str(value))
     return value
+
+
+def _text(text: str) -> str:
+    """Text JSON can hold: a file name whose bytes are not UTF-8 (surrogate escapes) is written
+    with those bytes as ``\\xff``, as :func:`~scrutiny.models.safe_write.shown` prints it."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return shown(text)
 
 
 def sha256_file(path: Path) -> str:

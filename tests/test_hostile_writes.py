@@ -297,6 +297,27 @@ def test_non_utf8_out_through_the_script(checkpoint, config, tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+def test_a_data_file_whose_name_is_not_utf8_is_audited_and_named_in_the_run(tmp_path, monkeypatch):
+    import numpy as np
+    import pandas as pd
+
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame({"x1": rng.normal(size=200), "x2": rng.normal(size=200), "sex": rng.choice(["m", "f"], 200)})
+    table["approved"] = np.where(table["x1"] + 0.5 * rng.normal(size=200) > 0, "yes", "no")
+    data = os.fsdecode(b"loans_\xff.csv")  # bytes that are not UTF-8, as a file system may hold them
+    table.to_csv(data, index=False)
+    Path("spec.toml").write_text('label = "approved"\nfavourable = "yes"\n[protected]\nsex = ["m"]\n')
+    Path("audit.toml").write_text('families = ["performance"]\n')
+    code, _, stderr = script("train", "--data", data, "--spec", "spec.toml", "--out", "ck", "--epochs", "1")
+    assert code == 0, stderr
+    code, stdout, stderr = script("audit", "ck", "--data", data, "--spec", "spec.toml", "--out", "run",
+                                  "--config", "audit.toml")
+    assert code in (0, 1) and "run written to run" in stdout, stderr
+    manifest = load_run("run").manifest
+    assert data not in manifest["command"] and "loans_\\xff.csv" in manifest["command"]
+
+
 def test_report_into_a_folder_that_is_not_a_report_folder(run, tmp_path, capsys, no_work):
     victim = precious(tmp_path / "docs")
     before = tree(tmp_path)
