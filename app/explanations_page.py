@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import matplotlib
+import numpy as np
+import pandas as pd
+import streamlit as st
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import streamlit as st  # noqa: E402
+from scrutiny.audit.plots import subplots
 
-from .runs import arrays, table  # noqa: E402
-from .text import literal  # noqa: E402
+from .runs import arrays, table
+from .text import literal
 
 
 def samples(run) -> pd.DataFrame:
@@ -125,7 +123,7 @@ def show(run) -> None:
 
 def _bars(values: pd.DataFrame):
     methods = [c for c in values.columns if c != "value"]
-    fig, axes = plt.subplots(1, len(methods), figsize=(4.2 * len(methods), 3.4), squeeze=False)
+    fig, axes = subplots(1, len(methods), figsize=(4.2 * len(methods), 3.4), squeeze=False)
     order = values[methods[0]].abs().sort_values().index[-10:]
     for ax, method in zip(axes[0], methods):
         shown = values.loc[order, method]
@@ -142,7 +140,7 @@ def _heatmaps(run, position: int):
     stored = arrays(run, "arrays/attributions.npz")
     image = stored["inputs"][position][0]
     methods = list(details["methods"])
-    fig, axes = plt.subplots(1, len(methods) + 1, figsize=(2.4 * (len(methods) + 1), 2.6), squeeze=False)
+    fig, axes = subplots(1, len(methods) + 1, figsize=(2.4 * (len(methods) + 1), 2.6), squeeze=False)
     axes[0][0].imshow(image, cmap="gray_r")
     axes[0][0].set_title("input", fontsize=9)
     for ax, method in zip(axes[0][1:], methods):

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import matplotlib
+import numpy as np
+import pandas as pd
+import streamlit as st
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import streamlit as st  # noqa: E402
+from scrutiny.audit.plots import subplots
 
-from .text import literal  # noqa: E402
+from .text import literal
 
 
 def metrics_table(comparisons: list[dict]) -> pd.DataFrame:
@@ -83,7 +81,7 @@ def show(run) -> None:
 
 
 def _heatmap(grid: pd.DataFrame):
-    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * grid.shape[1], 0.9 + 0.5 * grid.shape[0]))
+    fig, ax = subplots(figsize=(1.2 + 1.1 * grid.shape[1], 0.9 + 0.5 * grid.shape[0]))
     image = ax.imshow(grid.to_numpy(dtype=float), cmap="viridis", vmin=0, aspect="auto")
     ax.set_xticks(range(grid.shape[1]), grid.columns, rotation=30, ha="right", fontsize=8)
     ax.set_yticks(range(grid.shape[0]), grid.index, fontsize=8)

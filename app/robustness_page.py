@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import matplotlib
+import numpy as np
+import pandas as pd
+import streamlit as st
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import streamlit as st  # noqa: E402
+from scrutiny.audit.plots import subplots
 
-from .runs import arrays  # noqa: E402
-from .text import literal  # noqa: E402
+from .runs import arrays
+from .text import literal
 
 
 def curve_table(details: dict) -> pd.DataFrame:
@@ -79,7 +77,7 @@ def show(run) -> None:
 def _side_by_side(x: np.ndarray, x_adv: np.ndarray):
     delta = x_adv - x
     bound = float(np.abs(delta).max()) or 1.0
-    fig, axes = plt.subplots(1, 3, figsize=(7.5, 2.8))
+    fig, axes = subplots(1, 3, figsize=(7.5, 2.8))
     for ax, image, title, kwargs in (
         (axes[0], x[0], "original", {"cmap": "gray_r", "vmin": 0, "vmax": 1}),
         (axes[1], x_adv[0], "adversarial", {"cmap": "gray_r", "vmin": 0, "vmax": 1}),

@@ -8,16 +8,21 @@ import os
 import tempfile
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # files only, never a window
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from .importance import Agreement, Importance  # noqa: E402
+from .importance import Agreement, Importance
 
 __all__ = ["importance_figure", "agreement_figure", "heatmap_figure", "robustness_figure", "adversarial_figure", "fairness_figure",
-           "save_figure"]
+           "save_figure", "subplots"]
+
+
+def subplots(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float], **kwargs):
+    """``(figure, axes)`` like ``pyplot.subplots``, but a plain :class:`~matplotlib.figure.Figure`:
+    no pyplot state and no backend switch in the caller's process (PNG, SVG and PDF files are
+    written by ``Figure.savefig`` alone)."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(nrows, ncols, **kwargs)
 
 
 def importance_figure(importances: dict[str, Importance], *, top: int = 15):
@@ -25,7 +30,7 @@ def importance_figure(importances: dict[str, Importance], *, top: int = 15):
     features in the first method's order."""
     first = next(iter(importances.values()))
     order = first.ranked()[:top][::-1]
-    fig, axes = plt.subplots(1, len(importances), figsize=(4.2 * len(importances), 0.35 * len(order) + 1.4),
+    fig, axes = subplots(1, len(importances), figsize=(4.2 * len(importances), 0.35 * len(order) + 1.4),
                              sharey=True, squeeze=False)
     for ax, (method, imp) in zip(axes[0], importances.items()):
         mean = imp.mean[order]
@@ -47,7 +52,7 @@ def agreement_figure(methods: list[str], agreements: list[Agreement]):
     for a in agreements:
         i, j = index[a.methods[0]], index[a.methods[1]]
         matrix[i, j] = matrix[j, i] = a.spearman_median
-    fig, ax = plt.subplots(figsize=(1.1 * len(methods) + 2.5, 1.0 * len(methods) + 1.5))
+    fig, ax = subplots(figsize=(1.1 * len(methods) + 2.5, 1.0 * len(methods) + 1.5))
     image = ax.imshow(matrix, vmin=-1, vmax=1, cmap="RdBu")
     labels = [m.replace("_", " ") for m in methods]
     ax.set_xticks(range(len(methods)), labels, rotation=40, ha="right")
@@ -71,7 +76,7 @@ def heatmap_figure(images: np.ndarray, values: dict[str, np.ndarray], *, titles:
         titles: one label per sample (e.g. "true 3, predicted 8").
     """
     n, methods = len(images), list(values)
-    fig, axes = plt.subplots(n, len(methods) + 1, figsize=(1.9 * (len(methods) + 1), 1.9 * n), squeeze=False)
+    fig, axes = subplots(n, len(methods) + 1, figsize=(1.9 * (len(methods) + 1), 1.9 * n), squeeze=False)
     for r in range(n):
         axes[r][0].imshow(images[r].mean(axis=0), cmap="gray_r")
         axes[r][0].set_ylabel(titles[r] if titles else f"sample {r}", fontsize=8)
@@ -92,7 +97,7 @@ def heatmap_figure(images: np.ndarray, values: dict[str, np.ndarray], *, titles:
 
 def robustness_figure(curve, *, norm: str, clean_accuracy: float):
     """Robust accuracy against ε, one line per attack, the per-row worst case in bold."""
-    fig, ax = plt.subplots(figsize=(6.0, 4.0))
+    fig, ax = subplots(figsize=(6.0, 4.0))
     attacks = list(dict.fromkeys(p.attack for p in curve))
     for name in attacks:
         points = sorted((p.eps, p.robust_accuracy) for p in curve if p.attack == name)
@@ -116,7 +121,7 @@ def min_eps_figure(min_eps: np.ndarray, *, norm: str, search_eps: float, gated_e
     values = np.sort(np.asarray(min_eps, dtype=float))
     n = len(values)
     finite = values[np.isfinite(values)]
-    fig, ax = plt.subplots(figsize=(6.0, 3.6))
+    fig, ax = subplots(figsize=(6.0, 3.6))
     steps = np.concatenate([[0.0], finite, [search_eps]])
     shares = np.concatenate([[np.mean(values <= 0)], np.arange(1, len(finite) + 1) / n, [len(finite) / n]])
     ax.step(steps, shares, where="post", color="black", lw=1.8)
@@ -139,7 +144,7 @@ def min_eps_figure(min_eps: np.ndarray, *, norm: str, search_eps: float, gated_e
 
 def adversarial_figure(examples, class_names):
     """Image adversarial examples: original, adversarial and the perturbation, side by side."""
-    fig, axes = plt.subplots(len(examples), 3, figsize=(5.4, 1.9 * len(examples)), squeeze=False)
+    fig, axes = subplots(len(examples), 3, figsize=(5.4, 1.9 * len(examples)), squeeze=False)
     for row, example in zip(axes, examples):
         delta = (example.x_adv - example.x).mean(axis=0)
         bound = np.abs(delta).max() or 1.0
@@ -167,7 +172,7 @@ FAIRNESS_PLOTTED = {  # metric -> the value of parity
 def fairness_figure(comparisons):
     """Each fairness metric with its interval, one marker per attribute; the dotted line is parity."""
     names = [n for n in FAIRNESS_PLOTTED if n in comparisons[0].metrics]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 0.55 * len(names) + 1.6), sharey=True)
+    fig, axes = subplots(1, 2, figsize=(10, 0.55 * len(names) + 1.6), sharey=True)
     offsets = np.linspace(-0.25, 0.25, len(comparisons)) if len(comparisons) > 1 else [0.0]
     for ax, kind in zip(axes, ("difference", "ratio")):
         for offset, comparison in zip(offsets, comparisons):
@@ -209,6 +214,4 @@ def save_figure(fig, path: str | os.PathLike) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    finally:
-        plt.close(fig)
     return path

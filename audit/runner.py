@@ -10,7 +10,9 @@ seed give the same bytes), ``manifest.json`` (command, hashes, versions, device,
 from __future__ import annotations
 
 import platform
+import random
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -79,13 +81,25 @@ def run_audit(
     started = datetime.now(timezone.utc)
     wall = time.perf_counter()
     run_device = _resolve_device(device)
-    deterministic = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    try:
+    with _callers_state_kept(run_device):
+        torch.use_deterministic_algorithms(True, warn_only=True)
         return _run(loaded, dataset, config=config, policy=policy, out=out, model_source=model_source, command=command,
                     overwrite=overwrite, device=run_device, progress=progress, started=started, wall=wall)
+
+
+@contextmanager
+def _callers_state_kept(device: torch.device):
+    """The families seed Python's, NumPy's and torch's global generators (captum and aif360 draw
+    from them) and switch torch to deterministic algorithms; the caller gets all of it back."""
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    deterministic = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            yield
     finally:
         torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
 
 
 def _run(loaded, dataset, *, config, policy, out, model_source, command, overwrite, device, progress, started, wall):

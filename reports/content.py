@@ -260,10 +260,7 @@ def _local_figure(run, details: dict) -> str | None:
     """Top features of a few explained rows as bars (tables only), from the stored attributions."""
     if run.findings["subject"]["data"]["task"] != "tabular":
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from scrutiny.audit.plots import subplots
 
     stored = run.arrays("arrays/attributions.npz")
     method = next(iter(details["methods"]))
@@ -272,7 +269,7 @@ def _local_figure(run, details: dict) -> str | None:
     shown = min(4, len(rows))
     columns = min(2, shown)
     grid = (shown + columns - 1) // columns
-    fig, axes = plt.subplots(grid, columns, figsize=(4.6 * columns, 2.6 * grid), squeeze=False)
+    fig, axes = subplots(grid, columns, figsize=(4.6 * columns, 2.6 * grid), squeeze=False)
     for ax in axes.flat[shown:]:
         ax.set_visible(False)
     for ax, i in zip(axes.flat, range(shown)):
@@ -286,7 +283,6 @@ def _local_figure(run, details: dict) -> str | None:
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 

@@ -99,9 +99,15 @@ def render_pdf(html: str) -> bytes:
         raise InputError(f"--format pdf needs the Pango library, which WeasyPrint could not load ({str(exc).splitlines()[0]}); "
                          "install it (Debian/Ubuntu: apt-get install libpango-1.0-0 libpangoft2-1.0-0) or ask for html,md") from None
 
-    logging.getLogger("weasyprint").setLevel(logging.ERROR)
-    logging.getLogger("fontTools").setLevel(logging.ERROR)
-    return weasyprint.HTML(string=html, base_url=None).write_pdf()
+    loggers = [logging.getLogger(name) for name in ("weasyprint", "fontTools")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:  # their font and CSS notices, for this call only
+        logger.setLevel(logging.ERROR)
+    try:
+        return weasyprint.HTML(string=html, base_url=None).write_pdf()
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def load_card(path: str | Path | None) -> dict | None:
