@@ -83,8 +83,12 @@ def show(root: Path, names: list[str]) -> None:
     families = st.multiselect("Families", sorted(findings["family"].unique()), default=sorted(findings["family"].unique()),
                               key="families")
     shown = findings[findings["status"].isin(chosen) & findings["family"].isin(families)]
-    st.dataframe(shown.style.map(status_style, subset=["status"]), hide_index=True, width="stretch",
-                 key="findings_table")
+    # four significant digits, as the console prints them: Styler's default six decimals made a count
+    # such as 136 too wide for its column, which then showed "36.000000"
+    numbers = ("value", "low", "high")
+    st.dataframe(shown.style.map(status_style, subset=["status"]).format({c: "{:.4g}" for c in numbers}, na_rep=""),
+                 hide_index=True, width="stretch", key="findings_table",
+                 column_config={c: st.column_config.Column(width=80) for c in numbers})
     with st.expander("Reproducibility: command, seed, hashes, versions, timings"):
         m = run.manifest
         st.code(" ".join(m.get("command") or []), language="bash")
