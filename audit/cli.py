@@ -487,7 +487,6 @@ def audit(
 
     colour = {"pass": "green", "warn": "yellow", "fail": "bold red", "insufficient": "cyan"}
     table = Table("check", "value", "interval", "status", title=f"{len(result.findings)} checks")
-    table.columns[0].overflow = "fold"  # ids wrap, never cut: two checks must not print alike
     for f in result.findings:
         interval = f"[{f.interval[0]:.4g}, {f.interval[1]:.4g}]" if f.interval and np.all(np.isfinite(f.interval)) else ""
         table.add_row(escape(f.id), f"{f.value:.4g}", interval, f"[{colour[f.status]}]{STATUS_WORDS[f.status]}[/]")

@@ -4,12 +4,14 @@ it atomically."""
 
 from __future__ import annotations
 
+import io
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
+
+from scrutiny.models.safe_write import write_file
 
 from .importance import Agreement, Importance
 
@@ -202,16 +204,10 @@ def fairness_figure(comparisons):
 
 
 def save_figure(fig, path: str | os.PathLike) -> Path:
-    """Write ``fig`` to ``path`` (format from the suffix) via a temporary file and rename."""
+    """Write ``fig`` to ``path`` (format from the suffix) atomically, with the one permission rule
+    of :func:`scrutiny.models.safe_write.write_file`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=150, bbox_inches="tight")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=path.suffix.lstrip(".").lower(), dpi=150, bbox_inches="tight")
+    return write_file(path, buffer.getvalue())

@@ -20,7 +20,6 @@ leaves the run folder (a symbolic link out).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from scrutiny.models.data_files import sha256_file
 from scrutiny.models.errors import InputError
 from scrutiny.models.safe_write import Kind, Staging, read_manifest, shown
 from scrutiny.models.safe_write import check_destination as _check_destination
@@ -78,14 +78,6 @@ def _text(text: str) -> str:
         return text
     except UnicodeEncodeError:
         return shown(text)
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _is_run(folder: Path) -> bool:
