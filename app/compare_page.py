@@ -7,10 +7,10 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from scrutiny.audit.findings import STATUS_WORDS
+from scrutiny.audit.run.findings import STATUS_WORDS
 
-from .runs import open_run
-from .text import literal
+from scrutiny.app.runs import open_run
+from scrutiny.app.text import literal
 
 
 def comparison(a, b) -> pd.DataFrame:

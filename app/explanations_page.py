@@ -8,8 +8,8 @@ import streamlit as st
 
 from scrutiny.audit.plots import subplots
 
-from .runs import arrays, table
-from .text import literal
+from scrutiny.app.runs import arrays, table
+from scrutiny.app.text import literal
 
 
 def samples(run) -> pd.DataFrame:

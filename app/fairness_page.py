@@ -8,7 +8,7 @@ import streamlit as st
 
 from scrutiny.audit.plots import subplots
 
-from .text import literal
+from scrutiny.app.text import literal
 
 
 def metrics_table(comparisons: list[dict]) -> pd.DataFrame:

@@ -8,8 +8,8 @@ import streamlit as st
 
 from scrutiny.audit.plots import subplots
 
-from .runs import arrays
-from .text import literal
+from scrutiny.app.runs import arrays
+from scrutiny.app.text import literal
 
 
 def curve_table(details: dict) -> pd.DataFrame:

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from scrutiny.audit.run_folder import MANIFEST, Run, RunError, list_runs, load_run
+from scrutiny.audit.run.run_folder import MANIFEST, Run, RunError, list_runs, load_run
 
-from . import RUNS_ENV
+from scrutiny.app import RUNS_ENV
 
 __all__ = ["ENV", "runs_dir", "run_names", "open_run", "arrays", "table", "RunError"]
 

@@ -1,5 +1,37 @@
-"""Audit checks that turn a model and a data set into findings, and the ``scrutiny`` CLI.
+"""The audit: four families of checks and the run layer that gates and records them.
 
-Import the submodules by name (``from scrutiny.audit import fairness``); this file imports
-nothing, so that the CLI starts without torch.
+- :mod:`.performance`: accuracy, balanced accuracy and calibration, with bootstrap intervals;
+- :mod:`.attributions`: feature attributions (captum, shap, lime), their quality checks and
+  adverse-action reasons;
+- :mod:`.robustness`: adversarial attacks within an ε-ball and the smallest ε that flips a row;
+- :mod:`.fairness`: group fairness metrics (aif360), impact ratios and mitigation;
+- :mod:`.run`: config, policy, findings, the runner and the run folder.
+
+The names below are imported on first use (PEP 562), so that the CLI starts without torch.
 """
+
+import importlib
+
+# public name -> the module that defines it
+_EXPORTS = {
+    **dict.fromkeys(["AuditResult", "run_audit"], "scrutiny.audit.run.runner"),
+    **dict.fromkeys(["AuditConfig", "load_config"], "scrutiny.audit.run.config"),
+    **dict.fromkeys(["Policy", "load_policy"], "scrutiny.audit.run.policy"),
+    **dict.fromkeys(["Finding"], "scrutiny.audit.run.findings"),
+    **dict.fromkeys(["FamilyResult"], "scrutiny.audit.run.family"),
+    **dict.fromkeys(["Run", "load_run"], "scrutiny.audit.run.run_folder"),
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

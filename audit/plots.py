@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from scrutiny.models.safe_write import write_file
+from scrutiny.safe_write import write_file
 
-from .importance import Agreement, Importance
+from scrutiny.audit.attributions.importance import Agreement, Importance
 
 __all__ = ["importance_figure", "agreement_figure", "heatmap_figure", "robustness_figure", "adversarial_figure", "fairness_figure",
            "save_figure", "subplots"]
@@ -205,7 +205,7 @@ def fairness_figure(comparisons):
 
 def save_figure(fig, path: str | os.PathLike) -> Path:
     """Write ``fig`` to ``path`` (format from the suffix) atomically, with the one permission rule
-    of :func:`scrutiny.models.safe_write.write_file`."""
+    of :func:`scrutiny.safe_write.write_file`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()

@@ -2,7 +2,7 @@
 
 What is timed is what a user waits for: the whole command ::
 
-    python -m scrutiny.audit.cli audit MODEL --data adult --out RUN --device DEVICE
+    python -m scrutiny.cli audit MODEL --data adult --out RUN --device DEVICE
 
 (the ``scrutiny`` console script's module), run as a subprocess with no ``--config`` and no
 ``--policy``, so the complete default audit: performance, attributions, robustness and
@@ -69,7 +69,7 @@ FAMILIES = ("performance", "attributions", "robustness", "fairness")
 
 def cli(*arguments: str) -> list[str]:
     """The ``scrutiny`` command line, run by this interpreter."""
-    return [sys.executable, "-m", "scrutiny.audit.cli", *arguments]
+    return [sys.executable, "-m", "scrutiny.cli", *arguments]
 
 
 def timed(command: list[str]) -> tuple[subprocess.CompletedProcess, float, float]:

@@ -2,7 +2,7 @@
 
 Each case runs the installed console script as a fresh subprocess, ``--runs`` times, and
 prints the best and median wall time; a second subprocess per case runs the same arguments
-through ``scrutiny.audit.cli.main`` and lists which heavy libraries it imported (none should
+through ``scrutiny.cli.main`` and lists which heavy libraries it imported (none should
 be: the commands import them only once the input has been checked). The aim is under 1 s.
 
 Usage::
@@ -29,7 +29,7 @@ HEAVY = ("torch", "sklearn", "shap", "captum", "aif360", "pandas", "matplotlib",
 # what a subprocess prints: the exit code of main(argv) and the heavy modules it imported
 PROBE = """
 import contextlib, io, json, sys
-from scrutiny.audit.cli import main
+from scrutiny.cli import main
 with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
     code = main(sys.argv[1:])
 print(json.dumps([code, [m for m in {heavy!r} if m in sys.modules]]))

@@ -10,7 +10,7 @@ the test split holds 30 % of ``--rows``) and a fixed seeded MLP over its encoded
 (6 categorical levels + 5 + sex + 4 races + 4 numeric = 20 columns). Timed twice:
 
 - now: consistency exact over every test row up to ``CONSISTENCY_EXACT_ROWS``, a seeded
-  sample above (``scrutiny.audit.fairness``);
+  sample above (``scrutiny.audit.fairness.assess``);
 - before: the previous approach, brute-force k-NN over every test row (quadratic) and a
   row-resampling bootstrap of its mean (n_boot × rows random indices). Skipped above
   ``--before-max-rows`` test rows (default 30,000: 3 minutes and more at 300,000), where its
@@ -31,7 +31,7 @@ What is measured, in one run, on the same synthetic rows for both sides:
   (``gm.DATA_METRICS``: base rates, statistical parity, disparate impact).
   * ours: ``gm.metrics_from_counts(gm.confusion_counts(y, y_pred, mask))`` plus
     ``gm.metrics_from_counts(gm.confusion_counts(y, None, mask), model=False)``;
-  * aif360: ``scrutiny.audit.fairness.aif360_metrics(y, y_pred, mask)`` plus
+  * aif360: ``scrutiny.audit.fairness.assess.aif360_metrics(y, y_pred, mask)`` plus
     ``aif360_metrics(y, None, mask)``, i.e. aif360's ``BinaryLabelDataset``,
     ``ClassificationMetric`` and ``BinaryLabelDatasetMetric`` on the same arrays.
   Consistency (aif360's k-NN metric) needs features and is left out of both sides.
@@ -100,7 +100,7 @@ def synthetic(rows: int, seed: int):
 
 
 def ours(y, y_pred, masks):
-    from scrutiny.audit import group_metrics as gm
+    from scrutiny.audit.fairness import group_metrics as gm
 
     out = {}
     for name, mask in masks.items():
@@ -110,7 +110,7 @@ def ours(y, y_pred, masks):
 
 
 def theirs(y, y_pred, masks):
-    from scrutiny.audit.fairness import aif360_metrics
+    from scrutiny.audit.fairness.assess import aif360_metrics
 
     out = {}
     for name, mask in masks.items():
@@ -120,7 +120,7 @@ def theirs(y, y_pred, masks):
 
 
 def bootstrap(y, y_pred, masks, seed):
-    from scrutiny.audit import group_metrics as gm
+    from scrutiny.audit.fairness import group_metrics as gm
 
     rng = np.random.default_rng(seed)
     out = {}
@@ -153,7 +153,7 @@ def worker(args) -> None:
         values = fn()
         result["values"] = {group: {k: float(v) for k, v in metrics.items()} for group, metrics in values.items()}
     else:
-        import scrutiny.audit.fairness  # noqa: F401 - imports outside every measurement (torch, pandas)
+        import scrutiny.audit.fairness.assess  # noqa: F401 - imports outside every measurement (torch, pandas)
         if args.side == "aif360":
             import aif360.datasets  # noqa: F401
             import aif360.metrics  # noqa: F401
@@ -228,7 +228,7 @@ def previous_consistency():
     """The approach before: brute-force k-NN over every row, and a row bootstrap of the mean."""
     from sklearn.neighbors import NearestNeighbors
 
-    from scrutiny.audit.fairness import Estimate
+    from scrutiny.audit.fairness.assess import Estimate
 
     def deviations(features, y_pred, n_neighbors=5, *, rows=None):
         _, neighbours = NearestNeighbors(n_neighbors=n_neighbors, algorithm="brute").fit(features).kneighbors(features)
@@ -249,8 +249,8 @@ def previous_consistency():
 def family_seconds(rows: int, seed: int, approach: str) -> dict:
     """Seconds of assess_fairness, its consistency with interval, and the test rows, for one approach;
     the data and the model are made outside the timing."""
-    from scrutiny.audit import fairness
-    from scrutiny.audit import group_metrics as gm
+    from scrutiny.audit.fairness import assess as fairness
+    from scrutiny.audit.fairness import group_metrics as gm
 
     dataset = user_table(rows, seed)
     model = fixed_model(len(dataset.preprocessor.encoded_feature_names), seed)
@@ -372,7 +372,7 @@ def metrics_section(args) -> None:
     print(f"{args.rows:,} synthetic rows, seed {args.seed}: sex (privileged 1, {masks['sex'].mean():.1%}), "
           f"race of 4 categories (privileged 0, {masks['race'].mean():.1%}), sex × race privileged on both "
           f"({masks['sex × race'].mean():.1%}); base rate {y.mean():.3f}, selection rate {y_pred.mean():.3f}")
-    from scrutiny.audit import group_metrics as gm
+    from scrutiny.audit.fairness import group_metrics as gm
 
     n_model, n_data = len(gm.MODEL_METRICS), len(gm.DATA_METRICS)
     print(f"metric set per comparison: {n_model} model metrics (ClassificationMetric) + {n_data} data-set metrics "

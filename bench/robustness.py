@@ -47,7 +47,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from scrutiny.audit.attacks import AttackStats, image_constraints, perturbation_norm, pgd
+from scrutiny.audit.robustness.attacks import AttackStats, image_constraints, perturbation_norm, pgd
 from scrutiny.models import load_dataset, train_on
 
 from _common import RowCounter, cpu_name, sync, versions

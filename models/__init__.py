@@ -5,10 +5,10 @@ and their kinds, label and favourable outcome, protected attributes with privile
 and the preprocessing fitted on its training split. Models are built by name
 (:func:`build_model`), trained on encoded arrays (:func:`train`, or :func:`train_on` for a data
 set with sensible defaults), and saved as safetensors + a JSON manifest (:func:`save_checkpoint`,
-:func:`load_model`). Every user-caused problem raises a :class:`ScrutinyError`.
+:func:`load_model`). Every user-caused problem raises a :class:`scrutiny.errors.ScrutinyError`.
 
 The names below are imported on first use (PEP 562), so that ``scrutiny --help`` and the
-light modules (:mod:`.errors`, :mod:`.limits`) load without torch, pandas or scikit-learn.
+light modules load without torch, pandas or scikit-learn.
 """
 
 import importlib
@@ -19,7 +19,6 @@ _EXPORTS = {
     **dict.fromkeys(["LoadedModel", "check_fits", "library_versions", "load_model", "save_checkpoint"], "checkpoint"),
     **dict.fromkeys(["RAW_FILES", "data_dir", "fetch"], "data_files"),
     **dict.fromkeys(["DATASETS", "Dataset", "Split", "load_dataset"], "datasets"),
-    **dict.fromkeys(["CheckpointError", "DataError", "InputError", "ScrutinyError"], "errors"),
     **dict.fromkeys(["ImagePreprocessor", "TabularPreprocessor"], "preprocessing"),
     **dict.fromkeys(["DEFAULT_ARCH", "TrainedModel", "train_on"], "recipes"),
     **dict.fromkeys(["DatasetSpec", "Feature", "ProtectedAttribute"], "spec"),

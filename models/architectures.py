@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .errors import InputError
+from scrutiny.errors import InputError
 
 __all__ = [
     "ARCHITECTURES",

@@ -29,13 +29,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .architectures import build_model
-from .data_files import sha256_file
-from .datasets import Dataset
-from .errors import CheckpointError, InputError, ScrutinyError, describe_raised
-from .preprocessing import preprocessor_from_dict
-from .safe_write import Kind, Staging, read_manifest, shown
-from .spec import DatasetSpec, short_repr
+from scrutiny.models.architectures import build_model
+from scrutiny.models.data_files import sha256_file
+from scrutiny.models.datasets import Dataset
+from scrutiny.errors import CheckpointError, InputError, ScrutinyError, describe_raised
+from scrutiny.models.preprocessing import preprocessor_from_dict
+from scrutiny.safe_write import Kind, Staging, read_manifest, shown
+from scrutiny.models.spec import DatasetSpec, short_repr
 
 __all__ = ["FORMAT_VERSION", "CHECKPOINT", "LoadedModel", "save_checkpoint", "load_model", "check_fits", "library_versions"]
 
@@ -111,7 +111,7 @@ def save_checkpoint(
         training: the training settings used (epochs, learning rate, …).
         seed: the training seed.
         overwrite: replace an existing checkpoint (only a folder recognised as one, or an empty
-            folder; see :mod:`scrutiny.models.safe_write`). Default: False.
+            folder; see :mod:`scrutiny.safe_write`). Default: False.
     """
     path = Path(path)
     staging = Staging(path, kind=CHECKPOINT, overwrite=overwrite)  # refuses before any work

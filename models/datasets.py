@@ -36,10 +36,10 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from .data_files import raw_path
-from .errors import InputError
-from .preprocessing import ImagePreprocessor, TabularPreprocessor
-from .spec import DatasetSpec, Feature, ProtectedAttribute
+from scrutiny.models.data_files import raw_path
+from scrutiny.errors import InputError
+from scrutiny.models.preprocessing import ImagePreprocessor, TabularPreprocessor
+from scrutiny.models.spec import DatasetSpec, Feature, ProtectedAttribute
 
 __all__ = ["Split", "Dataset", "DATASETS", "load_dataset", "split_frame"]
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .errors import DataError
-from .spec import DatasetSpec, short_repr
+from scrutiny.errors import DataError
+from scrutiny.models.spec import DatasetSpec, short_repr
 
 __all__ = ["TabularPreprocessor", "ImagePreprocessor", "preprocessor_from_dict"]
 

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 import numpy as np
 from torch import nn
 
-from .architectures import build_model
-from .datasets import Dataset
-from .errors import InputError
-from .limits import check_int
-from .training import DEFAULT_TRAINING, evaluate, train
+from scrutiny.models.architectures import build_model
+from scrutiny.models.datasets import Dataset
+from scrutiny.errors import InputError
+from scrutiny.limits import check_int
+from scrutiny.models.training import DEFAULT_TRAINING, evaluate, train
 
 __all__ = ["DEFAULT_ARCH", "TrainedModel", "train_on"]
 

@@ -14,7 +14,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from .errors import DataError
+from scrutiny.errors import DataError
 
 __all__ = ["Feature", "ProtectedAttribute", "DatasetSpec", "FEATURE_KINDS"]
 

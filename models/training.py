@@ -24,8 +24,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from .errors import CheckpointError, InputError, describe_raised
-from .limits import check_int
+from scrutiny.errors import CheckpointError, InputError, describe_raised
+from scrutiny.limits import check_int
 
 __all__ = [
     "DEFAULT_TRAINING",
@@ -399,7 +399,7 @@ def train(
 
     Raises:
         InputError: Bad option values (``epochs``, ``batch_size`` and ``seed`` within
-            :data:`~scrutiny.models.limits.LIMITS`), X/y of the wrong shape or length, NaN in X,
+            :data:`~scrutiny.limits.LIMITS`), X/y of the wrong shape or length, NaN in X,
             labels outside the model's classes, bad sample weights, or an unavailable device.
     """
     check_int("epochs", epochs)

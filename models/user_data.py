@@ -30,11 +30,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .datasets import Dataset, split_frame, tabular_dataset
-from .data_files import sha256_file
-from .errors import DataError
-from .limits import check_int
-from .spec import DatasetSpec, Feature, ProtectedAttribute
+from scrutiny.models.datasets import Dataset, split_frame, tabular_dataset
+from scrutiny.models.data_files import sha256_file
+from scrutiny.errors import DataError
+from scrutiny.limits import check_int
+from scrutiny.models.spec import DatasetSpec, Feature, ProtectedAttribute
 
 __all__ = ["load_table", "read_table_spec", "SPEC_KEYS"]
 

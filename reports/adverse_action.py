@@ -1,6 +1,6 @@
 """The adverse-action notices a run stored, read for the report (never recomputed).
 
-The audit (:mod:`scrutiny.audit.adverse_action`) stores, for every explained test row the
+The audit (:mod:`scrutiny.audit.attributions.adverse_action`) stores, for every explained test row the
 model decided unfavourably, its principal reasons (up to four features pushing furthest
 toward the unfavourable outcome, with the applicant's values) and whether one of them is a
 prohibited basis, in which case no notice can be issued. This module reads the first rows of

@@ -6,7 +6,7 @@ package) lists the clauses (``[clauses."ID"]``), the clauses of each audit check
 (``[sections."NAME"]``). Users edit a copy and pass it with ``scrutiny report RUN --mapping
 FILE``. It is an evidence mapping, not legal advice.
 
-Every problem with a file raises :class:`~scrutiny.models.errors.InputError` with one line
+Every problem with a file raises :class:`~scrutiny.errors.InputError` with one line
 naming the file and the offending key.
 """
 
@@ -15,9 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scrutiny.audit.policy import CHECKS
-from scrutiny.audit.toml_file import read_toml
-from scrutiny.models.errors import InputError
+from scrutiny.audit.run.policy import CHECKS
+from scrutiny.toml_file import read_toml
+from scrutiny.errors import InputError
 
 __all__ = ["Clause", "Mapping", "load_mapping", "by_framework", "DEFAULT_MAPPING", "SECTIONS", "CLAUSE_FIELDS"]
 

@@ -1,6 +1,6 @@
 """What a report says, gathered from one run folder (never recomputed).
 
-:func:`report_content` turns a :class:`~scrutiny.audit.run_folder.Run` into plain data the
+:func:`report_content` turns a :class:`~scrutiny.audit.run.run_folder.Run` into plain data the
 templates lay out. Every number taken from ``findings.json`` or ``manifest.json`` is a
 :class:`Num` that remembers where it came from (a JSON pointer), so the HTML can carry the
 exact value beside the rounded one and a test can check each against the run.
@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from scrutiny.audit.findings import STATUS_WORDS, STATUSES
+from scrutiny.audit.run.findings import STATUS_WORDS, STATUSES
 
-from .adverse_action import stored_notices
-from .compliance import Mapping, by_framework
+from scrutiny.reports.adverse_action import stored_notices
+from scrutiny.reports.compliance import Mapping, by_framework
 
 __all__ = ["Num", "report_content", "SECTIONS"]
 

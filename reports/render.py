@@ -3,7 +3,7 @@
 The HTML is one self-contained file: figures are inline PNG data, there are no links to
 fetch. The PDF is the same HTML laid out for A4 paper, with one bookmark per section. Every
 format is rendered before anything is written; a new report folder appears complete or not at
-all, and in an existing one each file is replaced by one rename (:mod:`scrutiny.models.safe_write`),
+all, and in an existing one each file is replaced by one rename (:mod:`scrutiny.safe_write`),
 so a failed render leaves nothing half-written and no empty folder.
 """
 
@@ -14,13 +14,13 @@ from pathlib import Path
 
 from markupsafe import Markup, escape
 
-from scrutiny.audit.run_folder import load_run
-from scrutiny.audit.toml_file import read_toml
-from scrutiny.models.errors import InputError
-from scrutiny.models.safe_write import Kind, Staging, check_destination, write_file
+from scrutiny.audit.run.run_folder import load_run
+from scrutiny.toml_file import read_toml
+from scrutiny.errors import InputError
+from scrutiny.safe_write import Kind, Staging, check_destination, write_file
 
-from .compliance import load_mapping
-from .content import Num, report_content
+from scrutiny.reports.compliance import load_mapping
+from scrutiny.reports.content import Num, report_content
 
 __all__ = ["FORMATS", "REPORT_FOLDER", "render_html", "render_markdown", "render_pdf", "write_reports",
            "check_report_folder", "load_card"]

@@ -21,9 +21,9 @@ import pandas as pd
 import pytest
 
 from scrutiny.app.text import literal
-from scrutiny.audit.cli import main
-from scrutiny.audit.findings import STATUS_WORDS, STATUSES
-from scrutiny.audit.run_folder import to_json
+from scrutiny.cli import main
+from scrutiny.audit.run.findings import STATUS_WORDS, STATUSES
+from scrutiny.audit.run.run_folder import to_json
 
 from . import audit_configs
 
@@ -751,7 +751,7 @@ def test_cli_app_on_a_missing_folder_prints_one_line():
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-m", "scrutiny.audit.cli", "app", "/no/such/dir"], capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "scrutiny.cli", "app", "/no/such/dir"], capture_output=True,
                           text=True, timeout=60, check=False)
     assert done.returncode == 2
     lines = done.stderr.splitlines()
@@ -787,7 +787,7 @@ def test_terminating_scrutiny_app_stops_the_server(tmp_path):
         except OSError:
             return False
 
-    process = subprocess.Popen([sys.executable, "-m", "scrutiny.audit.cli", "app", str(tmp_path), "--port", str(port)],
+    process = subprocess.Popen([sys.executable, "-m", "scrutiny.cli", "app", str(tmp_path), "--port", str(port)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 60

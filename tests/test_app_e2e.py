@@ -68,7 +68,7 @@ def server(trained, tmp_path_factory):
     port = free_port()
     log = tmp_path_factory.mktemp("app-server") / "server.log"
     with open(log, "wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "scrutiny.audit.cli", "app", str(runs), "--port", str(port)],
+        process = subprocess.Popen([sys.executable, "-m", "scrutiny.cli", "app", str(runs), "--port", str(port)],
                                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                                    env={**os.environ, "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"})
     url = f"http://localhost:{port}"

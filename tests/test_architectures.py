@@ -13,7 +13,7 @@ from scrutiny.models.architectures import (
     build_model,
     reconstruction_error,
 )
-from scrutiny.models.errors import InputError
+from scrutiny.errors import InputError
 
 IMAGE_ARCHS = ["cnn", "resnet", "gru"]
 

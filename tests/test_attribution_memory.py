@@ -13,8 +13,8 @@ SCRIPT = textwrap.dedent("""
     import numpy as np, torch
     torch.set_num_threads(1)
     from scrutiny.models import load_dataset, load_model
-    from scrutiny.audit.attributions import attribute
-    from scrutiny.audit.explain import feature_space_for
+    from scrutiny.audit.attributions.methods import attribute
+    from scrutiny.audit.attributions.explain import feature_space_for
 
     dataset = load_dataset("adult", data_dir=sys.argv[1])
     model = load_model(sys.argv[2]).model

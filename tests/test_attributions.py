@@ -9,20 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from scrutiny.audit.attributions import (
+from scrutiny.audit.attributions.methods import (
     METHODS,
     attribute,
     default_baseline,
 )
-from scrutiny.audit.feature_space import FeatureSpace, patch_groups, tabular_space
-from scrutiny.models import (
-    DatasetSpec,
-    Feature,
-    InputError,
-    TabularPreprocessor,
-    build_model,
-    train_on,
-)
+from scrutiny.audit.attributions.feature_space import FeatureSpace, patch_groups, tabular_space
+from scrutiny.models import DatasetSpec, Feature, TabularPreprocessor, build_model, train_on
+from scrutiny.errors import InputError
 from torch import nn
 
 ERRORS = {

@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import io
 import json
+import os
 import math
 import pickle
 import shutil
@@ -23,15 +24,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scrutiny.audit.cli import main
-from scrutiny.audit.findings import BOUNDS, status_of, validate_findings
-from scrutiny.audit.policy import load_policy
-from scrutiny.audit.run_folder import RunError, list_runs, load_run
-from scrutiny.models.errors import InputError
+from scrutiny.cli import main
+from scrutiny.audit.run.findings import BOUNDS, status_of, validate_findings
+from scrutiny.audit.run.policy import load_policy
+from scrutiny.audit.run.run_folder import RunError, list_runs, load_run
+from scrutiny.errors import InputError
 
 pytestmark = pytest.mark.filterwarnings(r"ignore:`torch\.jit\.\w+` is deprecated:DeprecationWarning")
 
-AUDIT_DIR = Path(__file__).resolve().parents[1] / "audit"
+AUDIT_DIR = Path(__file__).resolve().parents[1] / "audit" / "run"
 SCHEMA_PATH = AUDIT_DIR / "findings.schema.json"
 DEFAULT_POLICY_PATH = AUDIT_DIR / "default_policy.toml"
 
@@ -640,15 +641,34 @@ class _Stop(Exception):
     pass
 
 
-def _failing_robustness(error: BaseException, seen: dict):
+def _failing_robustness(error: BaseException, seen: dict, out: Path):
+    """The robustness family raising ``error``: families write nothing, so nothing is there yet."""
     def fake(context):
-        staging = context.writer.staging
+        seen["during"] = sorted(os.listdir(out.parent))
+        raise error
+
+    return fake
+
+
+def _failing_save(error: BaseException, seen: dict):
+    """Writing the first figure raising ``error``, once the arrays are in the staging folder."""
+    def fake(figure, path):
+        staging = Path(path).parent.parent
         seen["staging"] = staging
-        # midway: the performance family has written its arrays into the staging folder
         seen["written"] = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
         raise error
 
     return fake
+
+
+def _break(patch, where: str, error: BaseException, seen: dict, out: Path) -> None:
+    import scrutiny.audit.plots as plots
+    import scrutiny.audit.robustness.family as robustness
+
+    if where == "family":
+        patch.setattr(robustness, "run", _failing_robustness(error, seen, out))
+    else:
+        patch.setattr(plots, "save_figure", _failing_save(error, seen))
 
 
 @pytest.mark.parametrize(
@@ -657,12 +677,12 @@ def _failing_robustness(error: BaseException, seen: dict):
      (InputError("robustness: broken on purpose"), 2, "error: robustness: broken on purpose")],
     ids=["ctrl-c", "input-error"],
 )
-def test_failed_family_leaves_no_run_folder(monkeypatch, capsys, tmp_path, digits, configs, error, code, message):
-    import scrutiny.audit.runner as runner
-
+@pytest.mark.parametrize("where", ["family", "save"])
+def test_failed_family_leaves_no_run_folder(monkeypatch, capsys, tmp_path, digits, configs, error, code, message,
+                                            where):
     seen: dict = {}
-    monkeypatch.setattr(runner, "_robustness", _failing_robustness(error, seen))
     out = tmp_path / "run"
+    _break(monkeypatch, where, error, seen, out)
     result = main(["audit", str(digits[1]), "--data", "digits", "--out", str(out), "--config", str(configs["cheap_image"])])
     _, err = capsys.readouterr()
     assert result == code
@@ -671,38 +691,37 @@ def test_failed_family_leaves_no_run_folder(monkeypatch, capsys, tmp_path, digit
         assert set(lines) <= {message} and "Traceback" not in err
     else:
         assert lines == [message]
-    assert "arrays/predictions.npz" in seen["written"]
-    assert seen["staging"].parent == tmp_path and seen["staging"].name.startswith(".run.")
-    assert not seen["staging"].exists()
+    if where == "family":  # the families write nothing: the run folder is written once they are all done
+        assert seen["during"] == []
+    else:  # midway through writing: the arrays are in the staging folder, which goes
+        assert "arrays/predictions.npz" in seen["written"]
+        assert seen["staging"].parent == tmp_path and seen["staging"].name.startswith(".run.")
+        assert not seen["staging"].exists()
     assert not out.exists() and leftovers(out) == []
 
 
 def test_ctrl_c_says_interrupted(monkeypatch, capsys, tmp_path, digits, configs):
-    import scrutiny.audit.runner as runner
-
-    monkeypatch.setattr(runner, "_robustness", _failing_robustness(KeyboardInterrupt(), {}))
     out = tmp_path / "run"
+    _break(monkeypatch, "family", KeyboardInterrupt(), {}, out)
     code = main(["audit", str(digits[1]), "--data", "digits", "--out", str(out), "--config", str(configs["cheap_image"])])
     _, err = capsys.readouterr()
     assert code == 130 and "interrupted" in err
 
 
-def test_unexpected_exception_leaves_no_run_folder(monkeypatch, capsys, tmp_path, digits, configs):
-    import scrutiny.audit.runner as runner
-
+@pytest.mark.parametrize("where", ["family", "save"])
+def test_unexpected_exception_leaves_no_run_folder(monkeypatch, capsys, tmp_path, digits, configs, where):
     seen: dict = {}
-    monkeypatch.setattr(runner, "_robustness", _failing_robustness(_Stop("boom"), seen))
     out = tmp_path / "run"
+    _break(monkeypatch, where, _Stop("boom"), seen, out)
     code = main(["audit", str(digits[1]), "--data", "digits", "--out", str(out), "--config", str(configs["cheap_image"])])
     _, err = capsys.readouterr()
     assert code == 3  # a bug, not bad input (2) nor a policy failure (1)
     assert err.startswith("error: internal error: _Stop: boom (a bug in scrutiny") and err.count("\n") == 1
-    assert seen["written"] and not out.exists() and leftovers(out) == []
+    assert (seen["during"] == [] if where == "family" else seen["written"])
+    assert not out.exists() and leftovers(out) == []
 
 
 def test_overwrite_replaces_a_run_only_on_success(monkeypatch, capsys, tmp_path, digits_run, digits, configs):
-    import scrutiny.audit.runner as runner
-
     out = Path(shutil.copytree(digits_run.path, tmp_path / "run"))
     before = snapshot(out)
     args = ["audit", str(digits[1]), "--data", "digits", "--out", str(out), "--config", str(configs["cheap_image"]),
@@ -710,7 +729,7 @@ def test_overwrite_replaces_a_run_only_on_success(monkeypatch, capsys, tmp_path,
 
     seen: dict = {}
     with monkeypatch.context() as patch:
-        patch.setattr(runner, "_robustness", _failing_robustness(KeyboardInterrupt(), seen))
+        _break(patch, "save", KeyboardInterrupt(), seen, out)
         assert main(args) == 130
     capsys.readouterr()
     assert seen["written"]
@@ -975,11 +994,11 @@ def test_bad_input_is_one_error_line_and_no_run_folder(case, checkpoints, tmp_pa
         def forbidden(*args, **kwargs):
             raise AssertionError(f"{case.id}: model work started before the bad input was reported")
 
-        import scrutiny.audit.runner
+        import scrutiny.audit.run.runner
         import scrutiny.models
 
         monkeypatch.setattr(scrutiny.models, "load_model", forbidden)
-        monkeypatch.setattr(scrutiny.audit.runner, "run_audit", forbidden)
+        monkeypatch.setattr(scrutiny.audit.run.runner, "run_audit", forbidden)
     started = time.perf_counter()
     code = main(argv)
     seconds = time.perf_counter() - started

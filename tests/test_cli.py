@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scrutiny.audit.cli import main
+from scrutiny.cli import main
 from scrutiny.models import DATASETS, RAW_FILES
 
 FAST = ["--epochs", "3", "--device", "cpu"]

@@ -9,8 +9,8 @@ import tomllib
 
 import pytest
 
-from scrutiny.audit.policy import CHECKS
-from scrutiny.models.errors import InputError
+from scrutiny.audit.run.policy import CHECKS
+from scrutiny.errors import InputError
 from scrutiny.reports.compliance import (
     DEFAULT_MAPPING,
     SECTIONS,

@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scrutiny.models import DataError, DatasetSpec, InputError, RAW_FILES, TabularPreprocessor, fetch, load_dataset
+from scrutiny.models import DatasetSpec, RAW_FILES, TabularPreprocessor, fetch, load_dataset
+from scrutiny.errors import DataError, InputError
 from scrutiny.models.data_files import extract_from_wheel, sha256_file
 from scrutiny.models.preprocessing import preprocessor_from_dict
 

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 import torch
 
-from scrutiny.audit import group_metrics as gm
-from scrutiny.audit.fairness import aif360_metrics, assess_fairness, impact_ratios, protected_groups
-from scrutiny.models.errors import DataError, InputError
+from scrutiny.audit.fairness import group_metrics as gm
+from scrutiny.audit.fairness.assess import aif360_metrics, assess_fairness, impact_ratios, protected_groups
+from scrutiny.errors import DataError, InputError
 from scrutiny.models.training import predict_proba
 
 DATASETS = ("adult", "german", "compas")
@@ -118,7 +118,7 @@ def test_audit_consistency_is_aif360s_on_the_test_split(predictions):
 def test_consistency_of_a_large_table_is_a_seeded_sample_with_an_interval(monkeypatch):
     """Above CONSISTENCY_EXACT_ROWS the value averages a seeded sample of rows, each row's
     neighbours taken among all rows; the interval holds the whole table's value."""
-    from scrutiny.audit import fairness
+    from scrutiny.audit.fairness import assess as fairness
 
     monkeypatch.setattr(fairness, "CONSISTENCY_EXACT_ROWS", 300)
     monkeypatch.setattr(fairness, "CONSISTENCY_SAMPLE", 250)
@@ -255,7 +255,7 @@ def test_bad_protected_attributes_are_clear_errors(load):
 
 
 def cli(capsys, *args):
-    from scrutiny.audit.cli import main
+    from scrutiny.cli import main
 
     code = main([str(a) for a in args])
     out, err = capsys.readouterr()
@@ -295,7 +295,7 @@ def test_label_must_be_binary_for_a_binary_spec(tmp_path, capsys):
 def test_mitigation_before_and_after(predictions):
     """Both mitigations report the same metric set with intervals on the same rows; on Adult
     (sex) reweighing narrows the parity gap and post-processing the odds gap."""
-    from scrutiny.audit.fairness import mitigate
+    from scrutiny.audit.fairness.assess import mitigate
 
     dataset, model, _, _ = predictions("adult")
     reweighing, post = mitigate(model, dataset, "sex", n_boot=200, seed=0, epochs=2)

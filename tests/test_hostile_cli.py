@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import scrutiny.audit.cli as cli_module
-from scrutiny.audit.cli import main
-from scrutiny.models.limits import LIMITS
+import scrutiny.cli as cli_module
+from scrutiny.cli import main
+from scrutiny.limits import LIMITS
 
 from .audit_configs import TABULAR
 from .test_cli import make_table, write_table
@@ -371,7 +371,7 @@ def test_bare_group_prints_its_help(capsys, command):
 
 PROBE = """
 import contextlib, io, sys
-from scrutiny.audit.cli import main
+from scrutiny.cli import main
 with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
     code = main(sys.argv[1:])
 print(code, *sorted(m for m in {heavy!r} if m in sys.modules))

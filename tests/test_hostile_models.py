@@ -2,7 +2,7 @@
 ``error:`` line naming the culprit (file and key or column), exit code 2, no traceback and
 nothing written.
 
-Every case runs through ``scrutiny.audit.cli.main``; a few also through the installed
+Every case runs through ``scrutiny.cli.main``; a few also through the installed
 ``scrutiny`` console script, so that the real entry point is covered (a factory that raises
 ``SystemExit(0)`` once made ``scrutiny audit`` exit 0 with no run written).
 """
@@ -27,8 +27,8 @@ import pytest
 import torch
 from torch import nn
 
-from scrutiny.audit.cli import main
-from scrutiny.models.errors import CheckpointError, InputError
+from scrutiny.cli import main
+from scrutiny.errors import CheckpointError, InputError
 
 CHEAP_CONFIG = 'families = ["performance"]\n'
 
@@ -418,9 +418,9 @@ def test_bad_config_values_name_the_key_in_the_file(case, checkpoint, tmp_path, 
 
 
 def test_library_functions_bound_seeds_and_counts(trained):
-    from scrutiny.audit.explain import explain
-    from scrutiny.audit.fairness import assess_fairness
-    from scrutiny.audit.robustness import assess_robustness
+    from scrutiny.audit.attributions.explain import explain
+    from scrutiny.audit.fairness.assess import assess_fairness
+    from scrutiny.audit.robustness.assess import assess_robustness
     from scrutiny.models import train_on
 
     dataset, result, _ = trained("breast_cancer", "mlp")

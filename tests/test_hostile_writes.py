@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from scrutiny.audit.cli import main
-from scrutiny.audit.run_folder import RUN, RunError, RunWriter, load_run
-from scrutiny.models import safe_write
+from scrutiny.cli import main
+from scrutiny.audit.run.run_folder import RUN, RunError, RunWriter, load_run
+from scrutiny import safe_write
 
 PERFORMANCE_ONLY = 'families = ["performance"]\n'
 NON_UTF8 = os.fsdecode(b"run_\xff")  # a name with a byte that is not UTF-8 (a lone surrogate in Python)
@@ -129,14 +129,14 @@ def run(checkpoint, config, tmp_path_factory) -> Path:
 @pytest.fixture
 def no_work(monkeypatch):
     """Fail the test if a command loads data, a model or a run, trains or renders."""
-    import scrutiny.audit.cli
+    import scrutiny.cli
     import scrutiny.models
     import scrutiny.reports.render
 
     def forbidden(*args, **kwargs):
         pytest.fail("work started before the destination was refused")
 
-    monkeypatch.setattr(scrutiny.audit.cli, "load_data", forbidden)
+    monkeypatch.setattr(scrutiny.cli, "load_data", forbidden)
     monkeypatch.setattr(scrutiny.models, "load_model", forbidden)
     monkeypatch.setattr(scrutiny.models, "train_on", forbidden)
     monkeypatch.setattr(scrutiny.reports.render, "write_reports", forbidden)
@@ -434,19 +434,18 @@ def test_report_failing_in_an_existing_folder_keeps_the_old_report(run, tmp_path
 
 @pytest.mark.parametrize("renameat2", [True, False], ids=["renameat2", "fallback"])
 def test_a_run_written_meanwhile_is_not_replaced(renameat2, run, checkpoint, config, tmp_path, monkeypatch, capsys):
-    import scrutiny.audit.runner as runner
+    from scrutiny.audit.run.run_folder import RunWriter
 
     if not renameat2:
         monkeypatch.setattr(safe_write, "_RENAMEAT2", None)
     out = tmp_path / "run"
-    original = runner._performance
+    original = RunWriter.commit
 
-    def performance_then_rival(context):
-        found = original(context)
-        shutil.copytree(run, out)  # another audit to the same --out commits first
-        return found
+    def rival_then_commit(writer, manifest):
+        shutil.copytree(run, out)  # another audit to the same --out commits while this one writes
+        return original(writer, manifest)
 
-    monkeypatch.setattr(runner, "_performance", performance_then_rival)
+    monkeypatch.setattr(RunWriter, "commit", rival_then_commit)
     refused(*cli(capsys, *audit_args(checkpoint, out, config)), str(out), "another process")
     assert tree(out) == tree(run)
     assert os.listdir(tmp_path) == ["run"]
@@ -455,20 +454,19 @@ def test_a_run_written_meanwhile_is_not_replaced(renameat2, run, checkpoint, con
 @pytest.mark.parametrize("renameat2", [True, False], ids=["renameat2", "fallback"])
 def test_overwrite_target_swapped_for_a_user_folder_meanwhile(renameat2, run, checkpoint, config, tmp_path,
                                                                 monkeypatch, capsys):
-    import scrutiny.audit.runner as runner
+    from scrutiny.audit.run.run_folder import RunWriter
 
     if not renameat2:
         monkeypatch.setattr(safe_write, "_RENAMEAT2", None)
     out = Path(shutil.copytree(run, tmp_path / "run"))
-    original = runner._performance
+    original = RunWriter.commit
 
-    def performance_then_swap(context):
-        found = original(context)
+    def swap_then_commit(writer, manifest):
         shutil.rmtree(out)
-        precious(out)  # the user put their own folder there during the audit
-        return found
+        precious(out)  # the user put their own folder there while the run was written
+        return original(writer, manifest)
 
-    monkeypatch.setattr(runner, "_performance", performance_then_swap)
+    monkeypatch.setattr(RunWriter, "commit", swap_then_commit)
     refused(*cli(capsys, *audit_args(checkpoint, out, config, "--overwrite")), str(out), "no longer a scrutiny run folder")
     assert tree(out) == {"thesis.txt": b"four years of work\n"}
     assert os.listdir(tmp_path) == ["run"]
@@ -542,8 +540,8 @@ def test_overwrite_crash_between_the_fallback_renames_is_repaired_by_the_next_wr
     code = f"""
 import os, shutil
 from pathlib import Path
-from scrutiny.audit.run_folder import RUN
-from scrutiny.models import safe_write
+from scrutiny.audit.run.run_folder import RUN
+from scrutiny import safe_write
 safe_write._RENAMEAT2 = None
 real = safe_write._rename_new
 def killed_after_first(source, target):

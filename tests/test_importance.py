@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from scrutiny.audit.cli import main
-from scrutiny.audit.explain import explain, resolve_methods
-from scrutiny.audit.importance import agreement, agreement_matrix, global_importance
-from scrutiny.models import InputError
+from scrutiny.cli import main
+from scrutiny.audit.attributions.explain import explain, resolve_methods
+from scrutiny.audit.attributions.importance import agreement, agreement_matrix, global_importance
+from scrutiny.errors import InputError
 
 
 def test_global_importance_is_mean_absolute_with_an_interval_that_shrinks():
@@ -63,7 +63,7 @@ def test_explain_names_features_after_original_columns(trained):
 
 
 def test_explain_cli(trained, capsys, monkeypatch):
-    from scrutiny.audit import cli
+    from scrutiny import cli
 
     monkeypatch.setattr(cli.console, "width", 200)  # a wide terminal: no wrapped cells
     dataset, _, path = trained("breast_cancer", "mlp")
@@ -112,7 +112,7 @@ def test_image_heatmaps(load, tmp_path):
 
 
 def test_explain_with_quality_checks(trained, capsys, monkeypatch):
-    from scrutiny.audit import cli
+    from scrutiny import cli
 
     dataset, result, path = trained("breast_cancer", "mlp")
     found = explain(result.model, dataset, methods=["ig"], samples=12, n_boot=50, quality=True)

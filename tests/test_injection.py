@@ -25,7 +25,7 @@ import pandas as pd
 import pytest
 
 from scrutiny.app.text import literal
-from scrutiny.audit.cli import main
+from scrutiny.cli import main
 
 pytestmark = pytest.mark.filterwarnings(r"ignore:`torch\.jit\.\w+` is deprecated:DeprecationWarning")
 

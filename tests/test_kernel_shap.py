@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import shap
 
-from scrutiny.audit.kernel_shap import coalition_design, kernel_shap
+from scrutiny.audit.attributions.kernel_shap import coalition_design, kernel_shap
 
 
 def _model(m, seed=0):

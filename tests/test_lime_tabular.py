@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 import torch
 from lime.lime_tabular import LimeTabularExplainer
-from scrutiny.audit.attributions import attribute, batched_outputs
-from scrutiny.audit.feature_space import tabular_space
-from scrutiny.audit.lime_tabular import LimeFit, explain_rows, weighted_ridge
+from scrutiny.audit.attributions.methods import attribute, batched_outputs
+from scrutiny.audit.attributions.feature_space import tabular_space
+from scrutiny.audit.attributions.lime_tabular import LimeFit, explain_rows, weighted_ridge
 from scrutiny.models import DatasetSpec, Feature, TabularPreprocessor, build_model
 from sklearn.linear_model import Ridge
 

@@ -1,4 +1,4 @@
-"""Tests for sample weights in training and for scrutiny.audit.mitigation (reweighing,
+"""Tests for sample weights in training and for scrutiny.audit.fairness.mitigation (reweighing,
 equalized-odds post-processing) on synthetic data, German credit and Adult (CPU)."""
 
 import copy
@@ -9,14 +9,15 @@ import torch
 from sklearn.datasets import make_classification
 from torch import nn
 
-from scrutiny.audit.mitigation import (
+from scrutiny.audit.fairness.mitigation import (
     EqualizedOddsPostprocessor,
     privileged_mask,
     retrain_reweighed,
     reweighing_weights,
     split_for_postprocessing,
 )
-from scrutiny.models import DataError, InputError, build_model, predict_proba, train, train_on
+from scrutiny.models import build_model, predict_proba, train, train_on
+from scrutiny.errors import DataError, InputError
 from scrutiny.models.training import train_val_split
 
 FAST = {"progress": False, "device": "cpu"}

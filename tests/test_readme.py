@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from scrutiny.audit.cli import main
+from scrutiny.cli import main
 
 pytestmark = pytest.mark.filterwarnings(r"ignore:`torch\.jit\.\w+` is deprecated:DeprecationWarning")
 
@@ -108,7 +108,7 @@ def parse(argv) -> object:
     checked as the CLI does before running it. Raises click's usage errors."""
     import typer
 
-    from scrutiny.audit.cli import app
+    from scrutiny.cli import app
 
     command = typer.main.get_command(app)
     context = command.make_context("scrutiny", list(argv))
@@ -149,8 +149,8 @@ def test_ci_runs_exactly_the_readme_test_command():
 
 def _check_values(command: Command, params: dict, load) -> None:
     """The values the CLI checks only when it runs, with the functions it uses."""
-    from scrutiny.audit.explain import resolve_methods
-    from scrutiny.audit.robustness import parse_attacks
+    from scrutiny.audit.attributions.explain import resolve_methods
+    from scrutiny.audit.robustness.assess import parse_attacks
     from scrutiny.models import DATASETS, RAW_FILES
     from scrutiny.models.architectures import ARCHITECTURES
     from scrutiny.reports.render import FORMATS
@@ -189,7 +189,8 @@ def test_command_parses_with_valid_values(command, load, capsys):
 
 
 def test_the_listed_architectures_are_the_ones_train_accepts(load):
-    from scrutiny.models import InputError, train_on
+    from scrutiny.models import train_on
+    from scrutiny.errors import InputError
     from scrutiny.models.architectures import ARCHITECTURES
 
     text = README.read_text(encoding="utf-8")

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scrutiny.audit.cli import main
-from scrutiny.audit.findings import STATUS_WORDS, STATUSES
-from scrutiny.audit.run_folder import Run, load_run, to_json
+from scrutiny.cli import main
+from scrutiny.audit.run.findings import STATUS_WORDS, STATUSES
+from scrutiny.audit.run.run_folder import Run, load_run, to_json
 
 from . import audit_configs
 

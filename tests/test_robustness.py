@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from scrutiny.audit.attacks import (fgsm, image_constraints, perturbation_norm, pgd, random_noise, square,
+from scrutiny.audit.robustness.attacks import (fgsm, image_constraints, perturbation_norm, pgd, random_noise, square,
                                     tabular_constraints)
-from scrutiny.audit.robustness import assess_robustness, fit_detector
-from scrutiny.models.errors import InputError
+from scrutiny.audit.robustness.assess import assess_robustness, fit_detector
+from scrutiny.errors import InputError
 
 
 @pytest.fixture(scope="module")
@@ -243,7 +243,7 @@ def test_pgd_runs_on_the_gpu(digits_cnn):
 
 
 def cli(capsys, *args) -> tuple[int, str, str]:
-    from scrutiny.audit.cli import main
+    from scrutiny.cli import main
 
     code = main([str(a) for a in args])
     out, err = capsys.readouterr()

@@ -13,12 +13,12 @@ import torch
 from scipy.stats import spearmanr
 from torch import nn
 
-from scrutiny.audit import kernel_shap as ks
-from scrutiny.audit.attributions import attribute
-from scrutiny.audit.feature_space import FeatureSpace, patch_groups
-from scrutiny.audit.findings import status_of
-from scrutiny.audit.policy import load_policy
-from scrutiny.audit.runner import _Context, _sampling_error
+from scrutiny.audit.attributions import kernel_shap as ks
+from scrutiny.audit.attributions.methods import attribute
+from scrutiny.audit.attributions.feature_space import FeatureSpace, patch_groups
+from scrutiny.audit.run.findings import status_of
+from scrutiny.audit.run.policy import load_policy
+from scrutiny.audit.run.runner import _Context, _sampling_error
 
 
 def _model(m: int, seed: int = 0):

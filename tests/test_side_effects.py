@@ -47,9 +47,9 @@ SCRIPT = textwrap.dedent('''
             importlib.import_module(f"{package.__name__}.{module.name}")
     states["imported"] = state()
 
-    from scrutiny.audit.config import load_config
-    from scrutiny.audit.policy import load_policy
-    from scrutiny.audit.runner import run_audit
+    from scrutiny.audit.run.config import load_config
+    from scrutiny.audit.run.policy import load_policy
+    from scrutiny.audit.run.runner import run_audit
     from scrutiny.models import load_dataset, load_model, save_checkpoint, train_on
     from scrutiny.reports.render import write_reports
 
@@ -78,7 +78,7 @@ SCRIPT = textwrap.dedent('''
     """)
     config = load_config(f"{folder}/audit.toml", task="tabular", fairness=False, protected=())
     run_audit(loaded, dataset, config=config, policy=load_policy(None),
-              out=f"{folder}/run", model_source=str(checkpoint), progress=False)
+              out=f"{folder}/run", source=str(checkpoint), progress=False)
     states["audited"] = state()
     write_reports(f"{folder}/run", formats=["html", "pdf"])
     states["reported"] = state()

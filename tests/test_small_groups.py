@@ -16,10 +16,10 @@ import pandas as pd
 import pytest
 import torch
 
-from scrutiny.audit import group_metrics as gm
-from scrutiny.audit.findings import Comparison, Finding, findings_document, status_of, undecided
-from scrutiny.audit.policy import load_policy
-from scrutiny.models.errors import InputError
+from scrutiny.audit.fairness import group_metrics as gm
+from scrutiny.audit.run.findings import Comparison, Finding, findings_document, status_of, undecided
+from scrutiny.audit.run.policy import load_policy
+from scrutiny.errors import InputError
 
 SPD = {"fail_below": -0.1, "fail_above": 0.1, "warn_below": -0.05, "warn_above": 0.05}
 
@@ -82,7 +82,7 @@ def test_insufficient_never_decides_the_verdict():
 
 
 def test_runs_written_before_the_status_still_validate():
-    from scrutiny.audit.findings import validate_findings
+    from scrutiny.audit.run.findings import validate_findings
 
     finding = Finding(check="fairness.disparate_impact", family="fairness", metric="m", value=0.9, explanation="e",
                       subject="sex", threshold={"fail_below": 0.8}, comparison=comparison(no_difference=1.0))
@@ -131,7 +131,7 @@ def test_policy_refuses_bad_minimums(tmp_path, capsys, table, fragment):
     with pytest.raises(InputError) as error:
         load_policy(policy)
     assert fragment in str(error.value) and str(policy) in str(error.value)
-    from scrutiny.audit.cli import main
+    from scrutiny.cli import main
 
     out = tmp_path / "run"
     code = main(["audit", "nosuch-model", "--data", str(tmp_path / "t.csv"), "--out", str(out), "--policy", str(policy)])
@@ -216,8 +216,8 @@ def scripted_model(folder, data, spec, *, privileged_cut: float, unprivileged_cu
 
 
 def run_audit_cli(monkeypatch, capsys, folder, model, data, spec):
-    from scrutiny.audit.cli import main
-    from scrutiny.audit.run_folder import load_run
+    from scrutiny.cli import main
+    from scrutiny.audit.run.run_folder import load_run
 
     monkeypatch.setenv("COLUMNS", "80")
     config = folder / "audit.toml"
@@ -288,7 +288,7 @@ def test_small_privileged_group_is_insufficient_data_not_a_failure(monkeypatch, 
     verdict = " ".join(stdout.split())
     assert re.search(rf"verdict: pass \(\d+ pass, 0 warn, 0 fail, {len(fairness)} insufficient data\)", verdict), verdict
     # the report's fairness section shows what each comparison rests on, beside the policy's minimums
-    from scrutiny.audit.cli import main
+    from scrutiny.cli import main
 
     assert main(["report", str(tmp_path / "run"), "--format", "md"]) == 0
     report = (tmp_path / "run" / "report" / "report.md").read_text()

@@ -11,7 +11,7 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from scrutiny.models.architectures import ARCHITECTURES, build_model, reconstruction_error
-from scrutiny.models.errors import InputError
+from scrutiny.errors import InputError
 from scrutiny.models.training import (
     DEFAULT_TRAINING,
     TrainResult,

@@ -54,9 +54,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from scrutiny.models.errors import InputError
+from scrutiny.errors import InputError
 
-from .feature_space import FeatureSpace
+from scrutiny.audit.attributions.feature_space import FeatureSpace
 
 __all__ = ["METHODS", "Attribution", "attribute", "ExplainedOutput", "batched_outputs", "default_baseline", "to_device"]
 
@@ -318,7 +318,7 @@ def _integrated_gradients(wrapped, inputs, target, base, *, n_steps, max_steps, 
     recomputed with twice the steps, up to ``max_steps`` (ReLU kinks slow quadrature down)."""
     from tqdm.auto import tqdm
 
-    from .integrated_gradients import integrated_gradients
+    from scrutiny.audit.attributions.integrated_gradients import integrated_gradients
 
     if len(base) not in (1, len(inputs)):
         raise InputError(f"integrated gradients takes one baseline or one per input row; got {len(base)} for {len(inputs)} rows")
@@ -420,7 +420,7 @@ def _kernel_shap(wrapped, inputs, target, base, *, space, n_samples, batch_size,
     (:mod:`.kernel_shap`); absent tabular features take each background row's values, absent
     patches the baseline image. The error figure is the estimated sampling error of each row's
     values as a share of its largest |value| (NaN where that is below ``ATTRIBUTION_FLOOR``)."""
-    from .kernel_shap import kernel_shap
+    from scrutiny.audit.attributions.kernel_shap import kernel_shap
 
     def predict(flat: np.ndarray) -> np.ndarray:
         return batched_outputs(wrapped, flat.reshape((-1, *space.input_shape)), max(batch_size, 8192))
@@ -473,7 +473,7 @@ def _lime(wrapped, inputs, target, base, *, space, background, n_samples, batch_
     if space.kind == "tabular":
         from lime.lime_tabular import LimeTabularExplainer
 
-        from .lime_tabular import explain_rows
+        from scrutiny.audit.attributions.lime_tabular import explain_rows
 
         Z_train = space.to_codes(background)
         # a binary feature must stay 0/1: LIME samples it as a category, not a number

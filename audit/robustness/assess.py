@@ -17,12 +17,12 @@ import torch
 from torch import nn
 
 from scrutiny.models import Dataset
-from scrutiny.models.errors import InputError
-from scrutiny.models.limits import check_int
+from scrutiny.errors import InputError
+from scrutiny.limits import check_int
 
-from .attacks import (NORMS, AttackStats, Constraints, fgsm, image_constraints, pgd, random_noise, square,
+from scrutiny.audit.robustness.attacks import (NORMS, AttackStats, Constraints, fgsm, image_constraints, pgd, random_noise, square,
                       tabular_constraints)
-from .explain import sample_test_rows
+from scrutiny.audit.attributions.explain import sample_test_rows
 
 __all__ = ["ATTACKS", "DEFAULT_EPS", "CurvePoint", "Example", "Robustness", "assess_robustness",
            "constraints_for", "fit_detector", "parse_attacks"]

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from scrutiny.models.errors import InputError
+from scrutiny.errors import InputError
 
 __all__ = ["NORMS", "Constraints", "image_constraints", "tabular_constraints", "fgsm", "pgd", "square",
            "random_noise", "perturbation_norm", "AttackStats"]

@@ -35,10 +35,10 @@ import pandas as pd
 from torch import nn
 
 from scrutiny.models import Dataset
-from scrutiny.models.errors import DataError, InputError
-from scrutiny.models.limits import check_int
+from scrutiny.errors import DataError, InputError
+from scrutiny.limits import check_int
 
-from . import group_metrics as gm
+from scrutiny.audit.fairness import group_metrics as gm
 
 __all__ = ["Estimate", "GroupComparison", "ImpactRow", "Fairness", "Mitigation", "assess_fairness", "mitigate", "protected_groups",
            "aif360_metrics", "impact_ratios"]
@@ -302,7 +302,7 @@ def assess_fairness(
     check_int("n_boot", n_boot)
     check_int("seed", seed)
     if minimums is None:
-        from .policy import load_policy
+        from scrutiny.audit.run.policy import load_policy
 
         minimums = load_policy().groups
     rng = np.random.default_rng(seed)
@@ -414,7 +414,7 @@ def mitigate(
     """
     from scrutiny.models.training import predict_proba
 
-    from .mitigation import EqualizedOddsPostprocessor, retrain_reweighed, split_for_postprocessing
+    from scrutiny.audit.fairness.mitigation import EqualizedOddsPostprocessor, retrain_reweighed, split_for_postprocessing
 
     if dataset.spec.task != "tabular" or dataset.spec.n_classes != 2:
         raise InputError(f"{dataset.spec.name}: mitigation needs a binary tabular data set with protected attributes")

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from scrutiny.models.datasets import Dataset
-from scrutiny.models.errors import InputError
+from scrutiny.errors import InputError
 from scrutiny.models.recipes import TrainedModel, train_on
 
 __all__ = [

@@ -30,8 +30,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from scrutiny.models import errors as model_errors
-from scrutiny.models.limits import LIMITS
+from scrutiny import errors as model_errors
+from scrutiny.limits import LIMITS
 
 app = typer.Typer(
     name="scrutiny",
@@ -67,13 +67,9 @@ def _bounded(name: str) -> dict:
 
 def _print_version(wanted: bool) -> None:
     if wanted:
-        from importlib import metadata
+        from scrutiny import __version__
 
-        try:
-            version = metadata.version("scrutiny")
-        except metadata.PackageNotFoundError:
-            version = "(unknown: the package is not installed)"
-        typer.echo(f"scrutiny {version}")
+        typer.echo(f"scrutiny {__version__}")
         raise typer.Exit()
 
 
@@ -182,7 +178,7 @@ def train(
     """Train a standard architecture and save a safe checkpoint. The checkpoint is safetensors weights and a JSON manifest."""
     from scrutiny.models import save_checkpoint, train_on
     from scrutiny.models.checkpoint import CHECKPOINT
-    from scrutiny.models.safe_write import check_destination
+    from scrutiny.safe_write import check_destination
 
     _check_out(check_destination, out, kind=CHECKPOINT, overwrite=overwrite, inputs=(_data_file(data), spec, data_dir))
     dataset = load_data(data, spec, data_dir)
@@ -231,7 +227,7 @@ def explain(
     """Explain a model's decisions with attribution methods. Shows attributions, global importance and how far the methods agree."""
     import numpy as np
 
-    from scrutiny.audit.explain import explain as explain_model, resolve_methods
+    from scrutiny.audit.attributions.explain import explain as explain_model, resolve_methods
     from scrutiny.models import load_model
 
     methods = resolve_methods(method.split(","))
@@ -299,7 +295,7 @@ def attack(
 
     import numpy as np
 
-    from scrutiny.audit.robustness import assess_robustness, fit_detector, parse_attacks
+    from scrutiny.audit.robustness.assess import assess_robustness, fit_detector, parse_attacks
     from scrutiny.models import load_model
 
     names = parse_attacks(attacks.split(","))
@@ -372,7 +368,7 @@ def fairness(
     """Data-set bias and model fairness across protected groups. aif360 metrics, bootstrap intervals, LL144 impact ratios."""
     import numpy as np
 
-    from scrutiny.audit.fairness import assess_fairness
+    from scrutiny.audit.fairness.assess import assess_fairness
     from scrutiny.models import load_model
 
     _check_plot(plot)
@@ -429,7 +425,7 @@ def fairness(
     for warning in result.warnings:
         console.print(f"[bold yellow]warning:[/] {escape(warning)}")
     if mitigate:
-        from scrutiny.audit.fairness import mitigate as run_mitigations
+        from scrutiny.audit.fairness.assess import mitigate as run_mitigations
 
         with console.status(f"mitigating for {mitigate}…"):
             comparisons = run_mitigations(loaded.model, dataset, mitigate, preprocessor=_preprocessor(loaded),
@@ -463,27 +459,24 @@ def audit(
     data_dir: Optional[Path] = DataDirOption,
 ) -> int:
     """Run every audit family into a reproducible run folder. Exits 1 if a policy check fails."""
-    from scrutiny.audit.run_folder import check_destination
+    from scrutiny.audit.run.run_folder import check_destination
 
     _check_out(check_destination, out, overwrite=overwrite,
                inputs=(model, weights, _data_file(data), spec, config, policy, data_dir))
     import numpy as np
 
-    from scrutiny.audit.config import load_config
-    from scrutiny.audit.policy import load_policy
-    from scrutiny.audit.runner import run_audit
+    from scrutiny.audit.run.config import config_for
+    from scrutiny.audit.run.policy import load_policy
+    from scrutiny.audit.run.runner import run_audit
     from scrutiny.models import load_model
 
     rules = load_policy(policy)
     dataset = load_data(data, spec, data_dir)
-    has_groups = dataset.spec.task == "tabular" and dataset.spec.n_classes == 2 and bool(dataset.spec.protected)
-    settings = load_config(config, task=dataset.spec.task, fairness=has_groups,
-                           protected=tuple(p.name for p in dataset.spec.protected))
+    settings = config_for(dataset, config)
     loaded = load_model(model, weights=weights, dataset=dataset)
-    rules.robust_eps(dataset.spec.task)  # a policy without a radius for this data type fails before any work
-    result = run_audit(loaded, dataset, config=settings, policy=rules, out=out, model_source=model,
-                       command=["scrutiny", *_invocation], overwrite=overwrite, device=device)
-    from scrutiny.audit.findings import STATUS_WORDS
+    result = run_audit(loaded, dataset, config=settings, policy=rules, out=out, overwrite=overwrite, device=device,
+                       source=model, command=["scrutiny", *_invocation])
+    from scrutiny.audit.run.findings import STATUS_WORDS
 
     colour = {"pass": "green", "warn": "yellow", "fail": "bold red", "insufficient": "cyan"}
     table = Table("check", "value", "interval", "status", title=f"{len(result.findings)} checks")
@@ -569,7 +562,7 @@ def _check_can_listen(address: str, port: int) -> None:
 
 def _check_out(check, out: Path, **options) -> None:
     """``check(out, **options)`` before any work; a refusal names --out (and --overwrite where it helps)."""
-    from scrutiny.models.safe_write import DestinationError
+    from scrutiny.safe_write import DestinationError
 
     try:
         check(out, **options)

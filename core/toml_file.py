@@ -5,7 +5,7 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-from scrutiny.models.errors import InputError
+from scrutiny.errors import InputError
 
 __all__ = ["read_toml"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from numbers import Integral
 
-from .errors import InputError
+from scrutiny.errors import InputError
 
 __all__ = ["LIMITS", "check_int"]
 

@@ -13,10 +13,10 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from scrutiny.models.errors import InputError
+from scrutiny.errors import InputError
 
-from .findings import BOUNDS
-from .toml_file import read_toml
+from scrutiny.audit.run.findings import BOUNDS
+from scrutiny.toml_file import read_toml
 
 __all__ = ["CHECKS", "GROUP_KEYS", "Policy", "load_policy", "DEFAULT_POLICY"]
 

@@ -26,15 +26,19 @@ import typing
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-from scrutiny.models.errors import InputError
-from scrutiny.models.limits import check_int
+from typing import TYPE_CHECKING
 
-from .toml_file import read_toml
+from scrutiny.errors import InputError
+from scrutiny.limits import check_int
+from scrutiny.toml_file import read_toml
 
-__all__ = ["FAMILIES", "AuditConfig", "AttributionsConfig", "RobustnessConfig", "FairnessConfig", "load_config",
+from .family import FAMILIES
+
+if TYPE_CHECKING:
+    from scrutiny.models import Dataset
+
+__all__ = ["AuditConfig", "AttributionsConfig", "RobustnessConfig", "FairnessConfig", "load_config", "config_for",
            "default_config"]
-
-FAMILIES = ("performance", "attributions", "robustness", "fairness")
 
 
 @dataclass(frozen=True)
@@ -90,7 +94,7 @@ DEFAULT_METHODS = {
 
 def default_config(task: str, *, fairness: bool) -> AuditConfig:
     """The complete audit for a data type; ``fairness`` when the data declares protected attributes."""
-    from .robustness import DEFAULT_EPS
+    from scrutiny.audit.robustness.assess import DEFAULT_EPS
 
     return AuditConfig(
         families=[f for f in FAMILIES if f != "fairness" or fairness],
@@ -114,6 +118,20 @@ def load_config(path: str | Path | None, *, task: str, fairness: bool, protected
     document = read_toml(path, "config")
     where = f"config {path}"
     return _check(_merge(config, document, where), where, task=task, fairness=fairness, protected=protected)
+
+
+def config_for(dataset: Dataset, path: str | Path | None = None) -> AuditConfig:
+    """The config for auditing ``dataset``: its data type's defaults with what the TOML file at
+    ``path`` sets; the fairness family only where the data has two classes and protected attributes.
+
+    Example:
+        >>> config = config_for(load_dataset("adult"))  # doctest: +SKIP
+        >>> config.families  # doctest: +SKIP
+        ['performance', 'attributions', 'robustness', 'fairness']
+    """
+    spec = dataset.spec
+    has_groups = spec.task == "tabular" and spec.n_classes == 2 and bool(spec.protected)
+    return load_config(path, task=spec.task, fairness=has_groups, protected=tuple(p.name for p in spec.protected))
 
 
 def _merge(config, document: dict, where: str, section: str = ""):
@@ -153,8 +171,8 @@ def _typed(value, expected, where: str, name: str):
 
 def _check(config: AuditConfig, where: str, *, task: str, fairness: bool, protected: tuple[str, ...]) -> AuditConfig:
     """Values each key accepts, beyond its type; method and attack names resolved."""
-    from .explain import resolve_methods
-    from .robustness import parse_attacks
+    from scrutiny.audit.attributions.explain import resolve_methods
+    from scrutiny.audit.robustness.assess import parse_attacks
 
     unknown = [f for f in config.families if f not in FAMILIES]
     if unknown or not config.families:
@@ -168,7 +186,7 @@ def _check(config: AuditConfig, where: str, *, task: str, fairness: bool, protec
                         ("attributions.n_boot", a.n_boot), ("robustness.samples", r.samples),
                         ("robustness.steps", r.steps), ("robustness.restarts", r.restarts),
                         ("robustness.queries", r.queries), ("fairness.n_boot", f.n_boot)):
-        check_int(name, value, where=where)  # bounds in scrutiny.models.limits.LIMITS
+        check_int(name, value, where=where)  # bounds in scrutiny.limits.LIMITS
     if not 0 < f.confidence < 1:
         raise InputError(f"{where}: 'fairness.confidence' must lie between 0 and 1, got {f.confidence}")
     if "fairness" in config.families:

@@ -42,7 +42,7 @@ under the usual umask 022). :func:`set_permissions` applies it to a whole stagin
 before its commit, because some writers (safetensors) make files readable by their owner only.
 
 **Errors.** An ``OSError`` at write time (read-only file system, disk full, no permission) and
-text that cannot be encoded become an :class:`~scrutiny.models.errors.InputError` naming the
+text that cannot be encoded become an :class:`~scrutiny.errors.InputError` naming the
 destination and the reason; the staging folder, and parent folders made for it, are removed.
 Ctrl-C and SIGTERM (which the CLI turns into ``KeyboardInterrupt``) are held back during the
 few renames of a commit and delivered right after it.
@@ -66,7 +66,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-from .errors import InputError
+from scrutiny.errors import InputError
 
 __all__ = ["FOLDER_MODE", "FILE_MODE", "Kind", "DestinationError", "check_destination", "Staging", "write_file",
            "write_error", "set_permissions", "umask", "sweep", "shown", "read_manifest"]

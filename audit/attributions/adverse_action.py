@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .details import AdverseActionSummary
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -69,16 +71,16 @@ class Notices:
                 "reason": self.reasons, "contribution": self.contributions.astype(np.float32),
                 "value": self.values, "prohibited": self.prohibited, "cannot_issue": self.cannot_issue}
 
-    def summary(self) -> dict:
+    def summary(self) -> AdverseActionSummary:
         """The run's details entry: the counts behind the finding."""
         shown = self.reasons >= 0
         by_basis = {name: int((self.prohibited & (self.reasons == self.features.index(name))).any(axis=1).sum())
                     for name in self.prohibited_inputs}
-        return {"method": self.method, "file": ARRAYS, "max_reasons": MAX_REASONS,
-                "prohibited_bases": self.prohibited_bases, "prohibited_inputs": self.prohibited_inputs,
-                "n_explained": self.n_explained, "n_unfavourable": len(self.test_rows),
-                "n_cannot_issue": int(self.cannot_issue.sum()), "n_without_reasons": int((~shown.any(axis=1)).sum()),
-                "cannot_issue_by_basis": by_basis}
+        return AdverseActionSummary(
+            method=self.method, file=ARRAYS, max_reasons=MAX_REASONS, prohibited_bases=list(self.prohibited_bases),
+            prohibited_inputs=list(self.prohibited_inputs), n_explained=self.n_explained,
+            n_unfavourable=len(self.test_rows), n_cannot_issue=int(self.cannot_issue.sum()),
+            n_without_reasons=int((~shown.any(axis=1)).sum()), cannot_issue_by_basis=by_basis)
 
 
 def adverse_action_notices(
@@ -139,7 +141,7 @@ def value_text(value) -> str:
 
 
 def explained_notices(model, dataset, result, *, preprocessor, device: str | None = None) -> Notices | None:
-    """The notices of an audit's explained rows (:class:`~scrutiny.audit.explain.Explanations`);
+    """The notices of an audit's explained rows (:class:`~scrutiny.audit.attributions.explain.Explanations`);
     None unless the data set is tabular with a favourable class of two."""
     from scrutiny.models.training import predict_proba
 
@@ -163,7 +165,7 @@ def notices_finding(notices: Notices) -> dict:
         explanation = (f"None of the {m} explained rows decided unfavourably has a prohibited basis "
                        f"({', '.join(notices.prohibited_inputs)}) among its {how}.")
     else:
-        counts = ", ".join(f"{name} in {n}" for name, n in notices.summary()["cannot_issue_by_basis"].items() if n)
+        counts = ", ".join(f"{name} in {n}" for name, n in notices.summary().cannot_issue_by_basis.items() if n)
         explanation = (f"{k} of the {m} explained rows decided unfavourably ({k / m:.0%}) cannot get an adverse-action "
                        f"notice: their {how} include a prohibited basis ({counts}); the decisions rely on it.")
     return {"value": k, "explanation": explanation,

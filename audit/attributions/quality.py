@@ -23,9 +23,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .attributions import ExplainedOutput, batched_outputs, to_device
-from .feature_space import FeatureSpace
-from .importance import row_spearman
+from scrutiny.audit.attributions.methods import ExplainedOutput, batched_outputs, to_device
+from scrutiny.audit.attributions.feature_space import FeatureSpace
+from scrutiny.audit.attributions.importance import row_spearman
 
 __all__ = [
     "infidelity_sensitivity", "DeletionCurves", "deletion_insertion", "RandomisationResult", "randomisation_check",

@@ -13,13 +13,13 @@ import numpy as np
 from torch import nn
 
 from scrutiny.models import Dataset
-from scrutiny.models.errors import InputError
-from scrutiny.models.limits import check_int
+from scrutiny.errors import InputError
+from scrutiny.limits import check_int
 
-from .attributions import METHODS, Attribution, attribute
-from .feature_space import FeatureSpace, patch_groups, tabular_space
-from .importance import Agreement, Importance, agreement_matrix, global_importance
-from .quality import DeletionCurves, RandomisationResult, deletion_insertion, infidelity_sensitivity, randomisation_check
+from scrutiny.audit.attributions.methods import METHODS, Attribution, attribute
+from scrutiny.audit.attributions.feature_space import FeatureSpace, patch_groups, tabular_space
+from scrutiny.audit.attributions.importance import Agreement, Importance, agreement_matrix, global_importance
+from scrutiny.audit.attributions.quality import DeletionCurves, RandomisationResult, deletion_insertion, infidelity_sensitivity, randomisation_check
 
 __all__ = ["ALIASES", "Explanations", "Quality", "explain", "feature_space_for", "resolve_methods", "sample_test_rows"]
 
@@ -96,7 +96,7 @@ def explain(
         model: classifier returning logits.
         dataset: the data set; its test split is explained, its training split is the
             background.
-        methods: names from :data:`~scrutiny.audit.attributions.METHODS` (or aliases).
+        methods: names from :data:`~scrutiny.audit.attributions.methods.METHODS` (or aliases).
         samples: test rows to explain (all if fewer). Default: 200
         preprocessor: the model's own preprocessing (a checkpoint's). Default: the data set's.
         seed: seeds the sample choice and every method. Default: 0
@@ -109,7 +109,7 @@ def explain(
         quality_samples: run the quality checks on the first this many explained rows (they
             re-explain every row several times). Default: all
         progress: show progress bars.
-        **options: passed to :func:`~scrutiny.audit.attributions.attribute`
+        **options: passed to :func:`~scrutiny.audit.attributions.methods.attribute`
             (``n_steps``, ``n_samples``, ``batch_size``, ``baselines``).
     """
     methods = resolve_methods(methods)

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from scrutiny.models.errors import InputError
+from scrutiny.errors import InputError
 
 __all__ = ["SCHEMA_VERSION", "STATUSES", "STATUS_WORDS", "Comparison", "Finding", "status_of", "undecided",
            "schema", "validate_findings", "findings_document", "verdict_of"]
@@ -219,6 +219,9 @@ def validate_findings(document: dict, *, where: str = "findings.json") -> None:
     if error is not None:
         place = "/".join(str(p) for p in error.absolute_path) or "(top level)"
         raise InputError(f"{where}: does not match the findings schema v{SCHEMA_VERSION} at {place}: {error.message}")
+    from .family import validate_details
+
+    validate_details(document["details"], where=where)
 
 
 def findings_document(findings: list[Finding], *, details: dict, subject: dict) -> dict:

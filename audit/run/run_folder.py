@@ -10,7 +10,7 @@
       figures/         PNG plots
 
 A run is built in a hidden staging folder beside its destination and renamed into place
-only when every file is written (:class:`scrutiny.models.safe_write.Staging`: no-replace
+only when every file is written (:class:`scrutiny.safe_write.Staging`: no-replace
 unless overwriting, an atomic swap when overwriting, and only a folder recognised as a run is
 replaced), so an interrupted audit leaves no run folder; staging left by a killed process is
 removed by the next write to the same parent. Readers check the manifest's hashes, so a file
@@ -29,11 +29,11 @@ from pathlib import Path
 import numpy as np
 
 from scrutiny.models.data_files import sha256_file
-from scrutiny.models.errors import InputError
-from scrutiny.models.safe_write import Kind, Staging, read_manifest, shown
-from scrutiny.models.safe_write import check_destination as _check_destination
+from scrutiny.errors import InputError
+from scrutiny.safe_write import Kind, Staging, read_manifest, shown
+from scrutiny.safe_write import check_destination as _check_destination
 
-from .findings import validate_findings
+from scrutiny.audit.run.findings import validate_findings
 
 __all__ = ["RunError", "RunWriter", "RUN", "check_destination", "Run", "load_run", "list_runs", "to_json", "MANIFEST",
            "FINDINGS", "RUN_FORMAT"]
@@ -72,7 +72,7 @@ def _plain(value):
 
 def _text(text: str) -> str:
     """Text JSON can hold: a file name whose bytes are not UTF-8 (surrogate escapes) is written
-    with those bytes as ``\\xff``, as :func:`~scrutiny.models.safe_write.shown` prints it."""
+    with those bytes as ``\\xff``, as :func:`~scrutiny.safe_write.shown` prints it."""
     try:
         text.encode("utf-8")
         return text
@@ -90,7 +90,7 @@ RUN = Kind("scrutiny run folder", _is_run)
 
 def check_destination(destination: str | os.PathLike, *, overwrite: bool, inputs=()) -> Path:
     """InputError unless a run may be written to ``destination``; callers check it before any work
-    (see :func:`scrutiny.models.safe_write.check_destination`)."""
+    (see :func:`scrutiny.safe_write.check_destination`)."""
     return _check_destination(destination, kind=RUN, overwrite=overwrite, inputs=inputs)
 
 
@@ -192,6 +192,26 @@ class Run:
 
     def has(self, relative: str) -> bool:
         return relative in self.manifest["files"]
+
+    @property
+    def families(self) -> list[str]:
+        """The families this run holds details of, in audit order."""
+        from .family import FAMILIES
+
+        return [f for f in FAMILIES if f in self.findings["details"]]
+
+    def details(self, family: str):
+        """The typed details of ``family`` (e.g. :class:`~scrutiny.audit.robustness.RobustnessDetails`),
+        or None when the run did not include it."""
+        from .family import details_type
+
+        document = self.findings["details"].get(family)
+        if document is None:
+            return None
+        try:
+            return details_type(family).from_dict(document)
+        except ValueError as exc:
+            raise RunError(f"{self.path / FINDINGS}: details of {family}: {exc}") from None
 
 
 def load_run(path: str | Path) -> Run:

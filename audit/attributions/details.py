@@ -1,0 +1,130 @@
+"""What the attributions family records beside its findings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from scrutiny.audit.run.details import Details, optional
+
+__all__ = ["AttributionsDetails", "MethodEntry", "ImportanceEntry", "AgreementEntry", "QualityEntry", "QualityCurves",
+           "AdverseActionSummary", "DETAILS"]
+
+Setting = int | float | str | bool
+
+
+@dataclass
+class MethodEntry(Details):
+    """One attribution method as it ran.
+
+    Args:
+        output: what the attributions explain (e.g. the explained class's log-odds).
+        baseline: the reference input, in words.
+        error_name: the method's own error figure (``convergence_delta``, ``sampling_error``…).
+        settings: the method's scalar settings (steps, samples, coalitions…).
+        completeness_p95, within_1pct: additive methods: 95th percentile of the relative
+            completeness gap, and the share of rows within 1 %.
+        sampling_error_p95, sampling_error_median: KernelSHAP's estimated sampling error as a
+            share of the row's largest attribution.
+    """
+
+    output: str
+    baseline: str
+    error_name: str | None
+    settings: dict[str, Setting]
+    completeness_p95: float | None = optional()
+    within_1pct: float | None = optional()
+    sampling_error_p95: float | None = optional()
+    sampling_error_median: float | None = optional()
+
+
+@dataclass
+class ImportanceEntry(Details):
+    """Mean |attribution| per feature with its bootstrap interval, in feature order."""
+
+    mean: list[float]
+    low: list[float]
+    high: list[float]
+
+
+@dataclass
+class AgreementEntry(Details):
+    """How two methods rank the features alike."""
+
+    methods: list[str]
+    spearman_median: float
+    spearman_global: float
+    top_k: int
+    top_k_overlap: float
+
+
+@dataclass
+class QualityCurves(Details):
+    """Deletion and insertion curves (mean over rows) against the share of features removed."""
+
+    fractions: list[float]
+    deletion: list[float]
+    insertion: list[float]
+    random_deletion: list[float]
+    random_insertion: list[float]
+
+
+@dataclass
+class QualityEntry(Details):
+    """The quality checks of one method."""
+
+    n: int
+    deletion_auc: float
+    random_deletion_auc: float
+    insertion_auc: float
+    random_insertion_auc: float
+    deletion_ratio: float
+    curves: QualityCurves
+    infidelity_median: float
+    sensitivity_median: float | None
+    randomisation_spearman: float
+
+
+@dataclass
+class AdverseActionSummary(Details):
+    """The counts behind the prohibited-basis finding; the notices are in ``file``."""
+
+    method: str
+    file: str
+    max_reasons: int
+    prohibited_bases: list[str]
+    prohibited_inputs: list[str]
+    n_explained: int
+    n_unfavourable: int
+    n_cannot_issue: int
+    n_without_reasons: int
+    cannot_issue_by_basis: dict[str, int]
+
+
+@dataclass
+class AttributionsDetails(Details):
+    """Attributions on a sample of the test split.
+
+    Args:
+        n: explained rows; ``rows``: their indices in the test split.
+        features: the features attributions are reported over (original columns, or pixels).
+        target: the class each row's attributions explain; ``output``: what they explain.
+        methods, importance, quality: per method.
+        importance_confidence: the importance intervals' confidence level.
+        agreement: one entry per pair of methods.
+        adverse_action: tabular data with a favourable class only.
+    """
+
+    n: int
+    rows: list[int]
+    features: list[str]
+    target: list[int]
+    output: str
+    methods: dict[str, MethodEntry]
+    importance: dict[str, ImportanceEntry]
+    importance_confidence: float
+    agreement: list[AgreementEntry]
+    quality: dict[str, QualityEntry]
+    adverse_action: AdverseActionSummary | None
+
+
+DETAILS = AttributionsDetails

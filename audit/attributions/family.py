@@ -1,0 +1,220 @@
+"""The attributions family: :func:`run`."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from scrutiny.audit import plots
+from scrutiny.audit.run.family import AuditContext, FamilyResult
+from scrutiny.audit.run.findings import Finding
+
+from . import adverse_action
+from .details import AgreementEntry, AttributionsDetails, ImportanceEntry, MethodEntry, QualityCurves, QualityEntry
+
+__all__ = ["run"]
+
+# methods whose attributions must add up to f(x) - f(baseline) and may not (KernelSHAP adds up by
+# construction: its check is the sampling error instead)
+COMPLETENESS_METHODS = ("integrated_gradients", "deeplift")
+RELIANCE_METHODS = ("kernel_shap", "integrated_gradients")  # additive methods first: shares of the explained score
+NEGLIGIBLE_CHANGE = 1e-4  # |f(x) - f(baseline)| below this leaves no share to account for
+
+
+def run(context: AuditContext) -> FamilyResult:
+    """Attribute a seeded sample of test rows with the configured methods and check the attributions.
+
+    Example:
+        >>> result = run(context)  # doctest: +SKIP
+        >>> sorted(result.details.methods)  # doctest: +SKIP
+        ['integrated_gradients', 'kernel_shap', 'lime']
+    """
+    from .explain import explain
+
+    c = context
+    cfg, spec = c.config.attributions, c.dataset.spec
+    result = explain(c.model, c.dataset, methods=cfg.methods, samples=cfg.samples, preprocessor=c.preprocessor,
+                     seed=c.config.seed, top_k=cfg.top_k, n_boot=cfg.n_boot, quality=cfg.quality,
+                     quality_samples=cfg.quality_samples)
+    first = next(iter(result.attributions.values()))
+    findings: list[Finding] = []
+    methods = {}
+    for name, attribution in result.attributions.items():
+        entry = MethodEntry(output=attribution.output, baseline=attribution.baseline,
+                            error_name=attribution.error_name,
+                            settings={k: v for k, v in attribution.settings.items()
+                                      if isinstance(v, (int, float, str, bool))})
+        findings += _completeness(c, name, attribution, entry)
+        if attribution.error_name == "sampling_error":
+            findings.append(_sampling_error(c, name, attribution, entry))
+        methods[name] = entry
+    for a in result.agreements:
+        findings.append(c.finding(
+            "attributions.agreement", a.spearman_median, subject=f"{a.methods[0]} vs {a.methods[1]}",
+            metric="median per-row Spearman correlation of feature rankings",
+            explanation=f"{a.methods[0]} and {a.methods[1]} rank the features with a median per-row Spearman "
+                        f"correlation of {a.spearman_median:.2f} (top-{a.k} overlap {a.top_k_per_sample.mean():.0%}).",
+        ))
+    findings += _protected_reliance(c, result)
+    arrays: dict[str, dict[str, np.ndarray]] = {}
+    notices = adverse_action.explained_notices(c.model, c.dataset, result, preprocessor=c.preprocessor, device=c.device)
+    if notices is not None:
+        arrays[adverse_action.ARRAYS] = notices.arrays()
+        if notices.prohibited_inputs:  # else no reason can name a prohibited basis: a check that cannot fail
+            findings.append(c.finding("attributions.prohibited_basis_notices", **adverse_action.notices_finding(notices)))
+    quality = {}
+    for name, q in (result.quality or {}).items():
+        quality[name] = _quality_entry(q)
+        findings += _quality_findings(c, name, q, quality[name].deletion_ratio)
+    details = AttributionsDetails(
+        n=len(result.rows),
+        rows=result.rows.tolist(),
+        features=list(result.space.names),
+        target=first.target.tolist(),
+        output=first.output,
+        methods=methods,
+        importance={m: ImportanceEntry(mean=_floats(i.mean), low=_floats(i.low), high=_floats(i.high))
+                    for m, i in result.importance.items()},
+        importance_confidence=next(iter(result.importance.values())).confidence,
+        agreement=[AgreementEntry(methods=list(a.methods), spearman_median=a.spearman_median,
+                                  spearman_global=a.spearman_global, top_k=a.k,
+                                  top_k_overlap=float(a.top_k_per_sample.mean())) for a in result.agreements],
+        quality=quality,
+        adverse_action=notices.summary() if notices is not None else None,
+    )
+    stored = {"rows": result.rows, "target": first.target}
+    stored.update({f"{m}": v.astype(np.float32) for m, v in result.per_feature.items()})
+    if spec.task == "image":
+        stored["inputs"] = c.dataset.test.X[result.rows].astype(np.float32)
+        stored.update({f"{m}__pixels": a.values.astype(np.float32) for m, a in result.attributions.items()})
+    arrays["arrays/attributions.npz"] = stored
+    tables = {}
+    if spec.task != "image":
+        rows = c.dataset.test.X.iloc[result.rows].reset_index(drop=True).copy()
+        rows.insert(0, "test_row", result.rows)
+        rows["label"] = [spec.classes[i] for i in c.dataset.test.y[result.rows]]
+        rows["explained_class"] = [spec.classes[i] for i in first.target]
+        tables["arrays/explained_rows.parquet"] = rows
+    figures = {"importance": plots.importance_figure(result.importance)}
+    if result.agreements:
+        figures["agreement"] = plots.agreement_figure(list(result.attributions), result.agreements)
+    if spec.task == "image":
+        shown = slice(0, min(6, len(result.rows)))
+        titles = [f"true {spec.classes[c.dataset.test.y[r]]}, explained {spec.classes[t]}"
+                  for r, t in zip(result.rows[shown], first.target[shown])]
+        figures["heatmaps"] = plots.heatmap_figure(c.dataset.test.X[result.rows[shown]],
+                                                   {m: a.values[shown] for m, a in result.attributions.items()},
+                                                   titles=titles)
+    return FamilyResult(findings=findings, details=details, arrays=arrays, tables=tables, figures=figures)
+
+
+def _floats(values) -> list[float]:
+    return [float(v) for v in np.asarray(values, dtype=np.float64)]
+
+
+def _completeness(c: AuditContext, name: str, attribution, entry: MethodEntry) -> list[Finding]:
+    """How closely ``name``'s attributions add up to the output change they explain (its figures
+    go into ``entry``; a finding only for :data:`COMPLETENESS_METHODS`)."""
+    relative = attribution.relative_error
+    if relative is None:
+        return []
+    meaningful = np.abs(attribution.output_change) >= NEGLIGIBLE_CHANGE
+    gaps = relative[meaningful]
+    entry.completeness_p95 = float(np.percentile(gaps, 95)) if len(gaps) else None
+    entry.within_1pct = float(np.mean(gaps <= 0.01)) if len(gaps) else None
+    if name not in COMPLETENESS_METHODS:
+        return []
+    caveats = [] if meaningful.all() else [
+        f"{int((~meaningful).sum())} rows with |f(x) - f(baseline)| < {NEGLIGIBLE_CHANGE:g} left out (no share to "
+        f"account for)"]
+    value = entry.completeness_p95 if entry.completeness_p95 is not None else float("nan")
+    return [c.finding(
+        "attributions.completeness", value, subject=name, caveats=caveats,
+        metric="95th percentile of |sum of attributions - (f(x) - f(baseline))| / |f(x) - f(baseline)|",
+        explanation=f"For 95% of the {len(gaps)} explained rows, the {name} attributions add up to the "
+                    f"output change they explain to within {value:.2%}.",
+    )]
+
+
+def _sampling_error(c: AuditContext, name: str, attribution, entry: MethodEntry) -> Finding:
+    """KernelSHAP's estimated sampling error (:mod:`.kernel_shap`): 95th percentile over the rows of
+    the largest error over features as a share of the row's largest |attribution|; the rows with
+    nothing to explain (NaN shares) left out. Adds its figures to the method's ``entry``."""
+    from .methods import ATTRIBUTION_FLOOR
+
+    shares = attribution.error[np.isfinite(attribution.error)]
+    left_out = len(attribution.error) - len(shares)
+    caveats = [f"{left_out} rows whose largest |attribution| is below {ATTRIBUTION_FLOOR:g} left out (nothing to be "
+               f"wrong about)"] if left_out else []
+    value = float(np.percentile(shares, 95)) if len(shares) else float("nan")
+    entry.sampling_error_p95 = value if len(shares) else None
+    entry.sampling_error_median = float(np.median(shares)) if len(shares) else None
+    if attribution.settings["exact"]:
+        said = (f"Every coalition of the {len(attribution.error)} explained rows was evaluated: the {name} attributions "
+                f"are exact Shapley values, with no sampling error.")
+    else:
+        said = (f"For 95% of the {len(shares)} explained rows, the estimated largest error of a {name} attribution "
+                f"against its exact Shapley value is at most {value:.1%} of the row's largest attribution (a bootstrap "
+                f"over the {attribution.settings['coalitions']} coalitions evaluated per row).")
+    return c.finding(
+        "attributions.sampling_error", value, subject=name, caveats=caveats,
+        metric="95th percentile over rows of the estimated largest sampling error of an attribution / the row's "
+               "largest |attribution|",
+        explanation=said,
+    )
+
+
+def _protected_reliance(c: AuditContext, result) -> list[Finding]:
+    """How much of the explanations rests on protected attributes the model reads as inputs."""
+    spec = c.dataset.spec
+    names = list(result.space.names)
+    inputs = [p.name for p in spec.protected if p.name in names]
+    if not inputs:
+        return []
+    method = next((m for m in RELIANCE_METHODS if m in result.importance), next(iter(result.importance)))
+    mean = np.asarray(result.importance[method].mean, dtype=np.float64)
+    total = float(mean.sum())
+    findings = []
+    for name in inputs:
+        j = names.index(name)
+        share = float(mean[j] / total) if total > 0 else float("nan")
+        rank = int(np.argsort(-mean, kind="stable").tolist().index(j)) + 1
+        findings.append(c.finding(
+            "attributions.protected_reliance", share, subject=name,
+            metric=f"share of total mean |attribution| ({method}) on this protected input",
+            explanation=f"The model reads the protected attribute {name} as an input; it carries {share:.1%} of the "
+                        f"{method} attribution over the explained rows (rank {rank} of {len(names)} features).",
+        ))
+    return findings
+
+
+def _quality_entry(q) -> QualityEntry:
+    d = q.deletion
+    return QualityEntry(
+        n=len(q.infidelity),
+        deletion_auc=float(d.deletion_auc.mean()), random_deletion_auc=float(d.random_deletion_auc.mean()),
+        insertion_auc=float(d.insertion_auc.mean()), random_insertion_auc=float(d.random_insertion_auc.mean()),
+        deletion_ratio=float(d.deletion_auc.mean() / d.random_deletion_auc.mean()),
+        curves=QualityCurves(fractions=_floats(d.fractions), deletion=_floats(d.deletion), insertion=_floats(d.insertion),
+                             random_deletion=_floats(d.random_deletion), random_insertion=_floats(d.random_insertion)),
+        infidelity_median=float(np.median(q.infidelity)),
+        sensitivity_median=float(np.median(q.sensitivity)) if q.sensitivity is not None else None,
+        randomisation_spearman=q.randomisation.spearman_median,
+    )
+
+
+def _quality_findings(c: AuditContext, name: str, q, ratio: float) -> list[Finding]:
+    return [
+        c.finding(
+            "attributions.randomisation", q.randomisation.spearman_median, subject=name,
+            metric="median per-row Spearman correlation with a re-initialised model's attributions",
+            explanation=f"With the model's weights re-initialised, {name}'s feature rankings keep a median Spearman "
+                        f"correlation of {q.randomisation.spearman_median:.2f} with the trained model's: "
+                        f"{'they depend on what the model learned' if q.randomisation.passed else 'they barely depend on the model'}.",
+        ),
+        c.finding(
+            "attributions.deletion", ratio, subject=name,
+            metric="deletion AUC in attribution order / deletion AUC in random orders",
+            explanation=f"Deleting features in {name}'s order lowers the explained class's probability "
+                        f"{'faster' if ratio < 1 else 'no faster'} than random orders do (area ratio {ratio:.2f}).",
+        ),
+    ]

@@ -1,0 +1,138 @@
+"""The fairness family: :func:`run`."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from scrutiny.audit import plots
+from scrutiny.audit.run.details import Estimate
+from scrutiny.audit.run.family import AuditContext, FamilyResult
+from scrutiny.audit.run.findings import Comparison, Finding
+
+from . import group_metrics as gm
+from .details import FairnessDetails, GroupComparisonEntry, GroupFigures, ImpactRatioEntry, MitigationEntry
+
+__all__ = ["run", "GATED"]
+
+# the model metrics the policy gates, per attribute and intersection
+GATED = ("disparate_impact", "statistical_parity_difference", "equal_opportunity_difference",
+         "average_odds_difference")
+
+
+def run(context: AuditContext) -> FamilyResult:
+    """Group fairness of the training labels and of the model's test predictions, with bootstrap intervals.
+
+    Example:
+        >>> result = run(context)  # doctest: +SKIP
+        >>> [(f.check, f.subject, f.status) for f in result.findings][:1]  # doctest: +SKIP
+        [('fairness.data.disparate_impact', 'sex', 'fail')]
+    """
+    from .assess import assess_fairness, mitigate
+
+    c = context
+    cfg = c.config.fairness
+    result = assess_fairness(c.model, c.dataset, preprocessor=c.preprocessor, attributes=cfg.attributes or None,
+                             intersections=cfg.intersections, n_boot=cfg.n_boot, confidence=cfg.confidence,
+                             seed=c.config.seed, device=c.device, minimums=c.policy.groups)
+    findings: list[Finding] = []
+    for comparison in result.data_bias:
+        e = comparison.metrics["disparate_impact"]
+        findings.append(c.finding(
+            "fairness.data.disparate_impact", e.value, subject=comparison.attribute, interval=(e.low, e.high),
+            confidence=cfg.confidence, comparison=_rests_on(c, comparison.counts, "disparate_impact"),
+            metric="base rate of the favourable label, unprivileged / privileged (training data)",
+            explanation=f"In the training data, rows outside the privileged group of {comparison.attribute} "
+                        f"({comparison.privileged}) carry the favourable label at {e.value:.2f} times the privileged "
+                        f"group's rate.",
+        ))
+    for comparison in result.model:
+        for metric in GATED:
+            e = comparison.metrics[metric]
+            findings.append(c.finding(
+                f"fairness.{metric}", e.value, subject=comparison.attribute, interval=(e.low, e.high),
+                confidence=cfg.confidence, comparison=_rests_on(c, comparison.counts, metric),
+                metric=_WORDS[metric][0],
+                explanation=_WORDS[metric][1].format(v=e.value, a=comparison.attribute, p=comparison.privileged),
+            ))
+    by_attribute: dict[str, list] = {}
+    for row in result.impact_ratios:
+        if not row.excluded:
+            by_attribute.setdefault(row.attribute, []).append(row)
+    for attribute, rows in by_attribute.items():
+        lowest = min(rows, key=lambda r: r.impact_ratio)
+        findings.append(c.finding(
+            "fairness.impact_ratio", lowest.impact_ratio, subject=attribute,
+            comparison=_impact_rests_on(c, lowest, max(rows, key=lambda r: r.selection_rate)),
+            metric="lowest selection rate of a category / highest category's (NYC LL144)",
+            explanation=f"Of the categories of {attribute}, {lowest.category} is selected least often: at "
+                        f"{lowest.impact_ratio:.2f} of the highest category's rate.",
+        ))
+    details = FairnessDetails(
+        confidence=cfg.confidence,
+        data_bias=[_comparison(x) for x in result.data_bias],
+        model=[_comparison(x) for x in result.model],
+        impact_ratios=[ImpactRatioEntry(**vars(r)) for r in result.impact_ratios],
+        consistency=_estimate(result.consistency) if result.consistency else None,
+        warnings=list(result.warnings),
+        settings=dict(result.settings),
+    )
+    if cfg.mitigate:
+        details.mitigation = [
+            MitigationEntry(method=m.method, attribute=m.attribute, rows=m.rows, n=m.n,
+                            before={k: _estimate(v) for k, v in m.before.items()},
+                            after={k: _estimate(v) for k, v in m.after.items()})
+            for m in mitigate(c.model, c.dataset, cfg.mitigate, preprocessor=c.preprocessor, n_boot=cfg.n_boot,
+                              confidence=cfg.confidence, seed=c.config.seed, device=c.device)
+        ]
+    return FamilyResult(findings=findings, details=details, figures={"fairness": plots.fairness_figure(result.model)})
+
+
+def _rests_on(c: AuditContext, counts: np.ndarray, metric: str) -> Comparison:
+    """The smaller group behind ``metric``'s comparison (the one furthest under the policy's minimums)."""
+    minimums = c.policy.groups
+    group, among, rows, expected = gm.weakest(counts, metric, minimums["min_rows"], minimums["min_expected_positives"])
+    return Comparison(no_difference=gm.NO_DIFFERENCE[metric], rows=rows, expected_positives=round(expected, 6),
+                      group=group, among=among, **minimums)
+
+
+def _impact_rests_on(c: AuditContext, lowest, highest) -> Comparison:
+    """The smaller of the two categories an impact ratio divides, and its share at their pooled rate."""
+    smaller = min((lowest, highest), key=lambda r: r.n)
+    pooled = (lowest.n * lowest.selection_rate + highest.n * highest.selection_rate) / (lowest.n + highest.n)
+    return Comparison(no_difference=1.0, rows=smaller.n, expected_positives=round(smaller.n * pooled, 6),
+                      group=f"category {smaller.category!r}", among="", **c.policy.groups)
+
+
+_WORDS = {
+    "disparate_impact": (
+        "favourable-prediction rate, unprivileged / privileged",
+        "The model gives the favourable outcome to rows outside the privileged group of {a} ({p}) at {v:.2f} times "
+        "the privileged group's rate.",
+    ),
+    "statistical_parity_difference": (
+        "favourable-prediction rate, unprivileged - privileged",
+        "The favourable-outcome rate outside the privileged group of {a} ({p}) minus the privileged group's: {v:+.3f}.",
+    ),
+    "equal_opportunity_difference": (
+        "true-positive rate, unprivileged - privileged",
+        "Among rows whose true label is favourable, the rate at which the model says so outside the privileged group "
+        "of {a} ({p}) minus inside it: {v:+.3f}.",
+    ),
+    "average_odds_difference": (
+        "mean of the false- and true-positive rate differences, unprivileged - privileged",
+        "Averaged over false and true positives, the unprivileged side of {a} ({p}) gets the favourable outcome "
+        "{v:+.3f} more often than the privileged.",
+    ),
+}
+
+
+def _estimate(e) -> Estimate:
+    return Estimate(value=e.value, low=e.low, high=e.high)
+
+
+def _comparison(c) -> GroupComparisonEntry:
+    return GroupComparisonEntry(
+        attribute=c.attribute, privileged=c.privileged, n_privileged=c.n_privileged, n_unprivileged=c.n_unprivileged,
+        metrics={k: _estimate(v) for k, v in c.metrics.items()},
+        per_group={side: GroupFigures(**figures) for side, figures in c.per_group.items()},
+        warnings=list(c.warnings))

@@ -1,0 +1,96 @@
+"""The performance family: :func:`run`."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from scrutiny.audit.run.details import Estimate
+from scrutiny.audit.run.family import AuditContext, FamilyResult
+
+from .details import PerformanceDetails
+
+__all__ = ["run"]
+
+N_BOOT = 1000
+CALIBRATION_BINS = 15
+
+
+def run(context: AuditContext) -> FamilyResult:
+    """Balanced accuracy and calibration error on the test split, with bootstrap intervals.
+
+    Example:
+        >>> result = run(context)  # doctest: +SKIP
+        >>> result.details.balanced_accuracy.value  # doctest: +SKIP
+        0.781
+    """
+    from scrutiny.models.training import predict_proba
+
+    c = context
+    spec, y = c.dataset.spec, c.dataset.test.y
+    proba = predict_proba(c.model, c.preprocessor.transform(c.dataset.test.X), device=c.device)
+    pred = proba.argmax(axis=1)
+    k = spec.n_classes
+    rng = np.random.default_rng(c.config.seed)
+    point, low, high = _bootstrap(y, pred, proba.max(axis=1), k, rng)
+    accuracy, balanced, calibration = point
+    confusion = np.zeros((k, k), dtype=int)
+    np.add.at(confusion, (y, pred), 1)
+    details = PerformanceDetails(
+        n=len(y),
+        accuracy=Estimate(accuracy, low[0], high[0]),
+        balanced_accuracy=Estimate(balanced, low[1], high[1]),
+        calibration_error=Estimate(calibration, low[2], high[2]),
+        confidence=0.95,
+        classes=list(spec.classes),
+        recall=[float(confusion[i, i] / max(confusion[i].sum(), 1)) for i in range(k)],
+        confusion=confusion.tolist(),
+        majority_rate=float(np.bincount(y, minlength=k).max() / len(y)),
+    )
+    if k == 2 and len(np.unique(y)) == 2:
+        from sklearn.metrics import roc_auc_score
+
+        details.roc_auc = float(roc_auc_score(y, proba[:, 1]))
+    findings = [
+        c.finding("performance.balanced_accuracy", balanced, interval=(low[1], high[1]), confidence=0.95,
+                  metric="balanced accuracy (mean recall over classes)",
+                  explanation=f"Mean recall over the {k} classes on {len(y):,} test rows is {balanced:.1%} "
+                              f"(chance: {1 / k:.0%}; plain accuracy {accuracy:.1%}, majority class "
+                              f"{details.majority_rate:.1%})."),
+        c.finding("performance.calibration_error", calibration, interval=(low[2], high[2]), confidence=0.95,
+                  metric=f"expected calibration error ({CALIBRATION_BINS} bins)",
+                  explanation=f"The model's stated confidence differs from its observed accuracy by "
+                              f"{calibration:.3f} on average over confidence bins."),
+    ]
+    arrays = {"arrays/predictions.npz": {"y_true": y, "y_pred": pred, "proba": proba.astype(np.float32)}}
+    return FamilyResult(findings=findings, details=details, arrays=arrays)
+
+
+def _bootstrap(y: np.ndarray, pred: np.ndarray, confidence: np.ndarray, k: int, rng: np.random.Generator):
+    """Accuracy, balanced accuracy and calibration error: point values and 95 % percentile-bootstrap bounds."""
+    correct = (pred == y).astype(np.float64)
+    # (lo, hi] bins as expected_calibration_error
+    bins = np.clip(np.ceil(confidence * CALIBRATION_BINS).astype(int) - 1, 0, CALIBRATION_BINS - 1)
+
+    def stats(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """accuracy, balanced accuracy, calibration error under row weights (B, n)."""
+        total = w.sum(axis=1)
+        accuracy = w @ correct / total
+        recalls = [(w @ (correct * (y == cls))) / np.maximum(w @ (y == cls).astype(np.float64), 1e-12)
+                   for cls in range(k) if (y == cls).any()]
+        gap = np.zeros(len(w))
+        for b in np.unique(bins):
+            in_bin = (bins == b).astype(np.float64)
+            gap += np.abs(w @ (in_bin * (correct - confidence)))
+        return accuracy, np.mean(recalls, axis=0), gap / total
+
+    point = [float(s[0]) for s in stats(np.ones((1, len(y))))]
+    boot = [np.concatenate(parts) for parts in zip(*(stats(w) for w in _bootstrap_weights(len(y), rng)))]
+    low = [float(np.quantile(b, 0.025)) for b in boot]
+    high = [float(np.quantile(b, 0.975)) for b in boot]
+    return point, low, high
+
+
+def _bootstrap_weights(n: int, rng: np.random.Generator, chunk: int = 100):
+    """N_BOOT resamples of n rows as multinomial counts per row, in chunks of (chunk, n)."""
+    for start in range(0, N_BOOT, chunk):
+        yield rng.multinomial(n, np.full(n, 1.0 / n), size=min(chunk, N_BOOT - start)).astype(np.float64)

@@ -1,0 +1,93 @@
+"""What the robustness family records beside its findings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from scrutiny.audit.run.details import Details
+
+__all__ = ["RobustnessDetails", "CurveEntry", "ExampleEntry", "OodEntry", "DETAILS"]
+
+Setting = int | float | str | bool
+
+
+@dataclass
+class CurveEntry(Details):
+    """Accuracy under one attack (or ``"worst case"``: the worst over all) at one radius."""
+
+    attack: str
+    eps: float
+    clean_accuracy: float
+    robust_accuracy: float
+    success_rate: float  # of the rows the model got right, the share the attack flipped
+    n: int
+
+
+@dataclass
+class ExampleEntry(Details):
+    """One adversarial example (its inputs are in ``arrays/robustness.npz``).
+
+    Args:
+        row: index in the test split; ``label``, ``before``, ``after``: true class and the
+            predictions before and after the attack.
+        changes: tables only: ``[feature, before, after]`` as text, for each changed feature.
+    """
+
+    row: int
+    attack: str
+    eps: float
+    label: int
+    before: int
+    after: int
+    changes: list[list[str]]
+
+
+@dataclass
+class OodEntry(Details):
+    """How well an autoencoder's reconstruction error tells successful adversarial rows from clean ones."""
+
+    attack: str
+    eps: float
+    clean_error: float
+    adversarial_error: float
+    auroc: float
+    detected_at_5pct_fpr: float
+    n_adversarial: int
+
+
+@dataclass
+class RobustnessDetails(Details):
+    """Robust accuracy on a sample of the test split.
+
+    Args:
+        n: attacked rows; ``norm``: ``linf`` or ``l2``; ``eps``: the radii; ``gated_eps``: the
+            radius the policy gates; ``attacks``: the attacks, in the order they ran.
+        curve: one entry per attack (and the worst case) and radius.
+        median_min_eps, never_flipped: the smallest radius that flips a row (median), and the
+            share of rows no radius up to ``search_eps`` flipped.
+        large_eps_accuracy: PGD accuracy at ``search_eps`` (a sanity check: it should be low).
+        constraints: the input constraints the attacks kept, in words.
+        warnings: signs that the evaluation is weak.
+        gradient: shares of rows with all-zero or non-finite input gradients.
+        ood: one entry per radius when the detector ran.
+    """
+
+    n: int
+    norm: str
+    eps: list[float]
+    gated_eps: float
+    attacks: list[str]
+    curve: list[CurveEntry]
+    median_min_eps: float
+    never_flipped: float
+    search_eps: float
+    large_eps_accuracy: float
+    constraints: list[str]
+    warnings: list[str]
+    gradient: dict[str, float]
+    ood: list[OodEntry] | None
+    examples: list[ExampleEntry]
+    settings: dict[str, Setting]
+
+
+DETAILS = RobustnessDetails

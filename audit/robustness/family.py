@@ -1,0 +1,91 @@
+"""The robustness family: :func:`run`."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from scrutiny.audit import plots
+from scrutiny.audit.run.family import AuditContext, FamilyResult
+
+from .details import CurveEntry, ExampleEntry, OodEntry, RobustnessDetails
+
+__all__ = ["run"]
+
+
+def run(context: AuditContext) -> FamilyResult:
+    """Attack a seeded sample of test rows over the ε grid and gate the worst case at the policy's radius.
+
+    Example:
+        >>> result = run(context)  # doctest: +SKIP
+        >>> result.details.gated_eps, result.findings[0].value  # doctest: +SKIP
+        (0.1, 0.62)
+    """
+    from .assess import assess_robustness, fit_detector
+
+    c = context
+    cfg, spec = c.config.robustness, c.dataset.spec
+    gated = c.policy.robust_eps(spec.task)
+    grid = sorted(set(cfg.eps) | {gated})
+    detector = fit_detector(c.dataset, c.preprocessor, seed=c.config.seed, device=c.device) if cfg.detector else None
+    result = assess_robustness(
+        c.model, c.dataset, attacks=cfg.attacks, eps=grid, norm=cfg.norm, samples=cfg.samples,
+        preprocessor=c.preprocessor, immutable=tuple(cfg.immutable), mutable=tuple(cfg.mutable), steps=cfg.steps,
+        restarts=cfg.restarts, queries=cfg.queries, detector=detector, seed=c.config.seed, device=c.device,
+    )
+    worst = result.point("worst case", gated)
+    unit = " (pixel units)" if spec.task == "image" else " training standard deviations"
+    findings = [
+        c.finding(
+            "robustness.robust_accuracy", worst.robust_accuracy, subject=f"eps={gated:g}",
+            interval=wilson(worst.robust_accuracy, worst.n), confidence=0.95,
+            metric=f"accuracy under the worst of {', '.join(result.attacks)} ({result.norm})",
+            explanation=f"Under the strongest of {', '.join(result.attacks)} at {result.norm} radius {gated:g}{unit}, "
+                        f"{worst.robust_accuracy:.1%} of {worst.n} test rows stay correctly classified "
+                        f"(clean: {worst.clean_accuracy:.1%}).",
+        ),
+        c.finding(
+            "robustness.weak_evaluation", len(result.warnings),
+            metric="signs of a weak attack evaluation",
+            explanation=("No sign that the attack evaluation is weak." if not result.warnings else
+                         f"{len(result.warnings)} sign(s) that the attack evaluation is weak: "
+                         + " ".join(result.warnings)),
+        ),
+    ]
+    details = RobustnessDetails(
+        n=len(result.rows), norm=result.norm, eps=[float(e) for e in result.eps], gated_eps=gated,
+        attacks=list(result.attacks),
+        curve=[CurveEntry(attack=p.attack, eps=p.eps, clean_accuracy=p.clean_accuracy,
+                          robust_accuracy=p.robust_accuracy, success_rate=p.success_rate, n=p.n)
+               for p in result.curve],
+        median_min_eps=result.median_min_eps, never_flipped=float((~np.isfinite(result.min_eps)).mean()),
+        search_eps=result.search_eps, large_eps_accuracy=result.large_eps_accuracy,
+        constraints=list(result.constraints), warnings=list(result.warnings), gradient=dict(result.gradient),
+        ood=[OodEntry(**entry) for entry in result.ood] if result.ood is not None else None,
+        examples=[ExampleEntry(row=int(e.row), attack=e.attack, eps=e.eps, label=int(e.label), before=int(e.before),
+                               after=int(e.after), changes=[[str(n), str(b), str(a)] for n, b, a in e.changes])
+                  for e in result.examples],
+        settings={k: v for k, v in result.settings.items() if isinstance(v, (int, float, str, bool))},
+    )
+    stored = {"rows": result.rows, "min_eps": result.min_eps}
+    stored.update({f"robust__{a}": r for a, r in result.robust.items()})
+    if result.examples:
+        stored["examples_x"] = np.stack([e.x for e in result.examples]).astype(np.float32)
+        stored["examples_x_adv"] = np.stack([e.x_adv for e in result.examples]).astype(np.float32)
+    figures = {
+        "robustness": plots.robustness_figure(result.curve, norm=result.norm,
+                                              clean_accuracy=result.curve[0].clean_accuracy),
+        "min_eps": plots.min_eps_figure(result.min_eps, norm=result.norm, search_eps=result.search_eps,
+                                        gated_eps=gated),
+    }
+    if spec.task == "image" and result.examples:
+        figures["adversarial"] = plots.adversarial_figure(result.examples[:6], spec.classes)
+    return FamilyResult(findings=findings, details=details, arrays={"arrays/robustness.npz": stored}, figures=figures)
+
+
+def wilson(p: float, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score interval of a proportion."""
+    if n == 0:
+        return (float("nan"), float("nan"))
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (float(centre - half), float(centre + half))

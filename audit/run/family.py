@@ -1,0 +1,122 @@
+"""What every audit family is given and what it gives back.
+
+A family is the subpackage ``scrutiny.audit.<name>`` for each name in :data:`FAMILIES`. It
+has a module ``details`` that defines its typed details (:class:`~.details.Details`, no torch
+needed to read a run) as ``DETAILS``, and a module ``family`` whose ``run(context)`` returns a
+:class:`FamilyResult` and writes nothing: the runner serialises and writes what it returns.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from scrutiny.errors import InputError
+
+from .details import Details
+from .findings import Finding
+from .policy import CHECKS
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+    import torch
+    from matplotlib.figure import Figure
+
+    from scrutiny.models import Dataset
+
+    from .config import AuditConfig
+    from .policy import Policy
+
+__all__ = ["FAMILIES", "AuditContext", "FamilyResult", "family_runner", "details_type", "details_schema",
+           "validate_details", "schema_path"]
+
+# the order a full audit runs them in, and the order findings are listed in
+FAMILIES = ("performance", "attributions", "robustness", "fairness")
+
+
+@dataclass
+class AuditContext:
+    """Everything a family may read: the model (in eval mode on ``device``), the data set, the
+    encoding the model reads, the audit's config and policy."""
+
+    model: torch.nn.Module
+    dataset: Dataset
+    preprocessor: Any
+    config: AuditConfig
+    policy: Policy
+    device: str
+
+    def finding(self, check: str, value: float, explanation: str, *, metric: str, **kwargs) -> Finding:
+        """A finding of ``check`` with the policy's thresholds (its status follows from them)."""
+        return Finding(check=check, family=CHECKS[check], value=float(value), explanation=explanation,
+                       threshold=self.policy.threshold(check), metric=metric, **kwargs)
+
+
+@dataclass
+class FamilyResult:
+    """What one family found.
+
+    Args:
+        findings: the gated checks, in the order they are listed.
+        details: the family's typed details (written under ``details.<family>`` of findings.json).
+        arrays: run-folder path (``arrays/<name>.npz``) -> named arrays.
+        tables: run-folder path (``arrays/<name>.parquet``) -> a table.
+        figures: name -> figure, written as ``figures/<name>.png``.
+    """
+
+    findings: list[Finding]
+    details: Details
+    arrays: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    figures: dict[str, Figure] = field(default_factory=dict)
+
+
+def family_runner(name: str) -> Callable[[AuditContext], FamilyResult]:
+    """The ``run`` function of the family ``name`` (imports the family, and with it torch)."""
+    return importlib.import_module(f"scrutiny.audit.{_known(name)}.family").run
+
+
+def details_type(name: str) -> type[Details]:
+    """The details class of the family ``name`` (light: reading a run needs no torch)."""
+    return importlib.import_module(f"scrutiny.audit.{_known(name)}.details").DETAILS
+
+
+def schema_path(name: str) -> Path:
+    """The published JSON schema of the family's details, next to ``findings.schema.json``
+    (generated from the details class: ``python -m scrutiny.audit.run.family``)."""
+    return Path(__file__).with_name(f"{_known(name)}.details.schema.json")
+
+
+@cache
+def details_schema(name: str) -> dict:
+    return json.loads(schema_path(name).read_text(encoding="utf-8"))
+
+
+def validate_details(details: dict, *, where: str = "findings.json") -> None:
+    """Raise InputError naming ``where`` and the first place a family's details break its schema."""
+    import jsonschema
+
+    for name, document in details.items():
+        validator = jsonschema.Draft202012Validator(details_schema(name))
+        error = next(iter(sorted(validator.iter_errors(document), key=lambda e: list(e.absolute_path))), None)
+        if error is not None:
+            place = "/".join(str(p) for p in ("details", name, *error.absolute_path))
+            raise InputError(f"{where}: does not match {schema_path(name).name} at {place}: {error.message}")
+
+
+def _known(name: str) -> str:
+    if name not in FAMILIES:
+        raise ValueError(f"family {name!r}: expected one of {', '.join(FAMILIES)}")
+    return name
+
+
+if __name__ == "__main__":  # regenerate the published schemas after changing a details class
+    for family in FAMILIES:
+        text = json.dumps(details_type(family).json_schema(), indent=2) + "\n"
+        schema_path(family).write_text(text, encoding="utf-8")
+        print(f"wrote {schema_path(family)}")

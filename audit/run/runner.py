@@ -1,0 +1,324 @@
+"""The audit: every family on one model and data set, gated by the policy.
+
+:func:`run_audit` runs the families the config names, in order, each on the same
+:class:`~.family.AuditContext`, and gathers their :class:`~.family.FamilyResult` into an
+:class:`AuditResult` held in memory. :meth:`AuditResult.save` writes the run folder
+(:mod:`.run_folder`): ``findings.json`` (deterministic: the same inputs and seed give the same
+bytes), ``manifest.json`` (command, hashes, versions, device, timings), ``arrays/`` and
+``figures/``. The reports and the app read only that folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import random
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from scrutiny.errors import InputError
+from scrutiny.models import Dataset
+from scrutiny.models.checkpoint import LoadedModel, library_versions
+
+from .config import AuditConfig, config_for
+from .details import Details
+from .family import AuditContext, FamilyResult, family_runner
+from .findings import Finding, findings_document, validate_findings
+from .policy import Policy, load_policy
+from .run_folder import FINDINGS, RunWriter, check_destination, to_json
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+__all__ = ["AuditResult", "run_audit"]
+
+
+@dataclass
+class AuditResult:
+    """An audit held in memory: what the run folder holds, before (or after) it is written.
+
+    Args:
+        findings: every family's findings, in family order.
+        details: family -> its typed details.
+        document: the content of ``findings.json`` (findings, verdict, counts, details, subject).
+        manifest: the manifest, less the hashes of the files (added when written).
+        arrays, tables, figures: every family's, by run-folder path or figure name.
+        path: the run folder, once written.
+    """
+
+    findings: list[Finding]
+    details: dict[str, Details]
+    document: dict
+    manifest: dict
+    arrays: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    figures: dict[str, Figure] = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def verdict(self) -> str:
+        """``pass``, ``warn`` or ``fail`` (see :mod:`.findings`)."""
+        return self.document["verdict"]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return self.document["counts"]
+
+    @property
+    def seconds(self) -> dict[str, float]:
+        """Wall time per family and in total."""
+        return self.manifest["seconds"]
+
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Write the run folder at ``path``, as ``scrutiny audit --out`` does, and return it.
+
+        The folder appears complete or not at all. Without ``overwrite`` an existing ``path``
+        is refused; with it, only a run folder (or an empty folder) is replaced.
+
+        Example:
+            >>> result.save("runs/adult-mlp")  # doctest: +SKIP
+            PosixPath('runs/adult-mlp')
+        """
+        from scrutiny.audit import plots
+
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+        with RunWriter(path, overwrite=overwrite) as writer:
+            for relative, arrays in self.arrays.items():
+                writer.arrays(relative, **arrays)
+            for relative, table in self.tables.items():
+                table.to_parquet(writer.path(relative), index=False)
+            for name, figure in self.figures.items():
+                plots.save_figure(figure, writer.path(f"figures/{name}.png"))
+            writer.text(FINDINGS, to_json(self.document))
+            self.path = writer.commit(self.manifest)
+        return self.path
+
+
+def run_audit(
+    model: torch.nn.Module | LoadedModel | str | os.PathLike,
+    data: Dataset | str,
+    *,
+    config: AuditConfig | str | os.PathLike | None = None,
+    policy: Policy | str | os.PathLike | None = None,
+    out: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    device: str | None = None,
+    progress: bool = True,
+    source: str | None = None,
+    command: list[str] | None = None,
+) -> AuditResult:
+    """Audit ``model`` on ``data``: every family the config names, gated by the policy.
+
+    Args:
+        model: a checkpoint folder (``scrutiny train --out``), a model loaded by
+            :func:`~scrutiny.models.load_model`, or a plain ``nn.Module`` that reads the data
+            set's own encoding (``data.preprocessor``).
+        data: a :class:`~scrutiny.models.Dataset` or the name of a built-in one (``"adult"``);
+            its test split is audited, its training split is the reference.
+        config: an :class:`~.config.AuditConfig` or a TOML file. Default: the complete audit for
+            the data type (:func:`~.config.config_for`).
+        policy: a :class:`~.policy.Policy` or a TOML file. Default: the shipped policy.
+        out: write the run folder there too (as :meth:`AuditResult.save`). Default: nothing is
+            written.
+        overwrite: with ``out``, replace an existing run folder.
+        device: ``"cpu"`` or ``"cuda"``. Default: cuda when present.
+        progress: show a progress display.
+        source: how the model is named in the manifest. Default: the path, or the class name.
+        command: the command line to record in the manifest. Default: none.
+
+    Returns:
+        The findings, typed details, arrays and figures, in memory.
+
+    Example:
+        >>> result = run_audit("artifacts/adult-mlp", "adult")  # doctest: +SKIP
+        >>> result.verdict, result.counts["fail"]  # doctest: +SKIP
+        ('fail', 9)
+    """
+    from scrutiny.models import load_dataset, load_model
+    from scrutiny.models.training import _resolve_device
+
+    if isinstance(data, str):
+        data = load_dataset(data)
+    if not isinstance(data, Dataset):
+        raise TypeError(f"data must be a Dataset or the name of a built-in data set, got {type(data).__name__}")
+    loaded = _loaded(model, data, load_model)
+    if source is None:
+        source = str(model) if isinstance(model, (str, os.PathLike)) else type(loaded.model).__name__
+    if not isinstance(config, AuditConfig):
+        if config is not None and not isinstance(config, (str, os.PathLike)):
+            raise TypeError(f"config must be an AuditConfig or a path, got {type(config).__name__}")
+        config = config_for(data, config)
+    if not isinstance(policy, Policy):
+        if policy is not None and not isinstance(policy, (str, os.PathLike)):
+            raise TypeError(f"policy must be a Policy or a path, got {type(policy).__name__}")
+        policy = load_policy(policy)
+    if "robustness" in config.families:
+        policy.robust_eps(data.spec.task)  # a policy without a radius for this data type fails before any work
+    _preflight(config, loaded)
+    if out is not None:
+        inputs = [p for p in (model, config, policy) if isinstance(p, (str, os.PathLike))]
+        check_destination(out, overwrite=overwrite, inputs=inputs)  # before the work, not after it
+    started = datetime.now(timezone.utc)
+    wall = time.perf_counter()
+    run_device = _resolve_device(device)
+    with _callers_state_kept(run_device):
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        result = _run(loaded, data, config=config, policy=policy, device=run_device, progress=progress)
+    result.manifest = _manifest(loaded, data, config, policy, source=source, command=command, device=run_device,
+                                started=started, seconds={**result.manifest["seconds"],
+                                                          "total": round(time.perf_counter() - wall, 3)},
+                                document=result.document)
+    if out is not None:
+        result.save(out, overwrite=overwrite)
+    return result
+
+
+def _loaded(model, dataset: Dataset, load_model) -> LoadedModel:
+    if isinstance(model, LoadedModel):
+        return model
+    if isinstance(model, (str, os.PathLike)):
+        return load_model(model, dataset=dataset)
+    if isinstance(model, torch.nn.Module):
+        return LoadedModel(model=model.cpu().eval(), source="module", weights_sha256=_state_sha256(model))
+    raise TypeError(f"model must be an nn.Module, a LoadedModel or a checkpoint path, got {type(model).__name__}")
+
+
+def _state_sha256(module: torch.nn.Module) -> str:
+    """SHA-256 over the module's parameters and buffers (names, dtypes, shapes, bytes), in state-dict order."""
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+@contextmanager
+def _callers_state_kept(device: torch.device):
+    """The families seed Python's, NumPy's and torch's global generators (captum and aif360 draw
+    from them) and switch torch to deterministic algorithms; the caller gets all of it back."""
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    deterministic = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            yield
+    finally:
+        torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+
+
+def _run(loaded: LoadedModel, dataset: Dataset, *, config: AuditConfig, policy: Policy, device: torch.device,
+         progress: bool) -> AuditResult:
+    preprocessor = loaded.preprocessor() if loaded.manifest else dataset.preprocessor
+    context = AuditContext(model=loaded.model.to(device).eval(), dataset=dataset, preprocessor=preprocessor,
+                           config=config, policy=policy, device=str(device))
+    results: dict[str, FamilyResult] = {}
+    seconds: dict[str, float] = {}
+    with _Progress(progress, config.families) as shown:
+        for family in config.families:
+            shown.start(family)
+            start = time.perf_counter()
+            torch.manual_seed(config.seed)
+            results[family] = family_runner(family)(context)
+            seconds[family] = round(time.perf_counter() - start, 3)
+            shown.done(family, seconds[family])
+    findings = [f for r in results.values() for f in r.findings]
+    details = {family: r.details for family, r in results.items()}
+    document = findings_document(findings, details={k: v.to_dict() for k, v in details.items()},
+                                 subject=_subject(loaded, dataset))
+    validate_findings(document)
+    return AuditResult(
+        findings=findings, details=details, document=document, manifest={"seconds": seconds},
+        arrays={k: v for r in results.values() for k, v in r.arrays.items()},
+        tables={k: v for r in results.values() for k, v in r.tables.items()},
+        figures={k: v for r in results.values() for k, v in r.figures.items()},
+    )
+
+
+def _manifest(loaded: LoadedModel, dataset: Dataset, config: AuditConfig, policy: Policy, *, source: str,
+              command: list[str] | None, device: torch.device, started: datetime, seconds: dict,
+              document: dict) -> dict[str, Any]:
+    return {
+        "command": command,
+        "model": {"source": source, "kind": loaded.source, "weights_sha256": loaded.weights_sha256,
+                  "architecture": loaded.manifest.get("architecture") if loaded.manifest else None,
+                  "trained_on": loaded.manifest.get("dataset", {}).get("sha256") if loaded.manifest else None},
+        "data": {"name": dataset.spec.name, "sha256": dataset.sha256, "n_train": len(dataset.train),
+                 "n_test": len(dataset.test)},
+        "config": config.to_dict(),
+        "policy": {"source": policy.source, "checks": policy.checks, "groups": policy.groups},
+        "seed": config.seed,
+        "device": _device_name(device),
+        "libraries": library_versions(),
+        "platform": platform.platform(),
+        "started": started.isoformat(timespec="seconds"),
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "seconds": seconds,
+        "verdict": document["verdict"],
+        "counts": document["counts"],
+    }
+
+
+def _preflight(config: AuditConfig, loaded: LoadedModel) -> None:
+    """What the config asks of this model, checked before any work (the data's side is
+    checked when the config is loaded)."""
+    if "fairness" in config.families and config.fairness.mitigate and getattr(loaded.model, "arch", None) is None:
+        raise InputError("audit config: 'fairness.mitigate' retrains the model's architecture, which only a scrutiny "
+                         "checkpoint records; leave mitigate out for this model")
+
+
+class _Progress:
+    """One display for the whole audit: a bar over the families, the current one named."""
+
+    def __init__(self, show: bool, families: list[str]):
+        self.show, self.families = show, families
+
+    def __enter__(self):
+        if self.show:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                                TimeElapsedColumn(), transient=False)
+            self.bar.start()
+            self.task = self.bar.add_task("audit", total=len(self.families))
+        return self
+
+    def start(self, family: str) -> None:
+        if self.show:
+            self.bar.update(self.task, description=f"audit: {family}…")
+
+    def done(self, family: str, seconds: float) -> None:
+        if self.show:
+            self.bar.console.print(f"  {family} done in {seconds:.1f} s")
+            self.bar.advance(self.task)
+
+    def __exit__(self, *exc):
+        if self.show:
+            self.bar.update(self.task, description="audit")
+            self.bar.stop()
+
+
+def _subject(loaded: LoadedModel, dataset: Dataset) -> dict:
+    architecture = loaded.manifest.get("architecture", {}).get("name") if loaded.manifest else None
+    return {
+        "model": {"source": loaded.source, "architecture": architecture, "weights_sha256": loaded.weights_sha256},
+        "data": {"name": dataset.spec.name, "task": dataset.spec.task, "sha256": dataset.sha256,
+                 "n_train": len(dataset.train), "n_test": len(dataset.test), "classes": list(dataset.spec.classes)},
+    }
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    return f"cpu: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"

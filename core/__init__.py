@@ -1,0 +1,49 @@
+"""scrutiny: explainability, robustness and fairness audits for PyTorch models.
+
+The public API, importable from here::
+
+    import scrutiny
+
+    model = scrutiny.load_model("artifacts/adult-mlp")
+    data = scrutiny.load_dataset("adult")
+    result = scrutiny.run_audit(model, data)          # in memory: nothing written
+    result.verdict, result.findings[0]
+    result.save("runs/adult-mlp")                      # the run folder, as `scrutiny audit` writes it
+
+The names are imported on first use (PEP 562), so ``import scrutiny`` and ``scrutiny --help``
+load neither torch nor pandas. Subpackages: :mod:`scrutiny.models` (data sets, architectures,
+training, checkpoints), :mod:`scrutiny.audit` (the audit families and the run layer),
+:mod:`scrutiny.reports`, :mod:`scrutiny.app`; :mod:`scrutiny.errors` holds the exceptions.
+"""
+
+import importlib
+from importlib import metadata
+
+try:
+    __version__ = metadata.version("scrutiny")
+except metadata.PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0+unknown"
+
+# public name -> the module that defines it
+_EXPORTS = {
+    **dict.fromkeys(["CheckpointError", "DataError", "InputError", "ScrutinyError"], "scrutiny.errors"),
+    **dict.fromkeys(["Dataset", "DatasetSpec", "LoadedModel", "load_dataset", "load_model", "load_table", "train_on"],
+                    "scrutiny.models"),
+    **dict.fromkeys(["AuditResult", "Finding", "FamilyResult", "Policy", "AuditConfig", "load_config", "load_policy",
+                     "load_run", "run_audit"], "scrutiny.audit"),
+    **dict.fromkeys(["Attribution", "attribute"], "scrutiny.audit.attributions"),
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
