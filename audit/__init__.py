@@ -10,7 +10,7 @@
 The names below are imported on first use (PEP 562), so that the CLI starts without torch.
 """
 
-import importlib
+from scrutiny.lazy import lazy_exports
 
 # public name -> the module that defines it
 _EXPORTS = {
@@ -24,14 +24,4 @@ _EXPORTS = {
 
 __all__ = list(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value  # later look-ups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

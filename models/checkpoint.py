@@ -154,8 +154,16 @@ def load_model(
 ) -> LoadedModel:
     """Load a checkpoint folder, a TorchScript file, or ``package.module:factory`` + weights.
 
-    With ``dataset`` given, also check that the model fits it (:func:`check_fits`).
+    With ``dataset`` given, also check that the model fits it (:func:`check_fits`). A
+    checkpoint's weights are safetensors and its manifest JSON: nothing is unpickled.
+
+    Example:
+        >>> loaded = load_model("artifacts/adult-mlp", dataset=load_dataset("adult"))  # doctest: +SKIP
+        >>> loaded.source, loaded.weights_sha256[:12]  # doctest: +SKIP
+        ('checkpoint', '5d0c7e1f3a2b')
     """
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(f"source must be a path or package.module:factory string, got {type(source).__name__}")
     text = str(source)
     path = Path(source)
     if path.is_dir():

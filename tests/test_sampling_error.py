@@ -18,7 +18,9 @@ from scrutiny.audit.attributions.methods import attribute
 from scrutiny.audit.attributions.feature_space import FeatureSpace, patch_groups
 from scrutiny.audit.run.findings import status_of
 from scrutiny.audit.run.policy import load_policy
-from scrutiny.audit.run.runner import _Context, _sampling_error
+from scrutiny.audit.attributions.details import MethodEntry
+from scrutiny.audit.attributions.family import _sampling_error
+from scrutiny.audit.run.family import AuditContext
 
 
 def _model(m: int, seed: int = 0):
@@ -63,8 +65,8 @@ def _true_shares(result: ks.KernelShap, exact: np.ndarray) -> np.ndarray:
 
 
 def _finding(attribution):
-    context = _Context(model=None, dataset=None, preprocessor=None, config=None, policy=load_policy(), device="cpu")
-    entry: dict = {}
+    context = AuditContext(model=None, dataset=None, preprocessor=None, config=None, policy=load_policy(), device="cpu")
+    entry = MethodEntry(output="log_odds", baseline="train_sample", error_name="sampling_error", settings={})
     return _sampling_error(context, "kernel_shap", attribution, entry), entry
 
 
@@ -206,7 +208,7 @@ def test_tiny_budget_fails_the_default_policy(mlp_case):
     assert finding.check == "attributions.sampling_error" and finding.threshold == threshold
     assert finding.value == pytest.approx(np.percentile(a.error, 95)) and finding.value > threshold["fail_above"]
     assert finding.status == "fail" == status_of(finding.value, threshold)
-    assert entry["sampling_error_p95"] == finding.value
+    assert entry.sampling_error_p95 == finding.value
 
 
 def test_default_budget_passes_and_enumeration_is_exact(mlp_case):

@@ -8,9 +8,10 @@ randomisation); adverse-action reasons. Entry point: :func:`.family.run`; detail
 :class:`AttributionsDetails`.
 """
 
-import importlib
+from scrutiny.lazy import lazy_exports
 
 _EXPORTS = {
+    "run": "scrutiny.audit.attributions.family",
     **dict.fromkeys(["Attribution", "attribute", "METHODS"], "scrutiny.audit.attributions.methods"),
     **dict.fromkeys(["AttributionsDetails"], "scrutiny.audit.attributions.details"),
     **dict.fromkeys(["explain", "Explanations"], "scrutiny.audit.attributions.explain"),
@@ -18,14 +19,4 @@ _EXPORTS = {
 
 __all__ = list(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -189,7 +189,19 @@ def attribute(
         seed: seeds every random draw.
             Default: 0
         progress: show a progress bar over chunks / samples.
+
+    Example:
+        >>> data = load_dataset("breast_cancer")  # doctest: +SKIP
+        >>> model = train_on(data, progress=False).model  # doctest: +SKIP
+        >>> x = data.preprocessor.transform(data.test.X[:8])  # doctest: +SKIP
+        >>> background = data.preprocessor.transform(data.train.X)  # doctest: +SKIP
+        >>> a = attribute(model, x, method="integrated_gradients", space=tabular_space(data.preprocessor),
+        ...               background=background)  # doctest: +SKIP
+        >>> a.values.shape, float(abs(a.relative_error).max()) < 0.01  # doctest: +SKIP
+        ((8, 30), True)
     """
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if method not in METHODS:
         raise InputError(f"unknown attribution method '{method}'; expected one of: {', '.join(METHODS)}")
     inputs = np.asarray(inputs, dtype=np.float32)

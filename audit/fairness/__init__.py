@@ -7,23 +7,14 @@ consistency; mitigation (reweighing, equalized-odds post-processing) measured be
 Entry point: :func:`.family.run`; details: :class:`FairnessDetails`.
 """
 
-import importlib
+from scrutiny.lazy import lazy_exports
 
 _EXPORTS = {
+    "run": "scrutiny.audit.fairness.family",
     **dict.fromkeys(["assess_fairness", "mitigate", "Fairness"], "scrutiny.audit.fairness.assess"),
     **dict.fromkeys(["FairnessDetails"], "scrutiny.audit.fairness.details"),
 }
 
 __all__ = list(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

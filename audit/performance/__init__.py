@@ -2,9 +2,16 @@
 
 Balanced accuracy (mean recall over classes) and expected calibration error, each with a
 percentile-bootstrap interval, plus plain accuracy, per-class recall, the confusion matrix and,
-for two classes, ROC AUC. Entry point: :func:`.family.run`; details: :class:`PerformanceDetails`.
+for two classes, ROC AUC. Entry point: :func:`run`; details: :class:`PerformanceDetails`.
 """
 
-from .details import PerformanceDetails
+from scrutiny.lazy import lazy_exports
 
-__all__ = ["PerformanceDetails"]
+_EXPORTS = {
+    "run": "scrutiny.audit.performance.family",
+    "PerformanceDetails": "scrutiny.audit.performance.details",
+}
+
+__all__ = list(_EXPORTS)
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -7,23 +7,14 @@ evaluation and an out-of-distribution score of the adversarial rows. Entry point
 :func:`.family.run`; details: :class:`RobustnessDetails`.
 """
 
-import importlib
+from scrutiny.lazy import lazy_exports
 
 _EXPORTS = {
+    "run": "scrutiny.audit.robustness.family",
     **dict.fromkeys(["assess_robustness", "Robustness"], "scrutiny.audit.robustness.assess"),
     **dict.fromkeys(["RobustnessDetails"], "scrutiny.audit.robustness.details"),
 }
 
 __all__ = list(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

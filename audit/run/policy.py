@@ -10,6 +10,7 @@ replace the default ones they name.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,7 +65,15 @@ class Policy:
 
 
 def load_policy(path: str | Path | None = None) -> Policy:
-    """The default policy, with the tables of the file at ``path`` (if given) replacing its own."""
+    """The default policy, with the tables of the file at ``path`` (if given) replacing its own.
+
+    Example:
+        >>> policy = load_policy()  # doctest: +SKIP
+        >>> policy.threshold("fairness.disparate_impact")  # doctest: +SKIP
+        {'fail_below': 0.8, 'fail_above': 1.25}
+    """
+    if path is not None and not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
     checks, groups = _read(DEFAULT_POLICY)
     if path is None:
         return Policy(checks=checks, source="default", groups=groups)

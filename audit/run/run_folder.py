@@ -215,7 +215,15 @@ class Run:
 
 
 def load_run(path: str | Path) -> Run:
-    """Open a run folder; RunError (one line, naming the file) if it is incomplete or corrupt."""
+    """Open a run folder; RunError (one line, naming the file) if it is incomplete or corrupt.
+
+    Example:
+        >>> run = load_run("runs/adult-mlp")  # doctest: +SKIP
+        >>> run.findings["verdict"], run.details("robustness").gated_eps  # doctest: +SKIP
+        ('fail', 0.1)
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
     path = Path(path)
     if not path.is_dir():
         raise RunError(f"{path}: no such run folder")
