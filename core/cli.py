@@ -429,7 +429,7 @@ def fairness(
                       f"{interval(result.consistency)}")
     for warning in result.warnings:
         console.print(f"[bold yellow]warning:[/] {escape(warning)}")
-    if mitigate:
+    if mitigate and loaded is not None:  # --mitigate without a model was refused above
         from scrutiny.audit.fairness.assess import mitigate as run_mitigations
 
         with console.status(f"mitigating for {mitigate}…"):

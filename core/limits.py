@@ -45,6 +45,7 @@ def check_int(name: str, value, *, where: str | None = None, limit: str | None =
     prefix = f"{where}: " if where else ""
     if isinstance(value, bool) or not isinstance(value, Integral):
         raise InputError(f"{prefix}'{name}' must be a whole number from {low:,} to {high:,}, got {value!r}")
-    if not low <= value <= high:
-        raise InputError(f"{prefix}'{name}' must be from {low:,} to {high:,}, got {value:,}")
-    return int(value)
+    number = int(value)
+    if not low <= number <= high:
+        raise InputError(f"{prefix}'{name}' must be from {low:,} to {high:,}, got {number:,}")
+    return number

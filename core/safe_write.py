@@ -258,21 +258,29 @@ class Staging:
 
     def commit(self) -> Path:
         """Move the staging folder to the destination (see the module docstring); return it."""
-        set_permissions(self.path)
+        staging = self.folder
+        set_permissions(staging)
         with _signals_held():
             try:
                 if self.overwrite and os.path.lexists(self.destination):
-                    self._replace()
+                    self._replace(staging)
                 else:
-                    _rename_new(self.path, self.destination)
+                    _rename_new(staging, self.destination)
             except _Raced:
                 raise DestinationError(self.destination, "was written by another process meanwhile; "
                                        "nothing was replaced") from None
             self.path, self._made = None, []
         return self.destination
 
-    def _replace(self) -> None:
-        new, destination = self.path, self.destination
+    @property
+    def folder(self) -> Path:
+        """The staging folder (``path``), which exists only inside the with-block."""
+        if self.path is None:
+            raise RuntimeError("the staging folder is used outside its with-block")
+        return self.path
+
+    def _replace(self, new: Path) -> None:
+        destination = self.destination
         try:
             exchanged = _renameat2(new, destination, RENAME_EXCHANGE)
         except FileNotFoundError:  # removed since the check: nothing to replace
@@ -384,7 +392,7 @@ def _make_parents(folder: Path) -> list[Path]:
     while not os.path.lexists(folder) and folder != folder.parent:
         missing.append(folder)
         folder = folder.parent
-    made = []
+    made: list[Path] = []
     for path in reversed(missing):
         try:
             os.mkdir(path, FOLDER_MODE)

@@ -94,7 +94,7 @@ def _sizes(name: str, value, allow_empty: bool = False) -> tuple[int, ...]:
 
 
 def _rate(name: str, value) -> float:
-    if not isinstance(value, Real) or isinstance(value, bool) or not 0.0 <= value < 1.0:
+    if not isinstance(value, Real) or isinstance(value, bool) or not 0.0 <= float(value) < 1.0:
         raise InputError(f"{name} must be a number in [0, 1); got {value!r}")
     return float(value)
 

@@ -67,14 +67,14 @@ class FeatureSpace:
         :meth:`sum_by_feature` gives it back."""
         out = np.zeros((len(per_feature), int(np.prod(self.input_shape))))
         flat = inputs.reshape(len(inputs), -1)
-        for g, idx in enumerate(self.groups):
-            idx = list(idx)
+        for g, group in enumerate(self.groups):
+            idx = np.asarray(group, dtype=np.int64)
             if self.categorical[g]:
                 block = flat[:, idx]
                 active = block.argmax(axis=1)
                 known = block.max(axis=1) > 0
                 rows = np.flatnonzero(known)
-                out[rows, np.asarray(idx)[active[known]]] = per_feature[known, g]
+                out[rows, idx[active[known]]] = per_feature[known, g]
                 unknown = np.flatnonzero(~known)  # a category unseen in training: spread evenly
                 out[np.ix_(unknown, idx)] = per_feature[unknown, g][:, None] / len(idx)
             else:

@@ -48,10 +48,10 @@ def integrated_gradients(
     Returns:
         Attributions shaped like ``inputs`` (float32, on the inputs' device).
     """
-    alphas, weights = gauss_legendre(n_steps)
+    nodes, node_weights = gauss_legendre(n_steps)
     device, dtype = inputs.device, inputs.dtype
-    alphas = torch.as_tensor(alphas, dtype=dtype, device=device)
-    weights = torch.as_tensor(weights, dtype=dtype, device=device)
+    alphas = torch.as_tensor(nodes, dtype=dtype, device=device)
+    weights = torch.as_tensor(node_weights, dtype=dtype, device=device)
     baselines = baselines.expand_as(inputs)
     shape = (1, -1) + (1,) * (inputs.dim() - 1)
     out = torch.empty_like(inputs)

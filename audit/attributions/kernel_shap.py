@@ -136,7 +136,8 @@ def _design(m: int, nsamples: int | None, seed: int) -> _Design:
         draw_weight[:paired] /= 2  # each draw adds a coalition and its complement
         draw_weight = draw_weight[full:] / draw_weight[full:].sum()
         sampled: dict[bytes, int] = {}
-        sampled_masks, sampled_counts = [], []
+        sampled_masks: list[np.ndarray] = []
+        sampled_counts: list[float] = []
         while left > 0:
             k = full + 1 + rng.choice(len(draw_weight), p=draw_weight)
             mask = np.zeros(m)
@@ -259,7 +260,7 @@ def _bootstrap_error(design: _Design, x_design, y, delta, phi, *, n_boot: int, s
         taken_times = np.zeros((size, n_draws))
         np.add.at(taken_times, (np.arange(size)[:, None], picks), 1.0)
         counts = np.zeros((size, len(x_design)))
-        np.add.at(counts, (slice(None), coalition), taken_times[:, draw_of])
+        np.add.at(counts, (np.arange(size)[:, None], coalition[None, :]), taken_times[:, draw_of])  # integer counts: exact
         weights = np.broadcast_to(design.weights, counts.shape).copy()
         sampled = counts[:, design.n_enumerated:]
         weights[:, design.n_enumerated:] = sampled / sampled.sum(axis=1, keepdims=True) * (1 - fixed)

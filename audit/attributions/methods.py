@@ -317,7 +317,7 @@ def _captum(algorithm_cls, wrapped, inputs, target, base, *, batch_size, progres
         if "baselines" in call and call["baselines"] is None:
             call["baselines"] = to_device(base if len(base) == 1 else base[i:i + batch_size], wrapped).expand_as(x)
         out = algorithm.attribute(x, target=t, return_convergence_delta=delta, **call) if delta else algorithm.attribute(x, target=t, **call)
-        if delta:
+        if deltas is not None:
             out, d = out
             deltas[i:i + len(x)] = d.detach().double().cpu().numpy().reshape(len(x), -1).mean(axis=1)
         values[i:i + len(x)] = out.detach().cpu().numpy()
@@ -455,13 +455,13 @@ def _shap_gradient(wrapped, inputs, target, base, *, n_samples, batch_size, seed
 
     samples = n_samples or 200
     explainer = shap.GradientExplainer(wrapped, to_device(base, wrapped))
-    values = []
+    chunks = []
     for i in _chunks(len(inputs), batch_size, progress, "GradientExplainer"):
         out = explainer.shap_values(to_device(inputs[i:i + batch_size], wrapped), nsamples=samples, rseed=seed + i)
         out = np.asarray(out)  # (n, *input_shape, n_outputs)
         chosen = np.take_along_axis(out, target[i:i + batch_size].reshape((-1,) + (1,) * (out.ndim - 1)), axis=-1)
-        values.append(chosen[..., 0])
-    values = np.concatenate(values)
+        chunks.append(chosen[..., 0])
+    values = np.concatenate(chunks)
     def predict(X: np.ndarray) -> np.ndarray:
         return batched_outputs(wrapped, X, max(batch_size, 4096))
 

@@ -203,10 +203,9 @@ def randomise_weights(model: nn.Module, seed: int = 0) -> nn.Module:
     randomised = copy.deepcopy(model)
     torch.manual_seed(seed)
     for module in randomised.modules():
-        if hasattr(module, "reset_parameters"):
-            module.reset_parameters()
-        if hasattr(module, "reset_running_stats"):
-            module.reset_running_stats()
+        for reset in ("reset_parameters", "reset_running_stats"):
+            if callable(getattr(module, reset, None)):
+                getattr(module, reset)()
     for name, parameter in randomised.named_parameters():  # parameters no module resets
         original = dict(model.named_parameters())[name]
         if torch.equal(parameter, original):

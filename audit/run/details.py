@@ -18,7 +18,6 @@ import dataclasses
 import math
 import types
 import typing
-from functools import cache
 from typing import Any, Self, Union
 
 __all__ = ["Details", "Estimate", "optional"]
@@ -65,9 +64,13 @@ class Estimate(Details):
     high: float
 
 
-@cache
-def _hints(cls) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
 
 
 def _dump(value):

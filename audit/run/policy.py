@@ -64,7 +64,7 @@ class Policy:
         return float(at[task] if isinstance(at, dict) else at)
 
 
-def load_policy(path: str | Path | None = None) -> Policy:
+def load_policy(path: str | os.PathLike[str] | None = None) -> Policy:
     """The default policy, with the tables of the file at ``path`` (if given) replacing its own.
 
     Example:

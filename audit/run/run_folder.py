@@ -25,6 +25,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 
@@ -102,18 +103,18 @@ class RunWriter:
     full) becomes an InputError naming the destination.
     """
 
-    def __init__(self, destination: str | Path, *, overwrite: bool = False, inputs=()):
+    def __init__(self, destination: str | os.PathLike[str], *, overwrite: bool = False, inputs=()):
         self._staging = Staging(destination, kind=RUN, overwrite=overwrite, inputs=inputs,
                                 subfolders=("arrays", "figures"))
         self.destination = self._staging.destination
         self.overwrite = overwrite
 
     @property
-    def staging(self) -> Path | None:
-        """The staging folder while the run is built."""
-        return self._staging.path
+    def staging(self) -> Path:
+        """The staging folder while the run is built (inside the with-block only)."""
+        return self._staging.folder
 
-    def __enter__(self) -> "RunWriter":
+    def __enter__(self) -> RunWriter:
         self._staging.__enter__()
         return self
 
@@ -135,7 +136,7 @@ class RunWriter:
             if np.asarray(array).dtype == object:
                 raise TypeError(f"{relative}: array {name} holds Python objects; runs store plain arrays only")
         with open(target, "wb") as handle:
-            np.savez_compressed(handle, **arrays)
+            np.savez_compressed(handle, **cast(dict[str, Any], arrays))
         return target
 
     def files(self) -> dict[str, str]:

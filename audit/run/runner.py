@@ -78,7 +78,7 @@ class AuditResult:
         """Wall time per family and in total."""
         return self.manifest["seconds"]
 
-    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
         """Write the run folder at ``path``, as ``scrutiny audit --out`` does, and return it.
 
         The folder appears complete or not at all. Without ``overwrite`` an existing ``path``
@@ -105,12 +105,12 @@ class AuditResult:
 
 
 def run_audit(
-    model: torch.nn.Module | LoadedModel | str | os.PathLike,
+    model: torch.nn.Module | LoadedModel | str | os.PathLike[str],
     data: Dataset | str,
     *,
-    config: AuditConfig | str | os.PathLike | None = None,
-    policy: Policy | str | os.PathLike | None = None,
-    out: str | os.PathLike | None = None,
+    config: AuditConfig | str | os.PathLike[str] | None = None,
+    policy: Policy | str | os.PathLike[str] | None = None,
+    out: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
     device: str | None = None,
     progress: bool = True,
