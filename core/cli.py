@@ -284,7 +284,7 @@ def attack(
     steps: int = typer.Option(40, "--steps", **_bounded("steps"), help="PGD iterations."),
     restarts: int = typer.Option(1, "--restarts", **_bounded("restarts"), help="PGD random restarts."),
     queries: int = typer.Option(1000, "--queries", **_bounded("queries"), help="Square attack queries per row."),
-    immutable: str = typer.Option("", "--immutable", help="Comma-separated table features the attack must not change (protected attributes and age are held already)."),
+    immutable: str = typer.Option("", "--immutable", help="Comma-separated table features the attack must not change (protected attributes and the data set's immutable columns are held already)."),
     mutable: str = typer.Option("", "--mutable", help="Comma-separated features to free from the default holds (e.g. age)."),
     detector: bool = typer.Option(True, "--detector/--no-detector", help="Train a small autoencoder and score whether it notices the adversarial rows."),
     seed: int = typer.Option(0, "--seed", **_bounded("seed"), help="Random seed."),

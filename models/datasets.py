@@ -8,18 +8,20 @@ Built-in data sets:
 - ``adult``: UCI Adult census income; ``adult.data`` trains, ``adult.test`` tests; rows with
   missing values dropped and ``fnlwgt`` left out, as AIF360 does. Protected ``sex`` (Male
   privileged) and ``race`` (White privileged); favourable label ``>50K``. Prohibited bases:
-  sex, race, marital-status, relationship, native-country, age.
+  sex, race, marital-status, relationship, native-country, age. Immutable: age.
 - ``german``: UCI Statlog German credit; ``sex`` derived from personal status (male
   privileged, as AIF360), ``age`` with age >= 25 privileged; favourable label good credit.
-  Prohibited bases: sex, age, foreign_worker.
+  Prohibited bases: sex, age, foreign_worker. Immutable: age.
 - ``compas``: ProPublica COMPAS two-year recidivism, ProPublica's row filter; protected
   ``race`` (Caucasian privileged) and ``sex`` (Female privileged, as AIF360); favourable
   label: no recidivism within two years. Prohibited bases: race, sex, age, age_cat.
+  Immutable: age, age_cat.
 
 Prohibited bases follow ECOA / Regulation B, 12 CFR 1002.2(z): race, color, religion, national
 origin, sex, marital status, age, income from public assistance, and the good-faith exercise of
 rights under the Consumer Credit Protection Act; each data set lists the columns that are one
-(or stand in for one). An adverse-action notice may not give them as reasons.
+(or stand in for one). An adverse-action notice may not give them as reasons. Immutable columns
+are those an applicant cannot change; robustness attacks hold them and the protected attributes.
 - ``breast_cancer``: scikit-learn's Wisconsin diagnostic data; favourable label benign.
 - ``digits``: scikit-learn's 8×8 handwritten digits as 1×8×8 images in [0, 1], 10 classes.
 """
@@ -153,6 +155,7 @@ ADULT_SPEC = DatasetSpec(
     # relationship (Husband, Wife, Unmarried, …) is a proxy for marital status and sex;
     # native-country is national origin
     prohibited=("sex", "race", "marital-status", "relationship", "native-country", "age"),
+    immutable=("age",),
 )
 
 
@@ -227,6 +230,7 @@ GERMAN_SPEC = DatasetSpec(
     # sex is what scrutiny keeps of the personal_status column (whose codes also mix in marital
     # status); foreign_worker stands in for national origin
     prohibited=("sex", "age", "foreign_worker"),
+    immutable=("age",),
 )
 
 
@@ -260,6 +264,7 @@ COMPAS_SPEC = DatasetSpec(
     protected=(ProtectedAttribute("race", ("Caucasian",)), ProtectedAttribute("sex", ("Female",))),
     description="ProPublica COMPAS: does a defendant avoid re-offending within two years?",
     prohibited=("race", "sex", "age", "age_cat"),  # age_cat is age in three bands
+    immutable=("age", "age_cat"),
 )
 
 

@@ -89,6 +89,8 @@ class DatasetSpec:
             12 CFR 1002.2(z): race, sex, marital status, age, national origin, …, and their
             proxies); an adverse-action notice may not state one as a reason. Every protected
             attribute is one too (:attr:`prohibited_bases`).
+        immutable: feature columns an attacker or applicant cannot change (age). Robustness
+            attacks hold them, as they hold the protected attributes.
     """
 
     name: str
@@ -103,6 +105,13 @@ class DatasetSpec:
     description: str = ""
     extra: dict = field(default_factory=dict)
     prohibited: tuple[str, ...] = ()
+    immutable: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        unknown = [name for name in self.immutable if name not in self.feature_names]
+        if unknown:
+            raise DataError(f"data set '{self.name}': 'immutable' names {', '.join(map(repr, unknown))}, which is not "
+                            f"a feature (features: {', '.join(self.feature_names) or 'none'})")
 
     @property
     def n_classes(self) -> int:
@@ -146,10 +155,11 @@ class DatasetSpec:
             )
             for p in data.get("protected", ())
         )
-        prohibited = data.get("prohibited", [])  # absent from manifests written before it existed
-        if not isinstance(prohibited, (list, tuple)) or not all(isinstance(p, str) for p in prohibited):
-            raise DataError(f"data set '{data.get('name')}': 'prohibited' must be a list of column names, got {prohibited!r}")
-        data["prohibited"] = tuple(prohibited)
+        for key in ("prohibited", "immutable"):
+            names = data.get(key, [])  # absent from manifests written before it existed
+            if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+                raise DataError(f"data set '{data.get('name')}': '{key}' must be a list of column names, got {names!r}")
+            data[key] = tuple(names)
         for key in ("image_shape", "pixel_range"):
             if data.get(key) is not None:
                 data[key] = tuple(data[key])

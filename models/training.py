@@ -402,22 +402,10 @@ def train(
             :data:`~scrutiny.limits.LIMITS`), X/y of the wrong shape or length, NaN in X,
             labels outside the model's classes, bad sample weights, or an unavailable device.
     """
-    check_int("epochs", epochs)
-    check_int("batch_size", batch_size)
-    check_int("seed", seed)
-    _require(_is_num(lr) and lr > 0, "lr", "a number > 0", lr)
-    _require(_is_num(weight_decay) and weight_decay >= 0, "weight_decay", "a number >= 0", weight_decay)
-    for name, value in (("warmup_fraction", warmup_fraction), ("val_fraction", val_fraction)):
-        _require(_is_num(value) and 0 <= value < 1, name, "a number in [0, 1)", value)
-    ok = patience is None or (_is_int(patience) and patience >= 1)
-    _require(ok, "patience", "a positive integer or None", patience)
+    _check_options(epochs=epochs, batch_size=batch_size, seed=seed, lr=lr, weight_decay=weight_decay,
+                   warmup_fraction=warmup_fraction, val_fraction=val_fraction, patience=patience)
     autoencoder = _is_autoencoder(model)
-    X = _check_X(model, X)
-    y = None if autoencoder else _check_y(model, y, len(X))
-    if sample_weight is not None:
-        if autoencoder:
-            raise InputError("sample_weight weights the cross-entropy of a classifier; an autoencoder takes none")
-        sample_weight = _check_sample_weight(sample_weight, len(X))
+    X, y, sample_weight = _check_data(model, X, y, sample_weight, autoencoder)
     dev = _resolve_device(device)
     seed_everything(seed)
 
@@ -428,109 +416,33 @@ def train(
     X_all = torch.from_numpy(X).to(dev)
     X_train, X_val = X_all[torch.from_numpy(train_idx).to(dev)], X_all[torch.from_numpy(val_idx).to(dev)]
     del X_all
-    rows_w_train = rows_w_val = None  # per-row loss weights when sample_weight is given
-    if autoencoder:
-        criterion: nn.Module = nn.MSELoss()
-        y_train = y_val = None
-    else:
-        y_all = torch.from_numpy(y).to(dev)
-        y_train, y_val = y_all[torch.from_numpy(train_idx).to(dev)], y_all[torch.from_numpy(val_idx).to(dev)]
-        w = None
-        if class_weights:
-            counts = np.bincount(y[train_idx], minlength=model.config["n_classes"]).astype(np.float64)
-            present = counts > 0
-            w = np.where(present, len(train_idx) / (present.sum() * np.maximum(counts, 1)), 0.0)
-        if sample_weight is None:
-            weight = None if w is None else torch.tensor(w, dtype=torch.float32, device=dev)
-            criterion = nn.CrossEntropyLoss(weight=weight)
-        else:
-            rows_w_train, rows_w_val = _split_sample_weight(sample_weight, w, y, train_idx, val_idx, dev)
+    loss = _build_loss(model, y, train_idx, val_idx, dev, class_weights=class_weights, sample_weight=sample_weight)
 
-    n_train = len(train_idx)
-    n_batches = n_train // batch_size + (n_train % batch_size > 1)
-    total_steps = epochs * n_batches
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_cosine(total_steps, int(round(warmup_fraction * total_steps)))
-    )
-    use_amp = dev.type == "cuda" if mixed_precision is None else bool(mixed_precision)
-    amp_dtype = torch.float16 if dev.type == "cuda" and not torch.cuda.is_bf16_supported() else torch.bfloat16
-    scaler = torch.amp.GradScaler(dev.type, enabled=use_amp and amp_dtype == torch.float16)
-
-    def autocast() -> AbstractContextManager:
-        return torch.autocast(dev.type, dtype=amp_dtype, enabled=use_amp)
-
-    def sync() -> None:
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-
+    n_batches = len(train_idx) // batch_size + (len(train_idx) % batch_size > 1)
+    precision = _Precision(dev, mixed_precision)
+    optimiser = _Optimiser(model, lr=lr, weight_decay=weight_decay, total_steps=epochs * n_batches,
+                           warmup_fraction=warmup_fraction, scaler=precision.scaler)
     generator = torch.Generator().manual_seed(seed)
     history: list[dict] = []
-    best_loss, best_epoch, best_state, stale = math.inf, 0, None, 0
+    best = _BestWeights(patience)
     train_seconds, samples = 0.0, 0
     start = time.perf_counter()
     desc = f"train {getattr(model, 'arch', '')}".strip()
     bar = tqdm(range(1, epochs + 1), desc=desc, unit="epoch", disable=not progress)
     for epoch in bar:
-        model.train()
-        sync()
-        t0 = time.perf_counter()
-        order = torch.randperm(n_train, generator=generator).to(dev)
-        loss_sum = torch.zeros((), device=dev)
-        seen, weight_sum = 0, 0  # rows, and their total loss weight (the row count unweighted)
-        for b in range(n_batches):
-            idx = order[b * batch_size : (b + 1) * batch_size]
-            xb = X_train[idx]
-            with autocast():
-                out = model(xb)
-            if rows_w_train is None:
-                loss = criterion(out.float(), xb if autoencoder else y_train[idx])
-                batch_weight = len(idx)
-            else:
-                wb = rows_w_train[idx]
-                loss, batch_weight = _weighted_cross_entropy(out.float(), y_train[idx], wb), wb.sum()
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            step_lr = scheduler.get_last_lr()[0]
-            scheduler.step()
-            loss_sum += loss.detach() * batch_weight
-            seen += len(idx)
-            weight_sum += batch_weight
-        weight_sum = float(weight_sum)
-        train_loss = loss_sum.item() / weight_sum if weight_sum > 0 else math.nan
-        sync()
-        train_seconds += time.perf_counter() - t0
-        samples += seen
-
-        val_loss = None
-        if len(val_idx):
-            model.eval()
-            with torch.no_grad(), autocast():
-                out = torch.cat([model(X_val[i : i + 1024]).float() for i in range(0, len(val_idx), 1024)])
-            if rows_w_val is None:
-                val_loss = criterion(out, X_val if autoencoder else y_val).item()
-            else:
-                val_loss = _weighted_cross_entropy(out, y_val, rows_w_val).item()
-        history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "lr": step_lr})
-        bar.set_postfix_str(f"train {train_loss:.4f}" + ("" if val_loss is None else f" val {val_loss:.4f}"))
-
-        if val_loss is not None and val_loss < best_loss:
-            best_loss, best_epoch, stale = val_loss, epoch, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        elif val_loss is not None:
-            stale += 1
-            if patience is not None and stale >= patience:
-                break
+        epoch_run = _train_epoch(model, X_train, loss, optimiser, precision, generator, batch_size, n_batches)
+        train_seconds += epoch_run.seconds
+        samples += epoch_run.rows
+        val_loss = _validation_loss(model, X_val, loss, precision) if len(val_idx) else None
+        history.append({"epoch": epoch, "train_loss": epoch_run.loss, "val_loss": val_loss, "lr": epoch_run.lr})
+        bar.set_postfix_str(f"train {epoch_run.loss:.4f}" + ("" if val_loss is None else f" val {val_loss:.4f}"))
+        if best.stop_after(model, epoch, val_loss):
+            break
     bar.close()
-    optimizer.zero_grad(set_to_none=True)  # hand the model back without training gradients
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    else:  # no validation split, or no finite validation loss: keep the last weights
-        best_epoch = len(history)
+    optimiser.optimizer.zero_grad(set_to_none=True)  # hand the model back without training gradients
+    best_epoch = best.restore(model, epochs_run=len(history))
     model.eval()
-    sync()
+    precision.sync()
     return TrainResult(
         model=model,
         history=history,
@@ -539,6 +451,182 @@ def train(
         seconds=time.perf_counter() - start,
         samples_per_second=samples / train_seconds if train_seconds > 0 else math.inf,
     )
+
+
+def _check_options(*, epochs, batch_size, seed, lr, weight_decay, warmup_fraction, val_fraction, patience) -> None:
+    check_int("epochs", epochs)
+    check_int("batch_size", batch_size)
+    check_int("seed", seed)
+    _require(_is_num(lr) and lr > 0, "lr", "a number > 0", lr)
+    _require(_is_num(weight_decay) and weight_decay >= 0, "weight_decay", "a number >= 0", weight_decay)
+    for name, value in (("warmup_fraction", warmup_fraction), ("val_fraction", val_fraction)):
+        _require(_is_num(value) and 0 <= value < 1, name, "a number in [0, 1)", value)
+    ok = patience is None or (_is_int(patience) and patience >= 1)
+    _require(ok, "patience", "a positive integer or None", patience)
+
+
+def _check_data(model: nn.Module, X, y, sample_weight, autoencoder: bool):
+    """X as float32, y as int64 (None for an autoencoder) and the checked sample weights."""
+    X = _check_X(model, X)
+    y = None if autoencoder else _check_y(model, y, len(X))
+    if sample_weight is not None:
+        if autoencoder:
+            raise InputError("sample_weight weights the cross-entropy of a classifier; an autoencoder takes none")
+        sample_weight = _check_sample_weight(sample_weight, len(X))
+    return X, y, sample_weight
+
+
+@dataclass
+class _Loss:
+    """The objective on the training batches and the validation split: mean squared
+    reconstruction error (autoencoder), cross-entropy (optionally class-weighted) or
+    cross-entropy weighted per row (``rows_w_*``, from ``sample_weight``)."""
+
+    criterion: nn.Module | None
+    y_train: Tensor | None = None
+    y_val: Tensor | None = None
+    rows_w_train: Tensor | None = None
+    rows_w_val: Tensor | None = None
+
+    def batch(self, out: Tensor, xb: Tensor, idx: Tensor) -> tuple[Tensor, int | Tensor]:
+        """The batch's loss and its total loss weight (the row count unweighted)."""
+        if self.rows_w_train is None:
+            return self.criterion(out.float(), xb if self.y_train is None else self.y_train[idx]), len(idx)
+        wb = self.rows_w_train[idx]
+        return _weighted_cross_entropy(out.float(), self.y_train[idx], wb), wb.sum()
+
+    def validation(self, out: Tensor, X_val: Tensor) -> float:
+        if self.rows_w_val is None:
+            return self.criterion(out, X_val if self.y_val is None else self.y_val).item()
+        return _weighted_cross_entropy(out, self.y_val, self.rows_w_val).item()
+
+
+def _build_loss(model: nn.Module, y: np.ndarray | None, train_idx: np.ndarray, val_idx: np.ndarray,
+                dev: torch.device, *, class_weights: bool, sample_weight: np.ndarray | None) -> _Loss:
+    if y is None:  # autoencoder
+        return _Loss(nn.MSELoss())
+    y_all = torch.from_numpy(y).to(dev)
+    y_train, y_val = y_all[torch.from_numpy(train_idx).to(dev)], y_all[torch.from_numpy(val_idx).to(dev)]
+    w = _balanced_class_weights(y[train_idx], model.config["n_classes"]) if class_weights else None
+    if sample_weight is None:
+        weight = None if w is None else torch.tensor(w, dtype=torch.float32, device=dev)
+        return _Loss(nn.CrossEntropyLoss(weight=weight), y_train, y_val)
+    rows_w_train, rows_w_val = _split_sample_weight(sample_weight, w, y, train_idx, val_idx, dev)
+    return _Loss(None, y_train, y_val, rows_w_train, rows_w_val)
+
+
+def _balanced_class_weights(y_train: np.ndarray, n_classes: int) -> np.ndarray:
+    """``n / (n_present_classes * count_c)``; 0 for a class absent from the training split."""
+    counts = np.bincount(y_train, minlength=n_classes).astype(np.float64)
+    present = counts > 0
+    return np.where(present, len(y_train) / (present.sum() * np.maximum(counts, 1)), 0.0)
+
+
+class _Precision:
+    """Autocast to bfloat16 (float16 with a gradient scaler where the GPU lacks bfloat16) when
+    mixed precision is on; None turns it on for CUDA only."""
+
+    def __init__(self, dev: torch.device, mixed_precision: bool | None):
+        self.dev = dev
+        self.enabled = dev.type == "cuda" if mixed_precision is None else bool(mixed_precision)
+        self.dtype = torch.float16 if dev.type == "cuda" and not torch.cuda.is_bf16_supported() else torch.bfloat16
+        self.scaler = torch.amp.GradScaler(dev.type, enabled=self.enabled and self.dtype == torch.float16)
+
+    def autocast(self) -> AbstractContextManager:
+        return torch.autocast(self.dev.type, dtype=self.dtype, enabled=self.enabled)
+
+    def sync(self) -> None:
+        """Wait for the GPU, so that wall-clock timings cover its work."""
+        if self.dev.type == "cuda":
+            torch.cuda.synchronize(self.dev)
+
+
+class _Optimiser:
+    """AdamW with the warm-up + cosine learning rate of :func:`warmup_cosine`, stepped per batch."""
+
+    def __init__(self, model: nn.Module, *, lr: float, weight_decay: float, total_steps: int, warmup_fraction: float,
+                 scaler: torch.amp.GradScaler):
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, warmup_cosine(total_steps, int(round(warmup_fraction * total_steps)))
+        )
+        self.scaler = scaler
+
+    def step(self, loss: Tensor) -> float:
+        """One update on ``loss``; returns the learning rate it used."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        lr = self.scheduler.get_last_lr()[0]
+        self.scheduler.step()
+        return lr
+
+
+@dataclass
+class _Epoch:
+    loss: float     # weighted mean training loss
+    lr: float       # of the epoch's last step
+    rows: int       # training rows seen
+    seconds: float  # wall-clock time of the training steps
+
+
+def _train_epoch(model: nn.Module, X_train: Tensor, loss: _Loss, optimiser: _Optimiser, precision: _Precision,
+                 generator: torch.Generator, batch_size: int, n_batches: int) -> _Epoch:
+    """One pass over the training rows in a seeded order."""
+    model.train()
+    precision.sync()
+    t0 = time.perf_counter()
+    order = torch.randperm(len(X_train), generator=generator).to(X_train.device)
+    loss_sum = torch.zeros((), device=X_train.device)
+    seen, weight_sum = 0, 0  # rows, and their total loss weight (the row count unweighted)
+    for b in range(n_batches):
+        idx = order[b * batch_size : (b + 1) * batch_size]
+        xb = X_train[idx]
+        with precision.autocast():
+            out = model(xb)
+        batch_loss, batch_weight = loss.batch(out, xb, idx)
+        lr = optimiser.step(batch_loss)
+        loss_sum += batch_loss.detach() * batch_weight
+        seen += len(idx)
+        weight_sum += batch_weight
+    weight_sum = float(weight_sum)
+    mean = loss_sum.item() / weight_sum if weight_sum > 0 else math.nan
+    precision.sync()
+    return _Epoch(loss=mean, lr=lr, rows=seen, seconds=time.perf_counter() - t0)
+
+
+def _validation_loss(model: nn.Module, X_val: Tensor, loss: _Loss, precision: _Precision) -> float:
+    model.eval()
+    with torch.no_grad(), precision.autocast():
+        out = torch.cat([model(X_val[i : i + 1024]).float() for i in range(0, len(X_val), 1024)])
+    return loss.validation(out, X_val)
+
+
+class _BestWeights:
+    """Early stopping on the validation loss, keeping the weights of the best epoch."""
+
+    def __init__(self, patience: int | None):
+        self.patience = patience
+        self.loss, self.epoch, self.state, self.stale = math.inf, 0, None, 0
+
+    def stop_after(self, model: nn.Module, epoch: int, val_loss: float | None) -> bool:
+        """Record the epoch; True when ``patience`` epochs in a row brought no lower loss."""
+        if val_loss is None:
+            return False
+        if val_loss < self.loss:
+            self.loss, self.epoch, self.stale = val_loss, epoch, 0
+            self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            return False
+        self.stale += 1
+        return self.patience is not None and self.stale >= self.patience
+
+    def restore(self, model: nn.Module, *, epochs_run: int) -> int:
+        """Load the best weights into ``model``; returns the epoch they come from."""
+        if self.state is None:  # no validation split, or no finite validation loss: keep the last weights
+            return epochs_run
+        model.load_state_dict(self.state)
+        return self.epoch
 
 
 # --- prediction and evaluation ------------------------------------------------------------

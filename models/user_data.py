@@ -11,6 +11,8 @@ Example ``loans.toml`` for ``loans.csv``::
     prohibited = ["marital_status", "zip"]  # prohibited bases of a decision besides the protected
                                   # columns (ECOA: marital status, age, national origin, … and
                                   # proxies); adverse-action notices may not state them as reasons
+    immutable = ["age"]           # features an applicant cannot change: robustness attacks hold
+                                  # them (and the protected columns); default none
 
     [protected]                   # protected attribute -> privileged group
     sex = ["male"]                #   privileged values
@@ -39,7 +41,7 @@ from scrutiny.models.spec import DatasetSpec, Feature, ProtectedAttribute
 __all__ = ["load_table", "read_table_spec", "SPEC_KEYS"]
 
 SPEC_KEYS = {"label", "favourable", "categorical", "drop", "test_size", "seed", "protected", "prohibited",
-             "description"}
+             "immutable", "description"}
 
 
 def read_table_spec(path: str | os.PathLike) -> dict:
@@ -57,7 +59,7 @@ def read_table_spec(path: str | os.PathLike) -> dict:
     for key in ("label", "favourable"):
         if key not in spec:
             raise DataError(f"{path}: missing required key '{key}'")
-    for key in ("categorical", "drop", "prohibited"):
+    for key in ("categorical", "drop", "prohibited", "immutable"):
         if not isinstance(spec.get(key, []), list):
             raise DataError(f"{path}: '{key}' must be a list of column names")
     if not isinstance(spec.get("protected", {}), dict):
@@ -124,6 +126,7 @@ def load_table(path: str | os.PathLike, spec_path: str | os.PathLike) -> Dataset
     if not features:
         raise DataError(f"{spec_path}: no feature columns left after drop {options.get('drop', [])} and the label "
                         f"'{label}'; the model needs at least one column to read")
+    immutable = _immutable(options.get("immutable", []), features, spec_path)
     used = list(dict.fromkeys([label] + [f.name for f in features] + [p.name for p in protected]))
     for column in used:
         missing = int(frame[column].isna().sum())
@@ -142,6 +145,7 @@ def load_table(path: str | os.PathLike, spec_path: str | os.PathLike) -> Dataset
         features=features,
         protected=tuple(protected),
         prohibited=prohibited,
+        immutable=immutable,
         description=options.get("description", f"user table {path.name}"),
         extra={"source": path.name, "test_size": options.get("test_size", 0.25), "seed": options.get("seed", 0)},
     )
@@ -222,6 +226,15 @@ def _feature(column: pd.Series, name: str, categorical: bool) -> Feature:
         values = column.dropna()
         return Feature(name, "numeric", integer=bool((values == values.round()).all()))
     return Feature(name, "binary" if column.nunique() == 2 else "categorical")
+
+
+def _immutable(columns: list, features: tuple[Feature, ...], spec_path) -> tuple[str, ...]:
+    names = [f.name for f in features]
+    for column in columns:
+        if column not in names:
+            raise DataError(f"{spec_path}: 'immutable' names {column!r}, which is not a feature column "
+                            f"(features: {', '.join(names)})")
+    return tuple(dict.fromkeys(columns))
 
 
 def _protected(column: str, privileged, spec_path) -> ProtectedAttribute:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import zipfile
 
@@ -138,6 +139,36 @@ def test_spec_round_trip(load):
     for name in ("adult", "german", "digits"):
         spec = load(name).spec
         assert DatasetSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+
+
+def test_a_manifest_spec_written_before_immutable_still_loads(load):
+    spec = load("german").spec
+    old = json.loads(json.dumps(spec.to_dict()))
+    del old["immutable"]
+    loaded = DatasetSpec.from_dict(old)
+    assert loaded.immutable == ()
+    assert loaded == dataclasses.replace(spec, immutable=())
+
+
+@pytest.mark.parametrize("immutable, message", [
+    ("age", "'immutable' must be a list of column names, got 'age'"),
+    ([1], r"'immutable' must be a list of column names, got \[1\]"),
+    (["salary"], "'immutable' names 'salary', which is not a feature"),
+])
+def test_spec_immutable_is_checked(load, immutable, message):
+    data = load("german").spec.to_dict() | {"immutable": immutable}
+    with pytest.raises(DataError, match=f"^data set 'german': {message}"):
+        DatasetSpec.from_dict(data)
+
+
+def test_built_ins_declare_the_columns_attacks_held_as_age():
+    """The rule the spec replaced: a feature named age, or age_…, was held by every attack."""
+    from scrutiny.models.datasets import ADULT_SPEC, COMPAS_SPEC, DIGITS_SPEC, GERMAN_SPEC
+
+    for spec in (ADULT_SPEC, GERMAN_SPEC, COMPAS_SPEC, DIGITS_SPEC):
+        aged = tuple(n for n in spec.feature_names if n.lower() == "age" or n.lower().startswith("age_"))
+        assert spec.immutable == aged, spec.name
+    assert COMPAS_SPEC.immutable == ("age", "age_cat")
 
 
 def test_unknown_data_set():

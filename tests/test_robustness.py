@@ -202,6 +202,66 @@ def test_tabular_constraint_options_name_bad_features(load):
     assert freed.mutable[age]
 
 
+def _user_table(tmp_path, spec_line: str):
+    """A user's table whose label is ``income + years > 0``, with ``spec_line`` in its TOML spec."""
+    import pandas as pd
+
+    from scrutiny.models import load_table
+
+    rng = np.random.default_rng(0)
+    income, years = rng.normal(size=300).round(3), rng.integers(-5, 6, size=300)
+    frame = pd.DataFrame({"income": income, "years": years,
+                          "approved": np.where(income + years / 3 > 0, "yes", "no")})
+    tmp_path.mkdir()
+    frame.to_csv(tmp_path / "loans.csv", index=False)
+    (tmp_path / "loans.toml").write_text(f'label = "approved"\nfavourable = "yes"\n{spec_line}\n')
+    return load_table(tmp_path / "loans.csv", tmp_path / "loans.toml")
+
+
+def test_a_user_spec_immutable_column_is_never_changed_by_an_attack(tmp_path):
+    from scrutiny.audit.robustness.assess import constraints_for
+    from scrutiny.models import train_on
+
+    held = _user_table(tmp_path / "held", 'immutable = ["years"]')
+    free = _user_table(tmp_path / "free", "")
+    assert held.spec.immutable == ("years",) and free.spec.immutable == ()
+    model = train_on(held, "mlp", seed=0, progress=False, epochs=5).model.eval()
+    X = torch.as_tensor(held.encode(held.test.X))
+    y = torch.as_tensor(held.test.y)
+    (years,) = held.preprocessor.feature_groups["years"]
+    (income,) = held.preprocessor.feature_groups["income"]
+
+    def moved(dataset, **options) -> np.ndarray:
+        """Per encoded column, the share of rows PGD at 2 standard deviations changed."""
+        constraints = constraints_for(dataset, **options)
+        x_adv = pgd(model, X, y, 2.0, constraints=constraints, steps=10).numpy()
+        return (np.abs(x_adv - X.numpy()) > 1e-6).mean(axis=0)
+
+    kept = moved(held)
+    assert kept[years] == 0.0 and kept[income] > 0.5
+    assert "immutable: years" in constraints_for(held).applied
+    # the same table without the declaration, or with the config's robustness.mutable: years moves
+    assert moved(free)[years] > 0.1
+    assert moved(held, mutable=("years",))[years] > 0.1
+
+
+def test_spec_immutable_comes_from_the_data_set_not_an_older_checkpoint_spec(load):
+    """A checkpoint written before ``immutable`` existed carries a spec without it; the audited
+    data set's declaration still holds the column."""
+    import dataclasses
+
+    from scrutiny.audit.robustness.assess import constraints_for
+    from scrutiny.models.preprocessing import preprocessor_from_dict
+
+    adult = load("adult")
+    old_spec = dataclasses.replace(adult.spec, immutable=())
+    checkpoint_preprocessor = preprocessor_from_dict(adult.preprocessor.to_dict(), old_spec)
+    constraints = constraints_for(adult, checkpoint_preprocessor)
+    (age,) = adult.preprocessor.feature_groups["age"]
+    assert not constraints.mutable[age]
+    assert "immutable: age, race, sex" in constraints.applied
+
+
 def test_assess_robustness_on_a_table_reports_changes(load):
     from scrutiny.models import train_on
 

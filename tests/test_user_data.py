@@ -213,6 +213,33 @@ def test_bad_spec(tmp_path, spec, match):
     assert "mine.toml" in str(info.value)
 
 
+def test_immutable_columns_reach_the_spec(tmp_path):
+    data, spec_path = write(tmp_path, make_frame(), 'immutable = ["children", "age", "children"]\n' + SPEC)
+    assert load_table(data, spec_path).spec.immutable == ("children", "age")
+    data, spec_path = write(tmp_path, make_frame(), SPEC, name="plain")
+    assert load_table(data, spec_path).spec.immutable == ()
+
+
+@pytest.mark.parametrize("immutable, column", [
+    ('["salary"]', "salary"),              # no such column
+    ('["applicant_id"]', "applicant_id"),  # dropped
+    ('["approved"]', "approved"),          # the label
+])
+def test_immutable_must_name_feature_columns(tmp_path, immutable, column):
+    data, spec_path = write(tmp_path, make_frame(), f"immutable = {immutable}\n" + SPEC, name="mine")
+    with pytest.raises(DataError) as info:
+        load_table(data, spec_path)
+    message = str(info.value)
+    assert message.startswith(f"{spec_path}: 'immutable' names '{column}', which is not a feature column")
+    assert "(features: score, children, region, sex, age, zone)" in message
+
+
+def test_immutable_must_be_a_list(tmp_path):
+    data, spec_path = write(tmp_path, make_frame(), 'immutable = "age"\n' + SPEC, name="mine")
+    with pytest.raises(DataError, match="^.*mine.toml: 'immutable' must be a list of column names$"):
+        load_table(data, spec_path)
+
+
 @pytest.mark.parametrize("privileged", ["[]", '"male"', "{ min = \"x\" }", "{ max = 3 }"])
 def test_bad_protected_entry(tmp_path, privileged):
     spec = SPEC.replace('sex = ["male"]', f"sex = {privileged}")

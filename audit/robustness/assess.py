@@ -94,13 +94,17 @@ def parse_attacks(names: list[str]) -> tuple[str, ...]:
 
 
 def constraints_for(dataset: Dataset, preprocessor=None, *, immutable=(), mutable=()) -> Constraints:
+    """What an attack on ``dataset`` may change. Tables hold the protected attributes and the
+    ``immutable`` columns of ``dataset.spec`` (not of a checkpoint's older spec), less ``mutable``,
+    plus ``immutable``."""
     spec = dataset.spec
     if spec.task == "image":
         if immutable or mutable:
             raise InputError("immutable and mutable name table features; this data set holds images")
         return image_constraints(tuple(spec.image_shape), tuple(spec.pixel_range or (0.0, 1.0)))
     preprocessor = preprocessor or dataset.preprocessor
-    return tabular_constraints(preprocessor, preprocessor.transform(dataset.train.X), immutable=immutable, mutable=mutable)
+    return tabular_constraints(preprocessor, preprocessor.transform(dataset.train.X), immutable=immutable,
+                               mutable=mutable, spec=spec)
 
 
 def fit_detector(dataset: Dataset, preprocessor=None, *, seed: int = 0, epochs: int = 30, device=None) -> nn.Module:
@@ -146,7 +150,7 @@ def assess_robustness(
         eps: radii (L∞ or L2; tables: training standard deviations). Default: :data:`DEFAULT_EPS`.
         norm: ``"linf"`` or ``"l2"``.
         immutable, mutable: table features to hold, or to free from the default holds
-            (protected attributes and age).
+            (protected attributes and the data set's ``immutable`` columns).
         steps, restarts: PGD iterations and random restarts.
         queries: Square attack queries per row.
         search_steps: bisection steps of the smallest-ε search (PGD with ``steps // 2`` steps).
@@ -156,90 +160,44 @@ def assess_robustness(
         device: where to attack. Default: CUDA when present.
     """
     attacks = parse_attacks(list(attacks))
-    if norm not in NORMS:
-        raise InputError(f"norm {norm!r}: expected one of {', '.join(NORMS)}")
     task = dataset.spec.task
-    eps = tuple(float(e) for e in (eps if eps is not None else DEFAULT_EPS[task]))
-    float32_max = float(np.finfo(np.float32).max)  # the attacks compute in float32: a larger eps becomes inf
-    if not eps or not all(0 < e <= float32_max for e in eps):
-        raise InputError(f"eps: expected finite positive numbers (at most {float32_max:.4g} in float32), "
-                         f"got {', '.join(map(str, eps)) or 'none'}")
-    eps = tuple(sorted(set(eps)))
+    eps = _checked_eps(eps, norm, task)
     for name, value in (("samples", samples), ("steps", steps), ("restarts", restarts), ("queries", queries),
                         ("seed", seed)):
         check_int(name, value)
     constraints = constraints_for(dataset, preprocessor, immutable=immutable, mutable=mutable)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     preprocessor = preprocessor or dataset.preprocessor
-    rows, test_X = sample_test_rows(dataset, samples, seed)
-    x_all = torch.as_tensor(preprocessor.transform(test_X), dtype=torch.float32)
-    y_all = torch.as_tensor(np.asarray(dataset.test.y)[rows], dtype=torch.long)
+    rows, x_all, y_all = _sample(dataset, preprocessor, samples, seed)
     was_training = model.training
-    model = model.to(device).eval()
-    seconds: dict[str, float] = {}
-    stats = AttackStats()
-
-    def run(name: str, radius, x: torch.Tensor, y: torch.Tensor, seed_: int, pgd_steps: int = steps) -> torch.Tensor:
-        common = dict(norm=norm, constraints=constraints)
-        if name == "pgd":
-            return pgd(model, x, y, radius, steps=pgd_steps, restarts=restarts, seed=seed_, stats=stats, **common)
-        if name == "fgsm":
-            return fgsm(model, x, y, radius, stats=stats, **common)
-        if name == "square":
-            return square(model, x, y, radius, queries=queries, seed=seed_, stats=stats, **common)
-        return random_noise(model, x, y, radius, kind=name, seed=seed_, stats=stats, **common)
-
-    def batched(fn, *arrays: torch.Tensor) -> torch.Tensor:
-        """``fn`` over row batches on ``device``; results back on the CPU."""
-        return torch.cat([fn(*(a[i:i + batch_size].to(device) for a in arrays)).cpu()
-                          for i in range(0, len(arrays[0]), batch_size)])
-
-    def predict(x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return batched(lambda b: model(b).argmax(dim=1), x)
-
+    attacker = _Attacker(model.to(device).eval(), device, norm=norm, constraints=constraints, steps=steps,
+                         restarts=restarts, queries=queries, batch_size=batch_size)
     # very large in either norm: the L∞ radius, or the L2 norm of that radius on every position
     search = SEARCH_EPS[task] * (1 if norm == "linf" else float(np.sqrt(x_all[0].numel())))
     try:
-        clean_pred = predict(x_all)
+        clean_pred = attacker.predict(x_all)
         correct = clean_pred == y_all
         clean_acc = float(correct.float().mean())
-        robust: dict[str, np.ndarray] = {}
-        adversarial: dict[tuple[str, float], torch.Tensor] = {}
-        steps_total = len(attacks) * len(eps)
-        with _progress(progress, steps_total + search_steps + 1) as advance:
-            for name in attacks:
-                start = time.perf_counter()
-                flags = []
-                for k, radius in enumerate(eps):
-                    x_adv = batched(lambda x, y: run(name, radius, x, y, seed + k), x_all, y_all)
-                    adversarial[name, radius] = x_adv
-                    flags.append((predict(x_adv) == y_all).numpy() & correct.numpy())
-                    advance(f"{name} eps={radius:g}")
-                robust[name] = np.array(flags)
-                seconds[name] = time.perf_counter() - start
+        with _progress(progress, len(attacks) * len(eps) + search_steps + 1) as advance:
+            robust, adversarial, seconds = _attack_grid(attacker, attacks, eps, x_all, y_all, correct, seed, advance)
             start = time.perf_counter()
-            min_eps, large_acc = _smallest_eps(
-                lambda radius, x, y: run("pgd", radius, x, y, seed, max(steps // 2, 10)), batched, predict,
-                x_all, y_all, correct, search, search_steps, advance,
-            )
+            min_eps, large_acc = _smallest_eps(attacker, x_all, y_all, correct, search, search_steps, advance,
+                                               seed=seed, steps=max(steps // 2, 10))
             seconds["smallest_eps"] = time.perf_counter() - start
         robust["worst case"] = np.logical_and.reduce([robust[a] for a in attacks])
-        curve = [
-            CurvePoint(name, radius, clean_acc, float(flags[k].mean()),
-                       float(1 - flags[k][correct.numpy()].mean()) if correct.any() else 0.0, len(rows))
-            for name, flags in robust.items() for k, radius in enumerate(eps)
-        ]
+        curve = _curve(robust, eps, clean_acc, correct.numpy(), len(rows))
+        stats = attacker.stats
         gradient = {"zero": stats.zero_gradient, "nonfinite": stats.nonfinite_gradient}
         warnings = _weak_evaluation(robust, eps, attacks, gradient, large_acc, search, clean_acc,
                                     tabular=task != "image", n=len(rows))
         primary = next((a for a in ("pgd", "fgsm", "square") if a in attacks), attacks[0])
-        examples = _examples(adversarial, primary, eps, x_all, y_all, clean_pred, predict, rows, max_examples,
+        examples = _examples(adversarial, primary, eps, x_all, y_all, clean_pred, attacker.predict, rows, max_examples,
                              preprocessor if task != "image" else None)
         ood = None
         if detector is not None:
             start = time.perf_counter()
-            ood = [_ood(detector, x_all, adversarial[primary, radius], correct.numpy() & ~robust[primary][k], radius, primary, device)
+            ood = [_ood(detector, x_all, adversarial[primary, radius], correct.numpy() & ~robust[primary][k], radius,
+                        primary, device)
                    for k, radius in enumerate(eps)]
             seconds["ood"] = time.perf_counter() - start
     finally:
@@ -253,6 +211,96 @@ def assess_robustness(
                   "model_rows": stats.model_rows, "samples": len(rows)},
         seconds=seconds,
     )
+
+
+def _checked_eps(eps, norm: str, task: str) -> tuple[float, ...]:
+    """The ε grid, sorted and deduplicated: the data type's default when None."""
+    if norm not in NORMS:
+        raise InputError(f"norm {norm!r}: expected one of {', '.join(NORMS)}")
+    eps = tuple(float(e) for e in (eps if eps is not None else DEFAULT_EPS[task]))
+    float32_max = float(np.finfo(np.float32).max)  # the attacks compute in float32: a larger eps becomes inf
+    if not eps or not all(0 < e <= float32_max for e in eps):
+        raise InputError(f"eps: expected finite positive numbers (at most {float32_max:.4g} in float32), "
+                         f"got {', '.join(map(str, eps)) or 'none'}")
+    return tuple(sorted(set(eps)))
+
+
+def _sample(dataset: Dataset, preprocessor, samples: int, seed: int) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
+    """The seeded test rows: their indices, encoded inputs and labels."""
+    rows, test_X = sample_test_rows(dataset, samples, seed)
+    x = torch.as_tensor(preprocessor.transform(test_X), dtype=torch.float32)
+    y = torch.as_tensor(np.asarray(dataset.test.y)[rows], dtype=torch.long)
+    return rows, x, y
+
+
+class _Attacker:
+    """Runs the attacks of :mod:`.attacks` by name on ``device`` in row batches, with one set of
+    constraints, and gathers their statistics."""
+
+    def __init__(self, model: nn.Module, device: torch.device, *, norm: str, constraints: Constraints, steps: int,
+                 restarts: int, queries: int, batch_size: int):
+        self.model, self.device, self.norm, self.constraints = model, device, norm, constraints
+        self.steps, self.restarts, self.queries, self.batch_size = steps, restarts, queries, batch_size
+        self.stats = AttackStats()
+
+    def attack(self, name: str, radius, x: torch.Tensor, y: torch.Tensor, seed: int,
+               steps: int | None = None) -> torch.Tensor:
+        """``name`` on one batch already on the device; ``steps`` overrides PGD's."""
+        model, stats = self.model, self.stats
+        common = dict(norm=self.norm, constraints=self.constraints)
+        if name == "pgd":
+            return pgd(model, x, y, radius, steps=self.steps if steps is None else steps, restarts=self.restarts,
+                       seed=seed, stats=stats, **common)
+        if name == "fgsm":
+            return fgsm(model, x, y, radius, stats=stats, **common)
+        if name == "square":
+            return square(model, x, y, radius, queries=self.queries, seed=seed, stats=stats, **common)
+        return random_noise(model, x, y, radius, kind=name, seed=seed, stats=stats, **common)
+
+    def adversarial(self, name: str, radius, x: torch.Tensor, y: torch.Tensor, seed: int,
+                    steps: int | None = None) -> torch.Tensor:
+        """``name`` on all rows, at ``radius`` (a number, or a tensor of one per row); on the CPU."""
+        if isinstance(radius, torch.Tensor):
+            return self.batched(lambda xb, yb, rb: self.attack(name, rb, xb, yb, seed, steps), x, y, radius)
+        return self.batched(lambda xb, yb: self.attack(name, radius, xb, yb, seed, steps), x, y)
+
+    def batched(self, fn, *arrays: torch.Tensor) -> torch.Tensor:
+        """``fn`` over row batches on the device; results back on the CPU."""
+        size = self.batch_size
+        return torch.cat([fn(*(a[i:i + size].to(self.device) for a in arrays)).cpu()
+                          for i in range(0, len(arrays[0]), size)])
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.batched(lambda b: self.model(b).argmax(dim=1), x)
+
+
+def _attack_grid(attacker: _Attacker, attacks, eps, x, y, correct, seed: int, advance):
+    """Each attack at each ε (the k-th radius seeded ``seed + k``). Returns, per attack, which
+    rows stay right at each ε ((n_eps, N) bool), the adversarial inputs per (attack, ε), and the
+    seconds each attack took."""
+    robust: dict[str, np.ndarray] = {}
+    adversarial: dict[tuple[str, float], torch.Tensor] = {}
+    seconds: dict[str, float] = {}
+    for name in attacks:
+        start = time.perf_counter()
+        flags = []
+        for k, radius in enumerate(eps):
+            x_adv = attacker.adversarial(name, radius, x, y, seed + k)
+            adversarial[name, radius] = x_adv
+            flags.append((attacker.predict(x_adv) == y).numpy() & correct.numpy())
+            advance(f"{name} eps={radius:g}")
+        robust[name] = np.array(flags)
+        seconds[name] = time.perf_counter() - start
+    return robust, adversarial, seconds
+
+
+def _curve(robust: dict[str, np.ndarray], eps, clean_acc: float, correct: np.ndarray, n: int) -> list[CurvePoint]:
+    return [
+        CurvePoint(name, radius, clean_acc, float(flags[k].mean()),
+                   float(1 - flags[k][correct].mean()) if correct.any() else 0.0, n)
+        for name, flags in robust.items() for k, radius in enumerate(eps)
+    ]
 
 
 class _progress:
@@ -272,14 +320,14 @@ class _progress:
         self.bar.close()
 
 
-def _smallest_eps(attack, batched, predict, x, y, correct, top: float, search_steps: int, advance):
-    """Bisection per row on [0, top]: the smallest radius at which PGD flips the row (rows the
-    model gets wrong already: 0; rows PGD cannot flip even at ``top``: inf). Returns the radii
-    and the accuracy at ``top``."""
+def _smallest_eps(attacker: _Attacker, x, y, correct, top: float, search_steps: int, advance, *, seed: int, steps: int):
+    """Bisection per row on [0, top]: the smallest radius at which PGD (``steps`` steps) flips
+    the row (rows the model gets wrong already: 0; rows PGD cannot flip even at ``top``: inf).
+    Returns the radii and the accuracy at ``top``."""
     n = len(x)
-    by_rows = lambda x_, y_, r: attack(r, x_, y_)  # noqa: E731 - batched() slices the radii with the rows
+    flips = lambda x_, y_, radii: attacker.predict(attacker.adversarial("pgd", radii, x_, y_, seed, steps)) != y_  # noqa: E731
     top_t = torch.full((n,), top)
-    flipped = predict(batched(by_rows, x, y, top_t)) != y
+    flipped = flips(x, y, top_t)
     advance(f"pgd eps={top:g}")
     large_acc = float((~flipped & correct).float().mean())
     low, high = torch.zeros(n), top_t.clone()
@@ -288,7 +336,7 @@ def _smallest_eps(attack, batched, predict, x, y, correct, top: float, search_st
         idx = search.nonzero().squeeze(1)
         if len(idx):
             mid = (low[idx] + high[idx]) / 2
-            hit = predict(batched(by_rows, x[idx], y[idx], mid)) != y[idx]
+            hit = flips(x[idx], y[idx], mid)
             high[idx[hit]] = mid[hit]
             low[idx[~hit]] = mid[~hit]
         advance("smallest eps")

@@ -78,30 +78,58 @@ def image_constraints(input_shape: tuple[int, ...], pixel_range: tuple[float, fl
     )
 
 
-def tabular_constraints(preprocessor, X_train_encoded: np.ndarray, *, immutable=(), mutable=()) -> Constraints:
+def tabular_constraints(preprocessor, X_train_encoded: np.ndarray, *, immutable=(), mutable=(),
+                        spec=None) -> Constraints:
     """The rules a tabular attack keeps.
 
     Numeric features move within the range seen in training; whole-number features (``Feature.integer``)
     stay whole; categorical and binary features are held (a change of category is not a small
-    perturbation, and one-hot blocks therefore stay one-hot); protected attributes and age are
-    held unless named in ``mutable``; ``immutable`` holds more features.
+    perturbation, and one-hot blocks therefore stay one-hot); protected attributes and the
+    spec's ``immutable`` columns are held unless named in ``mutable``; ``immutable`` holds more features.
+
+    Args:
+        spec: the data set whose protected attributes and ``immutable`` columns are held.
+            Default: the preprocessor's (a checkpoint's preprocessor carries the spec it was
+            trained with, which may predate ``immutable``).
     """
-    spec = preprocessor.spec
+    model_spec = preprocessor.spec  # the columns the model reads
+    _check_named_features(model_spec, immutable=immutable, mutable=mutable)
+    held = _held_features(spec if spec is not None else model_spec, model_spec.feature_names,
+                          immutable=immutable, mutable=mutable)
+    lower, upper = X_train_encoded.min(axis=0).astype(np.float64), X_train_encoded.max(axis=0).astype(np.float64)
+    movable, integer, scale, offset = _movable_columns(preprocessor, held)
+    applied = _applied_rules(model_spec, held, whole=bool(integer))
+    if not movable.any():
+        raise InputError(f"{model_spec.name}: no numeric feature is left mutable; "
+                         "nothing for a tabular attack to change")
+    return Constraints(lower=lower, upper=upper, mutable=movable, integer=np.asarray(integer, dtype=np.int64),
+                       scale=np.asarray(scale), offset=np.asarray(offset), applied=tuple(applied))
+
+
+def _check_named_features(spec, *, immutable, mutable) -> None:
     names = spec.feature_names
     for option, given in (("immutable", immutable), ("mutable", mutable)):
         unknown = [n for n in given if n not in names]
         if unknown:
             raise InputError(f"{option}: no feature named {', '.join(map(repr, unknown))} in {spec.name} "
                              f"(features: {', '.join(names)})")
+
+
+def _held_features(spec, names: list[str], *, immutable, mutable) -> set[str]:
+    """The features an attack must not change: by default the protected attributes and the
+    spec's immutable columns, less ``mutable``, plus ``immutable``."""
     protected = {p.name for p in spec.protected}
-    held_default = {n for n in names if n in protected or n.lower() == "age" or n.lower().startswith("age_")}
-    held = (held_default - set(mutable)) | set(immutable)
+    held_default = {n for n in names if n in protected or n in spec.immutable}
+    return (held_default - set(mutable)) | set(immutable)
+
+
+def _movable_columns(preprocessor, held: set[str]):
+    """Which encoded columns may move (the numeric features not held), and the positions,
+    scales and offsets of the whole-number ones among them."""
     groups = preprocessor.feature_groups
-    width = preprocessor.n_encoded
-    lower, upper = X_train_encoded.min(axis=0).astype(np.float64), X_train_encoded.max(axis=0).astype(np.float64)
-    movable = np.zeros(width, dtype=bool)
+    movable = np.zeros(preprocessor.n_encoded, dtype=bool)
     integer, scale, offset = [], [], []
-    for feature in spec.features:
+    for feature in preprocessor.spec.features:
         if feature.kind != "numeric" or feature.name in held:
             continue
         (column,) = groups[feature.name]
@@ -110,20 +138,22 @@ def tabular_constraints(preprocessor, X_train_encoded: np.ndarray, *, immutable=
             integer.append(column)
             scale.append(preprocessor.scales_[feature.name])
             offset.append(preprocessor.means_[feature.name])
+    return movable, integer, scale, offset
+
+
+def _applied_rules(spec, held: set[str], *, whole: bool) -> list[str]:
+    """One sentence per rule, for reports."""
     categorical = [f.name for f in spec.features if f.kind != "numeric"]
     applied = ["numeric features stay within the range seen in training (or the row's own value)",
                "eps is in training standard deviations of each numeric feature"]
-    if integer:
+    if whole:
         applied.append("whole-number features stay whole: " + ", ".join(
             f.name for f in spec.features if f.kind == "numeric" and f.integer and f.name not in held))
     if categorical:
         applied.append("categorical and binary features are held, so one-hot groups stay one-hot: " + ", ".join(categorical))
     if held:
-        applied.append("immutable: " + ", ".join(n for n in names if n in held))
-    if not movable.any():
-        raise InputError(f"{spec.name}: no numeric feature is left mutable; nothing for a tabular attack to change")
-    return Constraints(lower=lower, upper=upper, mutable=movable, integer=np.asarray(integer, dtype=np.int64),
-                       scale=np.asarray(scale), offset=np.asarray(offset), applied=tuple(applied))
+        applied.append("immutable: " + ", ".join(n for n in spec.feature_names if n in held))
+    return applied
 
 
 @dataclass

@@ -171,15 +171,23 @@ def _typed(value, expected, where: str, name: str):
 
 def _check(config: AuditConfig, where: str, *, task: str, fairness: bool, protected: tuple[str, ...]) -> AuditConfig:
     """Values each key accepts, beyond its type; method and attack names resolved."""
-    from scrutiny.audit.attributions.explain import resolve_methods
-    from scrutiny.audit.robustness.assess import parse_attacks
+    _check_families(config.families, where, fairness=fairness)
+    _check_ints(config, where)
+    _check_fairness(config, where, protected=protected)
+    _check_robustness(config, where)
+    return _resolve_names(config, where)
 
-    unknown = [f for f in config.families if f not in FAMILIES]
-    if unknown or not config.families:
+
+def _check_families(families: list[str], where: str, *, fairness: bool) -> None:
+    unknown = [f for f in families if f not in FAMILIES]
+    if unknown or not families:
         raise InputError(f"{where}: families {unknown or '(empty)'}: expected some of {', '.join(FAMILIES)}")
-    if "fairness" in config.families and not fairness:
+    if "fairness" in families and not fairness:
         raise InputError(f"{where}: the fairness family needs a binary tabular data set with protected attributes; "
                          f"leave it out of families")
+
+
+def _check_ints(config: AuditConfig, where: str) -> None:
     a, r, f = config.attributions, config.robustness, config.fairness
     for name, value in (("seed", config.seed), ("attributions.samples", a.samples),
                         ("attributions.quality_samples", a.quality_samples), ("attributions.top_k", a.top_k),
@@ -187,18 +195,35 @@ def _check(config: AuditConfig, where: str, *, task: str, fairness: bool, protec
                         ("robustness.steps", r.steps), ("robustness.restarts", r.restarts),
                         ("robustness.queries", r.queries), ("fairness.n_boot", f.n_boot)):
         check_int(name, value, where=where)  # bounds in scrutiny.limits.LIMITS
+
+
+def _check_fairness(config: AuditConfig, where: str, *, protected: tuple[str, ...]) -> None:
+    f = config.fairness
     if not 0 < f.confidence < 1:
         raise InputError(f"{where}: 'fairness.confidence' must lie between 0 and 1, got {f.confidence}")
-    if "fairness" in config.families:
-        for key, names in (("fairness.attributes", f.attributes), ("fairness.mitigate", [f.mitigate] if f.mitigate else [])):
-            for name in names:
-                if name not in protected:
-                    raise InputError(f"{where}: '{key}' names '{name}', which is not a protected attribute of the data; "
-                                     f"expected one of {', '.join(protected)}")
+    if "fairness" not in config.families:
+        return
+    for key, names in (("fairness.attributes", f.attributes), ("fairness.mitigate", [f.mitigate] if f.mitigate else [])):
+        for name in names:
+            if name not in protected:
+                raise InputError(f"{where}: '{key}' names '{name}', which is not a protected attribute of the data; "
+                                 f"expected one of {', '.join(protected)}")
+
+
+def _check_robustness(config: AuditConfig, where: str) -> None:
+    r = config.robustness
     if r.norm not in ("linf", "l2"):
         raise InputError(f"{where}: 'robustness.norm' must be linf or l2, got {r.norm!r}")
     if any(e <= 0 for e in r.eps) or ("robustness" in config.families and not r.eps):
         raise InputError(f"{where}: 'robustness.eps' must be positive radii, got {r.eps}")
+
+
+def _resolve_names(config: AuditConfig, where: str) -> AuditConfig:
+    """Families in their canonical order, method and attack names resolved, the ε grid sorted."""
+    from scrutiny.audit.attributions.explain import resolve_methods
+    from scrutiny.audit.robustness.assess import parse_attacks
+
+    a, r = config.attributions, config.robustness
     try:
         methods = resolve_methods(a.methods)
         attacks = list(parse_attacks(r.attacks))
