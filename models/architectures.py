@@ -18,6 +18,7 @@ from __future__ import annotations
 import inspect
 import math
 from numbers import Integral, Real
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -497,7 +498,7 @@ ARCHITECTURES: dict[str, type[nn.Module]] = {
 }
 
 
-def build_model(arch: str, *, input_shape: tuple[int, ...], n_classes: int | None = None, **hparams) -> nn.Module:
+def build_model(arch: str, *, input_shape: tuple[int, ...], n_classes: int | None = None, **hparams: Any) -> nn.Module:
     r"""Builds a model from the registry.
 
     Args:

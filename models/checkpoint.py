@@ -71,6 +71,7 @@ class LoadedModel:
 
 
 def library_versions() -> dict[str, str]:
+    """Versions of Python and of the libraries an audit's numbers depend on, for the manifest."""
     from importlib.metadata import PackageNotFoundError, version
 
     versions = {"python": platform.python_version()}

@@ -38,8 +38,8 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from scrutiny.models.data_files import raw_path
 from scrutiny.errors import InputError
+from scrutiny.models.data_files import raw_path
 from scrutiny.models.preprocessing import ImagePreprocessor, TabularPreprocessor
 from scrutiny.models.spec import DatasetSpec, Feature, ProtectedAttribute
 
@@ -80,7 +80,15 @@ class Dataset:
 
 
 def load_dataset(name: str, *, data_dir: str | os.PathLike | None = None) -> Dataset:
-    """Load a built-in data set by name (see the module docstring for the list)."""
+    """Load a built-in data set by name (see the module docstring for the list).
+
+    Example:
+        >>> data = load_dataset("adult")  # doctest: +SKIP
+        >>> len(data.train), len(data.test), [p.name for p in data.spec.protected]  # doctest: +SKIP
+        (30162, 15060, ['sex', 'race'])
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, got {type(name).__name__}")
     if name not in DATASETS:
         raise InputError(f"unknown data set '{name}'; expected one of: {', '.join(DATASETS)}, or a CSV/Parquet file")
     return DATASETS[name](data_dir)

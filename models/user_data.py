@@ -32,10 +32,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from scrutiny.models.datasets import Dataset, split_frame, tabular_dataset
-from scrutiny.models.data_files import sha256_file
 from scrutiny.errors import DataError
 from scrutiny.limits import check_int
+from scrutiny.models.data_files import sha256_file
+from scrutiny.models.datasets import Dataset, split_frame, tabular_dataset
 from scrutiny.models.spec import DatasetSpec, Feature, ProtectedAttribute
 
 __all__ = ["load_table", "read_table_spec", "SPEC_KEYS"]
@@ -79,7 +79,18 @@ def read_table_spec(path: str | os.PathLike) -> dict:
 
 
 def load_table(path: str | os.PathLike, spec_path: str | os.PathLike) -> Dataset:
-    """Load a CSV or Parquet file as a binary-label tabular :class:`Dataset`."""
+    """Load a CSV or Parquet file as a binary-label tabular :class:`Dataset`, described by the
+    TOML spec at ``spec_path`` (label, favourable value, categorical, protected and immutable
+    columns, split; see README, "Your own table").
+
+    Example:
+        >>> data = load_table("loans.csv", "loans.toml")  # doctest: +SKIP
+        >>> data.spec.label, data.spec.classes  # doctest: +SKIP
+        ('approved', ('no', 'yes'))
+    """
+    for name, value in (("path", path), ("spec_path", spec_path)):
+        if not isinstance(value, (str, os.PathLike)):
+            raise TypeError(f"{name} must be a str or os.PathLike, got {type(value).__name__}")
     path = Path(path)
     options = read_table_spec(spec_path)
     frame = _read_frame(path)

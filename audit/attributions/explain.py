@@ -8,18 +8,24 @@ bootstrap intervals and the agreement between every pair of methods.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 from torch import nn
 
-from scrutiny.models import Dataset
-from scrutiny.errors import InputError
-from scrutiny.limits import check_int
-
-from scrutiny.audit.attributions.methods import METHODS, Attribution, attribute
 from scrutiny.audit.attributions.feature_space import FeatureSpace, patch_groups, tabular_space
 from scrutiny.audit.attributions.importance import Agreement, Importance, agreement_matrix, global_importance
-from scrutiny.audit.attributions.quality import DeletionCurves, RandomisationResult, deletion_insertion, infidelity_sensitivity, randomisation_check
+from scrutiny.audit.attributions.methods import METHODS, Attribution, attribute
+from scrutiny.audit.attributions.quality import (
+    DeletionCurves,
+    RandomisationResult,
+    deletion_insertion,
+    infidelity_sensitivity,
+    randomisation_check,
+)
+from scrutiny.errors import InputError
+from scrutiny.limits import check_int
+from scrutiny.models import Dataset
 
 __all__ = ["ALIASES", "Explanations", "Quality", "explain", "feature_space_for", "resolve_methods", "sample_test_rows"]
 
@@ -80,14 +86,14 @@ def explain(
     *,
     methods: list[str],
     samples: int = 200,
-    preprocessor=None,
+    preprocessor: Any = None,
     seed: int = 0,
     top_k: int = 5,
     n_boot: int = 1000,
     quality: bool = False,
     quality_samples: int | None = None,
     progress: bool = False,
-    **options,
+    **options: Any,
 ) -> Explanations:
     """Attributions of several methods on ``samples`` seeded test rows, with global
     importance and agreement.

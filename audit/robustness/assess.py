@@ -10,19 +10,29 @@ adversarial inputs under an autoencoder, and warnings when the evaluation looks 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from scrutiny.models import Dataset
+from scrutiny.audit.attributions.explain import sample_test_rows
+from scrutiny.audit.robustness.attacks import (
+    NORMS,
+    AttackStats,
+    Constraints,
+    fgsm,
+    image_constraints,
+    pgd,
+    random_noise,
+    square,
+    tabular_constraints,
+)
 from scrutiny.errors import InputError
 from scrutiny.limits import check_int
-
-from scrutiny.audit.robustness.attacks import (NORMS, AttackStats, Constraints, fgsm, image_constraints, pgd, random_noise, square,
-                      tabular_constraints)
-from scrutiny.audit.attributions.explain import sample_test_rows
+from scrutiny.models import Dataset
 
 __all__ = ["ATTACKS", "DEFAULT_EPS", "CurvePoint", "Example", "Robustness", "assess_robustness",
            "constraints_for", "fit_detector", "parse_attacks"]
@@ -123,13 +133,13 @@ def assess_robustness(
     model: nn.Module,
     dataset: Dataset,
     *,
-    attacks=("pgd", "fgsm", "square", "gaussian"),
-    eps=None,
+    attacks: Sequence[str] = ("pgd", "fgsm", "square", "gaussian"),
+    eps: Sequence[float] | None = None,
     norm: str = "linf",
     samples: int = 500,
-    preprocessor=None,
-    immutable=(),
-    mutable=(),
+    preprocessor: Any = None,
+    immutable: Sequence[str] = (),
+    mutable: Sequence[str] = (),
     steps: int = 40,
     restarts: int = 1,
     queries: int = 1000,

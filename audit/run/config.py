@@ -22,11 +22,11 @@ names the file, the key and what was expected. Example::
 from __future__ import annotations
 
 import math
+import os
 import typing
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
-from pathlib import Path
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from scrutiny.errors import InputError
 from scrutiny.limits import check_int
@@ -103,35 +103,62 @@ def default_config(task: str, *, fairness: bool) -> AuditConfig:
     )
 
 
-def load_config(path: str | Path | None, *, task: str, fairness: bool, protected: tuple[str, ...] = ()) -> AuditConfig:
-    """The defaults for ``task``, with what the TOML file at ``path`` sets.
+ConfigSource = AuditConfig | Mapping[str, Any] | str | os.PathLike[str] | None
+
+
+def load_config(path: ConfigSource, *, task: str, fairness: bool, protected: tuple[str, ...] = ()) -> AuditConfig:
+    """The defaults for ``task``, with what ``path`` sets, checked.
 
     Args:
+        path: a TOML file, a dict with the same keys (``{"attributions": {"samples": 50}}``),
+            an :class:`AuditConfig` (its empty lists mean the data type's defaults), or None
+            for the defaults.
         task: ``tabular`` or ``image``: picks the defaults.
         fairness: whether the data supports the fairness family.
         protected: the data's protected attributes, which ``fairness.attributes`` and
             ``fairness.mitigate`` may name.
-    """
-    config = default_config(task, fairness=fairness)
-    if path is None:
-        return _check(config, "the default config", task=task, fairness=fairness, protected=protected)
-    document = read_toml(path, "config")
-    where = f"config {path}"
-    return _check(_merge(config, document, where), where, task=task, fairness=fairness, protected=protected)
-
-
-def config_for(dataset: Dataset, path: str | Path | None = None) -> AuditConfig:
-    """The config for auditing ``dataset``: its data type's defaults with what the TOML file at
-    ``path`` sets; the fairness family only where the data has two classes and protected attributes.
 
     Example:
-        >>> config = config_for(load_dataset("adult"))  # doctest: +SKIP
-        >>> config.families  # doctest: +SKIP
-        ['performance', 'attributions', 'robustness', 'fairness']
+        >>> load_config({"robustness": {"eps": [0.5]}}, task="tabular", fairness=False).robustness.eps
+        [0.5]
+    """
+    defaults = default_config(task, fairness=fairness)
+    checks = {"task": task, "fairness": fairness, "protected": protected}
+    if path is None:
+        return _check(defaults, "the default config", **checks)
+    if isinstance(path, AuditConfig):
+        return _check(_defaults_for_empty(path, defaults), "config", **checks)
+    if isinstance(path, Mapping):
+        return _check(_merge(defaults, dict(path), "config"), "config", **checks)
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"config must be an AuditConfig, a dict or a path, got {type(path).__name__}")
+    where = f"config {path}"
+    return _check(_merge(defaults, read_toml(path, "config"), where), where, **checks)
+
+
+def config_for(dataset: Dataset, config: ConfigSource = None) -> AuditConfig:
+    """The config for auditing ``dataset``: its data type's defaults with what ``config`` (a TOML
+    file, a dict or an :class:`AuditConfig`) sets; the fairness family only where the data has two
+    classes and protected attributes.
+
+    Example:
+        >>> config = config_for(load_dataset("adult"), {"attributions": {"samples": 50}})  # doctest: +SKIP
+        >>> config.families, config.attributions.samples  # doctest: +SKIP
+        (['performance', 'attributions', 'robustness', 'fairness'], 50)
     """
     spec = dataset.spec
     has_groups = spec.task == "tabular" and spec.n_classes == 2 and bool(spec.protected)
-    return load_config(path, task=spec.task, fairness=has_groups, protected=tuple(p.name for p in spec.protected))
+    return load_config(config, task=spec.task, fairness=has_groups, protected=tuple(p.name for p in spec.protected))
+
+
+def _defaults_for_empty(config: AuditConfig, defaults: AuditConfig) -> AuditConfig:
+    """The lists an AuditConfig leaves empty (families, methods, ε) filled with the data type's defaults."""
+    return replace(
+        config,
+        families=config.families or defaults.families,
+        attributions=replace(config.attributions, methods=config.attributions.methods or defaults.attributions.methods),
+        robustness=replace(config.robustness, eps=config.robustness.eps or defaults.robustness.eps),
+    )
 
 
 def _merge(config, document: dict, where: str, section: str = ""):

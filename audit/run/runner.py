@@ -28,7 +28,7 @@ from scrutiny.errors import InputError
 from scrutiny.models import Dataset
 from scrutiny.models.checkpoint import LoadedModel, library_versions
 
-from .config import AuditConfig, config_for
+from .config import AuditConfig, ConfigSource, config_for
 from .details import Details
 from .family import AuditContext, FamilyResult, family_runner
 from .findings import Finding, findings_document, validate_findings
@@ -108,7 +108,7 @@ def run_audit(
     model: torch.nn.Module | LoadedModel | str | os.PathLike[str],
     data: Dataset | str,
     *,
-    config: AuditConfig | str | os.PathLike[str] | None = None,
+    config: ConfigSource = None,
     policy: Policy | str | os.PathLike[str] | None = None,
     out: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
@@ -125,8 +125,9 @@ def run_audit(
             set's own encoding (``data.preprocessor``).
         data: a :class:`~scrutiny.models.Dataset` or the name of a built-in one (``"adult"``);
             its test split is audited, its training split is the reference.
-        config: an :class:`~.config.AuditConfig` or a TOML file. Default: the complete audit for
-            the data type (:func:`~.config.config_for`).
+        config: a dict (``{"attributions": {"samples": 50}}``), a TOML file with the same keys, or
+            an :class:`~.config.AuditConfig`. Default: the complete audit for the data type
+            (:func:`~.config.config_for`).
         policy: a :class:`~.policy.Policy` or a TOML file. Default: the shipped policy.
         out: write the run folder there too (as :meth:`AuditResult.save`). Default: nothing is
             written.
@@ -154,10 +155,7 @@ def run_audit(
     loaded = _loaded(model, data, load_model)
     if source is None:
         source = str(model) if isinstance(model, (str, os.PathLike)) else type(loaded.model).__name__
-    if not isinstance(config, AuditConfig):
-        if config is not None and not isinstance(config, (str, os.PathLike)):
-            raise TypeError(f"config must be an AuditConfig or a path, got {type(config).__name__}")
-        config = config_for(data, config)
+    config = config_for(data, config)
     if not isinstance(policy, Policy):
         if policy is not None and not isinstance(policy, (str, os.PathLike)):
             raise TypeError(f"policy must be a Policy or a path, got {type(policy).__name__}")
