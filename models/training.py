@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
+from scrutiny.devices import model_device, resolve_device
 from scrutiny.errors import CheckpointError, InputError, describe_raised
 from scrutiny.limits import check_int
 
@@ -174,25 +175,6 @@ def _is_autoencoder(model: nn.Module) -> bool:
     return getattr(model, "arch", None) == "autoencoder"
 
 
-def _resolve_device(device: str | torch.device | None) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        dev = None
-    if dev is None or dev.type not in ("cpu", "cuda"):
-        raise InputError(f"device must be 'cpu', 'cuda' or 'cuda:N'; got {device!r}")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {str(device)!r} was requested but CUDA is not available; use device='cpu'")
-    return dev
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    param = next(model.parameters(), None)
-    return param.device if param is not None else torch.device("cpu")
-
-
 def _check_X(model: nn.Module, X) -> np.ndarray:
     X = np.asarray(X)
     if X.dtype.kind not in "biuf":
@@ -290,7 +272,7 @@ def _outputs(model: nn.Module, X: np.ndarray, device: torch.device, batch_size: 
 def _prepare(model: nn.Module, X, device, batch_size) -> tuple[np.ndarray, torch.device]:
     _require(_is_int(batch_size) and batch_size >= 1, "batch_size", "a positive integer", batch_size)
     X = _check_X(model, X)
-    dev = _model_device(model) if device is None else _resolve_device(device)
+    dev = model_device(model) if device is None else resolve_device(device)
     model.to(dev)
     return X, dev
 
@@ -406,7 +388,7 @@ def train(
                    warmup_fraction=warmup_fraction, val_fraction=val_fraction, patience=patience)
     autoencoder = _is_autoencoder(model)
     X, y, sample_weight = _check_data(model, X, y, sample_weight, autoencoder)
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     seed_everything(seed)
 
     train_idx, val_idx = train_val_split(len(X), y, val_fraction, seed)

@@ -33,8 +33,8 @@ import numpy as np
 import pandas as pd
 
 from scrutiny.errors import DataError
+from scrutiny.hashing import sha256_file
 from scrutiny.limits import check_int
-from scrutiny.models.data_files import sha256_file
 from scrutiny.models.datasets import Dataset, split_frame, tabular_dataset
 from scrutiny.models.spec import DatasetSpec, Feature, ProtectedAttribute
 

@@ -11,9 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scrutiny.models import DatasetSpec, RAW_FILES, TabularPreprocessor, fetch, load_dataset
 from scrutiny.errors import DataError, InputError
-from scrutiny.models.data_files import extract_from_wheel, sha256_file
+from scrutiny.hashing import sha256_file
+from scrutiny.models import RAW_FILES, DatasetSpec, TabularPreprocessor, fetch, load_dataset
+from scrutiny.models.data_files import extract_from_wheel
 from scrutiny.models.preprocessing import preprocessor_from_dict
 
 

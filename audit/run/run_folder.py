@@ -29,12 +29,11 @@ from typing import Any, cast
 
 import numpy as np
 
-from scrutiny.models.data_files import sha256_file
+from scrutiny.audit.run.findings import validate_findings
 from scrutiny.errors import InputError
+from scrutiny.hashing import sha256_file
 from scrutiny.safe_write import Kind, Staging, read_manifest, shown
 from scrutiny.safe_write import check_destination as _check_destination
-
-from scrutiny.audit.run.findings import validate_findings
 
 __all__ = ["RunError", "RunWriter", "RUN", "check_destination", "Run", "load_run", "list_runs", "to_json", "MANIFEST",
            "FINDINGS", "RUN_FORMAT"]

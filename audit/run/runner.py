@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from scrutiny.devices import resolve_device
 from scrutiny.errors import InputError
 from scrutiny.models import Dataset
 from scrutiny.models.checkpoint import LoadedModel, library_versions
@@ -146,7 +147,6 @@ def run_audit(
         ('fail', 9)
     """
     from scrutiny.models import load_dataset, load_model
-    from scrutiny.models.training import _resolve_device
 
     if isinstance(data, str):
         data = load_dataset(data)
@@ -168,7 +168,7 @@ def run_audit(
         check_destination(out, overwrite=overwrite, inputs=inputs)  # before the work, not after it
     started = datetime.now(timezone.utc)
     wall = time.perf_counter()
-    run_device = _resolve_device(device)
+    run_device = resolve_device(device)
     with _callers_state_kept(run_device):
         torch.use_deterministic_algorithms(True, warn_only=True)
         result = _run(loaded, data, config=config, policy=policy, device=run_device, progress=progress)
