@@ -7,10 +7,9 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from scrutiny.audit.run.findings import STATUS_WORDS
-
 from scrutiny.app.runs import open_run
 from scrutiny.app.text import literal
+from scrutiny.audit.run.findings import STATUS_WORDS
 
 
 def comparison(a, b) -> pd.DataFrame:

@@ -6,18 +6,19 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from scrutiny.audit.plots import subplots
-
 from scrutiny.app.runs import arrays, table
 from scrutiny.app.text import literal
+from scrutiny.audit.attributions.details import ARRAYS, EXPLAINED_ROWS, IMPORTANCE_FIGURE
+from scrutiny.audit.performance.details import PREDICTIONS
+from scrutiny.audit.plots import subplots
 
 
 def samples(run) -> pd.DataFrame:
     """The explained rows with what a user filters on: prediction, label, correctness, groups."""
-    details = run.findings["details"]["attributions"]
+    details = run.details("attributions")
     classes = run.findings["subject"]["data"]["classes"]
-    predictions = arrays(run, "arrays/predictions.npz")
-    rows = np.asarray(details["rows"])
+    predictions = arrays(run, PREDICTIONS)
+    rows = np.asarray(details.rows)
     frame = pd.DataFrame({
         "test row": rows,
         "prediction": [classes[i] for i in predictions["y_pred"][rows]],
@@ -25,35 +26,36 @@ def samples(run) -> pd.DataFrame:
         "P(prediction)": predictions["proba"][rows, predictions["y_pred"][rows]],
     })
     frame["correct"] = frame["prediction"] == frame["label"]
-    if run.has("arrays/explained_rows.parquet"):
-        raw = table(run, "arrays/explained_rows.parquet")
+    if run.has(EXPLAINED_ROWS):
+        raw = table(run, EXPLAINED_ROWS)
         for attribute in group_columns(run, raw):
             frame[attribute] = raw[attribute].astype(str).to_numpy()
     return frame
 
 
 def group_columns(run, raw: pd.DataFrame) -> list[str]:
-    fairness = run.findings["details"].get("fairness") or {}
-    names = [c["attribute"] for c in fairness.get("model") or [] if " × " not in c["attribute"]]
+    """The protected attributes the fairness family compared one by one, as columns of ``raw``."""
+    fairness = run.details("fairness")
+    names = [c.attributes[0] for c in (fairness.model if fairness else []) if len(c.attributes) == 1]
     return [n for n in names if n in raw.columns]
 
 
 def row_attributions(run, position: int) -> pd.DataFrame:
     """Per-feature attributions of one explained row, one column per method."""
-    details = run.findings["details"]["attributions"]
-    stored = arrays(run, "arrays/attributions.npz")
-    frame = pd.DataFrame({method: stored[method][position] for method in details["methods"]},
-                         index=pd.Index(details["features"], name="feature"))
-    if run.has("arrays/explained_rows.parquet"):
-        raw = table(run, "arrays/explained_rows.parquet")
-        frame.insert(0, "value", [str(raw.iloc[position][f]) for f in details["features"]])
+    details = run.details("attributions")
+    stored = arrays(run, ARRAYS)
+    frame = pd.DataFrame({method: stored[method][position] for method in details.methods},
+                         index=pd.Index(details.features, name="feature"))
+    if run.has(EXPLAINED_ROWS):
+        raw = table(run, EXPLAINED_ROWS)
+        frame.insert(0, "value", [str(raw.iloc[position][f]) for f in details.features])
     return frame
 
 
 def show(run) -> None:
     st.header("Explanations")
-    details = run.findings["details"].get("attributions")
-    if not details:
+    details = run.details("attributions")
+    if details is None:
         st.info("This run has no attributions (the family was left out of its config).")
         return
     frame = samples(run)
@@ -61,15 +63,16 @@ def show(run) -> None:
     predicted = filters[0].selectbox("Prediction", ["any", *sorted(frame["prediction"].unique())], key="filter_prediction")
     correctness = filters[1].selectbox("Correctness", ["any", "correct", "wrong"], key="filter_correct")
     group_names = [c for c in frame.columns if c not in ("test row", "prediction", "label", "P(prediction)", "correct")]
-    group = filters[2].selectbox("Group", ["any", *[f"{g} = {v}" for g in group_names for v in sorted(frame[g].unique())]],
-                                 key="filter_group")
+    # an option is None (any group) or a pair (attribute, value), shown as "attribute = value"
+    group = filters[2].selectbox("Group", [None, *[(g, v) for g in group_names for v in sorted(frame[g].unique())]],
+                                 format_func=lambda o: "any" if o is None else f"{o[0]} = {o[1]}", key="filter_group")
     keep = np.ones(len(frame), dtype=bool)
     if predicted != "any":
         keep &= frame["prediction"] == predicted
     if correctness != "any":
         keep &= frame["correct"] == (correctness == "correct")
-    if group != "any":
-        name, value = group.split(" = ", 1)
+    if group is not None:
+        name, value = group
         keep &= frame[name] == value
     matching = frame[keep]
     st.caption(f"{len(matching)} of {len(frame)} explained test rows match")
@@ -83,8 +86,8 @@ def show(run) -> None:
         cells[0].metric("prediction", literal(chosen["prediction"]))
         cells[1].metric("label", literal(chosen["label"]))
         cells[2].metric("P(prediction)", f"{chosen['P(prediction)']:.3f}")
-        explained = run.findings["subject"]["data"]["classes"][details["target"][position]]
-        st.caption(f"Attributions explain the {literal(details['output'].replace('_', '-'))} of the explained class "
+        explained = run.findings["subject"]["data"]["classes"][details.target[position]]
+        st.caption(f"Attributions explain the {literal(details.output.replace('_', '-'))} of the explained class "
                    f"{literal(explained)}.")
         if run.findings["subject"]["data"]["task"] == "image":
             st.pyplot(_heatmaps(run, position), clear_figure=True)
@@ -93,29 +96,30 @@ def show(run) -> None:
             st.pyplot(_bars(values), clear_figure=True)
             st.dataframe(values, width="stretch", key="row_attributions")
     st.subheader("Global importance")
-    for method, entry in details["importance"].items():
-        importance = pd.DataFrame({"feature": details["features"], "mean |attribution|": entry["mean"],
-                                   "low": entry["low"], "high": entry["high"]}).sort_values("mean |attribution|",
-                                                                                            ascending=False)
-        with st.expander(literal(method), expanded=method == next(iter(details["importance"]))):
+    for method, entry in details.importance.items():
+        importance = pd.DataFrame({"feature": details.features, "mean |attribution|": entry.mean,
+                                   "low": entry.low, "high": entry.high}).sort_values("mean |attribution|",
+                                                                                      ascending=False)
+        with st.expander(literal(method), expanded=method == next(iter(details.importance))):
             st.dataframe(importance, hide_index=True, width="stretch", key=f"importance_{method}")
-    if run.has("figures/importance.png"):
-        st.image(str(run.file("figures/importance.png")), caption="mean |attribution| with 95 % bootstrap intervals")
-    if details["agreement"]:
+    if run.has(IMPORTANCE_FIGURE):
+        st.image(str(run.file(IMPORTANCE_FIGURE)), caption="mean |attribution| with 95 % bootstrap intervals")
+    if details.agreement:
         st.subheader("Agreement between methods")
-        methods = list(details["methods"])
+        methods = list(details.methods)
         matrix = pd.DataFrame(np.eye(len(methods)), index=methods, columns=methods)
-        for a in details["agreement"]:
-            matrix.loc[a["methods"][0], a["methods"][1]] = matrix.loc[a["methods"][1], a["methods"][0]] = a["spearman_median"]
+        for a in details.agreement:
+            first, second = a.methods
+            matrix.loc[first, second] = matrix.loc[second, first] = a.spearman_median
         st.dataframe(matrix.style.background_gradient(cmap="RdBu", vmin=-1, vmax=1).format("{:.3f}"),
                      width="stretch", key="agreement")
         st.caption("median per-row Spearman correlation of the feature rankings")
-    if details["quality"]:
+    if details.quality:
         st.subheader("Explanation quality")
-        quality = pd.DataFrame([{"method": m, "deletion ratio": q["deletion_ratio"], "deletion AUC": q["deletion_auc"],
-                                 "random deletion AUC": q["random_deletion_auc"], "infidelity": q["infidelity_median"],
-                                 "sensitivity": q["sensitivity_median"], "randomisation rho": q["randomisation_spearman"]}
-                                for m, q in details["quality"].items()])
+        quality = pd.DataFrame([{"method": m, "deletion ratio": q.deletion_ratio, "deletion AUC": q.deletion_auc,
+                                 "random deletion AUC": q.random_deletion_auc, "infidelity": q.infidelity_median,
+                                 "sensitivity": q.sensitivity_median, "randomisation rho": q.randomisation_spearman}
+                                for m, q in details.quality.items()])
         st.dataframe(quality, hide_index=True, width="stretch", key="quality")
         st.caption("deletion ratio < 1: the attribution order beats random orders; low randomisation rho: the "
                    "explanation depends on the trained weights (Adebayo et al., 2018)")
@@ -136,10 +140,10 @@ def _bars(values: pd.DataFrame):
 
 
 def _heatmaps(run, position: int):
-    details = run.findings["details"]["attributions"]
-    stored = arrays(run, "arrays/attributions.npz")
+    details = run.details("attributions")
+    stored = arrays(run, ARRAYS)
     image = stored["inputs"][position][0]
-    methods = list(details["methods"])
+    methods = list(details.methods)
     fig, axes = subplots(1, len(methods) + 1, figsize=(2.4 * (len(methods) + 1), 2.6), squeeze=False)
     axes[0][0].imshow(image, cmap="gray_r")
     axes[0][0].set_title("input", fontsize=9)

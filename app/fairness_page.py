@@ -6,34 +6,41 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from scrutiny.app.text import literal
+from scrutiny.audit.fairness.details import GroupComparisonEntry, ImpactRatioEntry
 from scrutiny.audit.plots import subplots
 
-from scrutiny.app.text import literal
+IMPACT_COLUMNS = ("attribute", "category", "n", "selection_rate", "impact_ratio", "below_four_fifths", "excluded")
 
 
-def metrics_table(comparisons: list[dict]) -> pd.DataFrame:
+def metrics_table(comparisons: list[GroupComparisonEntry]) -> pd.DataFrame:
     """One row per (attribute or intersection, metric): value and interval."""
     rows = []
     for c in comparisons:
-        for name, e in c["metrics"].items():
-            rows.append({"attribute": c["attribute"], "privileged": c["privileged"], "metric": name,
-                         "value": e["value"], "low": e["low"], "high": e["high"]})
+        for name, e in c.metrics.items():
+            rows.append({"attribute": c.attribute, "privileged": c.privileged, "metric": name,
+                         "value": e.value, "low": e.low, "high": e.high})
     return pd.DataFrame(rows)
 
 
-def intersection_grid(impact: list[dict]) -> pd.DataFrame | None:
+def impact_table(impact: list[ImpactRatioEntry]) -> pd.DataFrame:
+    """The impact-ratio rows with their display names (an intersection's joined)."""
+    return pd.DataFrame([{column: getattr(r, column) for column in IMPACT_COLUMNS} for r in impact],
+                        columns=list(IMPACT_COLUMNS))
+
+
+def intersection_grid(impact: list[ImpactRatioEntry]) -> pd.DataFrame | None:
     """Selection rate over the categories of the first intersection (rows × columns)."""
-    crossed = [r for r in impact if " × " in r["attribute"]]
+    crossed = [r for r in impact if len(r.levels) == 2]
     if not crossed:
         return None
-    attribute = crossed[0]["attribute"]
-    first, second = attribute.split(" × ")
+    first, second = crossed[0].attributes
     cells = {}
     for r in crossed:
-        if r["attribute"] != attribute:
+        if r.attributes != [first, second]:
             continue
-        a, b = r["category"].split(" × ")
-        cells[(a, b)] = r["selection_rate"]
+        a, b = (level.value for level in r.levels)
+        cells[(a, b)] = r.selection_rate
     rows = sorted({a for a, _ in cells})
     columns = sorted({b for _, b in cells})
     grid = pd.DataFrame(np.nan, index=pd.Index(rows, name=first), columns=pd.Index(columns, name=second))
@@ -44,40 +51,42 @@ def intersection_grid(impact: list[dict]) -> pd.DataFrame | None:
 
 def show(run) -> None:
     st.header("Fairness")
-    details = run.findings["details"].get("fairness")
-    if not details:
+    details = run.details("fairness")
+    if details is None:
         st.info("This run has no fairness results: the family needs a binary tabular data set with protected "
                 "attributes, or was left out of its config.")
         return
     st.caption("Differences are unprivileged − privileged; disparate impact is unprivileged / privileged "
-               f"(AIF360's conventions); {details['confidence']:.0%} bootstrap intervals.")
-    model = metrics_table(details["model"])
+               f"(AIF360's conventions); {details.confidence:.0%} bootstrap intervals.")
+    model = metrics_table(details.model)
     attributes = list(dict.fromkeys(model["attribute"]))
     chosen = st.multiselect("Attributes and intersections", attributes, default=attributes, key="attributes")
     st.subheader("Model fairness on the test split")
     st.dataframe(model[model["attribute"].isin(chosen)], hide_index=True, width="stretch", key="model_metrics")
-    for c in details["model"]:
-        for warning in c["warnings"]:
-            st.warning(f"{literal(c['attribute'])}: {literal(warning)}")
+    for c in details.model:
+        for warning in c.warnings:
+            st.warning(f"{literal(c.attribute)}: {literal(warning)}")
     st.subheader("Data-set bias (training labels)")
-    st.dataframe(metrics_table(details["data_bias"]), hide_index=True, width="stretch", key="data_bias")
+    st.dataframe(metrics_table(details.data_bias), hide_index=True, width="stretch", key="data_bias")
     st.subheader("Impact ratios (NYC LL144, four-fifths rule)")
-    impact = pd.DataFrame(details["impact_ratios"])[["attribute", "category", "n", "selection_rate", "impact_ratio",
-                                                     "below_four_fifths", "excluded"]]
-    st.dataframe(impact, hide_index=True, width="stretch", key="impact")
-    grid = intersection_grid(details["impact_ratios"])
+    st.dataframe(impact_table(details.impact_ratios), hide_index=True, width="stretch", key="impact")
+    grid = intersection_grid(details.impact_ratios)
     if grid is not None:
         st.subheader("Selection rate over an intersection")
         st.pyplot(_heatmap(grid), clear_figure=True)
-    if details.get("mitigation"):
+    if details.mitigation:
         st.subheader("Mitigation: before and after")
-        for i, m in enumerate(details["mitigation"]):
-            st.markdown(f"**{literal(m['method'])}** for {literal(m['attribute'])}, measured on {literal(m['rows'])} "
-                        f"(n={m['n']:d})")
-            table = pd.DataFrame([{"metric": k, "before": m["before"][k]["value"], "after": m["after"][k]["value"],
-                                   "change": (m["after"][k]["value"] or 0) - (m["before"][k]["value"] or 0)}
-                                  for k in m["before"]])
+        for i, m in enumerate(details.mitigation):
+            st.markdown(f"**{literal(m.method)}** for {literal(m.attribute)}, measured on {literal(m.rows)} "
+                        f"(n={m.n:d})")
+            table = pd.DataFrame([{"metric": k, "before": m.before[k].value, "after": m.after[k].value,
+                                   "change": _change(m.before[k].value, m.after[k].value)} for k in m.before])
             st.dataframe(table, hide_index=True, width="stretch", key=f"mitigation_{i}")
+
+
+def _change(before: float, after: float) -> float:
+    """after - before, a value that could not be measured (NaN) counting as 0."""
+    return (0.0 if np.isnan(after) else after) - (0.0 if np.isnan(before) else before)
 
 
 def _heatmap(grid: pd.DataFrame):

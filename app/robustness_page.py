@@ -6,71 +6,73 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from scrutiny.audit.plots import subplots
-
 from scrutiny.app.runs import arrays
 from scrutiny.app.text import literal
+from scrutiny.audit.plots import subplots
+from scrutiny.audit.robustness.details import ARRAYS, CURVE_FIGURE, MIN_EPS_FIGURE, RobustnessDetails
 
 
-def curve_table(details: dict) -> pd.DataFrame:
+def curve_table(details: RobustnessDetails) -> pd.DataFrame:
     """Robust accuracy per attack (rows) and ε (columns)."""
-    frame = pd.DataFrame(details["curve"])
+    frame = pd.DataFrame({"attack": [p.attack for p in details.curve], "eps": [p.eps for p in details.curve],
+                          "robust_accuracy": [p.robust_accuracy for p in details.curve]})
     table = frame.pivot(index="attack", columns="eps", values="robust_accuracy")
-    order = [*details["attacks"], "worst case"]
+    order = [*details.attacks, "worst case"]
     return table.loc[[a for a in order if a in table.index]]
 
 
 def show(run) -> None:
     st.header("Robustness")
-    details = run.findings["details"].get("robustness")
-    if not details:
+    details = run.details("robustness")
+    if details is None:
         st.info("This run has no robustness results (the family was left out of its config).")
         return
     classes = run.findings["subject"]["data"]["classes"]
-    clean = details["curve"][0]["clean_accuracy"]
+    clean = details.curve[0].clean_accuracy
     cells = st.columns(4)
     cells[0].metric("clean accuracy", f"{clean:.1%}")
-    gated = next(p for p in details["curve"] if p["attack"] == "worst case" and np.isclose(p["eps"], details["gated_eps"]))
-    cells[1].metric(f"worst case at eps={details['gated_eps']:g}", f"{gated['robust_accuracy']:.1%}")
-    cells[2].metric("median smallest flipping eps", f"{details['median_min_eps']:.3g}")
-    cells[3].metric("rows never flipped", f"{details['never_flipped']:.1%}")
-    st.subheader(f"Robust accuracy ({literal(details['norm'])}, {details['n']:d} test rows)")
+    gated = next(p for p in details.curve if p.attack == "worst case" and np.isclose(p.eps, details.gated_eps))
+    cells[1].metric(f"worst case at eps={details.gated_eps:g}", f"{gated.robust_accuracy:.1%}")
+    cells[2].metric("median smallest flipping eps", f"{details.median_min_eps:.3g}")
+    cells[3].metric("rows never flipped", f"{details.never_flipped:.1%}")
+    st.subheader(f"Robust accuracy ({literal(details.norm)}, {details.n:d} test rows)")
     table = curve_table(details)
-    if run.has("figures/robustness.png"):  # the audit's own plot: worst case in bold, each attack marked
-        st.image(str(run.file("figures/robustness.png")), width=640)
+    if run.has(CURVE_FIGURE):  # the audit's own plot: worst case in bold, each attack marked
+        st.image(str(run.file(CURVE_FIGURE)), width=640)
     else:
         st.line_chart(table.T, x_label="eps", y_label="robust accuracy")
     st.dataframe(table, width="stretch", key="curve")
-    if run.has("figures/min_eps.png"):
-        st.image(str(run.file("figures/min_eps.png")), width=640)
-    for warning in details["warnings"]:
+    if run.has(MIN_EPS_FIGURE):
+        st.image(str(run.file(MIN_EPS_FIGURE)), width=640)
+    for warning in details.warnings:
         st.warning(literal(warning))
-    if not details["warnings"]:
+    if not details.warnings:
         st.success("No sign that the attack evaluation is weak.")
     with st.expander("Constraints applied"):
-        for rule in details["constraints"]:
+        for rule in details.constraints:
             st.markdown(f"- {literal(rule)}")
-    if details.get("ood"):
+    if details.ood:
         st.subheader("Would an autoencoder notice the attack?")
-        st.dataframe(pd.DataFrame(details["ood"]), hide_index=True, width="stretch", key="ood")
+        st.dataframe(pd.DataFrame([entry.to_dict() for entry in details.ood]), hide_index=True, width="stretch",
+                     key="ood")
     st.subheader("Adversarial examples")
-    examples = details["examples"]
+    examples = details.examples
     if not examples:
         st.info("No adversarial example: no attack flipped a row.")
         return
-    labels = [f"test row {e['row']}: {e['attack']} at eps={e['eps']:g}, {classes[e['before']]} → {classes[e['after']]}"
+    labels = [f"test row {e.row}: {e.attack} at eps={e.eps:g}, {classes[e.before]} → {classes[e.after]}"
               for e in examples]
     index = st.selectbox("Example", range(len(examples)), format_func=lambda i: labels[i], key="example")
     example = examples[index]
     cells = st.columns(3)
-    cells[0].metric("true label", literal(classes[example["label"]]))
-    cells[1].metric("prediction before", literal(classes[example["before"]]))
-    cells[2].metric("prediction after", literal(classes[example["after"]]))
+    cells[0].metric("true label", literal(classes[example.label]))
+    cells[1].metric("prediction before", literal(classes[example.before]))
+    cells[2].metric("prediction after", literal(classes[example.after]))
     if run.findings["subject"]["data"]["task"] == "image":
-        stored = arrays(run, "arrays/robustness.npz")
+        stored = arrays(run, ARRAYS)
         st.pyplot(_side_by_side(stored["examples_x"][index], stored["examples_x_adv"][index]), clear_figure=True)
     else:
-        st.dataframe(pd.DataFrame(example["changes"], columns=["feature", "before", "after"]), hide_index=True,
+        st.dataframe(pd.DataFrame(example.changes, columns=["feature", "before", "after"]), hide_index=True,
                      width="stretch", key="changes")
 
 

@@ -13,9 +13,8 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from scrutiny.audit.run.run_folder import MANIFEST, Run, RunError, list_runs, load_run
-
 from scrutiny.app import RUNS_ENV
+from scrutiny.audit.run.run_folder import MANIFEST, Run, RunError, list_runs, load_run
 
 __all__ = ["ENV", "runs_dir", "run_names", "open_run", "arrays", "table", "RunError"]
 

@@ -7,10 +7,9 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from scrutiny.audit.run.findings import STATUS_WORDS, STATUSES
-
 from scrutiny.app.runs import open_run
 from scrutiny.app.text import literal
+from scrutiny.audit.run.findings import STATUS_WORDS, STATUSES
 
 STATUS_COLOURS = {"pass": "#1b7a2f", "warn": "#9a6700", "fail": "#b3261e", "insufficient data": "#1f5f8b"}
 SHOWN = ("fail", "warn", "insufficient", "pass")  # the order statuses are offered in

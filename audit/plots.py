@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from scrutiny.safe_write import write_file
-
 from scrutiny.audit.attributions.importance import Agreement, Importance
+from scrutiny.audit.robustness.registry import REAL_ATTACKS
+from scrutiny.safe_write import write_file
 
 __all__ = ["importance_figure", "agreement_figure", "heatmap_figure", "robustness_figure", "adversarial_figure", "fairness_figure",
            "save_figure", "subplots"]
@@ -98,7 +98,8 @@ def heatmap_figure(images: np.ndarray, values: dict[str, np.ndarray], *, titles:
 
 
 def robustness_figure(curve, *, norm: str, clean_accuracy: float):
-    """Robust accuracy against ε, one line per attack, the per-row worst case in bold."""
+    """Robust accuracy against ε, one line per attack (dashed: noise baselines), the per-row
+    worst case in bold."""
     fig, ax = subplots(figsize=(6.0, 4.0))
     attacks = list(dict.fromkeys(p.attack for p in curve))
     for name in attacks:
@@ -106,7 +107,7 @@ def robustness_figure(curve, *, norm: str, clean_accuracy: float):
         eps, acc = [0.0] + [e for e, _ in points], [clean_accuracy] + [a for _, a in points]
         worst = name == "worst case"
         ax.plot(eps, acc, marker="o", lw=2.6 if worst else 1.4, color="black" if worst else None,
-                ls="-" if worst or name in ("pgd", "fgsm", "square") else "--", label=name)
+                ls="-" if worst or name in REAL_ATTACKS else "--", label=name)
     ax.set_xlabel(f"eps ({'L∞' if norm == 'linf' else 'L2'})")
     ax.set_ylabel("robust accuracy")
     ax.set_ylim(-0.02, 1.02)

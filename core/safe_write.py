@@ -62,9 +62,9 @@ import shutil
 import signal
 import socket
 import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
 
 from scrutiny.errors import InputError
 
@@ -231,7 +231,7 @@ class Staging:
         self.path: Path | None = None
         self._made: list[Path] = []
 
-    def __enter__(self) -> "Staging":
+    def __enter__(self) -> Staging:
         try:
             self._made = _make_parents(self.destination.parent)
             sweep(self.destination.parent)

@@ -15,13 +15,14 @@ from torch import nn
 
 from scrutiny.errors import InputError
 from scrutiny.limits import check_int
+from scrutiny.modality import MODALITIES, modality
 from scrutiny.models.architectures import build_model
 from scrutiny.models.datasets import Dataset
 from scrutiny.models.training import DEFAULT_TRAINING, evaluate, train
 
 __all__ = ["DEFAULT_ARCH", "TrainedModel", "train_on"]
 
-DEFAULT_ARCH = {"tabular": "mlp", "image": "cnn"}
+DEFAULT_ARCH = {name: m.default_arch for name, m in MODALITIES.items()}
 IMAGE_ONLY = {"cnn", "resnet", "gru"}
 
 # A few hundred rows (German credit, breast cancer) give only a handful of batches per epoch
@@ -52,7 +53,7 @@ def train_on(
 
     Args:
         dataset: a loaded data set.
-        arch: architecture name. Default: ``DEFAULT_ARCH[dataset.spec.task]``.
+        arch: architecture name. Default: the data type's (``DEFAULT_ARCH``: mlp for tables, cnn for images).
         seed: seeds weight initialisation, the validation split and shuffling.
         device: ``"cpu"``, ``"cuda"``, … Default: CUDA when present.
         progress: show a progress bar.
@@ -68,7 +69,7 @@ def train_on(
     """
     if not isinstance(dataset, Dataset):
         raise TypeError(f"dataset must be a Dataset, got {type(dataset).__name__}")
-    arch = arch or DEFAULT_ARCH[dataset.spec.task]
+    arch = arch or modality(dataset.spec.task).default_arch
     if arch in IMAGE_ONLY and dataset.spec.task != "image":
         raise InputError(f"architecture '{arch}' reads images; data set '{dataset.spec.name}' is tabular "
                          "(try mlp or transformer)")

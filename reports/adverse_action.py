@@ -56,11 +56,12 @@ def stored_notices(run, *, max_rows: int = 10) -> StoredNotices | None:
     """The first ``max_rows`` notices of ``run`` and the counts over all; None when the run
     stores none (not a binary tabular data set, no attributions, or audited before scrutiny
     stored notices)."""
-    summary = (run.findings["details"].get("attributions") or {}).get("adverse_action")
-    if not summary:
+    explained = run.details("attributions")
+    summary = explained.adverse_action if explained is not None else None
+    if summary is None:
         return None
-    stored = run.arrays(summary["file"])
-    features = run.findings["details"]["attributions"]["features"]
+    stored = run.arrays(summary.file)
+    features = explained.features
     unfavourable = run.findings["subject"]["data"]["classes"][0]
     notices = []
     for k in range(min(max_rows, len(stored["test_row"]))):
@@ -71,6 +72,6 @@ def stored_notices(run, *, max_rows: int = 10) -> StoredNotices | None:
         notices.append(Notice(index=k, test_row=int(stored["test_row"][k]), position=int(stored["position"][k]),
                               decision=unfavourable, favourable_probability=float(stored["proba"][k, 1]),
                               reasons=reasons))
-    return StoredNotices(method=summary["method"], file=summary["file"], n_unfavourable=summary["n_unfavourable"],
-                         n_cannot_issue=summary["n_cannot_issue"], prohibited_bases=summary["prohibited_bases"],
+    return StoredNotices(method=summary.method, file=summary.file, n_unfavourable=summary.n_unfavourable,
+                         n_cannot_issue=summary.n_cannot_issue, prohibited_bases=summary.prohibited_bases,
                          notices=notices)

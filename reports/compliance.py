@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from scrutiny.audit.run.policy import CHECKS
-from scrutiny.toml_file import read_toml
 from scrutiny.errors import InputError
+from scrutiny.toml_file import read_toml
 
 __all__ = ["Clause", "Mapping", "load_mapping", "by_framework", "DEFAULT_MAPPING", "SECTIONS", "CLAUSE_FIELDS"]
 

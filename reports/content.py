@@ -3,20 +3,27 @@
 :func:`report_content` turns a :class:`~scrutiny.audit.run.run_folder.Run` into plain data the
 templates lay out. Every number taken from ``findings.json`` or ``manifest.json`` is a
 :class:`Num` that remembers where it came from (a JSON pointer), so the HTML can carry the
-exact value beside the rounded one and a test can check each against the run.
+exact value beside the rounded one and a test can check each against the run. The families'
+details are read typed (``run.details(family)``); their pointers follow the details classes'
+field names, which are the JSON's keys.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
+from scrutiny.audit.attributions import details as attributions
+from scrutiny.audit.fairness import details as fairness
+from scrutiny.audit.robustness import details as robustness
+from scrutiny.audit.run.details import Details
 from scrutiny.audit.run.findings import STATUS_WORDS, STATUSES
-
 from scrutiny.reports.adverse_action import stored_notices
 from scrutiny.reports.compliance import Mapping, by_framework
 
@@ -64,22 +71,51 @@ class Num:
         return f"{v:.3f}"
 
 
-class _Reader:
-    """Numbers out of one JSON document, each with its pointer."""
+@dataclass(frozen=True)
+class _At:
+    """A place in one of a run's JSON files and what it holds there: typed details (a
+    :class:`~scrutiny.audit.run.details.Details`), or a plain table or list of the document.
 
-    def __init__(self, document: dict, source: str):
-        self.document, self.source = document, source
+    :meth:`at` steps into a Details object by field name only, so a name its class does not
+    declare fails (AttributeError) instead of showing nothing; tables and lists by key and index.
+    """
 
-    def get(self, *path):
-        node = self.document
+    node: Any
+    pointer: str = ""
+    source: str = "findings"  # or "manifest"
+
+    def at(self, *path) -> _At:
+        node, pointer = self.node, self.pointer
         for key in path:
-            node = node[key]
-        return node
+            node = _step(node, key)
+            pointer += "/" + str(key).replace("~", "~0").replace("/", "~1")
+        return _At(node, pointer, self.source)
 
     def num(self, *path, style: str = "fixed") -> Num:
-        value = self.get(*path)
-        pointer = "/" + "/".join(str(p).replace("~", "~0").replace("/", "~1") for p in path)
-        return Num(value=None if value is None else float(value), source=self.source, path=pointer, style=style)
+        value = self.at(*path)
+        return Num(value=_number(value.node), source=self.source, path=value.pointer, style=style)
+
+
+def _step(node, key):
+    if isinstance(node, Details):
+        if key not in {f.name for f in dataclasses.fields(node)}:  # type: ignore[arg-type]
+            raise AttributeError(f"{type(node).__name__} has no field {key!r}")
+        return getattr(node, key)
+    return node[key]
+
+
+def _number(value) -> float | None:
+    """JSON's null, which typed details read back as NaN, is None: shown as n/a."""
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _details(run, family: str) -> _At | None:
+    """The typed details of ``family`` at their place in findings.json, or None when the run has none."""
+    typed = run.details(family)
+    return None if typed is None else _At(typed, f"/details/{family}")
 
 
 @dataclass
@@ -108,21 +144,21 @@ class Content:
 
 def report_content(run, mapping: Mapping, *, card: dict | None = None) -> Content:
     """Everything the report shows, from ``run`` and the compliance ``mapping``."""
-    f = _Reader(run.findings, "findings")
-    m = _Reader(run.manifest, "manifest")
+    f = _At(run.findings)
+    m = _At(run.manifest, source="manifest")
     findings = run.findings
-    details = findings["details"]
     data = findings["subject"]["data"]
     model = findings["subject"]["model"]
-    figures = {name: Figure(title, _png(run, f"figures/{name}.png")) if run.has(f"figures/{name}.png") else None
-               for name, title in (
-        ("importance", "Global importance: mean |attribution| with 95 % bootstrap intervals"),
-        ("agreement", "Agreement between methods: median per-row Spearman correlation"),
-        ("heatmaps", "Attributions over the input"),
-        ("robustness", "Robust accuracy against the perturbation radius"),
-        ("min_eps", "Minimal perturbations: share of rows flipped by at most eps"),
-        ("adversarial", "Adversarial examples beside their perturbation"),
-        ("fairness", "Fairness metrics with 95 % bootstrap intervals"),
+    fairness_details = _details(run, "fairness")
+    figures = {name: Figure(title, _png(run, file)) if run.has(file) else None for name, file, title in (
+        ("importance", attributions.IMPORTANCE_FIGURE,
+         "Global importance: mean |attribution| with 95 % bootstrap intervals"),
+        ("agreement", attributions.AGREEMENT_FIGURE, "Agreement between methods: median per-row Spearman correlation"),
+        ("heatmaps", attributions.HEATMAPS_FIGURE, "Attributions over the input"),
+        ("robustness", robustness.CURVE_FIGURE, "Robust accuracy against the perturbation radius"),
+        ("min_eps", robustness.MIN_EPS_FIGURE, "Minimal perturbations: share of rows flipped by at most eps"),
+        ("adversarial", robustness.EXAMPLES_FIGURE, "Adversarial examples beside their perturbation"),
+        ("fairness", fairness.METRICS_FIGURE, "Fairness metrics with 95 % bootstrap intervals"),
     )}
     rows = []
     for i, entry in enumerate(findings["findings"]):
@@ -160,14 +196,14 @@ def report_content(run, mapping: Mapping, *, card: dict | None = None) -> Conten
             "architecture_config": architecture.get("config") if isinstance(architecture, dict) else None,
             "source": run.manifest["model"]["source"], "kind": run.manifest["model"]["kind"],
             "data": data, "n_train": f.num("subject", "data", "n_train", style="int"),
-            "performance": _performance(f, details.get("performance")),
-            "groups": _group_performance(f, details.get("fairness")),
+            "performance": _performance(_details(run, "performance")),
+            "groups": _group_performance(fairness_details),
             "limitations": [*card.get("limitations", []), *limitations],
             "clauses": mapping.for_section("model_card"),
         },
-        explainability=_explainability(f, details.get("attributions"), run),
-        robustness=_robustness(f, details.get("robustness"), mapping),
-        fairness=_fairness(f, details.get("fairness")),
+        explainability=_explainability(_details(run, "attributions"), run),
+        robustness=_robustness(_details(run, "robustness"), mapping),
+        fairness=_fairness(fairness_details, f),
         adverse_action=_adverse_action(run, mapping),
         compliance=_compliance(mapping, findings["findings"]),
         reproducibility={
@@ -191,79 +227,80 @@ def _png(run, relative: str) -> str:
     return "data:image/png;base64," + base64.b64encode(run.file(relative).read_bytes()).decode("ascii")
 
 
-def _performance(f: _Reader, details: dict | None) -> list:
-    if not details:
+def _performance(performance: _At | None) -> list:
+    if performance is None:
         return []
     out = []
     for key, label in (("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"),
                        ("calibration_error", "expected calibration error")):
-        out.append({"metric": label, "value": f.num("details", "performance", key, "value"),
-                    "low": f.num("details", "performance", key, "low"),
-                    "high": f.num("details", "performance", key, "high")})
-    if details.get("roc_auc") is not None:
-        out.append({"metric": "ROC AUC", "value": f.num("details", "performance", "roc_auc"), "low": None, "high": None})
+        out.append({"metric": label, "value": performance.num(key, "value"), "low": performance.num(key, "low"),
+                    "high": performance.num(key, "high")})
+    if performance.node.roc_auc is not None:
+        out.append({"metric": "ROC AUC", "value": performance.num("roc_auc"), "low": None, "high": None})
     return out
 
 
-def _group_performance(f: _Reader, details: dict | None) -> list:
-    if not details:
+def _group_performance(fairness_details: _At | None) -> list:
+    """Each single attribute's groups (intersections left out): rows, selection rate, accuracy, ROC AUC, calibration."""
+    if fairness_details is None:
         return []
     out = []
-    for i, comparison in enumerate(details["model"]):
-        if " × " in comparison["attribute"]:
+    for i, comparison in enumerate(fairness_details.node.model):
+        if len(comparison.attributes) > 1:
             continue
-        for side, figures in comparison["per_group"].items():
-            path = ("details", "fairness", "model", i, "per_group", side)
-            out.append({"attribute": comparison["attribute"], "group": side,
-                        "n": f.num(*path, "n", style="int"),
-                        "selection_rate": f.num(*path, "selection_rate"), "accuracy": f.num(*path, "accuracy"),
-                        "roc_auc": f.num(*path, "roc_auc"), "calibration_error": f.num(*path, "calibration_error")})
+        for side in comparison.per_group:
+            group = fairness_details.at("model", i, "per_group", side)
+            out.append({"attribute": comparison.attribute, "group": side, "n": group.num("n", style="int"),
+                        "selection_rate": group.num("selection_rate"), "accuracy": group.num("accuracy"),
+                        "roc_auc": group.num("roc_auc"), "calibration_error": group.num("calibration_error")})
     return out
 
 
-def _explainability(f: _Reader, details: dict | None, run) -> dict | None:
-    if not details:
+def _explainability(explained: _At | None, run) -> dict | None:
+    if explained is None:
         return None
-    features = details["features"]
+    d = explained.node
     importance = []
-    for method, entry in details["importance"].items():
-        order = np.argsort(-np.asarray(entry["mean"], dtype=float), kind="stable")[:10]
+    for method, entry in d.importance.items():
+        at = explained.at("importance", method)
+        order = np.argsort(-np.asarray(entry.mean, dtype=float), kind="stable")[:10]
         importance.append({"method": method, "rows": [
-            {"feature": features[j], "mean": f.num("details", "attributions", "importance", method, "mean", int(j), style="g"),
-             "low": f.num("details", "attributions", "importance", method, "low", int(j), style="g"),
-             "high": f.num("details", "attributions", "importance", method, "high", int(j), style="g")}
-            for j in order]})
-    agreement = [{"pair": " vs ".join(a["methods"]),
-                  "median": f.num("details", "attributions", "agreement", i, "spearman_median"),
-                  "global": f.num("details", "attributions", "agreement", i, "spearman_global"),
-                  "overlap": f.num("details", "attributions", "agreement", i, "top_k_overlap", style="percent"),
-                  "k": a["top_k"]} for i, a in enumerate(details["agreement"])]
-    quality = [{"method": method,
-                "deletion_ratio": f.num("details", "attributions", "quality", method, "deletion_ratio"),
-                "deletion_auc": f.num("details", "attributions", "quality", method, "deletion_auc"),
-                "random_deletion_auc": f.num("details", "attributions", "quality", method, "random_deletion_auc"),
-                "infidelity": f.num("details", "attributions", "quality", method, "infidelity_median", style="g"),
-                "sensitivity": f.num("details", "attributions", "quality", method, "sensitivity_median", style="g"),
-                "randomisation": f.num("details", "attributions", "quality", method, "randomisation_spearman")}
-               for method in details["quality"]]
-    methods = [{"method": name, "output": e["output"], "baseline": e["baseline"],
-                "completeness": f.num("details", "attributions", "methods", name, "completeness_p95", style="percent")
-                if e.get("completeness_p95") is not None else None,
-                "sampling_error": f.num("details", "attributions", "methods", name, "sampling_error_p95", style="percent")
-                if e.get("sampling_error_p95") is not None else None} for name, e in details["methods"].items()]
-    return {"n": f.num("details", "attributions", "n", style="int"), "output": details["output"],
-            "methods": methods, "importance": importance, "agreement": agreement, "quality": quality,
-            "local": _local_figure(run, details)}
+            {"feature": d.features[j], "mean": at.num("mean", int(j), style="g"),
+             "low": at.num("low", int(j), style="g"), "high": at.num("high", int(j), style="g")} for j in order]})
+    agreement = []
+    for i, pair in enumerate(d.agreement):
+        at = explained.at("agreement", i)
+        agreement.append({"pair": " vs ".join(pair.methods), "median": at.num("spearman_median"),
+                          "global": at.num("spearman_global"), "overlap": at.num("top_k_overlap", style="percent"),
+                          "k": pair.top_k})
+    quality = []
+    for method in d.quality:
+        at = explained.at("quality", method)
+        quality.append({"method": method, "deletion_ratio": at.num("deletion_ratio"),
+                        "deletion_auc": at.num("deletion_auc"), "random_deletion_auc": at.num("random_deletion_auc"),
+                        "infidelity": at.num("infidelity_median", style="g"),
+                        "sensitivity": at.num("sensitivity_median", style="g"),
+                        "randomisation": at.num("randomisation_spearman")})
+    methods = []
+    for name, entry in d.methods.items():
+        at = explained.at("methods", name)
+        methods.append({"method": name, "output": entry.output, "baseline": entry.baseline,
+                        "completeness": at.num("completeness_p95", style="percent")
+                        if entry.completeness_p95 is not None else None,
+                        "sampling_error": at.num("sampling_error_p95", style="percent")
+                        if entry.sampling_error_p95 is not None else None})
+    return {"n": explained.num("n", style="int"), "output": d.output, "methods": methods, "importance": importance,
+            "agreement": agreement, "quality": quality, "local": _local_figure(run, d)}
 
 
-def _local_figure(run, details: dict) -> str | None:
+def _local_figure(run, details: attributions.AttributionsDetails) -> str | None:
     """Top features of a few explained rows as bars (tables only), from the stored attributions."""
     if run.findings["subject"]["data"]["task"] != "tabular":
         return None
     from scrutiny.audit.plots import subplots
 
-    stored = run.arrays("arrays/attributions.npz")
-    method = next(iter(details["methods"]))
+    stored = run.arrays(attributions.ARRAYS)
+    method = next(iter(details.methods))
     values, rows, target = stored[method], stored["rows"], stored["target"]
     classes = run.findings["subject"]["data"]["classes"]
     shown = min(4, len(rows))
@@ -274,7 +311,7 @@ def _local_figure(run, details: dict) -> str | None:
         ax.set_visible(False)
     for ax, i in zip(axes.flat, range(shown)):
         order = np.argsort(-np.abs(values[i]), kind="stable")[:6][::-1]
-        ax.barh([details["features"][j] for j in order], values[i][order],
+        ax.barh([details.features[j] for j in order], values[i][order],
                 color=["#b2182b" if v < 0 else "#2166ac" for v in values[i][order]])
         ax.axvline(0, color="black", linewidth=0.6)
         ax.set_title(f"test row {rows[i]}: explains '{classes[target[i]]}'", fontsize=9)
@@ -286,75 +323,75 @@ def _local_figure(run, details: dict) -> str | None:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _robustness(f: _Reader, details: dict | None, mapping: Mapping) -> dict | None:
-    if not details:
+def _robustness(attacked: _At | None, mapping: Mapping) -> dict | None:
+    if attacked is None:
         return None
-    base = ("details", "robustness")
-    eps = details["eps"]
-    curve = {}
-    for i, point in enumerate(details["curve"]):
-        curve.setdefault(point["attack"], {})[point["eps"]] = f.num(*base, "curve", i, "robust_accuracy", style="percent")
-    ood = [{"eps": f.num(*base, "ood", i, "eps", style="g"), "n": f.num(*base, "ood", i, "n_adversarial", style="int"),
-            "auroc": f.num(*base, "ood", i, "auroc"),
-            "detected": f.num(*base, "ood", i, "detected_at_5pct_fpr", style="percent")}
-           for i in range(len(details.get("ood") or []))]
+    d = attacked.node
+    curve: dict[str, dict[float, Num]] = {}
+    for i, point in enumerate(d.curve):
+        curve.setdefault(point.attack, {})[point.eps] = attacked.num("curve", i, "robust_accuracy", style="percent")
+    ood = []
+    for i in range(len(d.ood or [])):
+        at = attacked.at("ood", i)
+        ood.append({"eps": at.num("eps", style="g"), "n": at.num("n_adversarial", style="int"),
+                    "auroc": at.num("auroc"), "detected": at.num("detected_at_5pct_fpr", style="percent")})
     return {
-        "norm": details["norm"], "eps": eps, "attacks": [*details["attacks"], "worst case"],
-        "curve": curve, "gated_eps": details["gated_eps"],
-        "clean": f.num(*base, "curve", 0, "clean_accuracy", style="percent"),
-        "n": f.num(*base, "n", style="int"),
-        "median_min_eps": f.num(*base, "median_min_eps", style="g"),
-        "never_flipped": f.num(*base, "never_flipped", style="percent"),
-        "search_eps": f.num(*base, "search_eps", style="g"),
-        "large_eps_accuracy": f.num(*base, "large_eps_accuracy", style="percent"),
-        "constraints": details["constraints"], "warnings": details["warnings"], "ood": ood,
-        "examples": details["examples"][:8], "classes": None,
+        "norm": d.norm, "eps": d.eps, "attacks": [*d.attacks, "worst case"],
+        "curve": curve, "gated_eps": d.gated_eps,
+        "clean": attacked.num("curve", 0, "clean_accuracy", style="percent"),
+        "n": attacked.num("n", style="int"),
+        "median_min_eps": attacked.num("median_min_eps", style="g"),
+        "never_flipped": attacked.num("never_flipped", style="percent"),
+        "search_eps": attacked.num("search_eps", style="g"),
+        "large_eps_accuracy": attacked.num("large_eps_accuracy", style="percent"),
+        "constraints": d.constraints, "warnings": d.warnings, "ood": ood,
+        "examples": d.examples[:8], "classes": None,
         "clauses": mapping.for_section("robustness_examples"),
     }
 
 
-def _fairness(f: _Reader, details: dict | None) -> dict | None:
-    if not details:
+def _fairness(compared: _At | None, f: _At) -> dict | None:
+    if compared is None:
         return None
+    d = compared.node
 
     def comparisons(kind: str) -> list:
         out = []
-        for i, c in enumerate(details[kind]):
-            path = ("details", "fairness", kind, i)
-            out.append({"attribute": c["attribute"], "privileged": c["privileged"],
-                        "n_privileged": f.num(*path, "n_privileged", style="int"),
-                        "n_unprivileged": f.num(*path, "n_unprivileged", style="int"),
-                        "metrics": [{"metric": name.replace("_", " "), "value": f.num(*path, "metrics", name, "value"),
-                                     "low": f.num(*path, "metrics", name, "low"),
-                                     "high": f.num(*path, "metrics", name, "high")} for name in c["metrics"]],
-                        "warnings": c["warnings"]})
+        for i, c in enumerate(getattr(d, kind)):
+            at = compared.at(kind, i)
+            out.append({"attribute": c.attribute, "privileged": c.privileged,
+                        "n_privileged": at.num("n_privileged", style="int"),
+                        "n_unprivileged": at.num("n_unprivileged", style="int"),
+                        "metrics": [{"metric": name.replace("_", " "), "value": at.num("metrics", name, "value"),
+                                     "low": at.num("metrics", name, "low"), "high": at.num("metrics", name, "high")}
+                                    for name in c.metrics],
+                        "warnings": c.warnings})
         return out
 
-    impact = [{"attribute": r["attribute"], "category": r["category"],
-               "n": f.num("details", "fairness", "impact_ratios", i, "n", style="int"),
-               "rate": f.num("details", "fairness", "impact_ratios", i, "selection_rate"),
-               "ratio": f.num("details", "fairness", "impact_ratios", i, "impact_ratio"),
-               "flag": "excluded (< 2 % of rows)" if r["excluded"] else ("below 4/5" if r["below_four_fifths"] else "")}
-              for i, r in enumerate(details["impact_ratios"])]
+    impact = []
+    for i, r in enumerate(d.impact_ratios):
+        at = compared.at("impact_ratios", i)
+        impact.append({"attribute": r.attribute, "category": r.category, "n": at.num("n", style="int"),
+                       "rate": at.num("selection_rate"), "ratio": at.num("impact_ratio"),
+                       "flag": "excluded (< 2 % of rows)" if r.excluded
+                       else ("below 4/5" if r.below_four_fifths else "")})
     mitigation = []
-    for i, mit in enumerate(details.get("mitigation") or []):
-        path = ("details", "fairness", "mitigation", i)
-        mitigation.append({"method": mit["method"], "attribute": mit["attribute"], "rows": mit["rows"],
-                           "n": f.num(*path, "n", style="int"),
-                           "metrics": [{"metric": name.replace("_", " "),
-                                        "before": f.num(*path, "before", name, "value"),
-                                        "after": f.num(*path, "after", name, "value")} for name in mit["before"]]})
-    consistency = f.num("details", "fairness", "consistency", "value") if details.get("consistency") else None
+    for i, mit in enumerate(d.mitigation or []):
+        at = compared.at("mitigation", i)
+        mitigation.append({"method": mit.method, "attribute": mit.attribute, "rows": mit.rows,
+                           "n": at.num("n", style="int"),
+                           "metrics": [{"metric": name.replace("_", " "), "before": at.num("before", name, "value"),
+                                        "after": at.num("after", name, "value")} for name in mit.before]})
+    consistency = compared.num("consistency", "value") if d.consistency else None
     return {"data_bias": comparisons("data_bias"), "model": comparisons("model"), "impact": impact,
-            "mitigation": mitigation, "consistency": consistency, "warnings": details["warnings"],
-            "support": _support(f)}
+            "mitigation": mitigation, "consistency": consistency, "warnings": d.warnings, "support": _support(f)}
 
 
-def _support(f: _Reader) -> list[dict]:
+def _support(f: _At) -> list[dict]:
     """What each gated group comparison rests on (its smaller group's rows and expected favourable
     outcomes) beside the policy's minimums: where a status of insufficient data comes from."""
     out = []
-    for i, finding in enumerate(f.get("findings")):
+    for i, finding in enumerate(f.node["findings"]):
         comparison = finding.get("comparison")
         if not comparison:
             continue
@@ -372,8 +409,7 @@ def _adverse_action(run, mapping: Mapping) -> dict:
     clauses = mapping.for_section("adverse_action")
     if stored is None:
         return {"stored": None, "notices": [], "clauses": clauses}
-    f = _Reader(run.findings, "findings")
-    base = ("details", "attributions", "adverse_action")
+    summary = _details(run, "attributions").at("adverse_action")
 
     def stored_num(array: str, row: int, column: int, value: float, style: str = "fixed") -> Num:
         return Num(value, "arrays", f"{stored.file}#{array}[{row},{column}]", style=style)
@@ -388,9 +424,9 @@ def _adverse_action(run, mapping: Mapping) -> dict:
                       "reasons": [] if n.cannot_issue else reasons,
                       "prohibited": [r for r, reason in zip(reasons, n.reasons) if reason.prohibited]})
     return {"stored": stored, "method": stored.method, "notices": shown, "n_shown": len(shown),
-            "n_unfavourable": f.num(*base, "n_unfavourable", style="int"),
-            "n_cannot_issue": f.num(*base, "n_cannot_issue", style="int"),
-            "n_explained": f.num(*base, "n_explained", style="int"),
+            "n_unfavourable": summary.num("n_unfavourable", style="int"),
+            "n_cannot_issue": summary.num("n_cannot_issue", style="int"),
+            "n_explained": summary.num("n_explained", style="int"),
             "prohibited_bases": stored.prohibited_bases, "clauses": clauses}
 
 

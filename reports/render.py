@@ -15,15 +15,14 @@ from pathlib import Path
 from markupsafe import Markup, escape
 
 from scrutiny.audit.run.run_folder import load_run
-from scrutiny.toml_file import read_toml
 from scrutiny.errors import InputError
-from scrutiny.safe_write import Kind, Staging, check_destination, write_file
-
 from scrutiny.reports.compliance import load_mapping
 from scrutiny.reports.content import Num, report_content
+from scrutiny.safe_write import Kind, Staging, check_destination, write_file
+from scrutiny.toml_file import read_toml
 
 __all__ = ["FORMATS", "REPORT_FOLDER", "render_html", "render_markdown", "render_pdf", "write_reports",
-           "check_report_folder", "load_card"]
+           "check_report_folder", "check_formats", "load_card"]
 
 FORMATS = ("html", "pdf", "md")
 TEMPLATES = Path(__file__).with_name("templates")
@@ -96,8 +95,9 @@ def render_pdf(html: str) -> bytes:
     try:
         import weasyprint
     except OSError as exc:  # WeasyPrint loads Pango when imported
-        raise InputError(f"--format pdf needs the Pango library, which WeasyPrint could not load ({str(exc).splitlines()[0]}); "
-                         "install it (Debian/Ubuntu: apt-get install libpango-1.0-0 libpangoft2-1.0-0) or ask for html,md") from None
+        raise InputError(f"a PDF report needs the Pango library, which WeasyPrint could not load ({str(exc).splitlines()[0]}); "
+                         "install it (Debian/Ubuntu: apt-get install libpango-1.0-0 libpangoft2-1.0-0) or ask for html and "
+                         "md only") from None
 
     loggers = [logging.getLogger(name) for name in ("weasyprint", "fontTools")]
     levels = [logger.level for logger in loggers]
@@ -110,17 +110,32 @@ def render_pdf(html: str) -> bytes:
             logger.setLevel(level)
 
 
-def load_card(path: str | Path | None) -> dict | None:
-    """The model card's statements only people can make: intended_use, out_of_scope, owner, limitations."""
+def check_formats(formats, *, what: str = "formats") -> list[str]:
+    """The report formats asked for, trimmed, lower-cased and without repeats; InputError naming
+    ``what`` (the parameter, or the CLI's option) unless each is one of :data:`FORMATS`."""
+    formats = list(dict.fromkeys(f.strip().lower() for f in formats if f.strip()))
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise InputError(f"{what} {','.join(unknown) or '(none)'}: expected some of {', '.join(FORMATS)}")
+    return formats
+
+
+def load_card(path: str | Path | None, *, what: str = "card") -> dict | None:
+    """The model card's statements only people can make: intended_use, out_of_scope, owner, limitations.
+
+    Raises:
+        InputError: naming ``what`` (the parameter, or the CLI's option) and ``path``: no such
+            file, not TOML, an unknown key or a value of the wrong type.
+    """
     if path is None:
         return None
-    card = read_toml(path, "--card")
+    card = read_toml(path, what)
     allowed = {"intended_use": str, "out_of_scope": str, "owner": str, "limitations": list}
     for key, value in card.items():
         if key not in allowed:
-            raise InputError(f"--card {path}: unknown key '{key}'; expected {', '.join(allowed)}")
+            raise InputError(f"{what} {path}: unknown key '{key}'; expected {', '.join(allowed)}")
         if not isinstance(value, allowed[key]) or (key == "limitations" and not all(isinstance(v, str) for v in value)):
-            raise InputError(f"--card {path}: '{key}' must be {'a list of strings' if key == 'limitations' else 'a string'}")
+            raise InputError(f"{what} {path}: '{key}' must be {'a list of strings' if key == 'limitations' else 'a string'}")
     return card
 
 
@@ -142,10 +157,7 @@ def write_reports(run_path: str | Path, *, formats=("html",), out: str | Path | 
                   mapping: str | Path | None = None, card: str | Path | None = None) -> list[Path]:
     """Render the run at ``run_path`` in each of ``formats`` into ``out`` (default: the run's own
     ``report/`` folder, which the run's manifest does not list). Returns the files written."""
-    formats = list(dict.fromkeys(f.strip().lower() for f in formats if f.strip()))
-    unknown = [f for f in formats if f not in FORMATS]
-    if unknown or not formats:
-        raise InputError(f"--format {','.join(unknown) or '(none)'}: expected some of {', '.join(FORMATS)}")
+    formats = check_formats(formats)
     inputs = (run_path, mapping, card)
     if out is not None:
         check_report_folder(out, inputs=inputs)

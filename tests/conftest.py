@@ -36,8 +36,8 @@ def data_cache() -> Path:
 
 def _fill(cache: Path) -> None:
     """Every raw file in ``cache``, checked; a file already there and valid is kept as it is."""
-    from scrutiny.models import RAW_FILES, fetch
     from scrutiny.errors import DataError
+    from scrutiny.models import RAW_FILES, fetch
     from scrutiny.models.data_files import data_dir as user_data_dir
 
     user = user_data_dir()

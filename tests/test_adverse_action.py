@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scrutiny.cli import main
 from scrutiny.audit.run.run_folder import Run, load_run
+from scrutiny.cli import main
 
 # written out here, not imported from the code under test (12 CFR 1002.2(z) and proxies)
 ADULT_PROHIBITED = {"sex", "race", "marital-status", "relationship", "native-country", "age"}
@@ -215,8 +215,8 @@ def test_built_in_data_sets_declare_their_prohibited_bases():
 
 
 def test_an_old_manifest_without_prohibited_still_loads():
-    from scrutiny.models.datasets import ADULT_SPEC
     from scrutiny.errors import DataError
+    from scrutiny.models.datasets import ADULT_SPEC
     from scrutiny.models.spec import DatasetSpec
 
     assert DatasetSpec.from_dict(ADULT_SPEC.to_dict()) == ADULT_SPEC

@@ -21,9 +21,9 @@ import pandas as pd
 import pytest
 
 from scrutiny.app.text import literal
-from scrutiny.cli import main
 from scrutiny.audit.run.findings import STATUS_WORDS, STATUSES
 from scrutiny.audit.run.run_folder import to_json
+from scrutiny.cli import main
 
 from . import audit_configs
 
@@ -331,15 +331,15 @@ def test_filters_narrow_the_sample_list(RUNS):
     # each step changes one filter; the sample list is the explained rows that satisfy all of them
     steps = [("filter_prediction", labels[0]), ("filter_correct", "wrong"), ("filter_prediction", labels[-1]),
              ("filter_correct", "correct"), ("filter_prediction", "any"), ("filter_correct", "any"),
-             *[("filter_group", f"sex = {v}") for v in sorted(set(sex.values()))]]
-    state = {"filter_prediction": "any", "filter_correct": "any", "filter_group": "any"}
+             *[("filter_group", ("sex", v)) for v in sorted(set(sex.values()))]]  # shown as "sex = v"
+    state = {"filter_prediction": "any", "filter_correct": "any", "filter_group": None}
     for key, value in steps:
         ok(at.selectbox(key=key).set_value(value).run())
         state[key] = value
         expected = [r for r in rows
                     if state["filter_prediction"] in ("any", predicted[r])
                     and state["filter_correct"] in ("any", "correct" if correct[r] else "wrong")
-                    and state["filter_group"] in ("any", f"sex = {sex[r]}")]
+                    and state["filter_group"] in (None, ("sex", sex[r]))]
         assert shown() == expected, state
         assert f"{len(expected)} of {len(rows)} explained test rows match" in texts(at.caption), state
 
@@ -441,10 +441,33 @@ def test_fairness_tables_equal_the_details(RUNS):
     assert list(zip(tables[1]["attribute"], tables[1]["metric"])) == [b[:2] for b in bias]
     same(tables[1]["value"], [b[2]["value"] for b in bias])
     impact = frame(at, "impact_ratio", "category")
-    _records_equal(impact, details["impact_ratios"])
+    shown = ("attribute", "category", "n", "selection_rate", "impact_ratio", "below_four_fifths", "excluded")
+    _records_equal(impact, [{k: r[k] for k in shown} for r in details["impact_ratios"]])
     # the intersection heat map
-    if any(" × " in r["attribute"] for r in details["impact_ratios"]):
-        assert at.image, "no heat map of the intersection"
+    assert any(len(r["levels"]) == 2 for r in details["impact_ratios"])
+    assert at.image, "no heat map of the intersection"
+
+
+def test_intersection_grid_places_each_category_by_its_levels():
+    """A category value holding the display separator (`` × ``) lands in its own cell: the grid is
+    built from the levels, never by splitting the joined text."""
+    from scrutiny.app.fairness_page import intersection_grid
+    from scrutiny.audit.fairness.details import ImpactRatioEntry, Level
+
+    def entry(levels, rate):
+        return ImpactRatioEntry(attribute=" × ".join(a for a, _ in levels), category=" × ".join(v for _, v in levels),
+                                levels=[Level(a, v) for a, v in levels], n=10, selection_rate=rate, impact_ratio=1.0,
+                                below_four_fifths=False, excluded=False)
+
+    impact = [entry([("race", "w × v")], 0.5), entry([("sex", "f")], 0.4),
+              entry([("race", "b"), ("sex", "f")], 0.1), entry([("race", "w × v"), ("sex", "f")], 0.2),
+              entry([("race", "w × v"), ("sex", "m × n")], 0.3)]
+    grid = intersection_grid(impact)
+    assert (grid.index.name, grid.columns.name) == ("race", "sex")
+    assert grid.index.tolist() == ["b", "w × v"] and grid.columns.tolist() == ["f", "m × n"]
+    assert grid.loc["w × v", "m × n"] == 0.3 and grid.loc["w × v", "f"] == 0.2 and grid.loc["b", "f"] == 0.1
+    assert np.isnan(grid.loc["b", "m × n"])
+    assert intersection_grid(impact[:2]) is None
 
 
 def rewrite_findings(run: Path, findings: dict) -> None:

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from scrutiny.errors import InputError
 from scrutiny.models.architectures import (
     ARCHITECTURES,
     AutoEncoder,
@@ -13,7 +14,6 @@ from scrutiny.models.architectures import (
     build_model,
     reconstruction_error,
 )
-from scrutiny.errors import InputError
 
 IMAGE_ARCHS = ["cnn", "resnet", "gru"]
 

@@ -1,4 +1,5 @@
-"""Attributions: exactness on models with known answers, and one contract for every method."""
+"""Attributions: exactness on models with known answers, and one contract for every method of the
+registry (a method added to :mod:`scrutiny.audit.attributions.registry` is tested here as it is)."""
 
 from __future__ import annotations
 
@@ -9,27 +10,36 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from torch import nn
+
+from scrutiny.audit.attributions import methods as methods_module
+from scrutiny.audit.attributions.feature_space import FeatureSpace, patch_groups, tabular_space
 from scrutiny.audit.attributions.methods import (
     METHODS,
     attribute,
     default_baseline,
 )
-from scrutiny.audit.attributions.feature_space import FeatureSpace, patch_groups, tabular_space
-from scrutiny.models import DatasetSpec, Feature, TabularPreprocessor, build_model, train_on
+from scrutiny.audit.attributions.registry import (
+    ADDITIVITY,
+    ALIASES,
+    COMPLETENESS_METHODS,
+    METHOD_INFO,
+    REASON_METHODS,
+    RELIANCE_METHODS,
+    methods_for,
+)
 from scrutiny.errors import InputError
-from torch import nn
+from scrutiny.modality import MODALITIES
+from scrutiny.models import DatasetSpec, Feature, TabularPreprocessor, build_model, train_on
 
-ERRORS = {
-    "integrated_gradients": "convergence_delta", "deeplift": "convergence_delta", "gradient_shap": "convergence_delta",
-    "kernel_shap": "sampling_error", "shap_gradient": "additivity_gap", "lime": "lime_misfit",
-}
-STOCHASTIC = ("gradient_shap", "kernel_shap", "shap_gradient", "lime")
+STOCHASTIC = [m for m in METHODS if METHOD_INFO[m].sampled]
 # few samples for the sampling methods: the contract does not depend on how many
 FEW = {"gradient_shap": 8, "kernel_shap": 200, "shap_gradient": 20, "lime": 300}
+ADDS_UP = ("exact", "checked")  # additivity that holds row by row, not only in expectation
 
-
-# every method on a tabular and an image model (occlusion slides a window: images only)
-CASES = [(m, d) for m in METHODS for d in ("adult", "digits") if not (m == "occlusion" and d == "adult")]
+# every method on a tabular and an image model, where the registry says it explains that data
+KIND = {"adult": "tabular", "digits": "image"}
+CASES = [(m, d) for m in METHODS for d in KIND if KIND[d] in METHOD_INFO[m].modalities]
 
 
 # ------------------------------------------------------------------ helpers
@@ -304,7 +314,7 @@ def test_error_is_independent_gap_on_nonlinear_model(toy, method):
         np.testing.assert_allclose(a.error, 0.0, atol=1e-4)  # exactly additive by construction
 
 
-@pytest.mark.parametrize("method", [m for m in METHODS if m != "occlusion"])
+@pytest.mark.parametrize("method", methods_for("tabular"))
 def test_binary_target_zero_is_negated_target_one(toy, method):
     """For a binary model the explained output of class 0 is minus that of class 1."""
     space, encoded = toy
@@ -349,12 +359,13 @@ def test_contract(request, method, data):
             if space.categorical[g]:
                 np.testing.assert_array_equal(a.values[:, list(idx)] * (X[:, list(idx)] == 0), 0.0)
 
-    assert a.output == ("probability" if method == "lime" else "log_odds" if n_classes == 2 else "logit")
+    info = METHOD_INFO[method]
+    assert a.output == ("probability" if info.explains == "probability" else "log_odds" if n_classes == 2 else "logit")
 
     name = default_baseline(method, space.kind)
     shape = tuple(space.input_shape)
     if name == "train_sample":
-        k = min(50 if method == "kernel_shap" else 100, len(background))
+        k = min(info.n_background, len(background))
         assert a.baseline == f"train_sample(k={k})"
         assert a.baseline_values.shape == (k, *shape)
         rows = {row.tobytes() for row in background.reshape(len(background), -1)}
@@ -366,18 +377,25 @@ def test_contract(request, method, data):
         expected = np.zeros(shape) if name == "zeros" else background.mean(axis=0)
         np.testing.assert_allclose(a.baseline_values[0], expected, atol=1e-6)
 
-    assert a.error_name == ERRORS.get(method)
-    if method in ERRORS:
+    assert a.error_name == info.error_name
+    if info.error_name is not None:
         assert a.error.shape == (len(X),) and np.isfinite(a.error).all()
     else:
         assert a.error is None
-    if method == "lime":
+    if a.error_name == "lime_misfit":
         assert ((a.error >= 0) & (a.error <= 1)).all()
-    if a.error_name in ("convergence_delta", "additivity_gap"):  # f(x) − mean_b f(b), computed here
-        fb = np.array([_explained(model, a.baseline_values, np.full(len(a.baseline_values), t)).mean() for t in a.target])
-        np.testing.assert_allclose(a.output_change, _explained(model, X, a.target) - fb, rtol=1e-5, atol=1e-4)
+    # f(x) − mean_b f(b), computed here: what additive attributions share out
+    fb = np.array([_explained(model, a.baseline_values, np.full(len(a.baseline_values), t)).mean() for t in a.target])
+    change = _explained(model, X, a.target) - fb
+    if info.additivity in ("checked", "expected"):
+        np.testing.assert_allclose(a.output_change, change, rtol=1e-5, atol=1e-4)
     else:
         assert a.output_change is None
+    gap = a.values.reshape(len(X), -1).sum(axis=1) - change
+    if info.additivity == "exact":  # by construction, whatever the sampling
+        np.testing.assert_allclose(gap, 0.0, atol=1e-4)
+    if info.additivity == "checked":  # up to its error figure, which is that gap (the completeness finding)
+        np.testing.assert_allclose(a.error, gap, rtol=0, atol=1e-4)
     assert a.seconds >= 0 and a.settings["seed"] == 3
 
     assert not model.training
@@ -520,3 +538,75 @@ def test_one_baseline_per_row_is_chunked_with_its_row(method):
     np.testing.assert_allclose(chunked.values[4], single.values[0], rtol=1e-5, atol=1e-6)
     with pytest.raises(InputError, match="one baseline or one per input row; got 3 for 10 rows"):
         attribute(model, X, method=method, space=space, background=X, baselines=per_row[:3])
+
+
+# ------------------------------------------------------------------ the registry
+
+
+def test_registry_is_complete_and_the_derived_lists_follow_it():
+    assert set(methods_module._RUNNERS) == set(METHODS) == set(METHOD_INFO)  # every method has an implementation
+    for name, info in METHOD_INFO.items():
+        assert info.name == name and info.additivity in ADDITIVITY
+        assert info.modalities and set(info.modalities) <= set(MODALITIES)
+        assert set(info.sample_baseline) <= set(info.modalities)
+        assert info.explains in ("score", "probability")
+        if info.additivity in ("checked", "expected"):  # the gap to f(x) - f(b) is the method's error figure
+            assert info.error_name is not None
+    assert sorted(i.reason_rank for i in METHOD_INFO.values()) == list(range(1, len(METHOD_INFO) + 1))
+    assert set(ALIASES).isdisjoint(METHODS) and all(ALIASES[a] == m for m, i in METHOD_INFO.items() for a in i.aliases)
+    assert COMPLETENESS_METHODS == tuple(m for m in METHODS if METHOD_INFO[m].additivity == "checked")
+    assert sorted(REASON_METHODS) == sorted(METHODS)
+    assert RELIANCE_METHODS == tuple(m for m in REASON_METHODS if METHOD_INFO[m].additivity in ADDS_UP)
+    for kind, modality in MODALITIES.items():
+        assert set(modality.default_methods) <= set(methods_for(kind))
+
+
+class _NoGradients(nn.Module):
+    """The same outputs as ``inner``, computed under ``torch.no_grad``: they carry no gradient."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        with torch.no_grad():
+            return self.inner(x)
+
+
+def _gradient_case(request, method):
+    """A model, space, rows and background of the first data type ``method`` explains."""
+    if "tabular" in METHOD_INFO[method].modalities:
+        space, encoded = request.getfixturevalue("toy")
+        return _random_mlp(seed=4), space, encoded[:3], encoded
+    model, space, X, background = request.getfixturevalue("digits_case")
+    return model, space, X[:2], background
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_needs_gradients_is_honest(request, monkeypatch, method):
+    """On a model whose outputs carry no gradient, exactly the methods declared to need gradients
+    fail, by autograd itself once scrutiny's early check is out of the way; the others give the
+    attributions they give on the model itself."""
+    model, space, X, background = _gradient_case(request, method)
+    kwargs = {"method": method, "space": space, "background": background, "n_samples": FEW.get(method), "seed": 1}
+    cut = _NoGradients(model)
+    if METHOD_INFO[method].needs_gradients:
+        with pytest.raises(InputError, match=f"^{method} needs the gradient .*no gradients: .*kernel_shap"):
+            attribute(cut, X, **kwargs)
+        monkeypatch.setattr(methods_module, "_check_input_gradients", lambda *args: None)
+        with pytest.raises(RuntimeError):
+            attribute(cut, X, **kwargs)
+    else:
+        np.testing.assert_array_equal(attribute(cut, X, **kwargs).values, attribute(model, X, **kwargs).values)
+    assert all(p.grad is None for p in model.parameters())
+
+
+@pytest.mark.parametrize(("method", "kind"), [(m, k) for m in METHODS for k in MODALITIES
+                                              if k not in METHOD_INFO[m].modalities])
+def test_a_method_refuses_data_it_does_not_explain(toy, digits_case, method, kind):
+    space, X, background = (toy[0], toy[1][:2], toy[1]) if kind == "tabular" else (digits_case[1], digits_case[2][:2],
+                                                                                    digits_case[3])
+    with pytest.raises(InputError, match=f"^{method} explains .* only; for {kind} data use one of: "
+                                         f"{', '.join(methods_for(kind))}$"):
+        attribute(_random_mlp() if kind == "tabular" else digits_case[0], X, method=method, space=space,
+                  background=background)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from scrutiny.cli import main
 from scrutiny.audit.run.run_folder import load_run
+from scrutiny.cli import main
 
 from .test_user_data import make_frame, write
 

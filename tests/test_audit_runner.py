@@ -11,8 +11,8 @@ import contextlib
 import hashlib
 import io
 import json
-import os
 import math
+import os
 import pickle
 import shutil
 import time
@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scrutiny.cli import main
 from scrutiny.audit.run.findings import BOUNDS, status_of, validate_findings
 from scrutiny.audit.run.policy import load_policy
 from scrutiny.audit.run.run_folder import RunError, list_runs, load_run
+from scrutiny.cli import main
 from scrutiny.errors import InputError
 
 pytestmark = pytest.mark.filterwarnings(r"ignore:`torch\.jit\.\w+` is deprecated:DeprecationWarning")
@@ -384,9 +384,10 @@ def test_adult_has_fairness_for_each_attribute_and_the_intersection(adult_run):
 
 @pytest.mark.parametrize("name", ["adult", "digits"])
 def test_performance_equals_the_predictions_written(runs, name):
+    from sklearn.metrics import balanced_accuracy_score
+
     from scrutiny.models import load_model
     from scrutiny.models.training import expected_calibration_error, predict_proba
-    from sklearn.metrics import balanced_accuracy_score
 
     run, dataset, checkpoint = runs[name]
     arrays = load_run(run.path).arrays("arrays/predictions.npz")

@@ -16,8 +16,8 @@ import pytest
 import torch
 from torch import nn
 
-from scrutiny.models import ARCHITECTURES, DatasetSpec, build_model, load_model, save_checkpoint, train_on
 from scrutiny.errors import CheckpointError, InputError
+from scrutiny.models import ARCHITECTURES, DatasetSpec, build_model, load_model, save_checkpoint, train_on
 from scrutiny.models.checkpoint import FORMAT_VERSION
 from scrutiny.models.recipes import IMAGE_ONLY
 

@@ -234,6 +234,36 @@ def test_console_script_exits_2_without_traceback(tmp_path):
     assert_one_line_error(run.returncode, run.stdout, run.stderr, "unknown data set 'nosuch'", out_dir=out)
 
 
+def _help(capsys, command: str) -> str:
+    """``scrutiny COMMAND --help`` with the wrapping undone."""
+    code, out, err = cli(capsys, command, "--help")
+    assert code == 0, err
+    return " ".join(out.split())
+
+
+def test_help_lists_what_the_registries_hold(capsys):
+    """The methods, attacks and per-data-type defaults in --help come from the registries: one
+    added there is listed without editing the CLI."""
+    from scrutiny.audit.attributions.registry import METHOD_INFO
+    from scrutiny.audit.robustness.registry import ATTACK_INFO, DEFAULT_ATTACKS
+    from scrutiny.modality import MODALITIES
+
+    explain = _help(capsys, "explain")
+    for info in METHOD_INFO.values():
+        assert re.search(rf"[:,] {info.name}\b", explain), info.name
+        for alias in info.aliases:
+            assert re.search(rf"{info.name} \({alias}\b", explain), alias
+    assert "occlusion (images only)" in explain
+    attack = _help(capsys, "attack")
+    for name, info in ATTACK_INFO.items():
+        assert re.search(rf"{name}\b[^;]*\({info.kind.replace('noise', 'noise baselines')}\)", attack), name
+    assert f"[default: {','.join(DEFAULT_ATTACKS)}]" in attack
+    train = _help(capsys, "train")
+    for m in MODALITIES.values():
+        assert f"{','.join(f'{e:g}' for e in m.default_eps)} for {m.plural} ({m.eps_unit})" in attack
+        assert f"{m.default_arch} for {m.plural}" in train
+
+
 # ---------------------------------------------------------------- happy paths
 
 

@@ -45,9 +45,9 @@ def assert_same(ours: dict, theirs: dict, names):
 @pytest.mark.parametrize("name", DATASETS)
 def test_data_set_metrics_equal_aif360(load, name):
     dataset = load(name)
-    for attribute, (mask, _) in protected_groups(dataset.spec, dataset.train.groups).items():
-        ours = gm.metrics_from_counts(gm.confusion_counts(dataset.train.y, None, mask), model=False)
-        assert_same(ours, aif360_metrics(dataset.train.y, None, mask), gm.DATA_METRICS)
+    for group in protected_groups(dataset.spec, dataset.train.groups).values():
+        ours = gm.metrics_from_counts(gm.confusion_counts(dataset.train.y, None, group.mask), model=False)
+        assert_same(ours, aif360_metrics(dataset.train.y, None, group.mask), gm.DATA_METRICS)
 
 
 @pytest.mark.parametrize("name", DATASETS)
@@ -55,9 +55,9 @@ def test_model_metrics_equal_aif360(predictions, name):
     dataset, _, _, y_pred = predictions(name)
     masks = protected_groups(dataset.spec, dataset.test.groups)
     assert len(masks) == 3  # two attributes and their intersection
-    for attribute, (mask, _) in masks.items():
-        ours = gm.metrics_from_counts(gm.confusion_counts(dataset.test.y, y_pred, mask))
-        assert_same(ours, aif360_metrics(dataset.test.y, y_pred, mask), gm.MODEL_METRICS)
+    for group in masks.values():
+        ours = gm.metrics_from_counts(gm.confusion_counts(dataset.test.y, y_pred, group.mask))
+        assert_same(ours, aif360_metrics(dataset.test.y, y_pred, group.mask), gm.MODEL_METRICS)
 
 
 @pytest.mark.parametrize("name", DATASETS)
@@ -66,7 +66,7 @@ def test_consistency_equals_aif360(predictions, name):
     inputs), to the bit; Adult's test split is cut to 2,000 rows (aif360's ball-tree search is
     what costs)."""
     dataset, _, X, y_pred = predictions(name)
-    mask = protected_groups(dataset.spec, dataset.test.groups)[dataset.spec.protected[0].name][0]
+    mask = protected_groups(dataset.spec, dataset.test.groups)[dataset.spec.protected[0].name].mask
     rows = slice(0, 2000)
     features = np.column_stack([mask[rows].astype(np.float64), X[rows]])
     ours = gm.consistency(features, y_pred[rows])
@@ -144,10 +144,10 @@ def test_consistency_of_a_large_table_is_a_seeded_sample_with_an_interval(monkey
 def test_parity_and_odds_differences_equal_fairlearn(predictions):
     metrics = pytest.importorskip("fairlearn.metrics")
     dataset, _, _, y_pred = predictions("adult")
-    for attribute, (mask, _) in protected_groups(dataset.spec, dataset.test.groups).items():
-        ours = gm.metrics_from_counts(gm.confusion_counts(dataset.test.y, y_pred, mask))
-        dpd = metrics.demographic_parity_difference(dataset.test.y, y_pred, sensitive_features=mask)
-        eod = metrics.equalized_odds_difference(dataset.test.y, y_pred, sensitive_features=mask)
+    for attribute, group in protected_groups(dataset.spec, dataset.test.groups).items():
+        ours = gm.metrics_from_counts(gm.confusion_counts(dataset.test.y, y_pred, group.mask))
+        dpd = metrics.demographic_parity_difference(dataset.test.y, y_pred, sensitive_features=group.mask)
+        eod = metrics.equalized_odds_difference(dataset.test.y, y_pred, sensitive_features=group.mask)
         assert abs(abs(ours["statistical_parity_difference"]) - dpd) <= 1e-12, attribute
         assert abs(ours["equalized_odds_difference"] - eod) <= 1e-12, attribute
 
@@ -200,6 +200,10 @@ def test_assess_fairness_on_german(predictions):
     dataset, model, _, y_pred = predictions("german")
     result = assess_fairness(model, dataset, n_boot=200, seed=0)
     assert [c.attribute for c in result.model] == ["sex", "age", "sex × age"]
+    sex_group, age_group = (p.describe() for p in dataset.spec.protected)
+    assert [c.levels for c in result.model] == [(("sex", sex_group),), (("age", age_group),),
+                                                (("sex", sex_group), ("age", age_group))]
+    assert result.model[2].privileged == f"{sex_group} and {age_group}"
     sex = result.model[0]
     mask = dataset.spec.protected[0].is_privileged(dataset.test.groups["sex"])
     expected = aif360_metrics(dataset.test.y, y_pred, mask)
@@ -241,6 +245,31 @@ def test_impact_ratio_table_follows_ll144():
     assert rows["x"].excluded and not rows["x"].below_four_fifths  # 1 % of rows: left out, as LL144 allows
 
 
+def test_intersections_are_pairs_of_attribute_and_value_whatever_the_values_hold():
+    """A category whose value holds the display separator (`` × ``) or `` and `` keeps its own
+    levels: an intersection's attribute and category are structured, the joined text only shown."""
+    from scrutiny.models import DatasetSpec, Feature, ProtectedAttribute
+
+    spec = DatasetSpec(name="t", task="tabular", label="y", classes=("no", "yes"), favourable_label="yes",
+                       features=(Feature("race", "categorical"), Feature("sex", "binary")),
+                       protected=(ProtectedAttribute("race", ("w × v",)), ProtectedAttribute("sex", ("m and f",))))
+    groups = pd.DataFrame({"race": ["w × v", "w × v", "b", "b", "w × v", "b"] * 10,
+                           "sex": ["m and f", "f", "m and f", "f", "f", "f"] * 10})
+    selected = np.tile([1, 0, 1, 1, 0, 0], 10)
+    rows = impact_ratios(spec, groups, selected, ["race", "sex"])
+    crossed = [r for r in rows if len(r.levels) == 2]
+    assert [r.levels for r in crossed] == [(("race", "b"), ("sex", "f")), (("race", "b"), ("sex", "m and f")),
+                                           (("race", "w × v"), ("sex", "f")), (("race", "w × v"), ("sex", "m and f"))]
+    assert crossed[2].attribute == "race × sex" and crossed[2].category == "w × v × f"
+    for r in crossed:
+        race, sex = (value for _, value in r.levels)
+        cell = (groups["race"] == race).to_numpy() & (groups["sex"] == sex).to_numpy()
+        assert r.n == cell.sum() and r.selection_rate == selected[cell].mean(), r.levels
+    group = protected_groups(spec, groups)["race × sex"]
+    assert group.levels == (("race", "race in {w × v}"), ("sex", "sex in {m and f}"))
+    assert (group.mask == ((groups["race"] == "w × v") & (groups["sex"] == "m and f")).to_numpy()).all()
+
+
 def test_bad_protected_attributes_are_clear_errors(load):
     german = load("german")
     groups = german.test.groups
@@ -250,7 +279,7 @@ def test_bad_protected_attributes_are_clear_errors(load):
         protected_groups(german.spec, groups.assign(sex="male"))
     with pytest.raises(DataError, match="privileged value\\(s\\) 'male' of 'sex' not found"):
         protected_groups(german.spec, groups.assign(sex=np.where(groups["sex"] == "male", "m", "f")))
-    with pytest.raises(InputError, match="'race' not protected in german"):
+    with pytest.raises(InputError, match="^attributes: 'race' not protected in german"):
         protected_groups(german.spec, groups, ["race"])
 
 
@@ -280,7 +309,7 @@ def test_cli_fairness_data_only_and_model(capsys, tmp_path, data_dir, prediction
     assert code == 0, err
     assert "equalized_odds_difference" in out and "impact ratio" in out
     code, _, err = cli(capsys, "fairness", checkpoint, "--data", "german", "--attributes", "race")
-    assert code == 2 and "'race' not protected in german" in err
+    assert code == 2 and "--attributes: 'race' not protected in german" in err  # the CLI names its option
 
 
 def test_label_must_be_binary_for_a_binary_spec(tmp_path, capsys):
@@ -309,6 +338,25 @@ def test_mitigation_before_and_after(predictions):
     assert abs(reweighing.after[spd].value) < abs(reweighing.before[spd].value)
     eod = "equalized_odds_difference"
     assert post.after[eod].value < post.before[eod].value
+
+
+def test_mitigation_of_a_model_that_names_no_architecture_asks_for_arch(predictions):
+    """The library names its own parameter, never a CLI option."""
+    from scrutiny.audit.fairness.assess import mitigate
+
+    class Plain(torch.nn.Module):  # a model from elsewhere: no `arch` to retrain
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return self.inner(x)
+
+    dataset, model, _, _ = predictions("german")
+    plain = Plain(model)
+    assert getattr(plain, "arch", None) is None
+    with pytest.raises(InputError, match=r"this model does not say which \(pass arch\)$"):
+        mitigate(plain, dataset, "sex", n_boot=0)
 
 
 def test_cli_fairness_mitigate_needs_a_model(capsys, data_dir):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+
 from scrutiny.audit.attributions.feature_space import FeatureSpace, patch_groups, tabular_space
 
 

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from scrutiny.cli import main
-from scrutiny.audit.run.run_folder import RUN, RunError, RunWriter, load_run
 from scrutiny import safe_write
+from scrutiny.audit.run.run_folder import RUN, RunError, RunWriter, load_run
+from scrutiny.cli import main
 
 PERFORMANCE_ONLY = 'families = ["performance"]\n'
 NON_UTF8 = os.fsdecode(b"run_\xff")  # a name with a byte that is not UTF-8 (a lone surrogate in Python)
@@ -494,7 +494,7 @@ def test_overwrite_keeps_the_old_or_the_new_run_at_every_step(renameat2, run, tm
         calls: list[str] = []
         active = [False]
 
-        def hooked(name, real):
+        def hooked(name, real, calls=calls, active=active, crash_at=crash_at, out=out):
             def call(*args, **kwargs):
                 if not active[0]:
                     return real(*args, **kwargs)

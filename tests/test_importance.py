@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from scrutiny.cli import main
 from scrutiny.audit.attributions.explain import explain, resolve_methods
 from scrutiny.audit.attributions.importance import agreement, agreement_matrix, global_importance
+from scrutiny.cli import main
 from scrutiny.errors import InputError
 
 
@@ -98,9 +98,10 @@ def test_explain_plots_are_written_atomically(trained, capsys, tmp_path):
 
 
 def test_image_heatmaps(load, tmp_path):
+    import torch
+
     from scrutiny.audit import plots
     from scrutiny.models import build_model
-    import torch
 
     digits = load("digits")
     torch.manual_seed(0)

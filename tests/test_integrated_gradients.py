@@ -6,8 +6,8 @@ import pytest
 import torch
 from captum.attr import IntegratedGradients
 
-from scrutiny.audit.attributions.methods import ExplainedOutput
 from scrutiny.audit.attributions.integrated_gradients import gauss_legendre, integrated_gradients
+from scrutiny.audit.attributions.methods import ExplainedOutput
 from scrutiny.models import build_model
 
 

@@ -92,7 +92,7 @@ def test_groups_move_together():
         return out
 
     for i, t in enumerate([0, 2]):
-        explainer = shap.KernelExplainer(lambda z: grouped(z, t), np.zeros((1, 3)))
+        explainer = shap.KernelExplainer(lambda z, t=t: grouped(z, t), np.zeros((1, 3)))
         reference = explainer.shap_values(np.ones((1, 3)), nsamples=8, silent=True, l1_reg=False)[0]
         np.testing.assert_allclose(ours[i], reference, atol=1e-8)
 

@@ -9,11 +9,12 @@ import pandas as pd
 import pytest
 import torch
 from lime.lime_tabular import LimeTabularExplainer
-from scrutiny.audit.attributions.methods import attribute, batched_outputs
+from sklearn.linear_model import Ridge
+
 from scrutiny.audit.attributions.feature_space import tabular_space
 from scrutiny.audit.attributions.lime_tabular import LimeFit, explain_rows, weighted_ridge
+from scrutiny.audit.attributions.methods import attribute, batched_outputs
 from scrutiny.models import DatasetSpec, Feature, TabularPreprocessor, build_model
-from sklearn.linear_model import Ridge
 
 ROWS, SAMPLES = 20, 600
 # lime's "auto" feature selection: forward selection up to 6 features, highest weights above

@@ -16,8 +16,8 @@ from scrutiny.audit.fairness.mitigation import (
     reweighing_weights,
     split_for_postprocessing,
 )
-from scrutiny.models import build_model, predict_proba, train, train_on
 from scrutiny.errors import DataError, InputError
+from scrutiny.models import build_model, predict_proba, train, train_on
 from scrutiny.models.training import train_val_split
 
 FAST = {"progress": False, "device": "cpu"}

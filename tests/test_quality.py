@@ -8,10 +8,15 @@ import torch
 from captum.attr import Saliency
 from torch import nn
 
-from scrutiny.audit.attributions.methods import ExplainedOutput, attribute
 from scrutiny.audit.attributions.explain import feature_space_for
 from scrutiny.audit.attributions.feature_space import FeatureSpace
-from scrutiny.audit.attributions.quality import deletion_insertion, infidelity_sensitivity, randomisation_check, randomise_weights
+from scrutiny.audit.attributions.methods import ExplainedOutput, attribute
+from scrutiny.audit.attributions.quality import (
+    deletion_insertion,
+    infidelity_sensitivity,
+    randomisation_check,
+    randomise_weights,
+)
 
 
 def _linear(weights):

@@ -189,8 +189,8 @@ def test_command_parses_with_valid_values(command, load, capsys):
 
 
 def test_the_listed_architectures_are_the_ones_train_accepts(load):
-    from scrutiny.models import train_on
     from scrutiny.errors import InputError
+    from scrutiny.models import train_on
     from scrutiny.models.architectures import ARCHITECTURES
 
     text = README.read_text(encoding="utf-8")

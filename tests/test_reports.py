@@ -24,9 +24,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scrutiny.cli import main
+
 from scrutiny.audit.run.findings import STATUS_WORDS, STATUSES
 from scrutiny.audit.run.run_folder import Run, load_run, to_json
+from scrutiny.cli import main
 
 from . import audit_configs
 
@@ -412,6 +413,22 @@ def test_method_table_shows_each_methods_error_figure(adult):
     assert rows["integrated_gradients"][0][3] == "completeness gap"
 
 
+def test_typed_reading_fails_loudly_on_a_field_the_details_do_not_declare(adult):
+    """Report numbers come from the typed details, their pointers from the classes' field names: a
+    misspelt field is an error, not a missing number; a pointer is the JSON's own."""
+    from scrutiny.reports.content import _At
+
+    findings = json.loads((adult.path / "findings.json").read_text())
+    fairness = _At(adult.run.details("fairness"), "/details/fairness")
+    n = fairness.num("model", 2, "per_group", "privileged", "n", style="int")
+    assert n.path == "/details/fairness/model/2/per_group/privileged/n"
+    assert n.value == pointer(findings, n.path)
+    with pytest.raises(AttributeError, match="GroupFigures has no field 'rows'"):
+        fairness.num("model", 2, "per_group", "privileged", "rows")
+    with pytest.raises(AttributeError, match="GroupComparisonEntry has no field 'attributes'"):
+        fairness.at("model", 0, "attributes")  # a property, not a field: it has no place in the JSON
+
+
 # ------------------------------------------------------------------ 3. PDF
 
 
@@ -725,6 +742,26 @@ def test_a_card_with_an_unknown_key(adult, tmp_path, capsys):
     code, out, err = report([str(adult.path), "--format", "html", "--out", str(out_dir), "--card", str(card)], capsys)
     _assert_one_line_error(code, out, err, "--card", str(card), "owner_email")
     _assert_nothing_written(out_dir)
+
+
+def test_library_errors_name_the_parameters_not_the_cli_options(adult, tmp_path):
+    from scrutiny.errors import InputError
+    from scrutiny.reports.render import check_formats, load_card, write_reports
+
+    with pytest.raises(InputError, match=r"^formats docx: expected some of html, pdf, md$"):
+        write_reports(adult.path, formats=["html", "docx"], out=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(InputError, match=r"^formats \(none\): expected"):
+        check_formats([" ", ""])
+    assert check_formats([" HTML", "md", "html"]) == ["html", "md"]
+    card = tmp_path / "card.toml"
+    card.write_text('owner_email = "someone@example.org"\n')
+    with pytest.raises(InputError, match=rf"^card {re.escape(str(card))}: unknown key 'owner_email'"):
+        load_card(card)
+    with pytest.raises(InputError, match=rf"^--card {re.escape(str(card))}: unknown key"):  # as the CLI names it
+        load_card(card, what="--card")
+    with pytest.raises(InputError, match=r"^card \S+: no such file$"):
+        load_card(tmp_path / "missing.toml")
 
 
 # ------------------------------------------------------------------ 8. --card, --out, permissions

@@ -1,5 +1,6 @@
 """Attacks stay inside their ε-ball and constraints, actually hurt, agree with ART's PGD, and a
-model with masked gradients is caught."""
+model with masked gradients is caught. The contract tests run every attack of the registry
+(:mod:`scrutiny.audit.robustness.registry`) in every norm it declares."""
 
 from __future__ import annotations
 
@@ -8,9 +9,27 @@ import pytest
 import torch
 from torch import nn
 
-from scrutiny.audit.robustness.attacks import (fgsm, image_constraints, perturbation_norm, pgd, random_noise, square,
-                                    tabular_constraints)
+from scrutiny.audit.robustness import attacks as attacks_module
 from scrutiny.audit.robustness.assess import assess_robustness, fit_detector
+from scrutiny.audit.robustness.attacks import (
+    image_constraints,
+    perturbation_norm,
+    pgd,
+    random_noise,
+    run_attack,
+    square,
+    tabular_constraints,
+)
+from scrutiny.audit.robustness.registry import (
+    ATTACK_INFO,
+    ATTACKS,
+    DEFAULT_ATTACKS,
+    KINDS,
+    NORMS,
+    REAL_ATTACKS,
+    WHITE_BOX,
+    primary_attack,
+)
 from scrutiny.errors import InputError
 
 
@@ -34,23 +53,62 @@ def check_image_ball(x_adv, x, eps, norm):
     assert float(x_adv.min()) >= 0.0 and float(x_adv.max()) <= 1.0
 
 
-ATTACKS = {
-    "fgsm": lambda m, x, y, e, n, c: fgsm(m, x, y, e, norm=n, constraints=c),
-    "pgd": lambda m, x, y, e, n, c: pgd(m, x, y, e, norm=n, constraints=c, steps=10, restarts=2),
-    "square": lambda m, x, y, e, n, c: square(m, x, y, e, norm=n, constraints=c, queries=50),
-    "gaussian": lambda m, x, y, e, n, c: random_noise(m, x, y, e, norm=n, constraints=c, draws=3),
-    "uniform": lambda m, x, y, e, n, c: random_noise(m, x, y, e, norm=n, constraints=c, kind="uniform", draws=3),
-}
+def attack(name, model, x, y, eps, norm, constraints):
+    """The registered attack ``name`` with small settings: the contract does not depend on them."""
+    return run_attack(name, model, x, y, eps, norm=norm, constraints=constraints, steps=10, restarts=2, queries=50)
 
 
-@pytest.mark.parametrize("norm, eps", [("linf", 0.1), ("l2", 0.5)])
-@pytest.mark.parametrize("name", list(ATTACKS))
-def test_image_attacks_stay_in_ball_and_pixel_range(digits_cnn, name, norm, eps):
+EPS = {"linf": 0.1, "l2": 0.5}  # image radii per norm
+CASES = [(name, norm) for name, info in ATTACK_INFO.items() for norm in info.norms]
+
+
+@pytest.mark.parametrize("name, norm", CASES)
+def test_image_attacks_stay_in_ball_and_pixel_range(digits_cnn, name, norm):
     _, model, X, y = digits_cnn
     constraints = image_constraints((1, 8, 8), (0.0, 1.0))
-    x_adv = ATTACKS[name](model, X[:64], y[:64], eps, norm, constraints)
-    check_image_ball(x_adv, X[:64], eps, norm)
+    x_adv = attack(name, model, X[:64], y[:64], EPS[norm], norm, constraints)
+    check_image_ball(x_adv, X[:64], EPS[norm], norm)
     assert all(p.grad is None for p in model.parameters()), "an attack left gradients on the weights"
+
+
+def test_registry_is_complete_and_the_derived_lists_follow_it():
+    assert set(attacks_module._RUNNERS) == set(ATTACKS) == set(ATTACK_INFO)  # every attack has an implementation
+    for name, info in ATTACK_INFO.items():
+        assert info.name == name and info.kind in KINDS and info.norms and set(info.norms) <= set(NORMS)
+        assert info.needs_gradients == (info.kind == "white-box")
+    assert WHITE_BOX == tuple(a for a in ATTACKS if ATTACK_INFO[a].needs_gradients)
+    assert REAL_ATTACKS == tuple(a for a in ATTACKS if ATTACK_INFO[a].kind != "noise")
+    assert DEFAULT_ATTACKS == tuple(a for a in ATTACKS if ATTACK_INFO[a].default) and DEFAULT_ATTACKS
+    noise = [a for a in ATTACKS if ATTACK_INFO[a].kind == "noise"]
+    assert primary_attack(noise + [REAL_ATTACKS[-1], REAL_ATTACKS[0]]) == REAL_ATTACKS[0]
+    assert primary_attack(noise) == noise[0]
+
+
+class NoGradients(nn.Module):
+    """The same outputs as ``model``, computed under ``torch.no_grad``: they carry no gradient."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        with torch.no_grad():
+            return self.model(x)
+
+
+@pytest.mark.parametrize("name", ATTACKS)
+def test_needs_gradients_is_honest(digits_cnn, name):
+    """On a model whose outputs carry no gradient, exactly the attacks declared to need gradients
+    fail; the others attack it as they attack the model itself."""
+    _, model, X, y = digits_cnn
+    constraints = image_constraints((1, 8, 8), (0.0, 1.0))
+    cut = NoGradients(model)
+    if ATTACK_INFO[name].needs_gradients:
+        with pytest.raises(RuntimeError):
+            attack(name, cut, X[:16], y[:16], 0.1, "linf", constraints)
+    else:
+        x_adv = attack(name, cut, X[:16], y[:16], 0.1, "linf", constraints)
+        assert torch.equal(x_adv, attack(name, model, X[:16], y[:16], 0.1, "linf", constraints))
 
 
 def test_per_row_radii_are_respected(digits_cnn):
@@ -166,26 +224,26 @@ def test_tabular_attacks_keep_every_constraint(load):
     y = torch.as_tensor(german.test.y)
     groups = pre.feature_groups
     held = {"sex", "age", "duration"} | {f.name for f in german.spec.features if f.kind != "numeric"}
-    for name in ATTACKS:
-        for norm, eps in (("linf", 0.5), ("l2", 1.0)):
-            x_adv = ATTACKS[name](model, X, y, eps, norm, constraints).numpy()
-            x = X.numpy()
-            assert perturbation_norm(x_adv, x, norm).max() <= eps * (1 + 1e-5) + 1e-6, name
-            for feature in german.spec.features:
-                cols = groups[feature.name]
-                if feature.name in held:
-                    np.testing.assert_array_equal(x_adv[:, cols], x[:, cols], err_msg=f"{name} moved {feature.name}")
-                    continue
-                (c,) = cols
-                lo, hi = min(X_train[:, c].min(), x[:, c].min()), max(X_train[:, c].max(), x[:, c].max())
-                assert x_adv[:, c].min() >= lo - 1e-6 and x_adv[:, c].max() <= hi + 1e-6, (name, feature.name)
-                if feature.integer:
-                    original = x_adv[:, c].astype(np.float64) * pre.scales_[feature.name] + pre.means_[feature.name]
-                    np.testing.assert_allclose(original, np.round(original), atol=1e-3, err_msg=f"{name} {feature.name}")
-            for feature in german.spec.features:
-                if feature.kind == "categorical":
-                    block = x_adv[:, groups[feature.name]]
-                    assert set(np.unique(block)) <= {0.0, 1.0} and np.all(block.sum(axis=1) <= 1)
+    for name, norm in CASES:  # every registered attack in every norm it declares
+        eps = {"linf": 0.5, "l2": 1.0}[norm]
+        x_adv = attack(name, model, X, y, eps, norm, constraints).numpy()
+        x = X.numpy()
+        assert perturbation_norm(x_adv, x, norm).max() <= eps * (1 + 1e-5) + 1e-6, name
+        for feature in german.spec.features:
+            cols = groups[feature.name]
+            if feature.name in held:
+                np.testing.assert_array_equal(x_adv[:, cols], x[:, cols], err_msg=f"{name} moved {feature.name}")
+                continue
+            (c,) = cols
+            lo, hi = min(X_train[:, c].min(), x[:, c].min()), max(X_train[:, c].max(), x[:, c].max())
+            assert x_adv[:, c].min() >= lo - 1e-6 and x_adv[:, c].max() <= hi + 1e-6, (name, feature.name)
+            if feature.integer:
+                original = x_adv[:, c].astype(np.float64) * pre.scales_[feature.name] + pre.means_[feature.name]
+                np.testing.assert_allclose(original, np.round(original), atol=1e-3, err_msg=f"{name} {feature.name}")
+        for feature in german.spec.features:
+            if feature.kind == "categorical":
+                block = x_adv[:, groups[feature.name]]
+                assert set(np.unique(block)) <= {0.0, 1.0} and np.all(block.sum(axis=1) <= 1)
     moved = pgd(model, X, y, 1.0, constraints=constraints)
     assert (perturbation_norm(moved.numpy(), X.numpy(), "linf") > 0).mean() > 0.5  # it does change rows
     (rule,) = [r for r in constraints.applied if r.startswith("immutable: ")]

@@ -14,13 +14,13 @@ from scipy.stats import spearmanr
 from torch import nn
 
 from scrutiny.audit.attributions import kernel_shap as ks
-from scrutiny.audit.attributions.methods import attribute
-from scrutiny.audit.attributions.feature_space import FeatureSpace, patch_groups
-from scrutiny.audit.run.findings import status_of
-from scrutiny.audit.run.policy import load_policy
 from scrutiny.audit.attributions.details import MethodEntry
 from scrutiny.audit.attributions.family import _sampling_error
+from scrutiny.audit.attributions.feature_space import FeatureSpace, patch_groups
+from scrutiny.audit.attributions.methods import attribute
 from scrutiny.audit.run.family import AuditContext
+from scrutiny.audit.run.findings import status_of
+from scrutiny.audit.run.policy import load_policy
 
 
 def _model(m: int, seed: int = 0):

@@ -216,8 +216,8 @@ def scripted_model(folder, data, spec, *, privileged_cut: float, unprivileged_cu
 
 
 def run_audit_cli(monkeypatch, capsys, folder, model, data, spec):
-    from scrutiny.cli import main
     from scrutiny.audit.run.run_folder import load_run
+    from scrutiny.cli import main
 
     monkeypatch.setenv("COLUMNS", "80")
     config = folder / "audit.toml"

@@ -10,8 +10,8 @@ from sklearn.datasets import load_digits, make_classification
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from scrutiny.models.architectures import ARCHITECTURES, build_model, reconstruction_error
 from scrutiny.errors import InputError
+from scrutiny.models.architectures import ARCHITECTURES, build_model, reconstruction_error
 from scrutiny.models.training import (
     DEFAULT_TRAINING,
     TrainResult,

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scrutiny.models import Feature, load_table
 from scrutiny.errors import DataError
+from scrutiny.models import Feature, load_table
 
 SPEC = """
 label = "approved"

@@ -20,7 +20,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .details import ADVERSE_ACTION_ARRAYS as ARRAYS
 from .details import AdverseActionSummary
+from .registry import REASON_METHODS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -28,10 +30,8 @@ if TYPE_CHECKING:
 __all__ = ["PREFERRED_METHODS", "MAX_REASONS", "ARRAYS", "Notices", "adverse_action_notices", "value_text"]
 
 # model-agnostic and additive first: KernelSHAP values share out exactly the score being explained
-PREFERRED_METHODS = ("kernel_shap", "integrated_gradients", "deeplift", "lime", "gradient_shap", "shap_gradient",
-                     "feature_ablation", "input_x_gradient", "saliency", "occlusion")
+PREFERRED_METHODS = REASON_METHODS  # the registry's order of preference for a notice's reasons
 MAX_REASONS = 4
-ARRAYS = "arrays/adverse_action.npz"
 FAVOURABLE, UNFAVOURABLE = 1, 0  # scrutiny's class indices for binary tasks
 
 

@@ -7,9 +7,18 @@ from dataclasses import dataclass
 from scrutiny.audit.run.details import Details, optional
 
 __all__ = ["AttributionsDetails", "MethodEntry", "ImportanceEntry", "AgreementEntry", "QualityEntry", "QualityCurves",
-           "AdverseActionSummary", "DETAILS"]
+           "AdverseActionSummary", "DETAILS", "ARRAYS", "EXPLAINED_ROWS", "ADVERSE_ACTION_ARRAYS", "IMPORTANCE_FIGURE",
+           "AGREEMENT_FIGURE", "HEATMAPS_FIGURE"]
 
 Setting = int | float | str | bool
+
+# the run-folder files the family writes
+ARRAYS = "arrays/attributions.npz"                    # rows, target, per-feature attributions of each method
+EXPLAINED_ROWS = "arrays/explained_rows.parquet"      # tables only: the explained rows' raw values
+ADVERSE_ACTION_ARRAYS = "arrays/adverse_action.npz"   # the adverse-action notices (AdverseActionSummary.file)
+IMPORTANCE_FIGURE = "figures/importance.png"
+AGREEMENT_FIGURE = "figures/agreement.png"            # two methods or more
+HEATMAPS_FIGURE = "figures/heatmaps.png"              # images only
 
 
 @dataclass

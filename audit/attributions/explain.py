@@ -15,7 +15,7 @@ from torch import nn
 
 from scrutiny.audit.attributions.feature_space import FeatureSpace, patch_groups, tabular_space
 from scrutiny.audit.attributions.importance import Agreement, Importance, agreement_matrix, global_importance
-from scrutiny.audit.attributions.methods import METHODS, Attribution, attribute
+from scrutiny.audit.attributions.methods import Attribution, attribute
 from scrutiny.audit.attributions.quality import (
     DeletionCurves,
     RandomisationResult,
@@ -23,13 +23,11 @@ from scrutiny.audit.attributions.quality import (
     infidelity_sensitivity,
     randomisation_check,
 )
-from scrutiny.errors import InputError
+from scrutiny.audit.attributions.registry import ALIASES, resolve_methods
 from scrutiny.limits import check_int
 from scrutiny.models import Dataset
 
 __all__ = ["ALIASES", "Explanations", "Quality", "explain", "feature_space_for", "resolve_methods", "sample_test_rows"]
-
-ALIASES = {"ig": "integrated_gradients", "shap": "kernel_shap", "ixg": "input_x_gradient"}
 
 
 @dataclass
@@ -53,17 +51,6 @@ class Explanations:
     importance: dict[str, Importance]
     agreements: list[Agreement]
     quality: dict[str, Quality] | None = None
-
-
-def resolve_methods(names: list[str]) -> list[str]:
-    methods = [ALIASES.get(n.strip(), n.strip()) for n in names if n.strip()]
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown or not methods:
-        raise InputError(
-            f"unknown attribution method {', '.join(repr(u) for u in unknown) or '(none given)'}; "
-            f"expected: {', '.join(METHODS)} (or {', '.join(ALIASES)})"
-        )
-    return list(dict.fromkeys(methods))
 
 
 def feature_space_for(dataset: Dataset, preprocessor=None) -> FeatureSpace:

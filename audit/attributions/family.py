@@ -7,16 +7,26 @@ import numpy as np
 from scrutiny.audit import plots
 from scrutiny.audit.run.family import AuditContext, FamilyResult
 from scrutiny.audit.run.findings import Finding
+from scrutiny.modality import modality
 
 from . import adverse_action
-from .details import AgreementEntry, AttributionsDetails, ImportanceEntry, MethodEntry, QualityCurves, QualityEntry
+from .details import (
+    AGREEMENT_FIGURE,
+    ARRAYS,
+    EXPLAINED_ROWS,
+    HEATMAPS_FIGURE,
+    IMPORTANCE_FIGURE,
+    AgreementEntry,
+    AttributionsDetails,
+    ImportanceEntry,
+    MethodEntry,
+    QualityCurves,
+    QualityEntry,
+)
+from .registry import COMPLETENESS_METHODS, RELIANCE_METHODS
 
 __all__ = ["run"]
 
-# methods whose attributions must add up to f(x) - f(baseline) and may not (KernelSHAP adds up by
-# construction: its check is the sampling error instead)
-COMPLETENESS_METHODS = ("integrated_gradients", "deeplift")
-RELIANCE_METHODS = ("kernel_shap", "integrated_gradients")  # additive methods first: shares of the explained score
 NEGLIGIBLE_CHANGE = 1e-4  # |f(x) - f(baseline)| below this leaves no share to account for
 
 
@@ -32,6 +42,7 @@ def run(context: AuditContext) -> FamilyResult:
 
     c = context
     cfg, spec = c.config.attributions, c.dataset.spec
+    heatmaps = "heatmaps" in modality(spec.task).figures
     result = explain(c.model, c.dataset, methods=cfg.methods, samples=cfg.samples, preprocessor=c.preprocessor,
                      seed=c.config.seed, top_k=cfg.top_k, n_boot=cfg.n_boot, quality=cfg.quality,
                      quality_samples=cfg.quality_samples)
@@ -83,27 +94,27 @@ def run(context: AuditContext) -> FamilyResult:
     )
     stored = {"rows": result.rows, "target": first.target}
     stored.update({f"{m}": v.astype(np.float32) for m, v in result.per_feature.items()})
-    if spec.task == "image":
+    if heatmaps:  # the pixels the heat maps are drawn over
         stored["inputs"] = c.dataset.test.X[result.rows].astype(np.float32)
         stored.update({f"{m}__pixels": a.values.astype(np.float32) for m, a in result.attributions.items()})
-    arrays["arrays/attributions.npz"] = stored
+    arrays[ARRAYS] = stored
     tables = {}
     if spec.task != "image":
         rows = c.dataset.test.X.iloc[result.rows].reset_index(drop=True).copy()
         rows.insert(0, "test_row", result.rows)
         rows["label"] = [spec.classes[i] for i in c.dataset.test.y[result.rows]]
         rows["explained_class"] = [spec.classes[i] for i in first.target]
-        tables["arrays/explained_rows.parquet"] = rows
-    figures = {"importance": plots.importance_figure(result.importance)}
+        tables[EXPLAINED_ROWS] = rows
+    figures = {IMPORTANCE_FIGURE: plots.importance_figure(result.importance)}
     if result.agreements:
-        figures["agreement"] = plots.agreement_figure(list(result.attributions), result.agreements)
-    if spec.task == "image":
+        figures[AGREEMENT_FIGURE] = plots.agreement_figure(list(result.attributions), result.agreements)
+    if heatmaps:
         shown = slice(0, min(6, len(result.rows)))
         titles = [f"true {spec.classes[c.dataset.test.y[r]]}, explained {spec.classes[t]}"
                   for r, t in zip(result.rows[shown], first.target[shown])]
-        figures["heatmaps"] = plots.heatmap_figure(c.dataset.test.X[result.rows[shown]],
-                                                   {m: a.values[shown] for m, a in result.attributions.items()},
-                                                   titles=titles)
+        figures[HEATMAPS_FIGURE] = plots.heatmap_figure(c.dataset.test.X[result.rows[shown]],
+                                                         {m: a.values[shown] for m, a in result.attributions.items()},
+                                                         titles=titles)
     return FamilyResult(findings=findings, details=details, arrays=arrays, tables=tables, figures=figures)
 
 

@@ -44,10 +44,10 @@ evaluations (0.1–0.3 %).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import combinations
 from math import comb
-from typing import Callable
 
 import numpy as np
 

@@ -1,7 +1,8 @@
 """Attributions: why the model decides as it does, per sample and overall.
 
 One entry point, :func:`attribute`, runs any of the methods in :data:`METHODS` and returns
-one result type, :class:`Attribution`:
+one result type, :class:`Attribution`. Each method is declared once, with its library,
+data types, need for gradients, additivity and error figure, in :mod:`.registry`:
 
 ========================  =========  ====================================================
 method                    library    error figure recorded per sample
@@ -54,17 +55,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from scrutiny.errors import InputError
-
 from scrutiny.audit.attributions.feature_space import FeatureSpace
+from scrutiny.audit.attributions.registry import METHOD_INFO, METHODS, default_baseline, methods_for
+from scrutiny.errors import InputError
+from scrutiny.modality import modality
 
 __all__ = ["METHODS", "Attribution", "attribute", "ExplainedOutput", "batched_outputs", "default_baseline", "to_device"]
 
-METHODS = (
-    "integrated_gradients", "saliency", "input_x_gradient", "deeplift", "gradient_shap",
-    "feature_ablation", "occlusion", "kernel_shap", "shap_gradient", "lime",
-)
-SAMPLE_BASELINE_METHODS = {"gradient_shap", "kernel_shap", "shap_gradient"}
 # below this largest |attribution| (in the explained output's units) a row has nothing to explain
 ATTRIBUTION_FLOOR = 1e-4
 
@@ -134,14 +131,6 @@ class ExplainedOutput(nn.Module):
         return "log_odds" if n_classes == 2 else "logit"
 
 
-def default_baseline(method: str, kind: str) -> str:
-    """Images: a blank image, except for the expected-gradient methods; tables: the training
-    mean, except for the SHAP methods, whose baseline is a sample of training rows."""
-    if kind == "image":
-        return "train_sample" if method in ("gradient_shap", "shap_gradient") else "zeros"
-    return "train_sample" if method in SAMPLE_BASELINE_METHODS else "train_mean"
-
-
 def attribute(
     model: nn.Module,
     inputs: np.ndarray,
@@ -182,8 +171,8 @@ def attribute(
         n_samples: samples per explanation: baseline draws of GradientSHAP (default 32),
             shap's expected-gradients samples (200), KernelSHAP coalitions (shap's "auto"),
             LIME perturbations (lime's 5000).
-        n_background: background rows for the sample baselines. Default: 50 for KernelSHAP,
-            100 otherwise.
+        n_background: background rows for the sample baselines. Default: the method's
+            ``n_background`` in :mod:`.registry` (50 for KernelSHAP, 100 otherwise).
         batch_size: samples per chunk, so that memory stays bounded on large inputs.
             Default: 256
         seed: seeds every random draw.
@@ -204,6 +193,10 @@ def attribute(
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if method not in METHODS:
         raise InputError(f"unknown attribution method '{method}'; expected one of: {', '.join(METHODS)}")
+    info = METHOD_INFO[method]
+    if space.kind not in info.modalities:
+        raise InputError(f"{method} explains {' and '.join(info.modalities)} data only; for {space.kind} data use "
+                         f"one of: {', '.join(methods_for(space.kind))}")
     inputs = np.asarray(inputs, dtype=np.float32)
     background = np.asarray(background, dtype=np.float32)
     if inputs.shape[1:] != tuple(space.input_shape):
@@ -219,9 +212,11 @@ def attribute(
             target = np.broadcast_to(np.asarray(target, dtype=np.int64), (len(inputs),)).copy()
             if target.min() < 0 or target.max() >= n_classes:
                 raise InputError(f"target classes must lie in 0..{n_classes - 1}; got {sorted(set(target.tolist()))[:5]}")
+        if info.needs_gradients:
+            _check_input_gradients(wrapped, inputs, method, space.kind)
         baseline_name, base = _baseline(
             baselines if baselines is not None else default_baseline(method, space.kind),
-            background, space, n_background or (50 if method == "kernel_shap" else 100), seed,
+            background, space, n_background or info.n_background, seed,
         )
         start = time.perf_counter()
         runner = _RUNNERS[method]
@@ -235,7 +230,7 @@ def attribute(
             )
         seconds = time.perf_counter() - start
         output_change = None
-        if error_name in ("convergence_delta", "additivity_gap"):
+        if info.additivity in ("checked", "expected"):
             reference = batched_outputs(wrapped, base, batch_size).mean(axis=0)
             output_change = logits[np.arange(len(inputs)), target] - reference[target]
     finally:
@@ -244,7 +239,7 @@ def attribute(
         method=method,
         values=np.asarray(values, dtype=np.float64).reshape(inputs.shape),
         target=target,
-        output="probability" if method == "lime" else ExplainedOutput.name(n_classes),
+        output="probability" if info.explains == "probability" else ExplainedOutput.name(n_classes),
         baseline=baseline_name,
         baseline_values=base,
         error=None if error is None else np.asarray(error, dtype=np.float64),
@@ -274,6 +269,19 @@ def batched_outputs(model: nn.Module, inputs: np.ndarray, batch_size: int, *, pr
             out = model(to_device(np.asarray(inputs[i:i + batch_size], dtype=np.float32), model))
             chunks.append((torch.softmax(out, dim=1) if probabilities else out).double().cpu().numpy())
     return np.concatenate(chunks)
+
+
+def _check_input_gradients(wrapped: nn.Module, inputs: np.ndarray, method: str, kind: str) -> None:
+    """Refuse, before any work, a model whose outputs carry no gradient to its inputs (its
+    forward runs under ``torch.no_grad``, detaches, or leaves torch): ``method`` needs one."""
+    x = to_device(inputs[:1], wrapped).requires_grad_()
+    with torch.enable_grad():
+        carried = wrapped(x).requires_grad
+    if not carried:
+        gradient_free = [m for m in methods_for(kind) if not METHOD_INFO[m].needs_gradients]
+        raise InputError(f"{method} needs the gradient of the model's outputs with respect to its inputs, and this "
+                         f"model's outputs carry none (its forward runs under torch.no_grad, detaches or leaves "
+                         f"torch); use a method that needs no gradients: {', '.join(gradient_free)}")
 
 
 def _baseline(spec, background, space: FeatureSpace, k: int, seed: int) -> tuple[str, np.ndarray]:
@@ -418,8 +426,6 @@ def _feature_ablation(wrapped, inputs, target, base, *, space, batch_size, progr
 def _occlusion(wrapped, inputs, target, base, *, space, batch_size, progress, **_):
     from captum.attr import Occlusion
 
-    if space.kind != "image":
-        raise InputError("occlusion slides a window over images; use feature_ablation for tabular data")
     channels = space.input_shape[0]
     values, _ = _captum(Occlusion, wrapped, inputs, target, base, batch_size=batch_size, progress=progress,
                         kwargs={"baselines": None, "sliding_window_shapes": (channels, 2, 2), "strides": (channels, 1, 1)},
@@ -445,8 +451,8 @@ def _kernel_shap(wrapped, inputs, target, base, *, space, n_samples, batch_size,
     largest = np.abs(result.values).max(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         share = np.where(largest >= ATTRIBUTION_FLOOR, result.sampling_error / largest, np.nan)
-    unit = "original features" if space.kind == "tabular" else "2x2 patches"
-    settings = {"nsamples": n_samples or "2M+2048", "unit": unit, "coalitions": result.coalitions, "exact": result.exact}
+    settings = {"nsamples": n_samples or "2M+2048", "unit": modality(space.kind).feature_unit,
+                "coalitions": result.coalitions, "exact": result.exact}
     return space.spread(result.values, inputs), share, "sampling_error", settings
 
 
@@ -499,12 +505,11 @@ def _lime(wrapped, inputs, target, base, *, space, background, n_samples, batch_
                            num_samples=samples, progress=progress)
         values, misfit = fit.weights, 1.0 - fit.scores
     else:
-        from lime.lime_image import LimeImageExplainer
-
         import functools
         from unittest import mock
 
         import lime.lime_image
+        from lime.lime_image import LimeImageExplainer
 
         segments = space.mask()[0]
         explainer = LimeImageExplainer(random_state=seed)

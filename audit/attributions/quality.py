@@ -16,16 +16,16 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
-from scrutiny.audit.attributions.methods import ExplainedOutput, batched_outputs, to_device
 from scrutiny.audit.attributions.feature_space import FeatureSpace
 from scrutiny.audit.attributions.importance import row_spearman
+from scrutiny.audit.attributions.methods import ExplainedOutput, batched_outputs, to_device
 
 __all__ = [
     "infidelity_sensitivity", "DeletionCurves", "deletion_insertion", "RandomisationResult", "randomisation_check",

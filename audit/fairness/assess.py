@@ -34,19 +34,22 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
-from scrutiny.models import Dataset
+from scrutiny.audit.fairness import group_metrics as gm
 from scrutiny.errors import DataError, InputError
 from scrutiny.limits import check_int
+from scrutiny.models import Dataset
 
-from scrutiny.audit.fairness import group_metrics as gm
-
-__all__ = ["Estimate", "GroupComparison", "ImpactRow", "Fairness", "Mitigation", "assess_fairness", "mitigate", "protected_groups",
-           "aif360_metrics", "impact_ratios"]
+__all__ = ["Estimate", "Levels", "PrivilegedGroup", "GroupComparison", "ImpactRow", "Fairness", "Mitigation",
+           "assess_fairness", "mitigate", "protected_groups", "aif360_metrics", "impact_ratios", "CROSS"]
 
 FOUR_FIFTHS = 0.8
 CONSISTENCY_EXACT_ROWS = 20_000   # every row up to here (4e8 distance pairs, about a second)
 CONSISTENCY_SAMPLE = 5_000        # above: rows sampled (seeded), each against all rows
 LL144_SMALL = 0.02        # LL144 lets an auditor leave out categories under 2 % of the data
+CROSS = " × "             # joins an intersection's attributes (and categories) for display
+
+# (attribute, its category in words) for each attribute a group or category crosses: one, or two
+Levels = tuple[tuple[str, str], ...]
 
 
 @dataclass
@@ -56,12 +59,25 @@ class Estimate:
     high: float
 
 
+@dataclass(frozen=True, eq=False)
+class PrivilegedGroup:
+    """The privileged group of one protected attribute, or of an intersection (privileged on each
+    attribute it crosses)."""
+
+    mask: np.ndarray        # which rows belong to it
+    levels: Levels          # (attribute, its privileged group in words), per attribute
+
+    @property
+    def name(self) -> str:
+        """The attribute, or the intersection's attributes joined by :data:`CROSS`."""
+        return _attributes_text(self.levels)
+
+
 @dataclass
 class GroupComparison:
     """One protected attribute (or intersection): privileged vs unprivileged group."""
 
-    attribute: str
-    privileged: str
+    levels: Levels          # the privileged group: (attribute, its privileged group in words), per attribute
     n_privileged: int
     n_unprivileged: int
     metrics: dict[str, Estimate]
@@ -69,16 +85,39 @@ class GroupComparison:
     warnings: list[str] = field(default_factory=list)
     counts: np.ndarray | None = None    # (group, label, prediction) counts, group 1 = privileged (group_metrics)
 
+    @property
+    def attribute(self) -> str:
+        """For display: the attribute, or the intersection's attributes joined by :data:`CROSS`."""
+        return _attributes_text(self.levels)
+
+    @property
+    def privileged(self) -> str:
+        """For display: the privileged group in words."""
+        return " and ".join(value for _, value in self.levels)
+
 
 @dataclass
 class ImpactRow:
-    attribute: str
-    category: str
+    levels: Levels          # (attribute, its category), per attribute the row crosses
     n: int
     selection_rate: float
     impact_ratio: float
     below_four_fifths: bool
     excluded: bool          # under 2 % of rows: left out of the highest rate and the flag
+
+    @property
+    def attribute(self) -> str:
+        """For display: the attribute, or the intersection's attributes joined by :data:`CROSS`."""
+        return _attributes_text(self.levels)
+
+    @property
+    def category(self) -> str:
+        """For display: the category, or the intersection's categories joined by :data:`CROSS`."""
+        return CROSS.join(value for _, value in self.levels)
+
+
+def _attributes_text(levels: Levels) -> str:
+    return CROSS.join(attribute for attribute, _ in levels)
 
 
 @dataclass
@@ -92,17 +131,17 @@ class Fairness:
 
 
 def protected_groups(spec, groups: pd.DataFrame, attributes=None, *, intersections: bool = True,
-                     where: str = "data") -> dict[str, tuple[np.ndarray, str]]:
-    """Name → (privileged mask, description) for each attribute and each pair of them."""
+                     where: str = "data") -> dict[str, PrivilegedGroup]:
+    """The privileged group of each attribute and of each pair of them, by name (``sex``, ``sex × race``)."""
     declared = {p.name: p for p in spec.protected}
     if not declared:
         raise InputError(f"{spec.name}: the data set declares no protected attribute; add a [protected] table to its spec")
     attributes = list(attributes or declared)
     unknown = [a for a in attributes if a not in declared]
     if unknown:
-        raise InputError(f"--attributes: {', '.join(map(repr, unknown))} not protected in {spec.name} "
+        raise InputError(f"attributes: {', '.join(map(repr, unknown))} not protected in {spec.name} "
                          f"(protected: {', '.join(declared)})")
-    masks = {}
+    single = {}
     for name in attributes:
         attribute = declared[name]
         if name not in groups.columns:
@@ -118,11 +157,10 @@ def protected_groups(spec, groups: pd.DataFrame, attributes=None, *, intersectio
             raise DataError(f"{where}: protected attribute '{name}' has a single group (every row is "
                             f"{'privileged' if mask.all() else 'unprivileged'} under {attribute.describe()}); "
                             "fairness compares two")
-        masks[name] = (mask, attribute.describe())
-    if intersections:
-        for a, b in itertools.combinations(attributes, 2):
-            masks[f"{a} × {b}"] = (masks[a][0] & masks[b][0], f"{masks[a][1]} and {masks[b][1]}")
-    return masks
+        single[name] = PrivilegedGroup(mask, ((name, attribute.describe()),))
+    crossed = [PrivilegedGroup(single[a].mask & single[b].mask, single[a].levels + single[b].levels)
+               for a, b in itertools.combinations(attributes, 2)] if intersections else []
+    return {group.name: group for group in (*single.values(), *crossed)}
 
 
 def aif360_metrics(y: np.ndarray, y_pred: np.ndarray | None, privileged: np.ndarray,
@@ -243,22 +281,31 @@ def impact_ratios(spec, groups: pd.DataFrame, selected: np.ndarray, attributes, 
             return np.where(attribute.is_privileged(groups[name]), attribute.describe(), below)
         return groups[name].astype(str).to_numpy()
 
-    columns = {name: categories(name) for name in attributes}
+    columns = {name: categories(name).astype(str) for name in attributes}
+    crossings = [(name,) for name in attributes]
     if intersections:
-        for a, b in itertools.combinations(attributes, 2):
-            columns[f"{a} × {b}"] = np.char.add(np.char.add(columns[a].astype(str), " × "), columns[b].astype(str))
-    rows = []
+        crossings += list(itertools.combinations(attributes, 2))
     selected = np.asarray(selected, dtype=np.float64)
-    for name, values in columns.items():
-        frame = pd.DataFrame({"category": values, "selected": selected}).groupby("category", sort=True)["selected"]
-        table = pd.DataFrame({"n": frame.size(), "rate": frame.mean()})
-        excluded = table["n"] / len(values) < LL144_SMALL
-        top = table.loc[~excluded, "rate"].max() if (~excluded).any() else table["rate"].max()
-        for category, row in table.iterrows():
-            ratio = row["rate"] / top if top > 0 else float("nan")
-            rows.append(ImpactRow(name, str(category), int(row["n"]), float(row["rate"]), float(ratio),
-                                  bool(ratio < FOUR_FIFTHS and not excluded[category]), bool(excluded[category])))
+    rows = []
+    for crossed in crossings:
+        categories, n, rate = _selection_by_category(selected, [columns[name] for name in crossed])
+        excluded = n / len(selected) < LL144_SMALL
+        top = rate[~excluded].max() if (~excluded).any() else rate.max()
+        for category, count, share, left_out in zip(categories, n, rate, excluded, strict=True):
+            ratio = share / top if top > 0 else float("nan")
+            rows.append(ImpactRow(tuple(zip(crossed, category, strict=True)), int(count), float(share), float(ratio),
+                                  bool(ratio < FOUR_FIFTHS and not left_out), bool(left_out)))
     return rows
+
+
+def _selection_by_category(selected: np.ndarray, columns: list[np.ndarray]):
+    """The categories (tuples: one value per column) in the order of their display names, with
+    their rows and selection rates."""
+    by = pd.Series(selected).groupby(columns, sort=False)
+    n, rate = by.size(), by.mean()
+    categories = [key if isinstance(key, tuple) else (key,) for key in n.index]
+    order = sorted(range(len(categories)), key=lambda i: CROSS.join(categories[i]))
+    return [categories[i] for i in order], n.to_numpy()[order], rate.to_numpy()[order]
 
 
 def assess_fairness(
@@ -311,10 +358,11 @@ def assess_fairness(
     train_masks = protected_groups(spec, dataset.train.groups, attributes, intersections=intersections,
                                    where=f"{spec.name} training split")
     data_bias = []
-    for name, (mask, description) in train_masks.items():
+    for name, group in train_masks.items():
+        mask = group.mask
         counts = gm.confusion_counts(dataset.train.y, None, mask)
         reference = aif360_metrics(dataset.train.y, None, mask) if engine == "aif360" else None
-        comparison = GroupComparison(name, description, int(mask.sum()), int((~mask).sum()),
+        comparison = GroupComparison(group.levels, int(mask.sum()), int((~mask).sum()),
                                      _estimates(counts, model=False, n_boot=n_boot, confidence=confidence, rng=rng,
                                                 engine_values=reference),
                                      warnings=_group_warnings(name, counts, model=False, minimums=minimums),
@@ -332,10 +380,11 @@ def assess_fairness(
         test_masks = protected_groups(spec, dataset.test.groups, attributes, intersections=intersections,
                                       where=f"{spec.name} test split")
         results = []
-        for name, (mask, description) in test_masks.items():
+        for name, group in test_masks.items():
+            mask = group.mask
             counts = gm.confusion_counts(y, y_pred, mask)
             reference = aif360_metrics(y, y_pred, mask) if engine == "aif360" else None
-            comparison = GroupComparison(name, description, int(mask.sum()), int((~mask).sum()),
+            comparison = GroupComparison(group.levels, int(mask.sum()), int((~mask).sum()),
                                          _estimates(counts, model=True, n_boot=n_boot, confidence=confidence, rng=rng,
                                                     engine_values=reference),
                                          per_group=_per_group(y, y_pred, proba, mask),
@@ -348,7 +397,7 @@ def assess_fairness(
         deviations = gm.consistency_deviations(features, y_pred, n_neighbors, rows=sample)
         consistency_rows = len(deviations)  # of n: all of them, or the sample
         consistency = _consistency_estimate(deviations, n_boot, confidence, rng)
-        names = [n for n in test_masks if " × " not in n]
+        names = [name for name, group in test_masks.items() if len(group.levels) == 1]
         impact = impact_ratios(spec, dataset.test.groups, y_pred, names, intersections=intersections)
         flagged = [r for r in impact if r.below_four_fifths]
         if flagged:
@@ -412,14 +461,18 @@ def mitigate(
     - Post-processing: aif360 ``EqOddsPostprocessing`` tuned on a seeded half of the test
       split (stratified by group and label); both sides scored on the other half.
     """
+    from scrutiny.audit.fairness.mitigation import (
+        EqualizedOddsPostprocessor,
+        retrain_reweighed,
+        split_for_postprocessing,
+    )
     from scrutiny.models.training import predict_proba
-
-    from scrutiny.audit.fairness.mitigation import EqualizedOddsPostprocessor, retrain_reweighed, split_for_postprocessing
 
     if dataset.spec.task != "tabular" or dataset.spec.n_classes != 2:
         raise InputError(f"{dataset.spec.name}: mitigation needs a binary tabular data set with protected attributes")
-    (mask, _), = protected_groups(dataset.spec, dataset.test.groups, [attribute], intersections=False,
-                                  where=f"{dataset.spec.name} test split").values()
+    (group,) = protected_groups(dataset.spec, dataset.test.groups, [attribute], intersections=False,
+                                where=f"{dataset.spec.name} test split").values()
+    mask = group.mask
     rng = np.random.default_rng(seed)
     y = dataset.test.y
     proba = predict_proba(model, (preprocessor or dataset.preprocessor).transform(dataset.test.X), device=device)
@@ -432,7 +485,7 @@ def mitigate(
     results = []
     arch = arch or getattr(model, "arch", None)
     if arch is None:
-        raise InputError("reweighing retrains the model's architecture; this model does not say which (pass --arch)")
+        raise InputError("reweighing retrains the model's architecture; this model does not say which (pass arch)")
     retrained = retrain_reweighed(dataset, attribute, arch, seed=seed, device=device, progress=progress, **training)
     reweighed = predict_proba(retrained.model, dataset.encode(dataset.test.X), device=device).argmax(axis=1)
     every = np.arange(len(y))

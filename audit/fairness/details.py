@@ -6,9 +6,21 @@ from dataclasses import dataclass
 
 from scrutiny.audit.run.details import Details, Estimate, optional
 
-__all__ = ["FairnessDetails", "GroupComparisonEntry", "GroupFigures", "ImpactRatioEntry", "MitigationEntry", "DETAILS"]
+__all__ = ["FairnessDetails", "GroupComparisonEntry", "GroupFigures", "ImpactRatioEntry", "Level", "MitigationEntry",
+           "DETAILS", "METRICS_FIGURE"]
 
 Setting = int | float | str | bool | None
+
+METRICS_FIGURE = "figures/fairness.png"  # the model's fairness metrics with their intervals
+
+
+@dataclass
+class Level(Details):
+    """One attribute's part of a group or category: the attribute and its category there, in words
+    (a value such as ``Male``, or a condition such as ``sex in {Male}`` or ``age >= 25``)."""
+
+    attribute: str
+    value: str
 
 
 @dataclass
@@ -30,32 +42,52 @@ class GroupComparisonEntry(Details):
     """The privileged group of an attribute (or an intersection of attributes) against everyone else.
 
     Args:
-        attribute: the attribute, or the intersection's attributes joined by `` × ``.
-        privileged: the privileged group, in words.
+        attribute: for display: the attribute, or the intersection's attributes joined by `` × ``.
+        privileged: for display: the privileged group, in words.
+        privileged_levels: the privileged group on each attribute compared (one, or the two an
+            intersection crosses: privileged on both), in the order of ``attribute``.
         metrics: metric name -> estimate with its bootstrap interval.
         per_group: ``"privileged"`` / ``"unprivileged"`` -> their figures (model comparisons only).
     """
 
     attribute: str
     privileged: str
+    privileged_levels: list[Level]
     n_privileged: int
     n_unprivileged: int
     metrics: dict[str, Estimate]
     per_group: dict[str, GroupFigures]
     warnings: list[str]
 
+    @property
+    def attributes(self) -> list[str]:
+        """The attributes compared: one, or the two an intersection crosses."""
+        return [level.attribute for level in self.privileged_levels]
+
 
 @dataclass
 class ImpactRatioEntry(Details):
-    """One category's selection rate and its ratio to the most selected category (NYC LL144)."""
+    """One category's selection rate and its ratio to the most selected category (NYC LL144).
+
+    Args:
+        attribute, category: for display: the attribute and its category, or an intersection's
+            attributes and categories, each joined by `` × ``.
+        levels: the category on each attribute (one, or the two an intersection crosses).
+    """
 
     attribute: str
     category: str
+    levels: list[Level]
     n: int
     selection_rate: float
     impact_ratio: float
     below_four_fifths: bool
     excluded: bool  # under 2 % of rows: left out of the highest rate and the flag
+
+    @property
+    def attributes(self) -> list[str]:
+        """The attributes whose categories this row crosses: one, or two."""
+        return [level.attribute for level in self.levels]
 
 
 @dataclass
@@ -91,6 +123,30 @@ class FairnessDetails(Details):
     warnings: list[str]
     settings: dict[str, Setting]
     mitigation: list[MitigationEntry] | None = optional()
+
+    @classmethod
+    def upgrade(cls, data: dict) -> dict:
+        """Runs written before the levels were recorded (scrutiny 0.1.0 until issue 14) hold only the
+        display strings, which joined an intersection's attributes and categories by `` × `` and its
+        privileged groups by `` and ``: the levels are derived from them here, the one place a display
+        string is split, and only where the pieces match the attributes one to one."""
+        if not isinstance(data, dict):
+            return data
+        upgraded = dict(data)
+        for key in ("data_bias", "model"):
+            upgraded[key] = [_with_levels(c, "privileged_levels", "privileged", " and ") for c in data.get(key) or []]
+        upgraded["impact_ratios"] = [_with_levels(r, "levels", "category", " × ") for r in data.get("impact_ratios") or []]
+        return upgraded
+
+
+def _with_levels(entry, field: str, display: str, joiner: str):
+    if not isinstance(entry, dict) or field in entry or not isinstance(entry.get("attribute"), str):
+        return entry
+    attributes = entry["attribute"].split(" × ")
+    values = [str(entry.get(display, ""))] if len(attributes) == 1 else str(entry.get(display, "")).split(joiner)
+    if len(values) != len(attributes):
+        return entry  # cannot be told apart: the schema check names the missing field
+    return {**entry, field: [{"attribute": a, "value": v} for a, v in zip(attributes, values, strict=True)]}
 
 
 DETAILS = FairnessDetails

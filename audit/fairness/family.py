@@ -10,7 +10,15 @@ from scrutiny.audit.run.family import AuditContext, FamilyResult
 from scrutiny.audit.run.findings import Comparison, Finding
 
 from . import group_metrics as gm
-from .details import FairnessDetails, GroupComparisonEntry, GroupFigures, ImpactRatioEntry, MitigationEntry
+from .details import (
+    METRICS_FIGURE,
+    FairnessDetails,
+    GroupComparisonEntry,
+    GroupFigures,
+    ImpactRatioEntry,
+    Level,
+    MitigationEntry,
+)
 
 __all__ = ["run", "GATED"]
 
@@ -71,7 +79,7 @@ def run(context: AuditContext) -> FamilyResult:
         confidence=cfg.confidence,
         data_bias=[_comparison(x) for x in result.data_bias],
         model=[_comparison(x) for x in result.model],
-        impact_ratios=[ImpactRatioEntry(**vars(r)) for r in result.impact_ratios],
+        impact_ratios=[_impact_ratio(r) for r in result.impact_ratios],
         consistency=_estimate(result.consistency) if result.consistency else None,
         warnings=list(result.warnings),
         settings=dict(result.settings),
@@ -84,7 +92,7 @@ def run(context: AuditContext) -> FamilyResult:
             for m in mitigate(c.model, c.dataset, cfg.mitigate, preprocessor=c.preprocessor, n_boot=cfg.n_boot,
                               confidence=cfg.confidence, seed=c.config.seed, device=c.device)
         ]
-    return FamilyResult(findings=findings, details=details, figures={"fairness": plots.fairness_figure(result.model)})
+    return FamilyResult(findings=findings, details=details, figures={METRICS_FIGURE: plots.fairness_figure(result.model)})
 
 
 def _rests_on(c: AuditContext, counts: np.ndarray, metric: str) -> Comparison:
@@ -130,9 +138,20 @@ def _estimate(e) -> Estimate:
     return Estimate(value=e.value, low=e.low, high=e.high)
 
 
+def _levels(levels) -> list[Level]:
+    return [Level(attribute=attribute, value=value) for attribute, value in levels]
+
+
 def _comparison(c) -> GroupComparisonEntry:
     return GroupComparisonEntry(
-        attribute=c.attribute, privileged=c.privileged, n_privileged=c.n_privileged, n_unprivileged=c.n_unprivileged,
+        attribute=c.attribute, privileged=c.privileged, privileged_levels=_levels(c.levels),
+        n_privileged=c.n_privileged, n_unprivileged=c.n_unprivileged,
         metrics={k: _estimate(v) for k, v in c.metrics.items()},
         per_group={side: GroupFigures(**figures) for side, figures in c.per_group.items()},
         warnings=list(c.warnings))
+
+
+def _impact_ratio(r) -> ImpactRatioEntry:
+    return ImpactRatioEntry(attribute=r.attribute, category=r.category, levels=_levels(r.levels), n=r.n,
+                            selection_rate=r.selection_rate, impact_ratio=r.impact_ratio,
+                            below_four_fifths=r.below_four_fifths, excluded=r.excluded)

@@ -23,8 +23,8 @@ import logging
 import numpy as np
 import pandas as pd
 
-from scrutiny.models.datasets import Dataset
 from scrutiny.errors import InputError
+from scrutiny.models.datasets import Dataset
 from scrutiny.models.recipes import TrainedModel, train_on
 
 __all__ = [

@@ -6,7 +6,9 @@ from dataclasses import dataclass
 
 from scrutiny.audit.run.details import Details, Estimate, optional
 
-__all__ = ["PerformanceDetails", "DETAILS"]
+__all__ = ["PerformanceDetails", "DETAILS", "PREDICTIONS"]
+
+PREDICTIONS = "arrays/predictions.npz"  # y_true, y_pred and proba of every test row
 
 
 @dataclass

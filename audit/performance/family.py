@@ -7,7 +7,7 @@ import numpy as np
 from scrutiny.audit.run.details import Estimate
 from scrutiny.audit.run.family import AuditContext, FamilyResult
 
-from .details import PerformanceDetails
+from .details import PREDICTIONS, PerformanceDetails
 
 __all__ = ["run"]
 
@@ -61,7 +61,7 @@ def run(context: AuditContext) -> FamilyResult:
                   explanation=f"The model's stated confidence differs from its observed accuracy by "
                               f"{calibration:.3f} on average over confidence bins."),
     ]
-    arrays = {"arrays/predictions.npz": {"y_true": y, "y_pred": pred, "proba": proba.astype(np.float32)}}
+    arrays = {PREDICTIONS: {"y_true": y, "y_pred": pred, "proba": proba.astype(np.float32)}}
     return FamilyResult(findings=findings, details=details, arrays=arrays)
 
 

@@ -20,27 +20,22 @@ from torch import nn
 
 from scrutiny.audit.attributions.explain import sample_test_rows
 from scrutiny.audit.robustness.attacks import (
-    NORMS,
     AttackStats,
     Constraints,
-    fgsm,
     image_constraints,
-    pgd,
-    random_noise,
-    square,
+    run_attack,
     tabular_constraints,
 )
+from scrutiny.audit.robustness.registry import ATTACKS, DEFAULT_ATTACKS, NORMS, WHITE_BOX, parse_attacks, primary_attack
 from scrutiny.errors import InputError
 from scrutiny.limits import check_int
+from scrutiny.modality import MODALITIES, modality
 from scrutiny.models import Dataset
 
 __all__ = ["ATTACKS", "DEFAULT_EPS", "CurvePoint", "Example", "Robustness", "assess_robustness",
            "constraints_for", "fit_detector", "parse_attacks"]
 
-ATTACKS = ("pgd", "fgsm", "square", "gaussian", "uniform")
-WHITE_BOX = ("pgd", "fgsm")
-DEFAULT_EPS = {"image": (0.05, 0.1, 0.2, 0.3), "tabular": (0.1, 0.25, 0.5, 1.0)}
-SEARCH_EPS = {"image": 1.0, "tabular": 4.0}  # top of the smallest-ε search: "very large"
+DEFAULT_EPS = {name: m.default_eps for name, m in MODALITIES.items()}
 
 
 @dataclass
@@ -95,14 +90,6 @@ class Robustness:
         return next(p for p in self.curve if p.attack == attack and np.isclose(p.eps, eps))
 
 
-def parse_attacks(names: list[str]) -> tuple[str, ...]:
-    attacks = [n.strip().lower() for n in names if n.strip()]
-    unknown = [a for a in attacks if a not in ATTACKS]
-    if unknown or not attacks:
-        raise InputError(f"unknown attack {', '.join(map(repr, unknown)) or '(none given)'}; expected: {', '.join(ATTACKS)}")
-    return tuple(dict.fromkeys(attacks))
-
-
 def constraints_for(dataset: Dataset, preprocessor=None, *, immutable=(), mutable=()) -> Constraints:
     """What an attack on ``dataset`` may change. Tables hold the protected attributes and the
     ``immutable`` columns of ``dataset.spec`` (not of a checkpoint's older spec), less ``mutable``,
@@ -133,7 +120,7 @@ def assess_robustness(
     model: nn.Module,
     dataset: Dataset,
     *,
-    attacks: Sequence[str] = ("pgd", "fgsm", "square", "gaussian"),
+    attacks: Sequence[str] = DEFAULT_ATTACKS,
     eps: Sequence[float] | None = None,
     norm: str = "linf",
     samples: int = 500,
@@ -156,8 +143,10 @@ def assess_robustness(
     Args:
         model: classifier returning logits.
         dataset: its test split is attacked; its training split sets tabular ranges.
-        attacks: names from :data:`ATTACKS`.
-        eps: radii (L∞ or L2; tables: training standard deviations). Default: :data:`DEFAULT_EPS`.
+        attacks: names from :data:`ATTACKS`. Default: the registry's default ensemble
+            (:data:`~scrutiny.audit.robustness.registry.DEFAULT_ATTACKS`).
+        eps: radii (L∞ or L2; tables: training standard deviations). Default: the modality's
+            ``default_eps``.
         norm: ``"linf"`` or ``"l2"``.
         immutable, mutable: table features to hold, or to free from the default holds
             (protected attributes and the data set's ``immutable`` columns).
@@ -183,7 +172,7 @@ def assess_robustness(
     attacker = _Attacker(model.to(device).eval(), device, norm=norm, constraints=constraints, steps=steps,
                          restarts=restarts, queries=queries, batch_size=batch_size)
     # very large in either norm: the L∞ radius, or the L2 norm of that radius on every position
-    search = SEARCH_EPS[task] * (1 if norm == "linf" else float(np.sqrt(x_all[0].numel())))
+    search = modality(task).search_eps * (1 if norm == "linf" else float(np.sqrt(x_all[0].numel())))
     try:
         clean_pred = attacker.predict(x_all)
         correct = clean_pred == y_all
@@ -200,7 +189,7 @@ def assess_robustness(
         gradient = {"zero": stats.zero_gradient, "nonfinite": stats.nonfinite_gradient}
         warnings = _weak_evaluation(robust, eps, attacks, gradient, large_acc, search, clean_acc,
                                     tabular=task != "image", n=len(rows))
-        primary = next((a for a in ("pgd", "fgsm", "square") if a in attacks), attacks[0])
+        primary = primary_attack(attacks)
         examples = _examples(adversarial, primary, eps, x_all, y_all, clean_pred, attacker.predict, rows, max_examples,
                              preprocessor if task != "image" else None)
         ood = None
@@ -213,7 +202,7 @@ def assess_robustness(
     finally:
         model.train(was_training)
     return Robustness(
-        rows=rows, norm=norm, eps=eps, attacks=attacks, curve=curve, robust=robust, min_eps=min_eps,
+        rows=rows, norm=norm, eps=eps, attacks=tuple(attacks), curve=curve, robust=robust, min_eps=min_eps,
         search_eps=search, large_eps_accuracy=large_acc, examples=examples, constraints=constraints.applied,
         warnings=warnings, gradient=gradient, ood=ood,
         settings={"steps": steps, "restarts": restarts, "queries": queries, "search_steps": search_steps,
@@ -227,7 +216,7 @@ def _checked_eps(eps, norm: str, task: str) -> tuple[float, ...]:
     """The ε grid, sorted and deduplicated: the data type's default when None."""
     if norm not in NORMS:
         raise InputError(f"norm {norm!r}: expected one of {', '.join(NORMS)}")
-    eps = tuple(float(e) for e in (eps if eps is not None else DEFAULT_EPS[task]))
+    eps = tuple(float(e) for e in (eps if eps is not None else modality(task).default_eps))
     float32_max = float(np.finfo(np.float32).max)  # the attacks compute in float32: a larger eps becomes inf
     if not eps or not all(0 < e <= float32_max for e in eps):
         raise InputError(f"eps: expected finite positive numbers (at most {float32_max:.4g} in float32), "
@@ -256,16 +245,9 @@ class _Attacker:
     def attack(self, name: str, radius, x: torch.Tensor, y: torch.Tensor, seed: int,
                steps: int | None = None) -> torch.Tensor:
         """``name`` on one batch already on the device; ``steps`` overrides PGD's."""
-        model, stats = self.model, self.stats
-        common = dict(norm=self.norm, constraints=self.constraints)
-        if name == "pgd":
-            return pgd(model, x, y, radius, steps=self.steps if steps is None else steps, restarts=self.restarts,
-                       seed=seed, stats=stats, **common)
-        if name == "fgsm":
-            return fgsm(model, x, y, radius, stats=stats, **common)
-        if name == "square":
-            return square(model, x, y, radius, queries=self.queries, seed=seed, stats=stats, **common)
-        return random_noise(model, x, y, radius, kind=name, seed=seed, stats=stats, **common)
+        return run_attack(name, self.model, x, y, radius, norm=self.norm, constraints=self.constraints,
+                          steps=self.steps if steps is None else steps, restarts=self.restarts, queries=self.queries,
+                          seed=seed, stats=self.stats)
 
     def adversarial(self, name: str, radius, x: torch.Tensor, y: torch.Tensor, seed: int,
                     steps: int | None = None) -> torch.Tensor:

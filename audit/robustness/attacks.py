@@ -16,6 +16,8 @@ whole-number features. The model is only ever asked for outputs and input gradie
 - :func:`random_noise`: Gaussian or uniform noise scaled to the ε-sphere, the baseline any
   real attack must beat.
 
+:func:`run_attack` runs any of them by its name in :mod:`.registry`.
+
 Tables are attacked in the model's encoded space (standardised numeric columns): ε is in
 training standard deviations, and only mutable numeric columns move (see
 :func:`tabular_constraints`).
@@ -31,12 +33,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from scrutiny.audit.robustness.registry import ATTACK_INFO, ATTACKS, NORMS
 from scrutiny.errors import InputError
 
 __all__ = ["NORMS", "Constraints", "image_constraints", "tabular_constraints", "fgsm", "pgd", "square",
-           "random_noise", "perturbation_norm", "AttackStats"]
-
-NORMS = ("linf", "l2")
+           "random_noise", "run_attack", "perturbation_norm", "AttackStats"]
 
 
 @dataclass
@@ -471,3 +472,37 @@ def random_noise(model: nn.Module, x: Tensor, y: Tensor, eps, *, norm: str = "li
     left = ~broken
     best[left] = candidate[left]
     return best.detach()
+
+
+def run_attack(name: str, model: nn.Module, x: Tensor, y: Tensor, eps, *, norm: str = "linf",
+               constraints: Constraints, steps: int = 40, restarts: int = 1, queries: int = 1000, seed: int = 0,
+               stats: AttackStats | None = None) -> Tensor:
+    """The attack ``name`` of :data:`~scrutiny.audit.robustness.registry.ATTACKS` on one batch.
+
+    Args:
+        steps, restarts: PGD's iterations and random restarts.
+        queries: the Square attack's queries per row.
+        seed: seeds the attack's random draws (PGD's starts, Square's squares, the noise).
+
+    Example:
+        >>> box = image_constraints((1, 8, 8), (0.0, 1.0))  # doctest: +SKIP
+        >>> x_adv = run_attack("pgd", model, x, y, 0.1, constraints=box, steps=10)  # doctest: +SKIP
+    """
+    if name not in ATTACK_INFO:
+        raise InputError(f"unknown attack {name!r}; expected: {', '.join(ATTACKS)}")
+    settings = {"steps": steps, "restarts": restarts, "queries": queries, "seed": seed}
+    return _RUNNERS[name](model, x, y, eps, settings, norm=norm, constraints=constraints, stats=stats)
+
+
+# each attack of the registry, given its settings
+_RUNNERS = {
+    "pgd": lambda model, x, y, eps, s, **common: pgd(model, x, y, eps, steps=s["steps"], restarts=s["restarts"],
+                                                      seed=s["seed"], **common),
+    "fgsm": lambda model, x, y, eps, s, **common: fgsm(model, x, y, eps, **common),
+    "square": lambda model, x, y, eps, s, **common: square(model, x, y, eps, queries=s["queries"], seed=s["seed"],
+                                                            **common),
+    "gaussian": lambda model, x, y, eps, s, **common: random_noise(model, x, y, eps, kind="gaussian", seed=s["seed"],
+                                                                    **common),
+    "uniform": lambda model, x, y, eps, s, **common: random_noise(model, x, y, eps, kind="uniform", seed=s["seed"],
+                                                                   **common),
+}

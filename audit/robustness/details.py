@@ -6,9 +6,16 @@ from dataclasses import dataclass
 
 from scrutiny.audit.run.details import Details
 
-__all__ = ["RobustnessDetails", "CurveEntry", "ExampleEntry", "OodEntry", "DETAILS"]
+__all__ = ["RobustnessDetails", "CurveEntry", "ExampleEntry", "OodEntry", "DETAILS", "ARRAYS", "CURVE_FIGURE",
+           "MIN_EPS_FIGURE", "EXAMPLES_FIGURE"]
 
 Setting = int | float | str | bool
+
+# the run-folder files the family writes
+ARRAYS = "arrays/robustness.npz"                  # rows, min_eps, robust__<attack>, examples_x, examples_x_adv
+CURVE_FIGURE = "figures/robustness.png"
+MIN_EPS_FIGURE = "figures/min_eps.png"
+EXAMPLES_FIGURE = "figures/adversarial.png"       # images with an adversarial example only
 
 
 @dataclass
@@ -25,7 +32,7 @@ class CurveEntry(Details):
 
 @dataclass
 class ExampleEntry(Details):
-    """One adversarial example (its inputs are in ``arrays/robustness.npz``).
+    """One adversarial example (its inputs are in :data:`ARRAYS`).
 
     Args:
         row: index in the test split; ``label``, ``before``, ``after``: true class and the

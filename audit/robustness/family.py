@@ -6,8 +6,18 @@ import numpy as np
 
 from scrutiny.audit import plots
 from scrutiny.audit.run.family import AuditContext, FamilyResult
+from scrutiny.modality import modality
 
-from .details import CurveEntry, ExampleEntry, OodEntry, RobustnessDetails
+from .details import (
+    ARRAYS,
+    CURVE_FIGURE,
+    EXAMPLES_FIGURE,
+    MIN_EPS_FIGURE,
+    CurveEntry,
+    ExampleEntry,
+    OodEntry,
+    RobustnessDetails,
+)
 
 __all__ = ["run"]
 
@@ -24,6 +34,7 @@ def run(context: AuditContext) -> FamilyResult:
 
     c = context
     cfg, spec = c.config.robustness, c.dataset.spec
+    kind = modality(spec.task)
     gated = c.policy.robust_eps(spec.task)
     grid = sorted(set(cfg.eps) | {gated})
     detector = fit_detector(c.dataset, c.preprocessor, seed=c.config.seed, device=c.device) if cfg.detector else None
@@ -33,13 +44,13 @@ def run(context: AuditContext) -> FamilyResult:
         restarts=cfg.restarts, queries=cfg.queries, detector=detector, seed=c.config.seed, device=c.device,
     )
     worst = result.point("worst case", gated)
-    unit = " (pixel units)" if spec.task == "image" else " training standard deviations"
     findings = [
         c.finding(
             "robustness.robust_accuracy", worst.robust_accuracy, subject=f"eps={gated:g}",
             interval=wilson(worst.robust_accuracy, worst.n), confidence=0.95,
             metric=f"accuracy under the worst of {', '.join(result.attacks)} ({result.norm})",
-            explanation=f"Under the strongest of {', '.join(result.attacks)} at {result.norm} radius {gated:g}{unit}, "
+            explanation=f"Under the strongest of {', '.join(result.attacks)} at {result.norm} radius "
+                        f"{gated:g} {kind.radius_words}, "
                         f"{worst.robust_accuracy:.1%} of {worst.n} test rows stay correctly classified "
                         f"(clean: {worst.clean_accuracy:.1%}).",
         ),
@@ -72,14 +83,14 @@ def run(context: AuditContext) -> FamilyResult:
         stored["examples_x"] = np.stack([e.x for e in result.examples]).astype(np.float32)
         stored["examples_x_adv"] = np.stack([e.x_adv for e in result.examples]).astype(np.float32)
     figures = {
-        "robustness": plots.robustness_figure(result.curve, norm=result.norm,
+        CURVE_FIGURE: plots.robustness_figure(result.curve, norm=result.norm,
                                               clean_accuracy=result.curve[0].clean_accuracy),
-        "min_eps": plots.min_eps_figure(result.min_eps, norm=result.norm, search_eps=result.search_eps,
-                                        gated_eps=gated),
+        MIN_EPS_FIGURE: plots.min_eps_figure(result.min_eps, norm=result.norm, search_eps=result.search_eps,
+                                             gated_eps=gated),
     }
-    if spec.task == "image" and result.examples:
-        figures["adversarial"] = plots.adversarial_figure(result.examples[:6], spec.classes)
-    return FamilyResult(findings=findings, details=details, arrays={"arrays/robustness.npz": stored}, figures=figures)
+    if "adversarial" in kind.figures and result.examples:
+        figures[EXAMPLES_FIGURE] = plots.adversarial_figure(result.examples[:6], spec.classes)
+    return FamilyResult(findings=findings, details=details, arrays={ARRAYS: stored}, figures=figures)
 
 
 def wilson(p: float, n: int, z: float = 1.959964) -> tuple[float, float]:

@@ -28,8 +28,11 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
+from scrutiny.audit.attributions.registry import resolve_methods
+from scrutiny.audit.robustness.registry import DEFAULT_ATTACKS, NORMS, parse_attacks
 from scrutiny.errors import InputError
 from scrutiny.limits import check_int
+from scrutiny.modality import modality
 from scrutiny.toml_file import read_toml
 
 from .family import FAMILIES
@@ -53,7 +56,7 @@ class AttributionsConfig:
 
 @dataclass(frozen=True)
 class RobustnessConfig:
-    attacks: list[str] = field(default_factory=lambda: ["pgd", "fgsm", "square", "gaussian"])
+    attacks: list[str] = field(default_factory=lambda: list(DEFAULT_ATTACKS))
     eps: list[float] = field(default_factory=list)      # default: per data type, plus the policy's gated radius
     norm: str = "linf"
     samples: int = 500
@@ -86,20 +89,14 @@ class AuditConfig:
         return asdict(self)
 
 
-DEFAULT_METHODS = {
-    "tabular": ["integrated_gradients", "kernel_shap", "lime"],
-    "image": ["integrated_gradients", "gradient_shap", "occlusion"],
-}
-
-
 def default_config(task: str, *, fairness: bool) -> AuditConfig:
-    """The complete audit for a data type; ``fairness`` when the data declares protected attributes."""
-    from scrutiny.audit.robustness.assess import DEFAULT_EPS
-
+    """The complete audit for a data type (its :class:`~scrutiny.modality.Modality` defaults);
+    ``fairness`` when the data declares protected attributes."""
+    kind = modality(task)
     return AuditConfig(
         families=[f for f in FAMILIES if f != "fairness" or fairness],
-        attributions=AttributionsConfig(methods=list(DEFAULT_METHODS[task])),
-        robustness=RobustnessConfig(eps=list(DEFAULT_EPS[task])),
+        attributions=AttributionsConfig(methods=list(kind.default_methods)),
+        robustness=RobustnessConfig(eps=list(kind.default_eps)),
     )
 
 
@@ -113,7 +110,8 @@ def load_config(path: ConfigSource, *, task: str, fairness: bool, protected: tup
         path: a TOML file, a dict with the same keys (``{"attributions": {"samples": 50}}``),
             an :class:`AuditConfig` (its empty lists mean the data type's defaults), or None
             for the defaults.
-        task: ``tabular`` or ``image``: picks the defaults.
+        task: a data type of :data:`~scrutiny.modality.MODALITIES` (``tabular``, ``image``):
+            picks the defaults.
         fairness: whether the data supports the fairness family.
         protected: the data's protected attributes, which ``fairness.attributes`` and
             ``fairness.mitigate`` may name.
@@ -147,7 +145,7 @@ def config_for(dataset: Dataset, config: ConfigSource = None) -> AuditConfig:
         (['performance', 'attributions', 'robustness', 'fairness'], 50)
     """
     spec = dataset.spec
-    has_groups = spec.task == "tabular" and spec.n_classes == 2 and bool(spec.protected)
+    has_groups = modality(spec.task).fairness and spec.n_classes == 2 and bool(spec.protected)
     return load_config(config, task=spec.task, fairness=has_groups, protected=tuple(p.name for p in spec.protected))
 
 
@@ -239,17 +237,14 @@ def _check_fairness(config: AuditConfig, where: str, *, protected: tuple[str, ..
 
 def _check_robustness(config: AuditConfig, where: str) -> None:
     r = config.robustness
-    if r.norm not in ("linf", "l2"):
-        raise InputError(f"{where}: 'robustness.norm' must be linf or l2, got {r.norm!r}")
+    if r.norm not in NORMS:
+        raise InputError(f"{where}: 'robustness.norm' must be {' or '.join(NORMS)}, got {r.norm!r}")
     if any(e <= 0 for e in r.eps) or ("robustness" in config.families and not r.eps):
         raise InputError(f"{where}: 'robustness.eps' must be positive radii, got {r.eps}")
 
 
 def _resolve_names(config: AuditConfig, where: str) -> AuditConfig:
     """Families in their canonical order, method and attack names resolved, the ε grid sorted."""
-    from scrutiny.audit.attributions.explain import resolve_methods
-    from scrutiny.audit.robustness.assess import parse_attacks
-
     a, r = config.attributions, config.robustness
     try:
         methods = resolve_methods(a.methods)

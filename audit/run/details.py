@@ -49,6 +49,12 @@ class Details:
         return _load(cls, data, cls.__name__)
 
     @classmethod
+    def upgrade(cls, data: dict) -> dict:
+        """``data`` as written by an earlier scrutiny, brought to this class's fields (a run folder
+        keeps its format; new fields are derived when it is read). Default: unchanged."""
+        return data
+
+    @classmethod
     def json_schema(cls) -> dict:
         """The JSON schema (draft 2020-12) that :meth:`to_dict`'s output satisfies."""
         return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": cls.__name__,

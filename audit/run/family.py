@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import importlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from scrutiny.errors import InputError
 
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
     from .policy import Policy
 
 __all__ = ["FAMILIES", "AuditContext", "FamilyResult", "family_runner", "details_type", "details_schema",
-           "validate_details", "schema_path"]
+           "upgrade_details", "validate_details", "schema_path"]
 
 # the order a full audit runs them in, and the order findings are listed in
 FAMILIES = ("performance", "attributions", "robustness", "fairness")
@@ -66,7 +67,7 @@ class FamilyResult:
         details: the family's typed details (written under ``details.<family>`` of findings.json).
         arrays: run-folder path (``arrays/<name>.npz``) -> named arrays.
         tables: run-folder path (``arrays/<name>.parquet``) -> a table.
-        figures: name -> figure, written as ``figures/<name>.png``.
+        figures: run-folder path (``figures/<name>.png``) -> a matplotlib figure.
     """
 
     findings: list[Finding]
@@ -95,6 +96,12 @@ def schema_path(name: str) -> Path:
 @cache
 def details_schema(name: str) -> dict:
     return json.loads(schema_path(name).read_text(encoding="utf-8"))
+
+
+def upgrade_details(details: dict) -> dict:
+    """Each family's details as its class reads them today (:meth:`~.details.Details.upgrade`)."""
+    return {name: details_type(name).upgrade(document) if name in FAMILIES else document
+            for name, document in details.items()}
 
 
 def validate_details(details: dict, *, where: str = "findings.json") -> None:

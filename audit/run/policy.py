@@ -14,36 +14,56 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from scrutiny.errors import InputError
-
 from scrutiny.audit.run.findings import BOUNDS
+from scrutiny.errors import InputError
+from scrutiny.modality import MODALITIES
 from scrutiny.toml_file import read_toml
 
-__all__ = ["CHECKS", "GROUP_KEYS", "Policy", "load_policy", "DEFAULT_POLICY"]
+__all__ = ["CHECKS", "CHECK_INFO", "CheckInfo", "GROUP_KEYS", "Policy", "load_policy", "DEFAULT_POLICY"]
 
 DEFAULT_POLICY = Path(__file__).with_name("default_policy.toml")
 
-# every check an audit makes: name -> family
-CHECKS = {
-    "performance.balanced_accuracy": "performance",
-    "performance.calibration_error": "performance",
-    "attributions.completeness": "attributions",
-    "attributions.sampling_error": "attributions",
-    "attributions.agreement": "attributions",
-    "attributions.randomisation": "attributions",
-    "attributions.deletion": "attributions",
-    "attributions.protected_reliance": "attributions",
-    "attributions.prohibited_basis_notices": "attributions",
-    "robustness.robust_accuracy": "robustness",
-    "robustness.weak_evaluation": "robustness",
-    "fairness.data.disparate_impact": "fairness",
-    "fairness.disparate_impact": "fairness",
-    "fairness.statistical_parity_difference": "fairness",
-    "fairness.equal_opportunity_difference": "fairness",
-    "fairness.average_odds_difference": "fairness",
-    "fairness.impact_ratio": "fairness",
+
+@dataclass(frozen=True)
+class CheckInfo:
+    """One check an audit can make.
+
+    Attributes:
+        family: the audit family that makes it.
+        subject: what a finding's ``subject`` names (None: the model as a whole, no subject).
+        compares_groups: its findings compare groups of rows, and carry a ``Comparison`` that
+            the policy's ``[groups]`` minimums apply to.
+        extra_keys: keys its policy table takes beyond the bounds (and must have).
+    """
+
+    family: str
+    subject: str | None = None
+    compares_groups: bool = False
+    extra_keys: tuple[str, ...] = ()
+
+
+GROUPS = "protected attribute or pair"  # "sex", or "sex × race"
+# every check an audit makes, in the order families list them
+CHECK_INFO: dict[str, CheckInfo] = {
+    "performance.balanced_accuracy": CheckInfo("performance"),
+    "performance.calibration_error": CheckInfo("performance"),
+    "attributions.completeness": CheckInfo("attributions", subject="method"),
+    "attributions.sampling_error": CheckInfo("attributions", subject="method"),
+    "attributions.agreement": CheckInfo("attributions", subject="pair of methods"),
+    "attributions.randomisation": CheckInfo("attributions", subject="method"),
+    "attributions.deletion": CheckInfo("attributions", subject="method"),
+    "attributions.protected_reliance": CheckInfo("attributions", subject="protected input"),
+    "attributions.prohibited_basis_notices": CheckInfo("attributions"),
+    "robustness.robust_accuracy": CheckInfo("robustness", subject="radius", extra_keys=("at_eps",)),
+    "robustness.weak_evaluation": CheckInfo("robustness"),
+    "fairness.data.disparate_impact": CheckInfo("fairness", subject=GROUPS, compares_groups=True),
+    "fairness.disparate_impact": CheckInfo("fairness", subject=GROUPS, compares_groups=True),
+    "fairness.statistical_parity_difference": CheckInfo("fairness", subject=GROUPS, compares_groups=True),
+    "fairness.equal_opportunity_difference": CheckInfo("fairness", subject=GROUPS, compares_groups=True),
+    "fairness.average_odds_difference": CheckInfo("fairness", subject=GROUPS, compares_groups=True),
+    "fairness.impact_ratio": CheckInfo("fairness", subject=GROUPS, compares_groups=True),
 }
-_EXTRA_KEYS = {"robustness.robust_accuracy": {"at_eps"}}
+CHECKS: dict[str, str] = {name: info.family for name, info in CHECK_INFO.items()}  # check -> family
 GROUP_KEYS = ("min_rows", "min_expected_positives")  # the [groups] table: minimums of a two-group comparison
 
 
@@ -116,7 +136,8 @@ def _check_table(path: Path, name: str, table) -> None:
         raise InputError(f"policy {path}: unknown check '{name}'{hint}; known checks: {', '.join(CHECKS)}")
     if not isinstance(table, dict):
         raise InputError(f"{where} must be a table of bounds ({', '.join(BOUNDS)})")
-    allowed = set(BOUNDS) | _EXTRA_KEYS.get(name, set())
+    extra = CHECK_INFO[name].extra_keys
+    allowed = set(BOUNDS) | set(extra)
     for key, value in table.items():
         if key not in allowed:
             raise InputError(f"{where}: unknown key '{key}'; expected {', '.join(sorted(allowed))}")
@@ -124,8 +145,9 @@ def _check_table(path: Path, name: str, table) -> None:
             _check_eps(where, value)
         elif isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise InputError(f"{where}: {key} must be a finite number, got {value!r}")
-    if name in _EXTRA_KEYS and "at_eps" not in table:
-        raise InputError(f"{where}: needs at_eps (a number, or {{ image = …, tabular = … }})")
+    if "at_eps" in extra and "at_eps" not in table:
+        per_type = ", ".join(f"{task} = …" for task in sorted(MODALITIES))
+        raise InputError(f"{where}: needs at_eps (a number, or {{ {per_type} }})")
     for side in ("below", "above"):
         fail, warn = table.get(f"fail_{side}"), table.get(f"warn_{side}")
         if fail is not None and warn is not None and (warn < fail if side == "below" else warn > fail):
@@ -137,8 +159,8 @@ def _check_table(path: Path, name: str, table) -> None:
 
 def _check_eps(where: str, value) -> None:
     values = value.values() if isinstance(value, dict) else [value]
-    if isinstance(value, dict) and (set(value) - {"image", "tabular"} or not value):
-        raise InputError(f"{where}: at_eps takes the keys image and tabular, got {sorted(value)}")
+    if isinstance(value, dict) and (set(value) - set(MODALITIES) or not value):
+        raise InputError(f"{where}: at_eps takes the keys {' and '.join(sorted(MODALITIES))}, got {sorted(value)}")
     for v in values:
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
             raise InputError(f"{where}: at_eps must be a positive number (per data type), got {v!r}")

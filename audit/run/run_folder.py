@@ -238,6 +238,10 @@ def load_run(path: str | Path) -> Run:
     if not findings_path.is_file():
         raise RunError(f"{findings_path}: missing; the run folder is incomplete")
     findings = _read_json(findings_path)
+    if isinstance(findings, dict) and isinstance(findings.get("details"), dict):
+        from .family import upgrade_details
+
+        findings["details"] = upgrade_details(findings["details"])
     try:
         validate_findings(findings, where=str(findings_path))
     except InputError as exc:

@@ -17,7 +17,7 @@ import random
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,7 +52,7 @@ class AuditResult:
         details: family -> its typed details.
         document: the content of ``findings.json`` (findings, verdict, counts, details, subject).
         manifest: the manifest, less the hashes of the files (added when written).
-        arrays, tables, figures: every family's, by run-folder path or figure name.
+        arrays, tables, figures: every family's, by run-folder path (``figures/fairness.png``).
         path: the run folder, once written.
     """
 
@@ -98,8 +98,8 @@ class AuditResult:
                 writer.arrays(relative, **arrays)
             for relative, table in self.tables.items():
                 table.to_parquet(writer.path(relative), index=False)
-            for name, figure in self.figures.items():
-                plots.save_figure(figure, writer.path(f"figures/{name}.png"))
+            for relative, figure in self.figures.items():
+                plots.save_figure(figure, writer.path(relative))
             writer.text(FINDINGS, to_json(self.document))
             self.path = writer.commit(self.manifest)
         return self.path
@@ -166,7 +166,7 @@ def run_audit(
     if out is not None:
         inputs = [p for p in (model, config, policy) if isinstance(p, (str, os.PathLike))]
         check_destination(out, overwrite=overwrite, inputs=inputs)  # before the work, not after it
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     wall = time.perf_counter()
     run_device = resolve_device(device)
     with _callers_state_kept(run_device):
@@ -261,7 +261,7 @@ def _manifest(loaded: LoadedModel, dataset: Dataset, config: AuditConfig, policy
         "libraries": library_versions(),
         "platform": platform.platform(),
         "started": started.isoformat(timespec="seconds"),
-        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         "seconds": seconds,
         "verdict": document["verdict"],
         "counts": document["counts"],
