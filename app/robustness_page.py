@@ -29,12 +29,12 @@ def show(run) -> None:
         return
     classes = run.findings["subject"]["data"]["classes"]
     clean = details.curve[0].clean_accuracy
-    cells = st.columns(4)
-    cells[0].metric("clean accuracy", f"{clean:.1%}")
+    headline = st.columns(4)
+    headline[0].metric("clean accuracy", f"{clean:.1%}")
     gated = next(p for p in details.curve if p.attack == "worst case" and np.isclose(p.eps, details.gated_eps))
-    cells[1].metric(f"worst case at eps={details.gated_eps:g}", f"{gated.robust_accuracy:.1%}")
-    cells[2].metric("median smallest flipping eps", f"{details.median_min_eps:.3g}")
-    cells[3].metric("rows never flipped", f"{details.never_flipped:.1%}")
+    headline[1].metric(f"worst case at eps={details.gated_eps:g}", f"{gated.robust_accuracy:.1%}")
+    headline[2].metric("median smallest flipping eps", f"{details.median_min_eps:.3g}")
+    headline[3].metric("rows never flipped", f"{details.never_flipped:.1%}")
     st.subheader(f"Robust accuracy ({literal(details.norm)}, {details.n:d} test rows)")
     table = curve_table(details)
     if run.has(CURVE_FIGURE):  # the audit's own plot: worst case in bold, each attack marked

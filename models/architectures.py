@@ -519,6 +519,11 @@ def build_model(arch: str, *, input_shape: tuple[int, ...], n_classes: int | Non
         InputError: Unknown architecture or hyperparameter, a bad value, an
             ``input_shape`` the architecture cannot read, or sizes that would give more than
             :data:`MAX_PARAMETERS` parameters.
+
+    Example:
+        >>> model = build_model("mlp", input_shape=(30,), n_classes=2)
+        >>> model(torch.zeros(4, 30)).shape, model.arch
+        (torch.Size([4, 2]), 'mlp')
     """
     cls = ARCHITECTURES.get(arch) if isinstance(arch, str) else None
     if cls is None:
@@ -565,6 +570,11 @@ def reconstruction_error(model: nn.Module, x: Tensor) -> Tensor:
 
     Returns:
         Tensor: Shape ``(N,)``, on the device of ``x``.
+
+    Example:
+        >>> detector = build_model("autoencoder", input_shape=(30,))
+        >>> reconstruction_error(detector, torch.zeros(4, 30)).shape
+        torch.Size([4])
     """
     if getattr(model, "arch", None) != "autoencoder":
         name = getattr(model, "arch", type(model).__name__)

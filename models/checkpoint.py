@@ -71,7 +71,12 @@ class LoadedModel:
 
 
 def library_versions() -> dict[str, str]:
-    """Versions of Python and of the libraries an audit's numbers depend on, for the manifest."""
+    """Versions of Python and of the libraries an audit's numbers depend on, for the manifest.
+
+    Example:
+        >>> sorted(library_versions())[:3]  # doctest: +SKIP
+        ['aif360', 'captum', 'lime']
+    """
     from importlib.metadata import PackageNotFoundError, version
 
     versions = {"python": platform.python_version()}
@@ -113,6 +118,13 @@ def save_checkpoint(
         seed: the training seed.
         overwrite: replace an existing checkpoint (only a folder recognised as one, or an empty
             folder; see :mod:`scrutiny.safe_write`). Default: False.
+
+    Example:
+        >>> data = load_dataset("breast_cancer")  # doctest: +SKIP
+        >>> trained = train_on(data, progress=False)  # doctest: +SKIP
+        >>> save_checkpoint("artifacts/cancer-mlp", model=trained.model, dataset=data, metrics=trained.metrics,
+        ...                 training=trained.settings, seed=0)  # doctest: +SKIP
+        PosixPath('artifacts/cancer-mlp')
     """
     path = Path(path)
     staging = Staging(path, kind=CHECKPOINT, overwrite=overwrite)  # refuses before any work
@@ -192,7 +204,13 @@ def load_model(
 
 def check_fits(loaded: LoadedModel, dataset: Dataset) -> None:
     """Raise :class:`CheckpointError` if the model was made for other features or shapes, or
-    if it fails or returns non-finite logits on a few real rows of the test split."""
+    if it fails or returns non-finite logits on a few real rows of the test split.
+
+    Example:
+        >>> check_fits(load_model("artifacts/adult-mlp"), load_dataset("german"))  # doctest: +SKIP
+        Traceback (most recent call last):
+        scrutiny.errors.CheckpointError: ...
+    """
     if loaded.manifest:
         _check_same_features(loaded.manifest, dataset)
     shape = tuple(dataset.preprocessor.input_shape)

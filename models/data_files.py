@@ -55,7 +55,12 @@ RAW_FILES: dict[str, dict[str, tuple[str, str]]] = {
 
 
 def data_dir(override: str | os.PathLike | None = None) -> Path:
-    """The folder the loaders read raw files from (see the module docstring)."""
+    """The folder the loaders read raw files from (see the module docstring).
+
+    Example:
+        >>> data_dir("/srv/data")
+        PosixPath('/srv/data')
+    """
     if override is not None:
         return Path(override).expanduser()
     if os.environ.get("SCRUTINY_DATA_DIR"):
@@ -96,6 +101,10 @@ def fetch(
 
     Returns:
         Paths of the files now in place.
+
+    Example:
+        >>> fetch("german")  # doctest: +SKIP
+        [PosixPath('/home/me/.local/share/scrutiny/data/german/german.data')]
     """
     if dataset not in RAW_FILES:
         raise InputError(f"unknown data set '{dataset}' to fetch; expected one of: {', '.join(RAW_FILES)}")

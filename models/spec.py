@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -233,7 +233,10 @@ def short_repr(value, width: int = 80) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
-def _is_list(value, kind: type) -> bool:
+_Item = TypeVar("_Item")
+
+
+def _is_list(value, kind: type[_Item]) -> TypeGuard[list[_Item]]:
     return isinstance(value, list) and all(isinstance(v, kind) for v in value)
 
 

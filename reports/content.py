@@ -98,7 +98,7 @@ class _At:
 
 def _step(node, key):
     if isinstance(node, Details):
-        if key not in {f.name for f in dataclasses.fields(node)}:  # type: ignore[arg-type]
+        if key not in {f.name for f in dataclasses.fields(node)}:
             raise AttributeError(f"{type(node).__name__} has no field {key!r}")
         return getattr(node, key)
     return node[key]
@@ -407,9 +407,10 @@ def _support(f: _At) -> list[dict]:
 def _adverse_action(run, mapping: Mapping) -> dict:
     stored = stored_notices(run)
     clauses = mapping.for_section("adverse_action")
-    if stored is None:
+    explained = _details(run, "attributions")
+    if stored is None or explained is None:  # stored notices come with the attributions' details
         return {"stored": None, "notices": [], "clauses": clauses}
-    summary = _details(run, "attributions").at("adverse_action")
+    summary = explained.at("adverse_action")
 
     def stored_num(array: str, row: int, column: int, value: float, style: str = "fixed") -> Num:
         return Num(value, "arrays", f"{stored.file}#{array}[{row},{column}]", style=style)

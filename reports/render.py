@@ -164,7 +164,7 @@ def write_reports(run_path: str | Path, *, formats=("html",), out: str | Path | 
     run = load_run(run_path)
     folder = check_report_folder(out if out is not None else run.path / "report", inputs=inputs)
     content = report_content(run, load_mapping(mapping), card=load_card(card))
-    html = render_html(content) if {"html", "pdf"} & set(formats) else None
+    html = render_html(content) if {"html", "pdf"} & set(formats) else ""  # the PDF is printed from the HTML
     rendered = {}
     for kind in formats:
         if kind == "html":

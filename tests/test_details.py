@@ -130,3 +130,22 @@ def test_load_run_reads_an_earlier_runs_fairness_details(tmp_path):
     read = load_run(tmp_path).details("fairness")
     assert [c.attributes for c in read.data_bias] == [["sex"], ["sex", "race"]]
     assert read.data_bias[1].privileged_levels == details.data_bias[1].privileged_levels
+
+
+def test_a_finding_must_have_what_its_checks_registry_entry_declares():
+    from scrutiny.audit.run.family import AuditContext
+    from scrutiny.audit.run.findings import Comparison
+    from scrutiny.audit.run.policy import load_policy
+
+    context = AuditContext(model=None, dataset=None, preprocessor=None, config=None, policy=load_policy(),
+                           device="cpu")
+    compared = Comparison(no_difference=1.0, rows=50, expected_positives=9.0, group="privileged group", among="",
+                          min_rows=30, min_expected_positives=5)
+    found = context.finding("fairness.impact_ratio", 0.7, "x", metric="m", subject="sex", comparison=compared)
+    assert found.family == "fairness" and found.threshold == load_policy().threshold("fairness.impact_ratio")
+    with pytest.raises(ValueError, match="group comparison"):
+        context.finding("fairness.impact_ratio", 0.7, "x", metric="m", subject="sex")
+    with pytest.raises(ValueError, match="names subject"):
+        context.finding("attributions.completeness", 0.01, "x", metric="m")
+    with pytest.raises(ValueError, match="has no subject"):
+        context.finding("performance.balanced_accuracy", 0.9, "x", metric="m", subject="anything")

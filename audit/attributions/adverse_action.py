@@ -58,7 +58,7 @@ class Notices:
     @property
     def cannot_issue(self) -> np.ndarray:
         """(M,) rows whose principal reasons include a prohibited basis."""
-        return self.prohibited.any(axis=1)
+        return np.any(self.prohibited, axis=1)
 
     @property
     def prohibited_inputs(self) -> list[str]:

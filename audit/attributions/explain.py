@@ -104,6 +104,12 @@ def explain(
         progress: show progress bars.
         **options: passed to :func:`~scrutiny.audit.attributions.methods.attribute`
             (``n_steps``, ``n_samples``, ``batch_size``, ``baselines``).
+
+    Example:
+        >>> data = load_dataset("breast_cancer")  # doctest: +SKIP
+        >>> found = explain(train_on(data).model, data, methods=["ig", "shap"], samples=20)  # doctest: +SKIP
+        >>> found.agreements[0].spearman_median > 0.5  # doctest: +SKIP
+        True
     """
     methods = resolve_methods(methods)
     for name, value in (("samples", samples), ("seed", seed), ("top_k", top_k), ("n_boot", n_boot)):

@@ -28,7 +28,9 @@ P(favourable | unprivileged) / P(favourable | privileged).
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -81,9 +83,9 @@ class GroupComparison:
     n_privileged: int
     n_unprivileged: int
     metrics: dict[str, Estimate]
+    counts: np.ndarray      # (group, label, prediction) counts, group 1 = privileged (group_metrics)
     per_group: dict[str, dict[str, float]] = field(default_factory=dict)  # "privileged"/"unprivileged" -> figures
     warnings: list[str] = field(default_factory=list)
-    counts: np.ndarray | None = None    # (group, label, prediction) counts, group 1 = privileged (group_metrics)
 
     @property
     def attribute(self) -> str:
@@ -166,18 +168,13 @@ def protected_groups(spec, groups: pd.DataFrame, attributes=None, *, intersectio
 def aif360_metrics(y: np.ndarray, y_pred: np.ndarray | None, privileged: np.ndarray,
                    features: np.ndarray | None = None) -> dict[str, float]:
     """The same metrics computed by aif360 itself (the reference; slow at scale)."""
-    from aif360.datasets import BinaryLabelDataset
-    from aif360.metrics import BinaryLabelDatasetMetric, ClassificationMetric
+    from .aif360_bridge import PRIVILEGED, UNPRIVILEGED, aif360, label_dataset
 
-    privileged_groups, unprivileged_groups = [{"group": 1}], [{"group": 0}]
-    columns = {"group": np.asarray(privileged, dtype=np.float64)}
-    if features is not None:
-        columns.update({f"f{i}": features[:, i] for i in range(features.shape[1])})
+    privileged_groups, unprivileged_groups = PRIVILEGED, UNPRIVILEGED
+    BinaryLabelDatasetMetric, ClassificationMetric = aif360().BinaryLabelDatasetMetric, aif360().ClassificationMetric
 
     def as_dataset(labels):
-        frame = pd.DataFrame({**columns, "label": np.asarray(labels, dtype=np.float64)})
-        return BinaryLabelDataset(df=frame, label_names=["label"], protected_attribute_names=["group"],
-                                  favorable_label=1.0, unfavorable_label=0.0)
+        return label_dataset(labels, privileged, features)
 
     with _quiet():
         truth = as_dataset(y)
@@ -274,15 +271,15 @@ def impact_ratios(spec, groups: pd.DataFrame, selected: np.ndarray, attributes, 
     divided by the highest category's. Numeric attributes split at their privileged minimum."""
     declared = {p.name: p for p in spec.protected}
 
-    def categories(name):
+    def categories_of(name: str) -> np.ndarray:
         attribute = declared[name]
         if attribute.privileged_min is not None:
             below = f"{name} < {attribute.privileged_min:g}"
             return np.where(attribute.is_privileged(groups[name]), attribute.describe(), below)
         return groups[name].astype(str).to_numpy()
 
-    columns = {name: categories(name).astype(str) for name in attributes}
-    crossings = [(name,) for name in attributes]
+    columns = {name: categories_of(name).astype(str) for name in attributes}
+    crossings: list[tuple[str, ...]] = [(name,) for name in attributes]
     if intersections:
         crossings += list(itertools.combinations(attributes, 2))
     selected = np.asarray(selected, dtype=np.float64)
@@ -312,8 +309,8 @@ def assess_fairness(
     model: nn.Module | None,
     dataset: Dataset,
     *,
-    preprocessor=None,
-    attributes=None,
+    preprocessor: Any = None,
+    attributes: Sequence[str] | None = None,
     intersections: bool = True,
     n_boot: int = 1000,
     confidence: float = 0.95,
@@ -338,6 +335,12 @@ def assess_fairness(
         minimums: ``min_rows`` and ``min_expected_positives`` a comparison needs, as the policy's
             ``[groups]`` table; under them a comparison's warnings say it is noise. Default: the
             default policy's.
+
+    Example:
+        >>> data = load_dataset("adult")  # doctest: +SKIP
+        >>> found = assess_fairness(train_on(data).model, data, n_boot=200)  # doctest: +SKIP
+        >>> [(c.attribute, round(c.metrics["disparate_impact"].value, 2)) for c in found.model][:1]  # doctest: +SKIP
+        [('sex', 0.31)]
     """
     spec = dataset.spec
     if spec.task != "tabular" or spec.n_classes != 2:
@@ -444,13 +447,13 @@ def mitigate(
     attribute: str,
     *,
     arch: str | None = None,
-    preprocessor=None,
+    preprocessor: Any = None,
     n_boot: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,
     device: str | None = None,
     progress: bool = False,
-    **training,
+    **training: Any,
 ) -> list[Mitigation]:
     """Two mitigations for ``attribute``, each as a before/after comparison with intervals.
 
@@ -460,6 +463,11 @@ def mitigate(
       checkpoint's own, default the data set's; the retrained one through the data set's).
     - Post-processing: aif360 ``EqOddsPostprocessing`` tuned on a seeded half of the test
       split (stratified by group and label); both sides scored on the other half.
+
+    Example:
+        >>> data = load_dataset("adult")  # doctest: +SKIP
+        >>> [m.method for m in mitigate(load_model("artifacts/adult-mlp").model, data, "sex")]  # doctest: +SKIP
+        ['reweighing', 'equalized_odds']
     """
     from scrutiny.audit.fairness.mitigation import (
         EqualizedOddsPostprocessor,

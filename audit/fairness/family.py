@@ -42,6 +42,8 @@ def run(context: AuditContext) -> FamilyResult:
     result = assess_fairness(c.model, c.dataset, preprocessor=c.preprocessor, attributes=cfg.attributes or None,
                              intersections=cfg.intersections, n_boot=cfg.n_boot, confidence=cfg.confidence,
                              seed=c.config.seed, device=c.device, minimums=c.policy.groups)
+    compared = result.model
+    assert compared is not None  # given a model, assess_fairness always compares its predictions
     findings: list[Finding] = []
     for comparison in result.data_bias:
         e = comparison.metrics["disparate_impact"]
@@ -53,7 +55,7 @@ def run(context: AuditContext) -> FamilyResult:
                         f"({comparison.privileged}) carry the favourable label at {e.value:.2f} times the privileged "
                         f"group's rate.",
         ))
-    for comparison in result.model:
+    for comparison in compared:
         for metric in GATED:
             e = comparison.metrics[metric]
             findings.append(c.finding(
@@ -78,7 +80,7 @@ def run(context: AuditContext) -> FamilyResult:
     details = FairnessDetails(
         confidence=cfg.confidence,
         data_bias=[_comparison(x) for x in result.data_bias],
-        model=[_comparison(x) for x in result.model],
+        model=[_comparison(x) for x in compared],
         impact_ratios=[_impact_ratio(r) for r in result.impact_ratios],
         consistency=_estimate(result.consistency) if result.consistency else None,
         warnings=list(result.warnings),
@@ -92,7 +94,7 @@ def run(context: AuditContext) -> FamilyResult:
             for m in mitigate(c.model, c.dataset, cfg.mitigate, preprocessor=c.preprocessor, n_boot=cfg.n_boot,
                               confidence=cfg.confidence, seed=c.config.seed, device=c.device)
         ]
-    return FamilyResult(findings=findings, details=details, figures={METRICS_FIGURE: plots.fairness_figure(result.model)})
+    return FamilyResult(findings=findings, details=details, figures={METRICS_FIGURE: plots.fairness_figure(compared)})
 
 
 def _rests_on(c: AuditContext, counts: np.ndarray, metric: str) -> Comparison:

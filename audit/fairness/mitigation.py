@@ -17,15 +17,13 @@ numeric frames built here (its own data-set loaders do not work under pandas 3).
 
 from __future__ import annotations
 
-import functools
-import logging
-
 import numpy as np
-import pandas as pd
 
 from scrutiny.errors import InputError
 from scrutiny.models.datasets import Dataset
 from scrutiny.models.recipes import TrainedModel, train_on
+
+from .aif360_bridge import PRIVILEGED, UNPRIVILEGED, aif360, label_dataset
 
 __all__ = [
     "EqualizedOddsPostprocessor",
@@ -34,31 +32,6 @@ __all__ = [
     "reweighing_weights",
     "split_for_postprocessing",
 ]
-
-_LABEL, _GROUP = "label", "privileged"
-_PRIVILEGED, _UNPRIVILEGED = [{_GROUP: 1.0}], [{_GROUP: 0.0}]
-
-
-@functools.cache
-def _aif360():
-    """aif360's BinaryLabelDataset, Reweighing and EqOddsPostprocessing, imported on first use.
-
-    Importing aif360's algorithms logs a warning through the root logger for each optional
-    dependency it lacks (tensorflow, fairlearn, …), and that call also installs a handler on
-    the root logger; both are kept away for the duration of the import.
-    """
-    root, quiet, disabled = logging.getLogger(), logging.NullHandler(), logging.root.manager.disable
-    root.addHandler(quiet)
-    logging.disable(logging.WARNING)
-    try:
-        from aif360.algorithms.postprocessing.eq_odds_postprocessing import EqOddsPostprocessing
-        from aif360.algorithms.preprocessing.reweighing import Reweighing
-        from aif360.datasets import BinaryLabelDataset
-    finally:
-        logging.disable(disabled)
-        root.removeHandler(quiet)
-    return BinaryLabelDataset, Reweighing, EqOddsPostprocessing
-
 
 def _labels_and_groups(y, privileged, name: str = "y") -> tuple[np.ndarray, np.ndarray]:
     y, privileged = np.asarray(y), np.asarray(privileged)
@@ -72,15 +45,6 @@ def _labels_and_groups(y, privileged, name: str = "y") -> tuple[np.ndarray, np.n
     if privileged.dtype.kind not in "biuf" or not np.isin(privileged, (0, 1)).all():
         raise InputError("privileged must be a boolean mask (True = privileged group)")
     return y.astype(np.int64), privileged.astype(bool)
-
-
-def _label_dataset(labels: np.ndarray, privileged: np.ndarray):
-    """A BinaryLabelDataset whose only columns are the label and the 0/1 group."""
-    BinaryLabelDataset = _aif360()[0]
-    frame = pd.DataFrame({_LABEL: labels.astype(np.float64), _GROUP: privileged.astype(np.float64)})
-    return BinaryLabelDataset(
-        df=frame, label_names=[_LABEL], protected_attribute_names=[_GROUP], favorable_label=1, unfavorable_label=0
-    )
 
 
 def privileged_mask(dataset: Dataset, attribute: str, split: str = "test") -> np.ndarray:
@@ -138,11 +102,11 @@ def reweighing_weights(y: np.ndarray, privileged: np.ndarray) -> np.ndarray:
     y, privileged = _labels_and_groups(y, privileged)
     if privileged.all() or not privileged.any():
         raise InputError("reweighing needs rows of both the privileged and the unprivileged group")
-    _, Reweighing, _ = _aif360()
+    Reweighing = aif360().Reweighing
     # an empty (group, label) cell gets an infinite weight that no row uses
     with np.errstate(divide="ignore", invalid="ignore"):
-        reweighed = Reweighing(unprivileged_groups=_UNPRIVILEGED, privileged_groups=_PRIVILEGED).fit_transform(
-            _label_dataset(y, privileged)
+        reweighed = Reweighing(unprivileged_groups=UNPRIVILEGED, privileged_groups=PRIVILEGED).fit_transform(
+            label_dataset(y, privileged)
         )
     return np.asarray(reweighed.instance_weights, dtype=np.float64)
 
@@ -297,11 +261,11 @@ class EqualizedOddsPostprocessor:
         for group, name in ((True, "privileged"), (False, "unprivileged")):
             if len(np.unique(y[privileged == group])) < 2:
                 raise InputError(f"the {name} group needs rows of both labels to fit equalized odds")
-        _, _, EqOddsPostprocessing = _aif360()
-        truth = _label_dataset(y, privileged)
+        EqOddsPostprocessing = aif360().EqOddsPostprocessing
+        truth = label_dataset(y, privileged)
         prediction = truth.copy(deepcopy=True)
         prediction.labels = predicted.astype(np.float64).reshape(-1, 1)
-        model = EqOddsPostprocessing(unprivileged_groups=_UNPRIVILEGED, privileged_groups=_PRIVILEGED, seed=seed)
+        model = EqOddsPostprocessing(unprivileged_groups=UNPRIVILEGED, privileged_groups=PRIVILEGED, seed=seed)
         model.fit(truth, prediction)
         if not model.model_params.success:
             raise InputError(f"the equalized-odds linear program found no solution: {model.model_params.message}")
@@ -333,7 +297,7 @@ class EqualizedOddsPostprocessor:
         predicted, privileged = self._predicted(scores, privileged)
         state = np.random.get_state()
         try:
-            result = self._model.predict(_label_dataset(predicted, privileged))
+            result = self._model.predict(label_dataset(predicted, privileged))
         finally:
             np.random.set_state(state)
         return result.labels.ravel().astype(np.int64)

@@ -27,6 +27,7 @@ from scrutiny.audit.robustness.attacks import (
     tabular_constraints,
 )
 from scrutiny.audit.robustness.registry import ATTACKS, DEFAULT_ATTACKS, NORMS, WHITE_BOX, parse_attacks, primary_attack
+from scrutiny.devices import resolve_device
 from scrutiny.errors import InputError
 from scrutiny.limits import check_int
 from scrutiny.modality import MODALITIES, modality
@@ -135,7 +136,7 @@ def assess_robustness(
     max_examples: int = 16,
     batch_size: int = 1024,
     seed: int = 0,
-    device: str | None = None,
+    device: str | torch.device | None = None,
     progress: bool = False,
 ) -> Robustness:
     """Attack ``samples`` seeded test rows with each attack at each ε.
@@ -156,7 +157,13 @@ def assess_robustness(
         detector: an autoencoder for the out-of-distribution score; None skips the score.
         max_examples: adversarial examples kept for reports.
         seed: seeds the row sample and every attack.
-        device: where to attack. Default: CUDA when present.
+        device: where to attack: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``. Default: CUDA when present.
+
+    Example:
+        >>> data = load_dataset("digits")  # doctest: +SKIP
+        >>> found = assess_robustness(train_on(data).model, data, attacks=["pgd"], eps=[0.1], samples=100)  # doctest: +SKIP
+        >>> found.point("worst case", 0.1).robust_accuracy  # doctest: +SKIP
+        0.43
     """
     attacks = parse_attacks(list(attacks))
     task = dataset.spec.task
@@ -165,11 +172,11 @@ def assess_robustness(
                         ("seed", seed)):
         check_int(name, value)
     constraints = constraints_for(dataset, preprocessor, immutable=immutable, mutable=mutable)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = resolve_device(device)
     preprocessor = preprocessor or dataset.preprocessor
     rows, x_all, y_all = _sample(dataset, preprocessor, samples, seed)
     was_training = model.training
-    attacker = _Attacker(model.to(device).eval(), device, norm=norm, constraints=constraints, steps=steps,
+    attacker = _Attacker(model.to(dev).eval(), dev, norm=norm, constraints=constraints, steps=steps,
                          restarts=restarts, queries=queries, batch_size=batch_size)
     # very large in either norm: the L∞ radius, or the L2 norm of that radius on every position
     search = modality(task).search_eps * (1 if norm == "linf" else float(np.sqrt(x_all[0].numel())))
@@ -196,7 +203,7 @@ def assess_robustness(
         if detector is not None:
             start = time.perf_counter()
             ood = [_ood(detector, x_all, adversarial[primary, radius], correct.numpy() & ~robust[primary][k], radius,
-                        primary, device)
+                        primary, dev)
                    for k, radius in enumerate(eps)]
             seconds["ood"] = time.perf_counter() - start
     finally:
@@ -206,7 +213,7 @@ def assess_robustness(
         search_eps=search, large_eps_accuracy=large_acc, examples=examples, constraints=constraints.applied,
         warnings=warnings, gradient=gradient, ood=ood,
         settings={"steps": steps, "restarts": restarts, "queries": queries, "search_steps": search_steps,
-                  "loss": "cross-entropy", "schedule": "cosine", "seed": seed, "device": str(device),
+                  "loss": "cross-entropy", "schedule": "cosine", "seed": seed, "device": str(dev),
                   "model_rows": stats.model_rows, "samples": len(rows)},
         seconds=seconds,
     )
@@ -371,7 +378,8 @@ def _weak_evaluation(robust, eps, attacks, gradient, large_acc, search, clean_ac
 
 def _examples(adversarial, attack, eps, x, y, clean_pred, predict, rows, cap, preprocessor) -> list[Example]:
     """Up to ``cap`` flipped rows of ``attack``, spread over the ε grid, smallest ε first."""
-    examples, seen = [], set()
+    examples: list[Example] = []
+    seen: set[int] = set()
     per_eps = max(1, -(-cap // len(eps)))
     for radius in eps:
         x_adv = adversarial[attack, radius]
@@ -406,7 +414,7 @@ def _changes(preprocessor, x: np.ndarray, x_adv: np.ndarray) -> list[tuple[str, 
 
 
 def _ood(detector: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, flipped: np.ndarray, radius: float,
-         attack: str, device) -> dict:
+         attack: str, device: torch.device) -> dict:
     """How well the detector's reconstruction error tells the successful adversarial rows
     from the clean ones."""
     from sklearn.metrics import roc_auc_score

@@ -121,17 +121,20 @@ def load_config(path: ConfigSource, *, task: str, fairness: bool, protected: tup
         [0.5]
     """
     defaults = default_config(task, fairness=fairness)
-    checks = {"task": task, "fairness": fairness, "protected": protected}
+
+    def checked(config: AuditConfig, where: str) -> AuditConfig:
+        return _check(config, where, task=task, fairness=fairness, protected=protected)
+
     if path is None:
-        return _check(defaults, "the default config", **checks)
+        return checked(defaults, "the default config")
     if isinstance(path, AuditConfig):
-        return _check(_defaults_for_empty(path, defaults), "config", **checks)
+        return checked(_defaults_for_empty(path, defaults), "config")
     if isinstance(path, Mapping):
-        return _check(_merge(defaults, dict(path), "config"), "config", **checks)
+        return checked(_merge(defaults, dict(path), "config"), "config")
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"config must be an AuditConfig, a dict or a path, got {type(path).__name__}")
     where = f"config {path}"
-    return _check(_merge(defaults, read_toml(path, "config"), where), where, **checks)
+    return checked(_merge(defaults, read_toml(path, "config"), where), where)
 
 
 def config_for(dataset: Dataset, config: ConfigSource = None) -> AuditConfig:

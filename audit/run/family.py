@@ -20,7 +20,7 @@ from scrutiny.errors import InputError
 
 from .details import Details
 from .findings import Finding
-from .policy import CHECKS
+from .policy import CHECK_INFO
 
 if TYPE_CHECKING:
     import numpy as np
@@ -52,9 +52,19 @@ class AuditContext:
     policy: Policy
     device: str
 
-    def finding(self, check: str, value: float, explanation: str, *, metric: str, **kwargs) -> Finding:
-        """A finding of ``check`` with the policy's thresholds (its status follows from them)."""
-        return Finding(check=check, family=CHECKS[check], value=float(value), explanation=explanation,
+    def finding(self, check: str, value: float, explanation: str, *, metric: str, **kwargs: Any) -> Finding:
+        """A finding of ``check`` with the policy's thresholds (its status follows from them).
+
+        Raises:
+            ValueError: the finding does not have what the check's registry entry declares (a
+                subject when it names one, a comparison when it compares groups) — a bug in a family.
+        """
+        info = CHECK_INFO[check]
+        if (kwargs.get("subject") is None) != (info.subject is None):
+            raise ValueError(f"{check}: a finding {'names' if info.subject else 'has no'} subject ({info.subject})")
+        if (kwargs.get("comparison") is not None) != info.compares_groups:
+            raise ValueError(f"{check}: a finding {'carries' if info.compares_groups else 'has no'} group comparison")
+        return Finding(check=check, family=info.family, value=float(value), explanation=explanation,
                        threshold=self.policy.threshold(check), metric=metric, **kwargs)
 
 
