@@ -26,6 +26,7 @@ from scrutiny.audit.robustness.attacks import (
     run_attack,
     tabular_constraints,
 )
+from scrutiny.audit.robustness.details import CurveEntry
 from scrutiny.audit.robustness.registry import ATTACKS, DEFAULT_ATTACKS, NORMS, WHITE_BOX, parse_attacks, primary_attack
 from scrutiny.devices import resolve_device
 from scrutiny.errors import InputError
@@ -33,20 +34,10 @@ from scrutiny.limits import check_int
 from scrutiny.modality import MODALITIES, modality
 from scrutiny.models import Dataset
 
-__all__ = ["ATTACKS", "DEFAULT_EPS", "CurvePoint", "Example", "Robustness", "assess_robustness",
+__all__ = ["ATTACKS", "DEFAULT_EPS", "Example", "Robustness", "assess_robustness",
            "constraints_for", "fit_detector", "parse_attacks"]
 
 DEFAULT_EPS = {name: m.default_eps for name, m in MODALITIES.items()}
-
-
-@dataclass
-class CurvePoint:
-    attack: str          # an attack name, or "worst case" (a row is robust only if every attack failed)
-    eps: float
-    clean_accuracy: float
-    robust_accuracy: float
-    success_rate: float  # of the rows the model got right, the share the attack flipped
-    n: int
 
 
 @dataclass
@@ -70,7 +61,7 @@ class Robustness:
     norm: str
     eps: tuple[float, ...]
     attacks: tuple[str, ...]
-    curve: list[CurvePoint]
+    curve: list[CurveEntry]
     robust: dict[str, np.ndarray]            # attack -> (n_eps, N) bool: still right under that attack
     min_eps: np.ndarray                      # (N,): smallest ε that flips the row; 0 if wrong already, inf if none ≤ search_eps
     search_eps: float
@@ -87,7 +78,7 @@ class Robustness:
     def median_min_eps(self) -> float:
         return float(np.median(self.min_eps))
 
-    def point(self, attack: str, eps: float) -> CurvePoint:
+    def point(self, attack: str, eps: float) -> CurveEntry:
         return next(p for p in self.curve if p.attack == attack and np.isclose(p.eps, eps))
 
 
@@ -294,9 +285,9 @@ def _attack_grid(attacker: _Attacker, attacks, eps, x, y, correct, seed: int, ad
     return robust, adversarial, seconds
 
 
-def _curve(robust: dict[str, np.ndarray], eps, clean_acc: float, correct: np.ndarray, n: int) -> list[CurvePoint]:
+def _curve(robust: dict[str, np.ndarray], eps, clean_acc: float, correct: np.ndarray, n: int) -> list[CurveEntry]:
     return [
-        CurvePoint(name, radius, clean_acc, float(flags[k].mean()),
+        CurveEntry(name, radius, clean_acc, float(flags[k].mean()),
                    float(1 - flags[k][correct].mean()) if correct.any() else 0.0, n)
         for name, flags in robust.items() for k, radius in enumerate(eps)
     ]

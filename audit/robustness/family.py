@@ -13,7 +13,6 @@ from .details import (
     CURVE_FIGURE,
     EXAMPLES_FIGURE,
     MIN_EPS_FIGURE,
-    CurveEntry,
     ExampleEntry,
     OodEntry,
     RobustnessDetails,
@@ -65,9 +64,7 @@ def run(context: AuditContext) -> FamilyResult:
     details = RobustnessDetails(
         n=len(result.rows), norm=result.norm, eps=[float(e) for e in result.eps], gated_eps=gated,
         attacks=list(result.attacks),
-        curve=[CurveEntry(attack=p.attack, eps=p.eps, clean_accuracy=p.clean_accuracy,
-                          robust_accuracy=p.robust_accuracy, success_rate=p.success_rate, n=p.n)
-               for p in result.curve],
+        curve=list(result.curve),
         median_min_eps=result.median_min_eps, never_flipped=float((~np.isfinite(result.min_eps)).mean()),
         search_eps=result.search_eps, large_eps_accuracy=result.large_eps_accuracy,
         constraints=list(result.constraints), warnings=list(result.warnings), gradient=dict(result.gradient),
