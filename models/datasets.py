@@ -100,9 +100,11 @@ def split_frame(frame: pd.DataFrame, spec: DatasetSpec, *, test_size: float, see
     return train.reset_index(drop=True), test.reset_index(drop=True)
 
 
-def tabular_dataset(spec: DatasetSpec, train: pd.DataFrame, test: pd.DataFrame, sha256: str) -> Dataset:
-    """Build a :class:`Dataset` from frames whose label column holds raw label values."""
-    preprocessor = TabularPreprocessor(spec).fit(train)
+def tabular_dataset(spec: DatasetSpec, train: pd.DataFrame, test: pd.DataFrame, sha256: str, *,
+                    missing: str = "error") -> Dataset:
+    """Build a :class:`Dataset` from frames whose label column holds raw label values; ``missing``
+    is passed to the preprocessor (``"impute"`` fits its fill values on ``train`` only)."""
+    preprocessor = TabularPreprocessor(spec, missing=missing).fit(train)
 
     def as_split(frame: pd.DataFrame) -> Split:
         y = (frame[spec.label] == spec.favourable_label).to_numpy().astype(np.int64)

@@ -1,7 +1,9 @@
 """Fitted preprocessing between raw columns and the float matrix a model reads.
 
 The tabular preprocessor one-hot encodes categorical features, maps binary ones to 0/1 and
-standardises numeric ones. Its fitted state is plain JSON (saved in each checkpoint), and it
+standardises numeric ones. With ``missing="impute"`` it also fills missing values from the
+training rows it was fitted on: the median of a numeric feature, the category ``"missing"`` for
+a categorical one. Its fitted state is plain JSON (saved in each checkpoint), and it
 knows which encoded columns came from which original feature, so attributions computed on
 the encoded matrix can be summed back to the columns people think in.
 """
@@ -17,7 +19,10 @@ import pandas as pd
 from scrutiny.errors import DataError
 from scrutiny.models.spec import DatasetSpec, short_repr
 
-__all__ = ["TabularPreprocessor", "ImagePreprocessor", "preprocessor_from_dict"]
+__all__ = ["TabularPreprocessor", "ImagePreprocessor", "preprocessor_from_dict", "MISSING_MODES", "MISSING_CATEGORY"]
+
+MISSING_MODES = ("error", "drop", "impute")
+MISSING_CATEGORY = "missing"
 
 
 @dataclass
@@ -25,16 +30,27 @@ class TabularPreprocessor:
     """Scikit-learn style ``fit`` / ``transform`` over the spec's features.
 
     Categorical values are compared as strings; a category unseen in training encodes as all
-    zeros. Learned state ends in ``_``.
+    zeros. ``missing`` is how the data set handled missing values (``"error"``, ``"drop"`` or
+    ``"impute"``); only ``"impute"`` fills them here, with ``fills_`` learned in ``fit``.
+    Learned state ends in ``_``.
     """
 
     spec: DatasetSpec
+    missing: str = "error"
     means_: dict[str, float] = field(default_factory=dict)
     scales_: dict[str, float] = field(default_factory=dict)
     categories_: dict[str, list[str]] = field(default_factory=dict)
+    fills_: dict[str, float | str] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.missing not in MISSING_MODES:
+            raise DataError(f"missing must be one of {', '.join(map(repr, MISSING_MODES))}, got {self.missing!r}")
 
     def fit(self, X: pd.DataFrame) -> TabularPreprocessor:
         _require_columns(X, self.spec.feature_names, self.spec.name)
+        if self.missing == "impute":
+            self.fills_ = self._fitted_fills(X)
+        X = self._filled(X)
         for feature in self.spec.features:
             column = X[feature.name]
             if feature.kind == "numeric":
@@ -52,8 +68,34 @@ class TabularPreprocessor:
                 self.categories_[feature.name] = categories
         return self
 
+    def _fitted_fills(self, X: pd.DataFrame) -> dict[str, float | str]:
+        """Median of each numeric feature over ``X`` (the training rows), "missing" for categorical ones."""
+        fills: dict[str, float | str] = {}
+        for feature in self.spec.features:
+            if feature.kind == "categorical":
+                fills[feature.name] = MISSING_CATEGORY
+            elif feature.kind == "numeric":
+                median = float(pd.to_numeric(X[feature.name], errors="coerce").median())
+                if not math.isfinite(median):
+                    raise DataError(f"{self.spec.name}: numeric column '{feature.name}' has no value in the training "
+                                    "split to impute its missing values from")
+                fills[feature.name] = median
+        return fills
+
+    def _filled(self, X: pd.DataFrame) -> pd.DataFrame:
+        """``X`` with missing values replaced by ``fills_`` (unchanged unless ``missing="impute"``)."""
+        gaps = {name: value for name, value in self.fills_.items() if X[name].isna().any()}
+        if not gaps:
+            return X
+        X = X.copy()
+        for name, value in gaps.items():
+            X[name] = X[name].astype(object).where(X[name].notna(), value) if isinstance(value, str) \
+                else X[name].fillna(value)
+        return X
+
     def transform(self, X: pd.DataFrame) -> np.ndarray:
         _require_columns(X, self.spec.feature_names, self.spec.name)
+        X = self._filled(X)
         blocks = []
         for feature in self.spec.features:
             column = X[feature.name]
@@ -113,13 +155,18 @@ class TabularPreprocessor:
         return (self.n_encoded,)
 
     def to_dict(self) -> dict:
-        return {
+        state = {
             "kind": "tabular",
             "means": self.means_,
             "scales": self.scales_,
             "categories": self.categories_,
             "encoded_feature_names": self.encoded_feature_names,
         }
+        if self.missing != "error":  # absent means "error": checkpoints written before the key stay as they were
+            state["missing"] = self.missing
+        if self.missing == "impute":
+            state["fills"] = self.fills_
+        return state
 
     @classmethod
     def from_dict(cls, data: dict, spec: DatasetSpec) -> TabularPreprocessor:
@@ -149,11 +196,16 @@ class TabularPreprocessor:
             if feature.kind == "binary" and len(categories[feature.name]) != 2:
                 raise DataError(f"'categories' of binary feature '{feature.name}' must hold two values, "
                                 f"got {categories[feature.name]!r}")
+        missing = data.get("missing", "error")
+        if missing not in MISSING_MODES:
+            raise DataError(f"'missing' must be one of {', '.join(map(repr, MISSING_MODES))}, got {short_repr(missing)}")
         return cls(
             spec=spec,
+            missing=missing,
             means_={n: float(v) for n, v in data["means"].items()},
             scales_={n: float(v) for n, v in data["scales"].items()},
             categories_={k: list(v) for k, v in categories.items()},
+            fills_=_fills_from_dict(data.get("fills"), spec) if missing == "impute" else {},
         )
 
 
@@ -193,6 +245,20 @@ def preprocessor_from_dict(data: dict, spec: DatasetSpec) -> TabularPreprocessor
     if spec.task == "image":
         return ImagePreprocessor(spec)
     return TabularPreprocessor.from_dict(data, spec)
+
+
+def _fills_from_dict(fills, spec: DatasetSpec) -> dict[str, float | str]:
+    """The ``fills`` entry of an imputing preprocessor: a number per numeric feature, a text per categorical one."""
+    expected = {f.name: f.kind for f in spec.features if f.kind != "binary"}
+    if not isinstance(fills, dict) or set(fills) != set(expected):
+        raise DataError(f"'fills' must map each numeric and categorical feature ({', '.join(expected)}) to its fill "
+                        f"value, got {short_repr(fills)}")
+    for name, value in fills.items():
+        ok = _is_number(value) if expected[name] == "numeric" else isinstance(value, str)
+        if not ok:
+            kind = "a finite number" if expected[name] == "numeric" else "a category name"
+            raise DataError(f"'fills' of '{name}' must be {kind}, got {short_repr(value)}")
+    return {name: float(v) if expected[name] == "numeric" else v for name, v in fills.items()}
 
 
 def _is_number(value) -> bool:

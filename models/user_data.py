@@ -13,13 +13,20 @@ Example ``loans.toml`` for ``loans.csv``::
                                   # proxies); adverse-action notices may not state them as reasons
     immutable = ["age"]           # features an applicant cannot change: robustness attacks hold
                                   # them (and the protected columns); default none
+    missing = "error"             # missing values (NaN, empty cells): "error" (default), "drop" the
+                                  # rows, or "impute" features from the training split (median of a
+                                  # number, category "missing" for text); a row missing its label
+                                  # or a protected attribute is dropped, never imputed
 
     [protected]                   # protected attribute -> privileged group
     sex = ["male"]                #   privileged values
     age = { min = 25 }            #   or a numeric minimum
 
 Every other column is a feature: numeric columns are scaled, text columns with two values are
-binary and other text columns categorical. Protected columns stay features unless dropped.
+binary and other text columns categorical (with ``missing = "impute"``, a text column with missing
+values is categorical, "missing" being one more category). Protected columns stay features unless
+dropped. The mode and the number of rows dropped for missing values are in ``spec.extra``
+(``missing``, ``dropped_rows``); the preprocessor records the mode and its fill values.
 """
 
 from __future__ import annotations
@@ -36,12 +43,13 @@ from scrutiny.errors import DataError
 from scrutiny.hashing import sha256_file
 from scrutiny.limits import check_int
 from scrutiny.models.datasets import Dataset, split_frame, tabular_dataset
+from scrutiny.models.preprocessing import MISSING_MODES
 from scrutiny.models.spec import DatasetSpec, Feature, ProtectedAttribute
 
 __all__ = ["load_table", "read_table_spec", "SPEC_KEYS"]
 
 SPEC_KEYS = {"label", "favourable", "categorical", "drop", "test_size", "seed", "protected", "prohibited",
-             "immutable", "description"}
+             "immutable", "description", "missing"}
 
 
 def read_table_spec(path: str | os.PathLike) -> dict:
@@ -68,6 +76,9 @@ def read_table_spec(path: str | os.PathLike) -> dict:
     if not isinstance(test_size, (int, float)) or not 0 < test_size < 1:
         raise DataError(f"{path}: test_size must be a number between 0 and 1, got {test_size!r}")
     check_int("seed", spec.get("seed", 0), where=str(path))
+    if spec.get("missing", "error") not in MISSING_MODES:
+        raise DataError(f"{path}: 'missing' must be one of {', '.join(f'{m!r}' for m in MISSING_MODES)}, "
+                        f"got {spec['missing']!r}")
     label = spec["label"]
     for key in ("drop", "categorical"):
         if label in spec.get(key, []):
@@ -131,18 +142,19 @@ def load_table(path: str | os.PathLike, spec_path: str | os.PathLike) -> Dataset
             raise DataError(f"{path}: column '{column}' named in {spec_path} not found")
 
     dropped = set(options.get("drop", [])) | {label}
+    missing = options.get("missing", "error")
+    read = list(dict.fromkeys([label] + [c for c in frame.columns if c not in dropped] + [p.name for p in protected]))
+    frame, dropped_rows = _handle_missing(frame, missing, read, [label] + [p.name for p in protected], path,
+                                          spec_path)
     features = tuple(
-        _feature(frame[c], c, c in options.get("categorical", [])) for c in frame.columns if c not in dropped
+        _feature(frame[c], c, c in options.get("categorical", []), impute=missing == "impute")
+        for c in frame.columns if c not in dropped
     )
     if not features:
         raise DataError(f"{spec_path}: no feature columns left after drop {options.get('drop', [])} and the label "
                         f"'{label}'; the model needs at least one column to read")
     immutable = _immutable(options.get("immutable", []), features, spec_path)
     used = list(dict.fromkeys([label] + [f.name for f in features] + [p.name for p in protected]))
-    for column in used:
-        missing = int(frame[column].isna().sum())
-        if missing:
-            raise DataError(f"{path}: column '{column}' has {missing} missing value(s) (NaN); fill or drop them first")
     _check_finite(frame, used, path)
     _check_split_size(frame[label], label, options.get("test_size", 0.25), path)
 
@@ -158,10 +170,34 @@ def load_table(path: str | os.PathLike, spec_path: str | os.PathLike) -> Dataset
         prohibited=prohibited,
         immutable=immutable,
         description=options.get("description", f"user table {path.name}"),
-        extra={"source": path.name, "test_size": options.get("test_size", 0.25), "seed": options.get("seed", 0)},
+        extra={"source": path.name, "test_size": options.get("test_size", 0.25), "seed": options.get("seed", 0),
+               "missing": missing, "dropped_rows": dropped_rows},
     )
     train, test = split_frame(frame, spec, test_size=options.get("test_size", 0.25), seed=options.get("seed", 0))
-    return tabular_dataset(spec, train, test, sha256_file(path))
+    return tabular_dataset(spec, train, test, sha256_file(path), missing=missing)
+
+
+def _handle_missing(frame: pd.DataFrame, mode: str, columns: list[str], never_imputed: list[str], path: Path,
+                    spec_path) -> tuple[pd.DataFrame, int]:
+    """The rows kept and how many were dropped for missing values in ``columns`` (those the data set
+    reads): ``"error"`` refuses any, ``"drop"`` drops their rows, ``"impute"`` drops only the rows
+    missing a ``never_imputed`` column (the label, the protected attributes) and leaves the other
+    gaps to the preprocessor."""
+    if mode == "error":
+        for column in columns:
+            count = int(frame[column].isna().sum())
+            if count:
+                raise DataError(f"{path}: column '{column}' has {count} missing value(s) (NaN); fill or drop them "
+                                f"first, or set missing = \"drop\" or \"impute\" in {spec_path}")
+        return frame, 0
+    gaps = frame[columns if mode == "drop" else never_imputed].isna().any(axis=1)
+    kept = frame[~gaps].reset_index(drop=True)
+    label = never_imputed[0]
+    if kept[label].nunique() < 2:
+        raise DataError(f"{path}: after dropping the {int(gaps.sum())} row(s) with missing values (missing = "
+                        f"{mode!r}), label column '{label}' has {kept[label].nunique()} distinct value(s); "
+                        "a binary spec needs exactly two")
+    return kept, int(gaps.sum())
 
 
 def _read_frame(path: Path) -> pd.DataFrame:
@@ -228,8 +264,8 @@ def _check_split_size(labels: pd.Series, label: str, test_size: float, path: Pat
     )
 
 
-def _feature(column: pd.Series, name: str, categorical: bool) -> Feature:
-    if categorical:
+def _feature(column: pd.Series, name: str, categorical: bool, *, impute: bool = False) -> Feature:
+    if categorical or (impute and column.isna().any() and not pd.api.types.is_numeric_dtype(column)):
         return Feature(name, "categorical")
     if pd.api.types.is_bool_dtype(column):
         return Feature(name, "binary")

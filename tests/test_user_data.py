@@ -296,3 +296,216 @@ def test_bad_columns(tmp_path, change, match):
     with pytest.raises(DataError, match=match) as info:
         load_table(data, spec)
     assert "loans.csv" in str(info.value)
+
+
+# ---------------------------------------------------------------- missing values
+
+def frame_with_gaps(n: int = 200) -> pd.DataFrame:
+    """The standard table with missing values in a numeric feature (score), a text feature (region),
+    the label and a protected attribute (sex)."""
+    frame = make_frame(n)
+    frame["score"] = frame["score"].astype(float).where(frame.index % 9 != 3)
+    frame["region"] = frame["region"].where(frame.index % 7 != 2)
+    frame.loc[[5, 50], "approved"] = None
+    frame.loc[[8], "sex"] = None
+    return frame
+
+
+def gap_spec(mode: str) -> str:
+    return f'missing = "{mode}"\n' + SPEC
+
+
+def expected_rows(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    return frame.dropna(subset=columns).reset_index(drop=True)
+
+
+def test_missing_error_is_the_default_and_names_file_column_count(tmp_path):
+    frame = frame_with_gaps()
+    for spec in (SPEC, gap_spec("error")):
+        data, spec_path = write(tmp_path, frame, spec)
+        with pytest.raises(DataError) as info:
+            load_table(data, spec_path)
+        # the label is checked first; its 2 missing cells are counted
+        assert str(info.value).startswith(f"{data}: column 'approved' has 2 missing value(s) (NaN)")
+        assert 'missing = "drop" or "impute"' in str(info.value)
+    data, spec_path = write(tmp_path, make_frame(), gap_spec("error"))
+    dataset = load_table(data, spec_path)
+    assert dataset.spec.extra["missing"] == "error" and dataset.spec.extra["dropped_rows"] == 0
+    assert "missing" not in dataset.preprocessor.to_dict()  # as checkpoints written before the key
+
+
+def test_missing_drop_drops_and_counts_every_incomplete_row(tmp_path):
+    frame = frame_with_gaps()
+    data, spec_path = write(tmp_path, frame, gap_spec("drop"))
+    dataset = load_table(data, spec_path)
+    read = ["approved", "score", "children", "region", "sex", "age", "zone"]  # not the dropped applicant_id
+    complete = expected_rows(frame, read)
+    assert dataset.spec.extra["missing"] == "drop"
+    assert dataset.spec.extra["dropped_rows"] == len(frame) - len(complete) > 0
+    assert len(dataset.train) + len(dataset.test) == len(complete)
+    for split in (dataset.train, dataset.test):
+        assert not split.X.isna().any().any() and not split.groups.isna().any().any()
+    assert {f.name: f.kind for f in dataset.spec.features}["region"] == "categorical"
+    assert dataset.preprocessor.to_dict()["missing"] == "drop" and "fills" not in dataset.preprocessor.to_dict()
+    # the training rows are those of the complete table, split as a table without gaps would be
+    clean, clean_spec = write(tmp_path, complete, SPEC, name="clean")
+    reference = load_table(clean, clean_spec)
+    pd.testing.assert_frame_equal(dataset.train.X, reference.train.X)
+    np.testing.assert_array_equal(dataset.encode(dataset.test.X), reference.encode(reference.test.X))
+
+
+def test_missing_impute_fills_from_the_training_split_only(tmp_path):
+    frame = frame_with_gaps()
+    # a few extreme scores: the median over all rows and over the training rows then differ
+    frame.loc[frame.index % 4 == 1, "score"] = 50.0
+    data, spec_path = write(tmp_path, frame, gap_spec("impute"))
+    dataset = load_table(data, spec_path)
+
+    # label and protected attribute are never imputed: those rows are dropped
+    kept = expected_rows(frame, ["approved", "sex"])
+    assert dataset.spec.extra["missing"] == "impute"
+    assert dataset.spec.extra["dropped_rows"] == 3 == len(frame) - len(kept)
+    assert len(dataset.train) + len(dataset.test) == len(kept)
+    assert dataset.train.X["score"].isna().any() and dataset.train.X["region"].isna().any()  # raw data kept as is
+
+    train_median = float(dataset.train.X["score"].median())  # pandas, skipping NaN, training rows only
+    assert train_median != float(kept["score"].median())
+    state = dataset.preprocessor.to_dict()
+    assert state["missing"] == "impute"
+    assert state["fills"] == {"score": train_median, "children": float(dataset.train.X["children"].median()),
+                              "region": "missing", "age": float(dataset.train.X["age"].median()),
+                              "zone": "missing"}
+    assert "region=missing" in dataset.preprocessor.encoded_feature_names
+    assert "zone=missing" not in dataset.preprocessor.encoded_feature_names  # zone has no gap in training
+
+    X = dataset.encode(dataset.test.X)
+    names = dataset.preprocessor.encoded_feature_names
+    gaps = dataset.test.X["score"].isna().to_numpy()
+    assert gaps.any() and np.isfinite(X).all()
+    mean, scale = dataset.preprocessor.means_["score"], dataset.preprocessor.scales_["score"]
+    np.testing.assert_allclose(X[gaps, names.index("score")], (train_median - mean) / scale, rtol=1e-6)
+    no_region = dataset.test.X["region"].isna().to_numpy()
+    assert no_region.any() and (X[no_region, names.index("region=missing")] == 1).all()
+    assert (X[~no_region, names.index("region=missing")] == 0).all()
+
+
+def test_impute_makes_a_two_valued_text_column_with_gaps_categorical(tmp_path):
+    frame = make_frame()
+    frame["owner"] = np.resize(["yes", "no"], len(frame)).astype(object)
+    frame.loc[[3, 4], "owner"] = None
+    data, spec_path = write(tmp_path, frame, gap_spec("impute"))
+    dataset = load_table(data, spec_path)
+    assert {f.name: f.kind for f in dataset.spec.features}["owner"] == "categorical"
+    gap_in_training = bool(dataset.train.X["owner"].isna().any())
+    assert dataset.preprocessor.categories_["owner"] == ["missing"] * gap_in_training + ["no", "yes"]
+    assert dataset.preprocessor.fills_["owner"] == "missing"
+
+
+def test_impute_refuses_a_numeric_feature_empty_in_training(tmp_path):
+    frame = make_frame()
+    frame["score"] = np.nan
+    data, spec_path = write(tmp_path, frame.assign(approved=np.where(frame.index % 2, "yes", "no")),
+                            gap_spec("impute"))
+    with pytest.raises(DataError, match="numeric column 'score' has no value in the training split"):
+        load_table(data, spec_path)
+
+
+def test_drop_that_leaves_one_label_value_is_refused(tmp_path):
+    frame = make_frame()
+    frame["score"] = frame["score"].where(frame["approved"] == "no")
+    data, spec_path = write(tmp_path, frame, gap_spec("drop"))
+    with pytest.raises(DataError) as info:
+        load_table(data, spec_path)
+    assert str(info.value).startswith(f"{data}: after dropping the ")
+    assert "label column 'approved' has 1 distinct value(s)" in str(info.value)
+
+
+@pytest.mark.parametrize("value", ['"sometimes"', "1", '["drop"]'])
+def test_bad_missing_mode_names_file_key_and_choices(tmp_path, value):
+    data, spec_path = write(tmp_path, make_frame(), f"missing = {value}\n" + SPEC, name="mine")
+    with pytest.raises(DataError) as info:
+        load_table(data, spec_path)
+    assert str(info.value).startswith(f"{spec_path}: 'missing' must be one of 'error', 'drop', 'impute', got ")
+
+
+def test_impute_checkpoint_encodes_gaps_like_the_data_set(tmp_path):
+    from scrutiny.models import build_model, load_model, save_checkpoint
+
+    data, spec_path = write(tmp_path, frame_with_gaps(), gap_spec("impute"))
+    dataset = load_table(data, spec_path)
+    model = build_model("mlp", input_shape=tuple(dataset.preprocessor.input_shape), n_classes=2)
+    path = save_checkpoint(tmp_path / "ckpt", model=model, dataset=dataset, metrics={}, training={}, seed=0)
+    loaded = load_model(path, dataset=dataset)  # check_fits feeds it test rows with gaps
+    restored = loaded.preprocessor()
+    assert restored.missing == "impute" and restored.fills_ == dataset.preprocessor.fills_
+    rows = dataset.test.X[dataset.test.X.isna().any(axis=1)]
+    assert len(rows) and rows["score"].isna().any() and rows["region"].isna().any()
+    np.testing.assert_array_equal(restored.transform(rows), dataset.encode(rows))
+    # the same file loaded again (as an audit would) encodes the same
+    again = load_table(data, spec_path)
+    np.testing.assert_array_equal(restored.transform(again.test.X), dataset.encode(dataset.test.X))
+
+
+def test_preprocessor_dict_without_missing_key_loads_as_error_mode(table):
+    from scrutiny.models.preprocessing import preprocessor_from_dict
+
+    dataset, _ = table
+    state = dataset.preprocessor.to_dict()
+    assert "missing" not in state and "fills" not in state
+    restored = preprocessor_from_dict(state, dataset.spec)
+    assert restored.missing == "error" and restored.fills_ == {}
+    np.testing.assert_array_equal(restored.transform(dataset.test.X), dataset.encode(dataset.test.X))
+    with pytest.raises(DataError, match="numeric column 'score' has 1 missing"):
+        restored.transform(dataset.test.X.assign(score=dataset.test.X["score"].where(dataset.test.X.index != 0)))
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"missing": "sometimes"}, "'missing' must be one of 'error', 'drop', 'impute'"),
+    ({"fills": None}, "'fills' must map each numeric and categorical feature"),
+    ({"fills": {"score": 0.5}}, "'fills' must map each numeric and categorical feature"),
+    ({"fills": "text"}, "'fills' must map"),
+])
+def test_bad_imputing_preprocessor_dict(tmp_path, change, match):
+    from scrutiny.models.preprocessing import preprocessor_from_dict
+
+    data, spec_path = write(tmp_path, frame_with_gaps(), gap_spec("impute"))
+    dataset = load_table(data, spec_path)
+    state = {**dataset.preprocessor.to_dict(), **change}
+    with pytest.raises(DataError, match=match):
+        preprocessor_from_dict(state, dataset.spec)
+    state = dataset.preprocessor.to_dict()
+    state["fills"] = {**state["fills"], "score": "high"}
+    with pytest.raises(DataError, match="'fills' of 'score' must be a finite number"):
+        preprocessor_from_dict(state, dataset.spec)
+
+
+def test_cli_train_with_impute_records_fills_and_bad_mode_is_one_error_line(tmp_path, capsys):
+    import json
+
+    from scrutiny.cli import main
+
+    data, spec_path = write(tmp_path, frame_with_gaps(), gap_spec("impute"))
+    out = tmp_path / "model"
+    assert main(["train", "--data", str(data), "--spec", str(spec_path), "--out", str(out), "--epochs", "1",
+                 "--device", "cpu"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["preprocessing"]["missing"] == "impute"
+    assert manifest["preprocessing"]["fills"]["region"] == "missing"
+    assert manifest["dataset"]["spec"]["extra"]["dropped_rows"] == 3
+    config = tmp_path / "audit.toml"
+    config.write_text('families = ["performance"]\n')
+    run = tmp_path / "run"
+    assert main(["audit", str(out), "--data", str(data), "--spec", str(spec_path), "--config", str(config),
+                 "--out", str(run)]) in (0, 1)
+    recorded = json.loads((run / "manifest.json").read_text())["data"]
+    assert recorded["missing"] == {"mode": "impute", "dropped_rows": 3}
+    assert "missing" not in json.loads((run / "findings.json").read_text())["subject"]["data"]
+    capsys.readouterr()
+
+    bad, bad_spec = write(tmp_path, make_frame(), gap_spec("sometimes"), name="bad")
+    code = main(["train", "--data", str(bad), "--spec", str(bad_spec), "--out", str(tmp_path / "m2"),
+                 "--epochs", "1", "--device", "cpu"])
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ")
+    assert "bad.toml" in lines[0] and "'missing'" in lines[0] and "'impute'" in lines[0]

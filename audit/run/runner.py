@@ -253,7 +253,7 @@ def _manifest(loaded: LoadedModel, dataset: Dataset, config: AuditConfig, policy
                   "architecture": loaded.manifest.get("architecture") if loaded.manifest else None,
                   "trained_on": loaded.manifest.get("dataset", {}).get("sha256") if loaded.manifest else None},
         "data": {"name": dataset.spec.name, "sha256": dataset.sha256, "n_train": len(dataset.train),
-                 "n_test": len(dataset.test)},
+                 "n_test": len(dataset.test), **_missing_values(dataset)},
         "config": config.to_dict(),
         "policy": {"source": policy.source, "checks": policy.checks, "groups": policy.groups},
         "seed": config.seed,
@@ -266,6 +266,14 @@ def _manifest(loaded: LoadedModel, dataset: Dataset, config: AuditConfig, policy
         "verdict": document["verdict"],
         "counts": document["counts"],
     }
+
+
+def _missing_values(dataset: Dataset) -> dict[str, Any]:
+    """How a user's table handled missing values (its spec's ``missing`` and ``dropped_rows``);
+    nothing for data sets that do not record it (the built-in ones)."""
+    extra = dataset.spec.extra
+    return {"missing": {"mode": extra["missing"], "dropped_rows": extra.get("dropped_rows", 0)}} \
+        if "missing" in extra else {}
 
 
 def _preflight(config: AuditConfig, loaded: LoadedModel) -> None:
