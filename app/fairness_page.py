@@ -1,4 +1,4 @@
-"""Fairness: group and intersectional metrics with intervals, impact ratios, a heat map, mitigation."""
+"""Fairness: group and intersectional metrics with intervals, impact ratios, scoring rates, a heat map, mitigation."""
 
 from __future__ import annotations
 
@@ -7,10 +7,14 @@ import pandas as pd
 import streamlit as st
 
 from scrutiny.app.text import literal
-from scrutiny.audit.fairness.details import GroupComparisonEntry, ImpactRatioEntry
+from scrutiny.audit.fairness.details import GroupComparisonEntry, ImpactRatioEntry, ScoringRateEntry
 from scrutiny.audit.plots import subplots
 
 IMPACT_COLUMNS = ("attribute", "category", "n", "selection_rate", "impact_ratio", "below_four_fifths", "excluded")
+# field -> column shown; the ratio is named apart from the selection-rate table's
+SCORING_COLUMNS = {"attribute": "attribute", "category": "category", "n": "n", "scoring_rate": "scoring_rate",
+                   "impact_ratio": "scoring_impact_ratio", "below_four_fifths": "below_four_fifths",
+                   "excluded": "excluded"}
 
 
 def metrics_table(comparisons: list[GroupComparisonEntry]) -> pd.DataFrame:
@@ -27,6 +31,12 @@ def impact_table(impact: list[ImpactRatioEntry]) -> pd.DataFrame:
     """The impact-ratio rows with their display names (an intersection's joined)."""
     return pd.DataFrame([{column: getattr(r, column) for column in IMPACT_COLUMNS} for r in impact],
                         columns=list(IMPACT_COLUMNS))
+
+
+def scoring_table(scoring: list[ScoringRateEntry]) -> pd.DataFrame:
+    """The scoring-rate rows (share of each category scored above the median) with their display names."""
+    return pd.DataFrame([{shown: getattr(r, name) for name, shown in SCORING_COLUMNS.items()} for r in scoring],
+                        columns=list(SCORING_COLUMNS.values()))
 
 
 def intersection_grid(impact: list[ImpactRatioEntry]) -> pd.DataFrame | None:
@@ -70,6 +80,11 @@ def show(run) -> None:
     st.dataframe(metrics_table(details.data_bias), hide_index=True, width="stretch", key="data_bias")
     st.subheader("Impact ratios (NYC LL144, four-fifths rule)")
     st.dataframe(impact_table(details.impact_ratios), hide_index=True, width="stretch", key="impact")
+    if details.scoring_rates is not None and details.median_score is not None:
+        st.subheader("Scoring rates (NYC LL144, score P(favourable))")
+        st.caption(f"A category's scoring rate is the share of its rows scored above the median score of the whole "
+                   f"test split ({details.median_score:.4g}); a score equal to the median does not count.")
+        st.dataframe(scoring_table(details.scoring_rates), hide_index=True, width="stretch", key="scoring")
     grid = intersection_grid(details.impact_ratios)
     if grid is not None:
         st.subheader("Selection rate over an intersection")

@@ -368,13 +368,10 @@ def _fairness(compared: _At | None, f: _At) -> dict | None:
                         "warnings": c.warnings})
         return out
 
-    impact = []
-    for i, r in enumerate(d.impact_ratios):
-        at = compared.at("impact_ratios", i)
-        impact.append({"attribute": r.attribute, "category": r.category, "n": at.num("n", style="int"),
-                       "rate": at.num("selection_rate"), "ratio": at.num("impact_ratio"),
-                       "flag": "excluded (< 2 % of rows)" if r.excluded
-                       else ("below 4/5" if r.below_four_fifths else "")})
+    impact = _rate_table(compared, "impact_ratios", "selection_rate")
+    scoring, median = None, None
+    if d.scoring_rates is not None and d.median_score is not None:  # absent from runs written before them
+        scoring, median = _rate_table(compared, "scoring_rates", "scoring_rate"), compared.num("median_score")
     mitigation = []
     for i, mit in enumerate(d.mitigation or []):
         at = compared.at("mitigation", i)
@@ -384,7 +381,20 @@ def _fairness(compared: _At | None, f: _At) -> dict | None:
                                         "after": at.num("after", name, "value")} for name in mit.before]})
     consistency = compared.num("consistency", "value") if d.consistency else None
     return {"data_bias": comparisons("data_bias"), "model": comparisons("model"), "impact": impact,
+            "scoring": scoring, "median_score": median,
             "mitigation": mitigation, "consistency": consistency, "warnings": d.warnings, "support": _support(f)}
+
+
+def _rate_table(compared: _At, kind: str, rate: str) -> list[dict]:
+    """The LL144 rows of ``kind`` (impact_ratios or scoring_rates), each rate and ratio pointing at its value."""
+    rows = []
+    for i, r in enumerate(getattr(compared.node, kind)):
+        at = compared.at(kind, i)
+        rows.append({"attribute": r.attribute, "category": r.category, "n": at.num("n", style="int"),
+                     "rate": at.num(rate), "ratio": at.num("impact_ratio"),
+                     "flag": "excluded (< 2 % of rows)" if r.excluded
+                     else ("below 4/5" if r.below_four_fifths else "")})
+    return rows
 
 
 def _support(f: _At) -> list[dict]:

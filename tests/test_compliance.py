@@ -99,6 +99,7 @@ def test_checks_point_at_the_clauses_they_measure(mapping):
     impact = refs("fairness.impact_ratio")
     assert ("EEOC Uniform Guidelines", "29 CFR 1607.4(D)") in impact
     assert any(f == "NYC Local Law 144" for f, _ in impact)
+    assert {r for r in impact if r[0] == "NYC Local Law 144"} <= refs("fairness.scoring_rate_impact_ratio")
     assert ("EEOC Uniform Guidelines", "29 CFR 1607.4(D)") in refs("fairness.disparate_impact")
     data = refs("fairness.data.disparate_impact")
     assert {("EU AI Act", "Art. 10(2)(f)"), ("EU AI Act", "Art. 10(2)(g)")} <= data

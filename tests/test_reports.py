@@ -627,6 +627,41 @@ def test_no_adverse_action_reasons_for_digits(digits):
     assert "None for this run." in digits.md.split("## 6. ")[1].split("## 7. ")[0]
 
 
+def test_scoring_rate_table_points_at_each_rate_and_the_median(adult):
+    """LL144's scoring-rate table sits beside the impact ratios, each number a pointer into the run."""
+    details = adult.run.findings["details"]["fairness"]
+    fairness = section(adult.html, "fairness")
+    paths = {s.attrs["data-path"] for s in num_spans(fairness)}
+    assert "/details/fairness/median_score" in paths
+    assert details["scoring_rates"]
+    for i in range(len(details["scoring_rates"])):
+        for field in ("n", "scoring_rate", "impact_ratio"):
+            assert f"/details/fairness/scoring_rates/{i}/{field}" in paths, (i, field)
+    assert "Scoring rates" in fairness.text() and "does not count" in fairness.text()
+    markdown = adult.md.split("## 5. ")[1].split("## 6. ")[0]
+    assert "| attribute | category | n | scoring rate | impact ratio | flag |" in markdown
+    assert markdown.count("\n| ") >= 2 * len(details["scoring_rates"])
+
+
+def test_a_run_written_before_the_scoring_rates_reports_without_them(adult, tmp_path, capsys):
+    from scrutiny.hashing import sha256_file
+
+    run = copy_run(adult.path, tmp_path / "run")
+    document = json.loads((run / "findings.json").read_text())
+    for key in ("scoring_rates", "median_score"):
+        del document["details"]["fairness"][key]
+    (run / "findings.json").write_text(to_json(document))
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["files"]["findings.json"] = sha256_file(run / "findings.json")
+    (run / "manifest.json").write_text(to_json(manifest))
+    code, _, err = report([str(run), "--format", "html,md", "--out", str(tmp_path / "out")], capsys)
+    assert code == 0, err
+    html = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    assert "Impact ratios (NYC" in html and "Scoring rates (NYC" not in html
+    markdown = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+    assert "| selection rate | impact ratio |" in markdown and "| scoring rate |" not in markdown
+
+
 # ------------------------------------------------------------------ 6. the digits run
 
 

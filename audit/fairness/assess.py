@@ -6,7 +6,8 @@ aif360's metrics (``BinaryLabelDatasetMetric`` for the data set's labels,
 ``ClassificationMetric`` for the model's test-split predictions) and a seeded bootstrap
 interval around every value. It adds per-group accuracy, ROC AUC and calibration error,
 aif360's k-NN consistency, and the impact-ratio table of a NYC Local Law 144 bias audit
-(each category's selection rate over the highest, flagged under four fifths).
+(each category's selection rate over the highest, flagged under four fifths), with its
+counterpart for the model's score, P(favourable), in :func:`scoring_rates`.
 
 Consistency is exact where it can be cheap and sampled where it cannot: on a test split of
 up to ``CONSISTENCY_EXACT_ROWS`` rows every row's term is computed with aif360's own
@@ -41,8 +42,9 @@ from scrutiny.errors import DataError, InputError
 from scrutiny.limits import check_int
 from scrutiny.models import Dataset
 
-__all__ = ["Estimate", "Levels", "PrivilegedGroup", "GroupComparison", "ImpactRow", "Fairness", "Mitigation",
-           "assess_fairness", "mitigate", "protected_groups", "aif360_metrics", "impact_ratios", "CROSS"]
+__all__ = ["Estimate", "Levels", "PrivilegedGroup", "GroupComparison", "ImpactRow", "ScoringRow", "Fairness",
+           "Mitigation", "assess_fairness", "mitigate", "protected_groups", "aif360_metrics", "impact_ratios",
+           "scoring_rates", "CROSS"]
 
 FOUR_FIFTHS = 0.8
 CONSISTENCY_EXACT_ROWS = 20_000   # every row up to here (4e8 distance pairs, about a second)
@@ -99,13 +101,8 @@ class GroupComparison:
 
 
 @dataclass
-class ImpactRow:
+class _CategoryRow:
     levels: Levels          # (attribute, its category), per attribute the row crosses
-    n: int
-    selection_rate: float
-    impact_ratio: float
-    below_four_fifths: bool
-    excluded: bool          # under 2 % of rows: left out of the highest rate and the flag
 
     @property
     def attribute(self) -> str:
@@ -116,6 +113,26 @@ class ImpactRow:
     def category(self) -> str:
         """For display: the category, or the intersection's categories joined by :data:`CROSS`."""
         return CROSS.join(value for _, value in self.levels)
+
+
+@dataclass
+class ImpactRow(_CategoryRow):
+    n: int
+    selection_rate: float
+    impact_ratio: float
+    below_four_fifths: bool
+    excluded: bool          # under 2 % of rows: left out of the highest rate and the flag
+
+
+@dataclass
+class ScoringRow(_CategoryRow):
+    """LL144's scoring rate of a category: the share of its rows scored above the full sample's median."""
+
+    n: int
+    scoring_rate: float
+    impact_ratio: float     # the scoring rate over the highest category's
+    below_four_fifths: bool
+    excluded: bool          # under 2 % of rows: left out of the highest rate and the flag
 
 
 def _attributes_text(levels: Levels) -> str:
@@ -130,6 +147,8 @@ class Fairness:
     consistency: Estimate | None
     warnings: list[str]
     settings: dict
+    scoring_rates: list[ScoringRow] = field(default_factory=list)
+    median_score: float | None = None   # of P(favourable) over the test split, when a model ran
 
 
 def protected_groups(spec, groups: pd.DataFrame, attributes=None, *, intersections: bool = True,
@@ -295,6 +314,25 @@ def impact_ratios(spec, groups: pd.DataFrame, selected: np.ndarray, attributes, 
     return rows
 
 
+def scoring_rates(spec, groups: pd.DataFrame, scores: np.ndarray, attributes, *,
+                  intersections: bool = True) -> tuple[float, list[ScoringRow]]:
+    """LL144's table for a tool that outputs a score (6 RCNY §5-300, §5-301): the median score of
+    the full sample, and per category of each attribute (and of each pair) its scoring rate, the
+    share of its rows scored *above* that median, over the highest category's (categories under
+    2 % of rows left out of the highest rate and the flag, as in :func:`impact_ratios`).
+
+    A score equal to the median is not above it and does not count: where many rows tie at the
+    median (a saturated or coarse score) every category's scoring rate falls below one half.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.ndim != 1 or not len(scores) or not np.isfinite(scores).all():
+        raise InputError(f"scores: expected a non-empty 1-D array of finite numbers, shape {scores.shape}")
+    median = float(np.median(scores))
+    rows = impact_ratios(spec, groups, scores > median, attributes, intersections=intersections)
+    return median, [ScoringRow(r.levels, r.n, r.selection_rate, r.impact_ratio, r.below_four_fifths, r.excluded)
+                    for r in rows]
+
+
 def _selection_by_category(selected: np.ndarray, columns: list[np.ndarray]):
     """The categories (tuples: one value per column) in the order of their display names, with
     their rows and selection rates."""
@@ -374,6 +412,8 @@ def assess_fairness(
         warnings += comparison.warnings
 
     results, impact, consistency, consistency_rows = None, [], None, None
+    scoring: list[ScoringRow] = []
+    median_score = None
     if model is not None:
         from scrutiny.models.training import predict_proba
 
@@ -402,12 +442,15 @@ def assess_fairness(
         consistency = _consistency_estimate(deviations, n_boot, confidence, rng)
         names = [name for name, group in test_masks.items() if len(group.levels) == 1]
         impact = impact_ratios(spec, dataset.test.groups, y_pred, names, intersections=intersections)
+        median_score, scoring = scoring_rates(spec, dataset.test.groups, proba[:, 1], names,
+                                              intersections=intersections)
         flagged = [r for r in impact if r.below_four_fifths]
         if flagged:
             warnings.append("four-fifths rule: " + "; ".join(
                 f"{r.attribute}={r.category} selected at {r.impact_ratio:.2f} of the highest rate" for r in flagged))
     return Fairness(
         data_bias=data_bias, model=results, impact_ratios=impact, consistency=consistency, warnings=warnings,
+        scoring_rates=scoring, median_score=median_score,
         settings={"n_boot": n_boot, "confidence": confidence, "seed": seed, "engine": engine, "n_neighbors": n_neighbors,
                   "consistency_rows": consistency_rows,
                   "threshold": "argmax (P(favourable) > 0.5)", "data_bias_split": "train", "model_split": "test",

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from scrutiny.audit.run.details import Details, Estimate, optional
 
 __all__ = ["FairnessDetails", "GroupComparisonEntry", "GroupFigures", "ImpactRatioEntry", "Level", "MitigationEntry",
-           "DETAILS", "METRICS_FIGURE"]
+           "ScoringRateEntry", "DETAILS", "METRICS_FIGURE"]
 
 Setting = int | float | str | bool | None
 
@@ -91,6 +91,32 @@ class ImpactRatioEntry(Details):
 
 
 @dataclass
+class ScoringRateEntry(Details):
+    """One category's scoring rate (the share of its rows whose score, P(favourable), is above the
+    median of the whole test split; a score equal to the median does not count) and its ratio to
+    the highest category's (NYC LL144, 6 RCNY §5-300, for a tool that outputs a score).
+
+    Args:
+        attribute, category: for display, as in :class:`ImpactRatioEntry`.
+        levels: the category on each attribute (one, or the two an intersection crosses).
+    """
+
+    attribute: str
+    category: str
+    levels: list[Level]
+    n: int
+    scoring_rate: float
+    impact_ratio: float
+    below_four_fifths: bool
+    excluded: bool  # under 2 % of rows: left out of the highest rate and the flag
+
+    @property
+    def attributes(self) -> list[str]:
+        """The attributes whose categories this row crosses: one, or two."""
+        return [level.attribute for level in self.levels]
+
+
+@dataclass
 class MitigationEntry(Details):
     """The fairness metrics before and after one mitigation method, on the same rows."""
 
@@ -113,6 +139,9 @@ class FairnessDetails(Details):
         warnings: what the comparisons could not measure.
         settings: how the metrics were computed.
         mitigation: when the config asks for it.
+        scoring_rates: every category of every attribute, scored against ``median_score`` (the
+            median P(favourable) over the test split). Both absent from runs written before
+            scrutiny recorded them.
     """
 
     confidence: float
@@ -123,6 +152,8 @@ class FairnessDetails(Details):
     warnings: list[str]
     settings: dict[str, Setting]
     mitigation: list[MitigationEntry] | None = optional()
+    scoring_rates: list[ScoringRateEntry] | None = optional()
+    median_score: float | None = optional()
 
     @classmethod
     def upgrade(cls, data: dict) -> dict:

@@ -18,6 +18,7 @@ from .details import (
     ImpactRatioEntry,
     Level,
     MitigationEntry,
+    ScoringRateEntry,
 )
 
 __all__ = ["run", "GATED"]
@@ -64,18 +65,22 @@ def run(context: AuditContext) -> FamilyResult:
                 metric=_WORDS[metric][0],
                 explanation=_WORDS[metric][1].format(v=e.value, a=comparison.attribute, p=comparison.privileged),
             ))
-    by_attribute: dict[str, list] = {}
-    for row in result.impact_ratios:
-        if not row.excluded:
-            by_attribute.setdefault(row.attribute, []).append(row)
-    for attribute, rows in by_attribute.items():
-        lowest = min(rows, key=lambda r: r.impact_ratio)
+    for attribute, lowest, highest in _lowest_and_highest(result.impact_ratios, "selection_rate"):
         findings.append(c.finding(
             "fairness.impact_ratio", lowest.impact_ratio, subject=attribute,
-            comparison=_impact_rests_on(c, lowest, max(rows, key=lambda r: r.selection_rate)),
+            comparison=_impact_rests_on(c, lowest, highest, "selection_rate"),
             metric="lowest selection rate of a category / highest category's (NYC LL144)",
             explanation=f"Of the categories of {attribute}, {lowest.category} is selected least often: at "
                         f"{lowest.impact_ratio:.2f} of the highest category's rate.",
+        ))
+    for attribute, lowest, highest in _lowest_and_highest(result.scoring_rates, "scoring_rate"):
+        findings.append(c.finding(
+            "fairness.scoring_rate_impact_ratio", lowest.impact_ratio, subject=attribute,
+            comparison=_impact_rests_on(c, lowest, highest, "scoring_rate"),
+            metric="lowest scoring rate of a category (share scored above the median) / highest category's (NYC LL144)",
+            explanation=f"Of the categories of {attribute}, {lowest.category} is scored above the median "
+                        f"P(favourable) ({result.median_score:.3f}) least often: at {lowest.impact_ratio:.2f} of "
+                        f"the highest category's rate.",
         ))
     details = FairnessDetails(
         confidence=cfg.confidence,
@@ -85,6 +90,8 @@ def run(context: AuditContext) -> FamilyResult:
         consistency=_estimate(result.consistency) if result.consistency else None,
         warnings=list(result.warnings),
         settings=dict(result.settings),
+        scoring_rates=[_scoring_rate(r) for r in result.scoring_rates],
+        median_score=result.median_score,
     )
     if cfg.mitigate:
         details.mitigation = [
@@ -105,10 +112,22 @@ def _rests_on(c: AuditContext, counts: np.ndarray, metric: str) -> Comparison:
                       group=group, among=among, **minimums)
 
 
-def _impact_rests_on(c: AuditContext, lowest, highest) -> Comparison:
-    """The smaller of the two categories an impact ratio divides, and its share at their pooled rate."""
+def _lowest_and_highest(rows, rate: str):
+    """Per attribute (or intersection), the category of lowest impact ratio and the one of highest
+    ``rate``, categories excluded as under 2 % of rows left out."""
+    by_attribute: dict[str, list] = {}
+    for row in rows:
+        if not row.excluded:
+            by_attribute.setdefault(row.attribute, []).append(row)
+    return [(attribute, min(kept, key=lambda r: r.impact_ratio), max(kept, key=lambda r: getattr(r, rate)))
+            for attribute, kept in by_attribute.items()]
+
+
+def _impact_rests_on(c: AuditContext, lowest, highest, rate: str) -> Comparison:
+    """The smaller of the two categories an impact ratio divides (of their ``rate``: selection or
+    scoring), and its share at their pooled rate."""
     smaller = min((lowest, highest), key=lambda r: r.n)
-    pooled = (lowest.n * lowest.selection_rate + highest.n * highest.selection_rate) / (lowest.n + highest.n)
+    pooled = (lowest.n * getattr(lowest, rate) + highest.n * getattr(highest, rate)) / (lowest.n + highest.n)
     return Comparison(no_difference=1.0, rows=smaller.n, expected_positives=round(smaller.n * pooled, 6),
                       group=f"category {smaller.category!r}", among="", **c.policy.groups)
 
@@ -156,4 +175,10 @@ def _comparison(c) -> GroupComparisonEntry:
 def _impact_ratio(r) -> ImpactRatioEntry:
     return ImpactRatioEntry(attribute=r.attribute, category=r.category, levels=_levels(r.levels), n=r.n,
                             selection_rate=r.selection_rate, impact_ratio=r.impact_ratio,
+                            below_four_fifths=r.below_four_fifths, excluded=r.excluded)
+
+
+def _scoring_rate(r) -> ScoringRateEntry:
+    return ScoringRateEntry(attribute=r.attribute, category=r.category, levels=_levels(r.levels), n=r.n,
+                            scoring_rate=r.scoring_rate, impact_ratio=r.impact_ratio,
                             below_four_fifths=r.below_four_fifths, excluded=r.excluded)

@@ -62,6 +62,7 @@ CHECK_INFO: dict[str, CheckInfo] = {
     "fairness.equal_opportunity_difference": CheckInfo("fairness", subject=GROUPS, compares_groups=True),
     "fairness.average_odds_difference": CheckInfo("fairness", subject=GROUPS, compares_groups=True),
     "fairness.impact_ratio": CheckInfo("fairness", subject=GROUPS, compares_groups=True),
+    "fairness.scoring_rate_impact_ratio": CheckInfo("fairness", subject=GROUPS, compares_groups=True),
 }
 CHECKS: dict[str, str] = {name: info.family for name, info in CHECK_INFO.items()}  # check -> family
 GROUP_KEYS = ("min_rows", "min_expected_positives")  # the [groups] table: minimums of a two-group comparison
