@@ -66,20 +66,13 @@ class GroupComparisonEntry(Details):
 
 
 @dataclass
-class ImpactRatioEntry(Details):
-    """One category's selection rate and its ratio to the most selected category (NYC LL144).
-
-    Args:
-        attribute, category: for display: the attribute and its category, or an intersection's
-            attributes and categories, each joined by `` × ``.
-        levels: the category on each attribute (one, or the two an intersection crosses).
-    """
+class _CategoryRate(Details):
+    """A category's rate, its ratio to the highest category's, and the four-fifths flag."""
 
     attribute: str
     category: str
     levels: list[Level]
     n: int
-    selection_rate: float
     impact_ratio: float
     below_four_fifths: bool
     excluded: bool  # under 2 % of rows: left out of the highest rate and the flag
@@ -91,7 +84,20 @@ class ImpactRatioEntry(Details):
 
 
 @dataclass
-class ScoringRateEntry(Details):
+class ImpactRatioEntry(_CategoryRate):
+    """One category's selection rate and its ratio to the most selected category (NYC LL144).
+
+    Args:
+        attribute, category: for display: the attribute and its category, or an intersection's
+            attributes and categories, each joined by `` × ``.
+        levels: the category on each attribute (one, or the two an intersection crosses).
+    """
+
+    selection_rate: float
+
+
+@dataclass
+class ScoringRateEntry(_CategoryRate):
     """One category's scoring rate (the share of its rows whose score, P(favourable), is above the
     median of the whole test split; a score equal to the median does not count) and its ratio to
     the highest category's (NYC LL144, 6 RCNY §5-300, for a tool that outputs a score).
@@ -101,19 +107,7 @@ class ScoringRateEntry(Details):
         levels: the category on each attribute (one, or the two an intersection crosses).
     """
 
-    attribute: str
-    category: str
-    levels: list[Level]
-    n: int
     scoring_rate: float
-    impact_ratio: float
-    below_four_fifths: bool
-    excluded: bool  # under 2 % of rows: left out of the highest rate and the flag
-
-    @property
-    def attributes(self) -> list[str]:
-        """The attributes whose categories this row crosses: one, or two."""
-        return [level.attribute for level in self.levels]
 
 
 @dataclass
