@@ -465,6 +465,15 @@ def fairness(
             flag = "excluded (< 2% of rows)" if r.excluded else ("below 4/5" if r.below_four_fifths else "")
             impact.add_row(escape(r.attribute), escape(str(r.category)), str(r.n), f"{r.selection_rate:.3f}", f"{r.impact_ratio:.3f}", flag)
         console.print(impact)
+        if result.scoring_rates and result.median_score is not None:
+            scoring = Table("attribute", "category", "n", "scoring rate", "impact ratio", "flag",
+                            title=f"scoring rate (NYC LL144: share scored above the median P(favourable), "
+                                  f"{result.median_score:.3f}; / highest category's)")
+            for s in result.scoring_rates:
+                flag = "excluded (< 2% of rows)" if s.excluded else ("below 4/5" if s.below_four_fifths else "")
+                scoring.add_row(escape(s.attribute), escape(str(s.category)), str(s.n), f"{s.scoring_rate:.3f}",
+                                f"{s.impact_ratio:.3f}", flag)
+            console.print(scoring)
         console.print(f"consistency (k-NN individual fairness, aif360): {result.consistency.value:.4f} "
                       f"{interval(result.consistency)}")
     for warning in result.warnings:

@@ -308,6 +308,10 @@ def test_cli_fairness_data_only_and_model(capsys, tmp_path, data_dir, prediction
     code, out, err = cli(capsys, "fairness", checkpoint, "--data", "german", "--boot", "100", "--attributes", "age")
     assert code == 0, err
     assert "equalized_odds_difference" in out and "impact ratio" in out
+    from scrutiny.models import predict_proba
+
+    median = np.median(predict_proba(model, dataset.preprocessor.transform(dataset.test.X))[:, 1])
+    assert "scoring rate" in out and f"P(favourable), {median:.3f}" in " ".join(out.split())
     code, _, err = cli(capsys, "fairness", checkpoint, "--data", "german", "--attributes", "race")
     assert code == 2 and "--attributes: 'race' not protected in german" in err  # the CLI names its option
 
