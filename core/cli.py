@@ -459,21 +459,12 @@ def fairness(
                 groups.add_row(escape(c.attribute), escape(str(group)), str(f["n"]), f"{f['selection_rate']:.3f}", f"{f['accuracy']:.3f}",
                                f"{f['roc_auc']:.3f}", f"{f['calibration_error']:.3f}")
         console.print(groups)
-        impact = Table("attribute", "category", "n", "selection rate", "impact ratio", "flag",
-                       title="impact ratio (NYC LL144: selection rate / highest category's)")
-        for r in result.impact_ratios:
-            flag = "excluded (< 2% of rows)" if r.excluded else ("below 4/5" if r.below_four_fifths else "")
-            impact.add_row(escape(r.attribute), escape(str(r.category)), str(r.n), f"{r.selection_rate:.3f}", f"{r.impact_ratio:.3f}", flag)
-        console.print(impact)
+        console.print(_rate_table(result.impact_ratios, "selection_rate",
+                                  "impact ratio (NYC LL144: selection rate / highest category's)"))
         if result.scoring_rates and result.median_score is not None:
-            scoring = Table("attribute", "category", "n", "scoring rate", "impact ratio", "flag",
-                            title=f"scoring rate (NYC LL144: share scored above the median P(favourable), "
-                                  f"{result.median_score:.3f}; / highest category's)")
-            for s in result.scoring_rates:
-                flag = "excluded (< 2% of rows)" if s.excluded else ("below 4/5" if s.below_four_fifths else "")
-                scoring.add_row(escape(s.attribute), escape(str(s.category)), str(s.n), f"{s.scoring_rate:.3f}",
-                                f"{s.impact_ratio:.3f}", flag)
-            console.print(scoring)
+            console.print(_rate_table(result.scoring_rates, "scoring_rate",
+                                      f"scoring rate (NYC LL144: share scored above the median P(favourable), "
+                                      f"{result.median_score:.3f}; / highest category's)"))
         console.print(f"consistency (k-NN individual fairness, aif360): {result.consistency.value:.4f} "
                       f"{interval(result.consistency)}")
     for warning in result.warnings:
@@ -497,6 +488,16 @@ def fairness(
         from scrutiny.audit import plots
 
         console.print(f"figure written to {plots.save_figure(plots.fairness_figure(result.model), plot)}", markup=False)
+
+
+def _rate_table(rows, rate: str, title: str) -> Table:
+    """LL144's table: each category's ``rate`` (selection or scoring), its impact ratio and flag."""
+    table = Table("attribute", "category", "n", rate.replace("_", " "), "impact ratio", "flag", title=title)
+    for r in rows:
+        flag = "excluded (< 2% of rows)" if r.excluded else ("below 4/5" if r.below_four_fifths else "")
+        table.add_row(escape(r.attribute), escape(str(r.category)), str(r.n), f"{getattr(r, rate):.3f}",
+                      f"{r.impact_ratio:.3f}", flag)
+    return table
 
 
 @app.command()
@@ -528,8 +529,9 @@ def audit(
     dataset = load_data(data, spec, data_dir)
     settings = config_for(dataset, config)
     loaded = load_model(model, weights=weights, dataset=dataset)
-    result = run_audit(loaded, dataset, config=settings, policy=rules, out=out, overwrite=overwrite, device=device,
-                       source=model, command=["scrutiny", *_invocation])
+    result = run_audit(loaded, dataset, config=settings, policy=rules, device=device, source=model,
+                       command=["scrutiny", *_invocation])
+    result.save(out, overwrite=overwrite)  # its destination was checked above, with every input of the command
     from scrutiny.audit.run.findings import STATUS_WORDS
 
     colour = {"pass": "green", "warn": "yellow", "fail": "bold red", "insufficient": "cyan"}

@@ -213,3 +213,18 @@ def test_every_public_function_shows_an_example():
             value = getattr(module, name)
             if inspect.isfunction(value):
                 assert "Example:" in (inspect.getdoc(value) or ""), f"{module.__name__}.{name}: no example"
+
+
+def test_run_audit_refuses_an_out_that_holds_its_config_or_policy_before_any_work(cancer, tmp_path):
+    """The files given as config and policy are inputs: an ``out`` that would replace them is
+    refused before the audit runs, and nothing is written or deleted."""
+    data, trained = cancer
+    for name, kwargs in (("config", {"config": "audit.toml"}), ("policy", {"policy": "policy.toml"})):
+        out = tmp_path / name
+        out.mkdir()
+        given = out / next(iter(kwargs.values()))
+        given.write_text(CHEAP_TOML if name == "config" else "version = 1\n")
+        with pytest.raises(scrutiny.InputError, match="contains the input"):
+            scrutiny.run_audit(trained.model, data, out=out, overwrite=True,
+                               **{k: given for k in kwargs}, **({"config": CHEAP} if name == "policy" else {}))
+        assert os.listdir(out) == [given.name]

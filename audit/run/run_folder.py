@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
@@ -159,6 +159,7 @@ class Run:
     path: Path
     manifest: dict
     findings: dict
+    _typed: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # family -> its Details
 
     @property
     def name(self) -> str:
@@ -202,16 +203,18 @@ class Run:
 
     def details(self, family: str):
         """The typed details of ``family`` (e.g. :class:`~scrutiny.audit.robustness.RobustnessDetails`),
-        or None when the run did not include it."""
+        or None when the run did not include it; read once per run, then shared by every reader."""
         from .family import details_type
 
         document = self.findings["details"].get(family)
         if document is None:
             return None
-        try:
-            return details_type(family).from_dict(document)
-        except ValueError as exc:
-            raise RunError(f"{self.path / FINDINGS}: details of {family}: {exc}") from None
+        if family not in self._typed:
+            try:
+                self._typed[family] = details_type(family).from_dict(document)
+            except ValueError as exc:
+                raise RunError(f"{self.path / FINDINGS}: details of {family}: {exc}") from None
+        return self._typed[family]
 
 
 def load_run(path: str | Path) -> Run:

@@ -26,8 +26,8 @@ import torch
 
 from scrutiny.devices import resolve_device
 from scrutiny.errors import InputError
-from scrutiny.models import Dataset
-from scrutiny.models.checkpoint import LoadedModel, library_versions
+from scrutiny.models.checkpoint import LoadedModel, library_versions, load_model
+from scrutiny.models.datasets import Dataset, load_dataset
 
 from .config import AuditConfig, ConfigSource, config_for
 from .details import Details
@@ -146,13 +146,12 @@ def run_audit(
         >>> result.verdict, result.counts["fail"]  # doctest: +SKIP
         ('fail', 9)
     """
-    from scrutiny.models import load_dataset, load_model
-
     if isinstance(data, str):
         data = load_dataset(data)
     if not isinstance(data, Dataset):
         raise TypeError(f"data must be a Dataset or the name of a built-in data set, got {type(data).__name__}")
-    loaded = _loaded(model, data, load_model)
+    files = [p for p in (model, config, policy) if isinstance(p, (str, os.PathLike))]  # the run must not hold them
+    loaded = _loaded(model, data)
     if source is None:
         source = str(model) if isinstance(model, (str, os.PathLike)) else type(loaded.model).__name__
     config = config_for(data, config)
@@ -164,24 +163,33 @@ def run_audit(
         policy.robust_eps(data.spec.task)  # a policy without a radius for this data type fails before any work
     _preflight(config, loaded)
     if out is not None:
-        inputs = [p for p in (model, config, policy) if isinstance(p, (str, os.PathLike))]
-        check_destination(out, overwrite=overwrite, inputs=inputs)  # before the work, not after it
+        check_destination(out, overwrite=overwrite, inputs=files)  # before the work, not after it
     started = datetime.now(UTC)
     wall = time.perf_counter()
     run_device = resolve_device(device)
     with _callers_state_kept(run_device):
         torch.use_deterministic_algorithms(True, warn_only=True)
-        result = _run(loaded, data, config=config, policy=policy, device=run_device, progress=progress)
-    result.manifest = _manifest(loaded, data, config, policy, source=source, command=command, device=run_device,
-                                started=started, seconds={**result.manifest["seconds"],
-                                                          "total": round(time.perf_counter() - wall, 3)},
-                                document=result.document)
+        results, seconds = _run(loaded, data, config=config, policy=policy, device=run_device, progress=progress)
+    seconds["total"] = round(time.perf_counter() - wall, 3)
+    findings = [f for r in results.values() for f in r.findings]
+    details = {family: r.details for family, r in results.items()}
+    document = findings_document(findings, details={k: v.to_dict() for k, v in details.items()},
+                                 subject=_subject(loaded, data))
+    validate_findings(document)
+    result = AuditResult(
+        findings=findings, details=details, document=document,
+        manifest=_manifest(loaded, data, config, policy, source=source, command=command, device=run_device,
+                           started=started, seconds=seconds, document=document),
+        arrays={k: v for r in results.values() for k, v in r.arrays.items()},
+        tables={k: v for r in results.values() for k, v in r.tables.items()},
+        figures={k: v for r in results.values() for k, v in r.figures.items()},
+    )
     if out is not None:
         result.save(out, overwrite=overwrite)
     return result
 
 
-def _loaded(model, dataset: Dataset, load_model) -> LoadedModel:
+def _loaded(model, dataset: Dataset) -> LoadedModel:
     if isinstance(model, LoadedModel):
         return model
     if isinstance(model, (str, os.PathLike)):
@@ -217,7 +225,8 @@ def _callers_state_kept(device: torch.device):
 
 
 def _run(loaded: LoadedModel, dataset: Dataset, *, config: AuditConfig, policy: Policy, device: torch.device,
-         progress: bool) -> AuditResult:
+         progress: bool) -> tuple[dict[str, FamilyResult], dict[str, float]]:
+    """Each family's result and wall time, in config order."""
     preprocessor = loaded.preprocessor() if loaded.manifest else dataset.preprocessor
     context = AuditContext(model=loaded.model.to(device).eval(), dataset=dataset, preprocessor=preprocessor,
                            config=config, policy=policy, device=str(device))
@@ -231,17 +240,7 @@ def _run(loaded: LoadedModel, dataset: Dataset, *, config: AuditConfig, policy: 
             results[family] = family_runner(family)(context)
             seconds[family] = round(time.perf_counter() - start, 3)
             shown.done(family, seconds[family])
-    findings = [f for r in results.values() for f in r.findings]
-    details = {family: r.details for family, r in results.items()}
-    document = findings_document(findings, details={k: v.to_dict() for k, v in details.items()},
-                                 subject=_subject(loaded, dataset))
-    validate_findings(document)
-    return AuditResult(
-        findings=findings, details=details, document=document, manifest={"seconds": seconds},
-        arrays={k: v for r in results.values() for k, v in r.arrays.items()},
-        tables={k: v for r in results.values() for k, v in r.tables.items()},
-        figures={k: v for r in results.values() for k, v in r.figures.items()},
-    )
+    return results, seconds
 
 
 def _manifest(loaded: LoadedModel, dataset: Dataset, config: AuditConfig, policy: Policy, *, source: str,
