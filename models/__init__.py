@@ -19,6 +19,7 @@ _EXPORTS = {
     **dict.fromkeys(["RAW_FILES", "data_dir", "fetch"], "scrutiny.models.data_files"),
     **dict.fromkeys(["DATASETS", "Dataset", "Split", "load_dataset"], "scrutiny.models.datasets"),
     **dict.fromkeys(["ImagePreprocessor", "TabularPreprocessor"], "scrutiny.models.preprocessing"),
+    **dict.fromkeys(["OnnxModel", "export_onnx", "load_onnx"], "scrutiny.models.onnx_model"),
     **dict.fromkeys(["DEFAULT_ARCH", "TrainedModel", "train_on"], "scrutiny.models.recipes"),
     **dict.fromkeys(["DatasetSpec", "Feature", "ProtectedAttribute"], "scrutiny.models.spec"),
     **dict.fromkeys(["TrainResult", "evaluate", "predict_proba", "train"], "scrutiny.models.training"),

@@ -439,7 +439,8 @@ class Transformer(_Model):
         if self.membership is not None:
             tokens = torch.einsum("gc,ncd->ngd", self.membership, tokens)
         tokens = tokens + self.feature_bias
-        tokens = torch.cat([self.cls_token.expand(len(x), -1, -1), tokens], dim=1)
+        # x.shape[0], not len(x): an ONNX export keeps the batch axis dynamic
+        tokens = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), tokens], dim=1)
         return self.head(self.encoder(tokens)[:, 0])
 
 
