@@ -56,7 +56,7 @@ def show(run) -> None:
     st.header("Explanations")
     details = run.details("attributions")
     if details is None:
-        st.info("This run has no attributions (the family was left out of its config).")
+        st.info(f"This run has no attributions. {run.absent('attributions')}")
         return
     frame = samples(run)
     filters = st.columns(3)

@@ -18,12 +18,14 @@ SCORING_COLUMNS = {"attribute": "attribute", "category": "category", "n": "n", "
 
 
 def metrics_table(comparisons: list[GroupComparisonEntry]) -> pd.DataFrame:
-    """One row per (attribute or intersection, metric): value and interval."""
+    """One row per (comparison, metric): value and interval. ``privileged`` is the group compared
+    against (the privileged group, or the reference category), ``compared`` the category set
+    against a reference (empty where it is every other row)."""
     rows = []
     for c in comparisons:
         for name, e in c.metrics.items():
-            rows.append({"attribute": c.attribute, "privileged": c.privileged, "metric": name,
-                         "value": e.value, "low": e.low, "high": e.high})
+            rows.append({"attribute": c.attribute, "privileged": c.privileged, "compared": c.compared or "",
+                         "metric": name, "value": e.value, "low": e.low, "high": e.high})
     return pd.DataFrame(rows)
 
 
@@ -76,14 +78,17 @@ def show(run) -> None:
     for c in details.model:
         for warning in c.warnings:
             st.warning(f"{literal(c.attribute)}: {literal(warning)}")
-    st.subheader("Data-set bias (training labels)")
+    labels = "training labels" if details.settings.get("data_bias_split", "train") == "train" else "labels of the audited rows"
+    st.subheader(f"Data-set bias ({labels})")
     st.dataframe(metrics_table(details.data_bias), hide_index=True, width="stretch", key="data_bias")
     st.subheader("Impact ratios (NYC LL144, four-fifths rule)")
     st.dataframe(impact_table(details.impact_ratios), hide_index=True, width="stretch", key="impact")
     if details.scoring_rates is not None and details.median_score is not None:
-        st.subheader("Scoring rates (NYC LL144, score P(favourable))")
-        st.caption(f"A category's scoring rate is the share of its rows scored above the median score of the whole "
-                   f"test split ({details.median_score:.4g}); a score equal to the median does not count.")
+        side = "above" if details.settings.get("higher_is_favourable", True) else "below"
+        st.subheader("Scoring rates (NYC LL144)")
+        st.caption(f"Score: {literal(details.settings.get('score') or 'P(favourable)')}. A category's scoring rate is the "
+                   f"share of its rows scored {side} the median score of the whole test split "
+                   f"({details.median_score:.4g}), the favourable side; a score equal to the median does not count.")
         st.dataframe(scoring_table(details.scoring_rates), hide_index=True, width="stretch", key="scoring")
     grid = intersection_grid(details.impact_ratios)
     if grid is not None:

@@ -25,7 +25,7 @@ def show(run) -> None:
     st.header("Robustness")
     details = run.details("robustness")
     if details is None:
-        st.info("This run has no robustness results (the family was left out of its config).")
+        st.info(f"This run has no robustness results. {run.absent('robustness')}")
         return
     classes = run.findings["subject"]["data"]["classes"]
     clean = details.curve[0].clean_accuracy

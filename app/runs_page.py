@@ -11,8 +11,9 @@ from scrutiny.app.runs import open_run
 from scrutiny.app.text import literal
 from scrutiny.audit.run.findings import STATUS_WORDS, STATUSES
 
-STATUS_COLOURS = {"pass": "#1b7a2f", "warn": "#9a6700", "fail": "#b3261e", "insufficient data": "#1f5f8b"}
-SHOWN = ("fail", "warn", "insufficient", "pass")  # the order statuses are offered in
+STATUS_COLOURS = {"pass": "#1b7a2f", "warn": "#9a6700", "fail": "#b3261e", "insufficient data": "#1f5f8b",
+                  "not assessed": "#6b4c9a"}
+SHOWN = ("fail", "warn", "insufficient", "not_assessed", "pass")  # the order statuses are offered in
 
 
 def overview(root: Path, names: list[str]) -> pd.DataFrame:
@@ -31,7 +32,7 @@ def overview(root: Path, names: list[str]) -> pd.DataFrame:
             "data": subject["data"]["name"],
             "date": run.manifest.get("finished", ""),
             "verdict": run.findings["verdict"],
-            # runs written before the insufficient status have no count of it: none
+            # runs written before the insufficient and not-assessed statuses have no count of them: none
             **{s: counts.get(s, 0) for s in STATUSES},
             "problem": "",
         })

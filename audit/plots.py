@@ -190,7 +190,7 @@ def fairness_figure(comparisons):
                 values.append(e.value)
                 errors.append([max(e.value - e.low, 0) if np.isfinite(e.low) else 0, max(e.high - e.value, 0) if np.isfinite(e.high) else 0])
             if ys:
-                ax.errorbar(values, ys, xerr=np.array(errors).T, fmt="o", capsize=3, label=comparison.attribute)
+                ax.errorbar(values, ys, xerr=np.array(errors).T, fmt="o", capsize=3, label=comparison.subject)
         ax.axvline(0.0 if kind == "difference" else 1.0, color="black", ls=":", lw=1)
         if kind == "ratio":
             ax.axvspan(0.8, 1.25, color="#2ca02c", alpha=0.08, label="within four fifths")

@@ -110,9 +110,33 @@ def _options(
 ) -> None:
     """Explainability, robustness and fairness audits for PyTorch models."""
 
-DataOption = typer.Option(..., "--data", help="Built-in data set name (adult, german, compas, breast_cancer, digits) or a .csv/.parquet file.")
+DATA_HELP = "Built-in data set name (adult, german, compas, breast_cancer, digits) or a .csv/.parquet file."
+DataOption = typer.Option(..., "--data", help=DATA_HELP)
+PredictionsOption = typer.Option(None, "--predictions", help="A .csv/.parquet file of logged outcomes, decisions and/or scores and group columns, described by --spec: audits them without the model (leave out MODEL and --data).")
 SpecOption = typer.Option(None, "--spec", help="TOML spec for a CSV/Parquet --data file (label, favourable value, protected columns).")
 DataDirOption = typer.Option(None, "--data-dir", help="Folder with raw data files. Default: $SCRUTINY_DATA_DIR or ~/.local/share/scrutiny/data.")
+
+
+def load_inputs(model: str | None, data: str | None, predictions: Path | None, spec: Path | None,
+                data_dir: Path | None, *, model_optional: bool = False):
+    """The data set, and the logged predictions (None unless --predictions): checks which of MODEL,
+    --data and --predictions go together."""
+    if predictions is not None:
+        if model is not None or data is not None:
+            raise errors.InputError(f"--predictions {predictions} audits logged decisions without a model: leave out "
+                                    f"{'MODEL' if model is not None else '--data'}")
+        if spec is None:
+            raise errors.InputError(f"--predictions {predictions} needs --spec SPEC.toml naming its label, decision or "
+                                    "score, and group columns")
+        from scrutiny.models import load_predictions
+
+        return load_predictions(predictions, spec)
+    if model is None and not model_optional:
+        raise errors.InputError("missing MODEL (a checkpoint folder, TorchScript file or package.module:factory), "
+                                "or audit logged decisions with --predictions FILE --spec SPEC.toml")
+    if data is None:
+        raise errors.InputError("missing option --data (or give --predictions FILE --spec SPEC.toml)")
+    return load_data(data, spec, data_dir), None
 
 
 def load_data(data: str, spec: Path | None, data_dir: Path | None):
@@ -390,8 +414,9 @@ def attack(
 
 @app.command()
 def fairness(
-    model: str | None = typer.Argument(None, help="Checkpoint folder, TorchScript file, or package.module:factory (with --weights). Leave out for the data-set checks only."),
-    data: str = DataOption,
+    model: str | None = typer.Argument(None, help="Checkpoint folder, TorchScript file, or package.module:factory (with --weights). Leave out for the data-set checks only, or with --predictions."),
+    data: str | None = typer.Option(None, "--data", help=DATA_HELP),
+    predictions: Path | None = PredictionsOption,
     attributes: str = typer.Option("", "--attributes", help="Comma-separated protected attributes. Default: all the data set declares."),
     intersections: bool = typer.Option(True, "--intersections/--no-intersections", help="Also compare each pair of attributes."),
     boot: int = typer.Option(1000, "--boot", **_bounded("boot"), help="Bootstrap resamples per interval (0: none)."),
@@ -412,7 +437,7 @@ def fairness(
     _check_plot(plot)
     if mitigate and not model:
         raise errors.InputError("--mitigate needs a MODEL to compare against")
-    dataset = load_data(data, spec, data_dir)
+    dataset, logged = load_inputs(model, data, predictions, spec, data_dir, model_optional=True)
     protected = [p.name for p in dataset.spec.protected]
     if mitigate and mitigate not in protected:
         raise errors.InputError(f"--mitigate {mitigate}: not a protected attribute of {dataset.spec.name} "
@@ -427,46 +452,54 @@ def fairness(
                                 "scrutiny train records; leave --mitigate out for this model")
     result = assess_fairness(
         loaded.model if loaded else None, dataset, preprocessor=_preprocessor(loaded) if loaded else None,
-        attributes=_names(attributes) or None, intersections=intersections, n_boot=boot, engine=engine, seed=seed,
+        predictions=logged, attributes=_names(attributes) or None, intersections=intersections, n_boot=boot, engine=engine, seed=seed,
     )
     level = f"{result.settings['confidence']:.0%}"
 
     def interval(estimate) -> str:
         return "" if np.isnan(estimate.low) else f"[{estimate.low:.4f}, {estimate.high:.4f}]"
 
-    table = Table(title=escape(f"data-set bias: labels of the {dataset.spec.name} training split"))
+    split = "training split" if result.settings["data_bias_split"] == "train" else "audited rows"
+    table = Table(title=escape(f"data-set bias: labels of the {dataset.spec.name} {split}"))
     table.add_column("attribute")
     table.add_column("metric", no_wrap=True)
     table.add_column("value", no_wrap=True)
     table.add_column(f"{level} interval")
     for c in result.data_bias:
-        table.add_row(escape(c.attribute), "rows priv / unpriv", f"{c.n_privileged} / {c.n_unprivileged}", escape(f"privileged: {c.privileged}"))
+        table.add_row(escape(c.subject), "rows ref / compared", f"{c.n_privileged} / {c.n_unprivileged}",
+                      escape(_reference_words(c)))
         for name, e in c.metrics.items():
             table.add_row("", name, f"{e.value:.4f}", interval(e))
     console.print(table)
     if result.model:
+        decided = "the model" if logged is None else f"logged predictions ({result.settings['threshold']})"
         for c in result.model:
-            table = Table(title=escape(f"model fairness on the test split: {c.attribute} (privileged: {c.privileged})"))
+            table = Table(title=escape(f"fairness of {decided} on the test split: {c.subject} ({_reference_words(c)})"))
             table.add_column("metric", no_wrap=True)
             table.add_column("value")
             table.add_column(f"{level} interval")
             for name, e in c.metrics.items():
                 table.add_row(name, f"{e.value:.4f}", interval(e))
             console.print(table)
-        groups = Table("attribute", "group", "n", "selection rate", "accuracy", "ROC AUC", "calibration error", title="per group")
+        groups = Table("comparison", "group", "n", "selection rate", "TPR", "FPR", "accuracy", "ROC AUC",
+                       "calibration error", title="per group")
         for c in result.model:
             for group, f in c.per_group.items():
-                groups.add_row(escape(c.attribute), escape(str(group)), str(f["n"]), f"{f['selection_rate']:.3f}", f"{f['accuracy']:.3f}",
-                               f"{f['roc_auc']:.3f}", f"{f['calibration_error']:.3f}")
+                name = c.privileged if group == "privileged" else (c.compared or f"not {c.privileged}")
+                groups.add_row(escape(c.subject), escape(name), str(f["n"]), *(f"{f[k]:.3f}" for k in (
+                    "selection_rate", "true_positive_rate", "false_positive_rate", "accuracy", "roc_auc",
+                    "calibration_error")))
         console.print(groups)
         console.print(_rate_table(result.impact_ratios, "selection_rate",
                                   "impact ratio (NYC LL144: selection rate / highest category's)"))
         if result.scoring_rates and result.median_score is not None:
+            side = "above" if result.settings["higher_is_favourable"] else "below"
             console.print(_rate_table(result.scoring_rates, "scoring_rate",
-                                      f"scoring rate (NYC LL144: share scored above the median P(favourable), "
-                                      f"{result.median_score:.3f}; / highest category's)"))
-        console.print(f"consistency (k-NN individual fairness, aif360): {result.consistency.value:.4f} "
-                      f"{interval(result.consistency)}")
+                                      f"scoring rate (NYC LL144: share scored {side} the median "
+                                      f"{result.settings['score']}, {result.median_score:.4g}; / highest category's)"))
+        if result.consistency is not None:
+            console.print(f"consistency (k-NN individual fairness, aif360): {result.consistency.value:.4f} "
+                          f"{interval(result.consistency)}")
     for warning in result.warnings:
         console.print(f"[bold yellow]warning:[/] {escape(warning)}")
     if mitigate and loaded is not None:  # --mitigate without a model was refused above
@@ -490,6 +523,11 @@ def fairness(
         console.print(f"figure written to {plots.save_figure(plots.fairness_figure(result.model), plot)}", markup=False)
 
 
+def _reference_words(c) -> str:
+    """The group a comparison is taken against, in words."""
+    return f"privileged: {c.privileged}" if c.compared is None else f"reference: {c.privileged}"
+
+
 def _rate_table(rows, rate: str, title: str) -> Table:
     """LL144's table: each category's ``rate`` (selection or scoring), its impact ratio and flag."""
     table = Table("attribute", "category", "n", rate.replace("_", " "), "impact ratio", "flag", title=title)
@@ -502,8 +540,9 @@ def _rate_table(rows, rate: str, title: str) -> Table:
 
 @app.command()
 def audit(
-    model: str = typer.Argument(..., help="Checkpoint folder, TorchScript file, or package.module:factory (with --weights)."),
-    data: str = DataOption,
+    model: str | None = typer.Argument(None, help="Checkpoint folder, TorchScript file, or package.module:factory (with --weights). Leave out with --predictions."),
+    data: str | None = typer.Option(None, "--data", help=DATA_HELP),
+    predictions: Path | None = PredictionsOption,
     out: Path = typer.Option(..., "--out", help="Run folder to write (findings.json, manifest.json, arrays/, figures/)."),
     config: Path | None = typer.Option(None, "--config", help="Audit config (TOML): families, methods, sample counts, eps grid, protected attributes, seed. Default: a complete audit for the data type."),
     policy: Path | None = typer.Option(None, "--policy", help="Policy (TOML): thresholds per check, replacing the default policy's tables it names."),
@@ -517,7 +556,7 @@ def audit(
     from scrutiny.audit.run.run_folder import check_destination
 
     _check_out(check_destination, out, overwrite=overwrite,
-               inputs=(model, weights, _data_file(data), spec, config, policy, data_dir))
+               inputs=(model, weights, data and _data_file(data), predictions, spec, config, policy, data_dir))
     import numpy as np
 
     from scrutiny.audit.run.config import config_for
@@ -526,25 +565,26 @@ def audit(
     from scrutiny.models import load_model
 
     rules = load_policy(policy)
-    dataset = load_data(data, spec, data_dir)
+    dataset, logged = load_inputs(model, data, predictions, spec, data_dir)
     settings = config_for(dataset, config)
-    loaded = load_model(model, weights=weights, dataset=dataset)
-    result = run_audit(loaded, dataset, config=settings, policy=rules, device=device, source=model,
-                       command=["scrutiny", *_invocation])
+    loaded = load_model(model, weights=weights, dataset=dataset) if model is not None else None
+    result = run_audit(loaded, dataset, predictions=logged, config=settings, policy=rules, device=device,
+                       source=model if model is not None else str(predictions), command=["scrutiny", *_invocation])
     result.save(out, overwrite=overwrite)  # its destination was checked above, with every input of the command
-    from scrutiny.audit.run.findings import STATUS_WORDS
+    from scrutiny.audit.run.findings import STATUS_WORDS, STATUSES
 
-    colour = {"pass": "green", "warn": "yellow", "fail": "bold red", "insufficient": "cyan"}
+    colour = dict(zip(STATUSES, ("green", "yellow", "bold red", "cyan", "magenta"), strict=True))
     table = Table("check", "value", "interval", "status", title=f"{len(result.findings)} checks")
     for f in result.findings:
         interval = f"[{f.interval[0]:.4g}, {f.interval[1]:.4g}]" if f.interval and np.all(np.isfinite(f.interval)) else ""
-        table.add_row(escape(f.id), f"{f.value:.4g}", interval, f"[{colour[f.status]}]{STATUS_WORDS[f.status]}[/]")
-        for caveat in f.all_caveats:
+        value = "" if f.status == "not_assessed" else f"{f.value:.4g}"
+        table.add_row(escape(f.id), value, interval, f"[{colour[f.status]}]{STATUS_WORDS[f.status]}[/]")
+        for caveat in [f.explanation] if f.status == "not_assessed" else f.all_caveats:
             table.add_row(f"[{colour[f.status]}]↳ {escape(caveat)}[/]", "", "", "")
     console.print(table)
-    counts = {s: sum(f.status == s for f in result.findings) for s in colour}
-    console.print(f"verdict: [{colour[result.verdict]}]{result.verdict}[/] ({counts['pass']} pass, {counts['warn']} warn, "
-                  f"{counts['fail']} fail, {counts['insufficient']} {STATUS_WORDS['insufficient']}) in "
+    counts = {s: sum(f.status == s for f in result.findings) for s in STATUSES}
+    shown = ", ".join(f"{counts[s]} {STATUS_WORDS[s]}" for s in STATUSES if counts[s] or s != "not_assessed")
+    console.print(f"verdict: [{colour[result.verdict]}]{result.verdict}[/] ({shown}) in "
                   f"{result.seconds['total']:.1f} s; run written to {result.path}")
     return 1 if result.verdict == "fail" else 0
 

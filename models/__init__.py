@@ -24,6 +24,7 @@ _EXPORTS = {
     **dict.fromkeys(["DatasetSpec", "Feature", "ProtectedAttribute"], "scrutiny.models.spec"),
     **dict.fromkeys(["TrainResult", "evaluate", "predict_proba", "train"], "scrutiny.models.training"),
     "load_table": "scrutiny.models.user_data",
+    **dict.fromkeys(["Predictions", "load_predictions"], "scrutiny.models.predictions"),
 }
 
 __all__ = list(_EXPORTS)

@@ -41,31 +41,43 @@ class Feature:
 class ProtectedAttribute:
     """A column that defines the groups a fairness audit compares.
 
-    A row is privileged when its value is one of ``privileged_values`` or, for a numeric
-    column, when it is at least ``privileged_min`` (German credit: age >= 25).
+    Either a privileged group set against everyone else, or a reference category set against
+    each other category in turn (as Aequitas does):
+
+    - ``privileged_values``: a row is privileged when its value is one of them;
+    - ``privileged_min``: for a numeric column, when it is at least this (German credit: age >= 25);
+    - ``reference``: every other category of the column is compared with this one (COMPAS race:
+      ``Caucasian``). The reference category doubles as the privileged group where one
+      group is needed (mitigation: the reference against the rest).
     """
 
     name: str
     privileged_values: tuple[Any, ...] = ()
     privileged_min: float | None = None
+    reference: Any = None
 
     def __post_init__(self):
-        if bool(self.privileged_values) == (self.privileged_min is not None):
+        given = sum((bool(self.privileged_values), self.privileged_min is not None, self.reference is not None))
+        if given != 1:
             raise DataError(
-                f"protected attribute '{self.name}': give either privileged values or a "
-                "numeric minimum, not both or neither"
+                f"protected attribute '{self.name}': give one of privileged values, a numeric minimum or a "
+                f"reference category, got {'none' if not given else 'more than one'}"
             )
 
     def is_privileged(self, values: pd.Series | np.ndarray) -> np.ndarray:
-        """Boolean array: which rows belong to the privileged group."""
+        """Boolean array: which rows belong to the privileged group (for a reference attribute, the reference category)."""
         values = pd.Series(values)
         if self.privileged_min is not None:
             return (pd.to_numeric(values) >= self.privileged_min).to_numpy()
+        if self.reference is not None:
+            return (values.astype(str) == str(self.reference)).to_numpy()
         return values.isin(list(self.privileged_values)).to_numpy()
 
     def describe(self) -> str:
         if self.privileged_min is not None:
             return f"{self.name} >= {self.privileged_min:g}"
+        if self.reference is not None:
+            return f"{self.name} = {self.reference}"
         return f"{self.name} in {{{', '.join(map(str, self.privileged_values))}}}"
 
 
@@ -138,7 +150,11 @@ class DatasetSpec:
         raise DataError(f"data set '{self.name}' has no protected attribute '{name}' (known: {known})")
 
     def to_dict(self) -> dict:
-        return _jsonable(asdict(self))
+        data = _jsonable(asdict(self))
+        for attribute in data["protected"]:  # written only where set: manifests before it stay as they were
+            if attribute["reference"] is None:
+                del attribute["reference"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> DatasetSpec:
@@ -152,6 +168,7 @@ class DatasetSpec:
                 name=p["name"],
                 privileged_values=tuple(p.get("privileged_values", ())),
                 privileged_min=p.get("privileged_min"),
+                reference=p.get("reference"),
             )
             for p in data.get("protected", ())
         )
@@ -209,14 +226,16 @@ def _check_spec_dict(data, known: set[str]) -> None:
         raise DataError(f"'protected' must be a list of {{name, privileged_values, privileged_min}} tables, "
                         f"got {short_repr(protected)}")
     for i, attribute in enumerate(protected):
-        extra = sorted(set(attribute) - {"name", "privileged_values", "privileged_min"})
+        extra = sorted(set(attribute) - {"name", "privileged_values", "privileged_min", "reference"})
         minimum = attribute.get("privileged_min")
         values = attribute.get("privileged_values", [])
+        reference = attribute.get("reference")
         if extra or not isinstance(attribute.get("name"), str) or not isinstance(values, list) \
                 or not all(isinstance(v, (str, int, float, bool)) for v in values) \
-                or not (minimum is None or _is_finite(minimum)):
+                or not (minimum is None or _is_finite(minimum)) \
+                or not (reference is None or isinstance(reference, (str, int, float, bool))):
             raise DataError(f"'protected[{i}]' must be {{name: text, privileged_values: [values] or "
-                            f"privileged_min: number}}, got {attribute!r}")
+                            f"privileged_min: number or reference: value}}, got {attribute!r}")
     shape = data.get("image_shape")
     if data["task"] == "image" or shape is not None:
         if not _is_list(shape, int) or len(shape) != 3 or any(isinstance(s, bool) or s < 1 for s in shape):

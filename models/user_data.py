@@ -21,6 +21,7 @@ Example ``loans.toml`` for ``loans.csv``::
     [protected]                   # protected attribute -> privileged group
     sex = ["male"]                #   privileged values
     age = { min = 25 }            #   or a numeric minimum
+    race = { reference = "white" }  # or a reference category: each other category is compared with it
 
 Every other column is a feature: numeric columns are scaled, text columns with two values are
 binary and other text columns categorical (with ``missing = "impute"``, a text column with missing
@@ -104,7 +105,7 @@ def load_table(path: str | os.PathLike, spec_path: str | os.PathLike) -> Dataset
             raise TypeError(f"{name} must be a str or os.PathLike, got {type(value).__name__}")
     path = Path(path)
     options = read_table_spec(spec_path)
-    frame = _read_frame(path)
+    frame = read_frame(path)
     label = options["label"]
     if label not in frame.columns:
         raise DataError(f"{path}: label column '{label}' not found (columns: {', '.join(map(str, frame.columns))})")
@@ -115,7 +116,7 @@ def load_table(path: str | os.PathLike, spec_path: str | os.PathLike) -> Dataset
             f"{path}: label column '{label}' has {len(labels)} distinct value(s) ({shown}); "
             "a binary spec needs exactly two"
         )
-    favourable = _match_value(options["favourable"], labels)
+    favourable = match_value(options["favourable"], labels)
     if favourable is None:
         raise DataError(
             f"{path}: favourable value {options['favourable']!r} is not in label column '{label}' "
@@ -126,7 +127,8 @@ def load_table(path: str | os.PathLike, spec_path: str | os.PathLike) -> Dataset
     for column, privileged in options.get("protected", {}).items():
         if column not in frame.columns:
             raise DataError(f"{path}: protected column '{column}' not found")
-        protected.append(_protected(column, privileged, spec_path))
+        protected.append(protected_attribute(column, privileged, spec_path))
+        check_reference(protected[-1], frame[column], f"{path} (reference named in {spec_path})")
     # protected attributes are prohibited bases too (DatasetSpec.prohibited_bases adds them)
     prohibited = tuple(dict.fromkeys(options.get("prohibited", [])))
     for column in prohibited:
@@ -200,7 +202,10 @@ def _handle_missing(frame: pd.DataFrame, mode: str, columns: list[str], never_im
     return kept, int(gaps.sum())
 
 
-def _read_frame(path: Path) -> pd.DataFrame:
+def read_frame(path: Path, *, used: list[str] | None = None) -> pd.DataFrame:
+    """The table at ``path``. A CSV header that repeats a name is refused (pandas would rename the
+    copies ``age.1``, …); with ``used``, only where one of those columns is repeated with different
+    values in its copies (ProPublica's COMPAS file repeats two columns, each copy equal)."""
     if not path.is_file():
         raise DataError(f"{path}: data file not found")
     try:
@@ -219,18 +224,21 @@ def _read_frame(path: Path) -> pd.DataFrame:
     if frame.empty:
         raise DataError(f"{path}: has a header but no rows")
     if path.suffix.lower() == ".csv":
-        _check_unique_header(path)
+        _check_unique_header(path, frame, used)
     return frame
 
 
-def _check_unique_header(path: Path) -> None:
-    """pandas silently renames a repeated CSV column name (``age``, ``age.1``): refuse it instead."""
+def _check_unique_header(path: Path, frame: pd.DataFrame, used: list[str] | None) -> None:
     header = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False).iloc[0].tolist()
     counts = pd.Series(header).value_counts()
     repeated = counts[counts > 1]
+    if used is not None:  # pandas names the copies name.1, name.2, … in the frame
+        repeated = repeated[[name in used and not all(frame[name].equals(frame[f"{name}.{i}"]) for i in range(1, count))
+                             for name, count in repeated.items()]]
     if len(repeated):
         shown = ", ".join(f"'{name}' ({count} times)" for name, count in repeated.items())
-        raise DataError(f"{path}: the header repeats column name(s) {shown}; give each column its own name")
+        differ = " with different values" if used is not None else ""
+        raise DataError(f"{path}: the header repeats column name(s) {shown}{differ}; give each column its own name")
 
 
 def _check_finite(frame: pd.DataFrame, columns: list[str], path: Path) -> None:
@@ -284,17 +292,31 @@ def _immutable(columns: list, features: tuple[Feature, ...], spec_path) -> tuple
     return tuple(dict.fromkeys(columns))
 
 
-def _protected(column: str, privileged, spec_path) -> ProtectedAttribute:
+def protected_attribute(column: str, privileged, spec_path) -> ProtectedAttribute:
     if isinstance(privileged, dict) and set(privileged) == {"min"} and isinstance(privileged["min"], (int, float)):
         return ProtectedAttribute(column, privileged_min=float(privileged["min"]))
+    if isinstance(privileged, dict) and set(privileged) == {"reference"} \
+            and isinstance(privileged["reference"], (str, int, float)):
+        return ProtectedAttribute(column, reference=privileged["reference"])
     if isinstance(privileged, list) and privileged:
         return ProtectedAttribute(column, tuple(privileged))
     raise DataError(
-        f"{spec_path}: protected '{column}' must be a list of privileged values or {{ min = NUMBER }}"
+        f"{spec_path}: protected '{column}' must be a list of privileged values, {{ min = NUMBER }} or "
+        f"{{ reference = CATEGORY }}"
     )
 
 
-def _match_value(value, candidates):
+def check_reference(attribute: ProtectedAttribute, column: pd.Series, where: str) -> None:
+    """A reference category must be one of the column's values (compared as text)."""
+    if attribute.reference is None:
+        return
+    present = sorted(set(column.dropna().astype(str)))
+    if str(attribute.reference) not in present:
+        raise DataError(f"{where}: reference category {attribute.reference!r} of '{attribute.name}' not found in "
+                        f"the column (values: {', '.join(present[:8])}{', …' if len(present) > 8 else ''})")
+
+
+def match_value(value, candidates):
     """The candidate equal to ``value``, comparing as text when types differ (TOML "1" vs 1)."""
     for candidate in candidates:
         if candidate == value or str(candidate) == str(value):

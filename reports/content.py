@@ -136,6 +136,7 @@ class Content:
     explainability: dict | None
     robustness: dict | None
     fairness: dict | None
+    absent: dict          # family -> why its section is empty (no details): left out, or not assessed
     adverse_action: dict
     compliance: list
     reproducibility: dict
@@ -187,6 +188,7 @@ def report_content(run, mapping: Mapping, *, card: dict | None = None) -> Conten
         summary={
             "model": model, "data": data, "date": run.manifest.get("finished", ""),
             "weights_sha256": model["weights_sha256"], "data_sha256": data["sha256"],
+            "decisions": run.manifest["model"].get("decisions"),  # an audit of logged predictions: how they were made
             "n_test": f.num("subject", "data", "n_test", style="int"), "rows": rows,
         },
         model_card={
@@ -201,6 +203,7 @@ def report_content(run, mapping: Mapping, *, card: dict | None = None) -> Conten
             "limitations": [*card.get("limitations", []), *limitations],
             "clauses": mapping.for_section("model_card"),
         },
+        absent=_absent(run),
         explainability=_explainability(_details(run, "attributions"), run),
         robustness=_robustness(_details(run, "robustness"), mapping),
         fairness=_fairness(fairness_details, f),
@@ -211,7 +214,8 @@ def report_content(run, mapping: Mapping, *, card: dict | None = None) -> Conten
             "seed": m.num("seed", style="int"),
             "config": run.manifest.get("config", {}),
             "policy_source": run.manifest.get("policy", {}).get("source"),
-            "weights_sha256": run.manifest["model"]["weights_sha256"], "data_sha256": run.manifest["data"]["sha256"],
+            "weights_sha256": run.manifest["model"]["weights_sha256"] or "none: an audit of logged predictions",
+            "data_sha256": run.manifest["data"]["sha256"],
             "libraries": run.manifest.get("libraries", {}), "device": run.manifest.get("device"),
             "platform": run.manifest.get("platform"),
             "started": run.manifest.get("started"), "finished": run.manifest.get("finished"),
@@ -221,6 +225,12 @@ def report_content(run, mapping: Mapping, *, card: dict | None = None) -> Conten
         },
         figures=figures,
     )
+
+
+def _absent(run) -> dict[str, str]:
+    """Why a family's section is empty, where it is (:meth:`Run.absent`)."""
+    return {family: run.absent(family) for family in ("attributions", "robustness", "fairness")
+            if run.details(family) is None}
 
 
 def _png(run, relative: str) -> str:
@@ -241,18 +251,25 @@ def _performance(performance: _At | None) -> list:
 
 
 def _group_performance(fairness_details: _At | None) -> list:
-    """Each single attribute's groups (intersections left out): rows, selection rate, accuracy, ROC AUC, calibration."""
+    """Each group of each single attribute (intersections left out), once: rows, selection rate,
+    true- and false-positive rates, accuracy, ROC AUC, calibration."""
     if fairness_details is None:
         return []
-    out = []
+    out, seen = [], set()
     for i, comparison in enumerate(fairness_details.node.model):
         if len(comparison.attributes) > 1:
             continue
         for side in comparison.per_group:
+            name = comparison.privileged if side == "privileged" else \
+                (comparison.compared or f"outside {comparison.privileged}")
+            if (comparison.attribute, name) in seen:  # a reference category heads each of its comparisons
+                continue
+            seen.add((comparison.attribute, name))
             group = fairness_details.at("model", i, "per_group", side)
-            out.append({"attribute": comparison.attribute, "group": side, "n": group.num("n", style="int"),
-                        "selection_rate": group.num("selection_rate"), "accuracy": group.num("accuracy"),
-                        "roc_auc": group.num("roc_auc"), "calibration_error": group.num("calibration_error")})
+            out.append({"attribute": comparison.attribute, "group": name, "n": group.num("n", style="int"),
+                        **{key: group.num(key) for key in ("selection_rate", "true_positive_rate",
+                                                           "false_positive_rate", "accuracy", "roc_auc",
+                                                           "calibration_error")}})
     return out
 
 
@@ -350,6 +367,14 @@ def _robustness(attacked: _At | None, mapping: Mapping) -> dict | None:
     }
 
 
+# the metrics of each comparison the report tabulates (one column each; findings.json holds them all)
+SHOWN_METRICS = {
+    "data_bias": ("base_rate_privileged", "base_rate_unprivileged", "disparate_impact", "statistical_parity_difference"),
+    "model": ("disparate_impact", "statistical_parity_difference", "equal_opportunity_difference",
+              "average_odds_difference", "false_positive_rate_ratio", "false_negative_rate_ratio"),
+}
+
+
 def _fairness(compared: _At | None, f: _At) -> dict | None:
     if compared is None:
         return None
@@ -359,12 +384,14 @@ def _fairness(compared: _At | None, f: _At) -> dict | None:
         out = []
         for i, c in enumerate(getattr(d, kind)):
             at = compared.at(kind, i)
-            out.append({"attribute": c.attribute, "privileged": c.privileged,
+            shown = [name for name in SHOWN_METRICS[kind] if name in c.metrics]
+            out.append({"attribute": c.attribute, "privileged": c.privileged, "subject": c.subject,
+                        "reference": "privileged" if c.compared is None else "reference",
                         "n_privileged": at.num("n_privileged", style="int"),
                         "n_unprivileged": at.num("n_unprivileged", style="int"),
                         "metrics": [{"metric": name.replace("_", " "), "value": at.num("metrics", name, "value"),
                                      "low": at.num("metrics", name, "low"), "high": at.num("metrics", name, "high")}
-                                    for name in c.metrics],
+                                    for name in shown],
                         "warnings": c.warnings})
         return out
 
@@ -380,7 +407,15 @@ def _fairness(compared: _At | None, f: _At) -> dict | None:
                            "metrics": [{"metric": name.replace("_", " "), "before": at.num("before", name, "value"),
                                         "after": at.num("after", name, "value")} for name in mit.before]})
     consistency = compared.num("consistency", "value") if d.consistency else None
+    settings = d.settings
+    logged = str(settings.get("threshold") or "").startswith(("logged decisions", "favourable where"))
     return {"data_bias": comparisons("data_bias"), "model": comparisons("model"), "impact": impact,
+            "columns": {kind: [name.replace("_", " ") for name in names] for kind, names in SHOWN_METRICS.items()},
+            "labels": "training labels" if settings.get("data_bias_split", "train") == "train"
+            else "labels of the audited rows",
+            "decisions": f"logged decisions ({settings['threshold']})" if logged else "the model's decisions",
+            "score": settings.get("score") or "P(favourable)",
+            "side": "above" if settings.get("higher_is_favourable", True) else "below",
             "scoring": scoring, "median_score": median,
             "mitigation": mitigation, "consistency": consistency, "warnings": d.warnings, "support": _support(f)}
 

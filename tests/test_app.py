@@ -237,7 +237,7 @@ def test_status_and_family_filters_narrow_the_findings(RUNS):
     at = ok(app("runs", "adult"))
     findings = findings_of(RUNS, "adult")["findings"]
     statuses = at.multiselect(key="statuses")
-    assert statuses.options == statuses.value == ["fail", "warn", "insufficient data", "pass"]
+    assert statuses.options == statuses.value == ["fail", "warn", "insufficient data", "not assessed", "pass"]
     for chosen in (["fail"], ["warn", "pass"], ["insufficient"]):
         ok(at.multiselect(key="statuses").set_value([STATUS_WORDS[s] for s in chosen]).run())
         table = frame(at, "check", "status")

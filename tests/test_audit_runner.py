@@ -496,7 +496,7 @@ def test_statuses_thresholds_counts_and_verdict(runs, name):
         assert f["check"] in thresholds and f["family"] == f["check"].split(".")[0]
         assert f["threshold"] == thresholds[f["check"]], f["id"]
         assert f["status"] == recomputed_status(f), f["id"]
-    counts = {s: sum(f["status"] == s for f in entries) for s in ("pass", "warn", "fail", "insufficient")}
+    counts = {s: sum(f["status"] == s for f in entries) for s in ("pass", "warn", "fail", "insufficient", "not_assessed")}
     assert document["counts"] == counts
     expected = "fail" if counts["fail"] else "warn" if counts["warn"] else "pass"
     assert document["verdict"] == expected

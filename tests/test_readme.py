@@ -50,7 +50,9 @@ SMALLER = {
 # |                | conftest.py `trained` (train_on with train's defaults, seed 0), used by    |
 # |                | test_training.py::test_default_training_covers_every_architecture          |
 # | audit          | test_audit_runner.py::test_exit_code_follows_the_verdict (CLI audit of the |
-# |                | Adult MLP and digits CNN, small --config); bench/audit.py times the full one |
+# |                | Adult MLP and digits CNN, small --config); bench/audit.py times the full one; |
+# |                | with --predictions: test_predictions_audit.py (the README's COMPAS command, |
+# |                | on the fetched file, with examples/compas-deciles.toml)                     |
 # | fairness       | test_fairness.py::test_cli_fairness_data_only_and_model (CLI, --attributes);|
 # |                | test_fairness.py::test_mitigation_before_and_after (--mitigate sex, Adult) |
 # | app            | test_app.py::test_terminating_scrutiny_app_stops_the_server (the server);  |
@@ -58,7 +60,8 @@ SMALLER = {
 COVERED_ELSEWHERE = {
     "train": ["test_cli.py::test_train_writes_checkpoint_and_prints_accuracy",
               "test_training.py::test_default_training_covers_every_architecture"],
-    "audit": ["test_audit_runner.py::test_exit_code_follows_the_verdict"],
+    "audit": ["test_audit_runner.py::test_exit_code_follows_the_verdict",
+              "test_predictions_audit.py::test_compas_error_rates_of_every_race_equal_propublica_counts"],
     "fairness": ["test_fairness.py::test_cli_fairness_data_only_and_model",
                  "test_fairness.py::test_mitigation_before_and_after"],
     "app": ["test_app.py::test_terminating_scrutiny_app_stops_the_server",
@@ -217,6 +220,10 @@ def test_every_artifact_a_command_reads_is_written_by_an_earlier_command():
         data = params.get("data") or (params.get("name") if command.name == "data columns" else None)
         if data in RAW_FILES:
             assert data in fetched, f"{command}: reads {data}, which no earlier command fetches"
+        predictions = params.get("predictions")
+        if predictions is not None:  # a raw file in the data directory: fetched earlier
+            raw = Path(predictions).parent.name
+            assert raw in fetched, f"{command}: reads {predictions}, which no earlier command fetches"
         model = params.get("model")
         if model is not None:
             assert _folder(model) in checkpoints, f"{command}: reads {model}, which no earlier command trains"
@@ -254,6 +261,8 @@ def workspace(trained, tmp_path_factory):
     for command in COMMANDS:
         if command.name == "audit":
             params = parse(command.argv).params
+            if params["predictions"] is not None:
+                continue  # run by tests/test_predictions_audit.py; no cheap command reads its run
             assert params["data"] == "adult" and "adult-mlp" in params["model"], command  # what RUNS/adult is
             if not (folder / params["out"]).exists():
                 shutil.copytree(runs / "adult", folder / params["out"])

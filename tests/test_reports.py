@@ -670,7 +670,7 @@ def test_digits_report_has_no_fairness_and_shows_its_image_figures(digits):
     assert "not part of this audit" in fairness.text()
     assert fairness.find("table") is None
     assert not [s for s in num_spans(digits.html) if s.attrs["data-path"].startswith("/details/fairness")]
-    assert "Not part of this audit." in digits.md.split("## 5. ")[1].split("## 6. ")[0]
+    assert "Not part of this audit" in digits.md.split("## 5. ")[1].split("## 6. ")[0]
     shown = {data_uri_bytes(i.attrs["src"]): i for i in digits.html.iter("img")}
     for name, where in (("heatmaps", "explainability"), ("adversarial", "robustness")):
         relative = f"figures/{name}.png"

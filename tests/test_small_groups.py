@@ -73,7 +73,7 @@ def test_insufficient_never_decides_the_verdict():
     fine = finding(0.01, (-0.01, 0.03), comparison())
     document = findings_document([small, fine], details={}, subject={})
     assert document["verdict"] == "pass"
-    assert document["counts"] == {"pass": 1, "warn": 0, "fail": 0, "insufficient": 1}
+    assert document["counts"] == {"pass": 1, "warn": 0, "fail": 0, "insufficient": 1, "not_assessed": 0}
     entry = document["findings"][0]
     assert entry["status"] == "insufficient" and entry["caveats"][0].startswith("insufficient data: ")
     assert entry["comparison"]["rows"] == 12 and entry["comparison"]["min_rows"] == 30

@@ -43,7 +43,7 @@ def run(context: AuditContext) -> FamilyResult:
     c = context
     cfg, spec = c.config.attributions, c.dataset.spec
     heatmaps = "heatmaps" in modality(spec.task).figures
-    result = explain(c.model, c.dataset, methods=cfg.methods, samples=cfg.samples, preprocessor=c.preprocessor,
+    result = explain(c.module, c.dataset, methods=cfg.methods, samples=cfg.samples, preprocessor=c.preprocessor,
                      seed=c.config.seed, top_k=cfg.top_k, n_boot=cfg.n_boot, quality=cfg.quality,
                      quality_samples=cfg.quality_samples)
     first = next(iter(result.attributions.values()))
@@ -67,7 +67,7 @@ def run(context: AuditContext) -> FamilyResult:
         ))
     findings += _protected_reliance(c, result)
     arrays: dict[str, dict[str, np.ndarray]] = {}
-    notices = adverse_action.explained_notices(c.model, c.dataset, result, preprocessor=c.preprocessor, device=c.device)
+    notices = adverse_action.explained_notices(c.module, c.dataset, result, preprocessor=c.preprocessor, device=c.device)
     if notices is not None:
         arrays[adverse_action.ARRAYS] = notices.arrays()
         if notices.prohibited_inputs:  # else no reason can name a prohibited basis: a check that cannot fail

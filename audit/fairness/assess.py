@@ -29,9 +29,10 @@ P(favourable | unprivileged) / P(favourable | privileged).
 from __future__ import annotations
 
 import itertools
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -41,8 +42,12 @@ from scrutiny.audit.fairness import group_metrics as gm
 from scrutiny.errors import DataError, InputError
 from scrutiny.limits import check_int
 from scrutiny.models import Dataset
+from scrutiny.models.spec import ProtectedAttribute
 
-__all__ = ["Estimate", "Levels", "PrivilegedGroup", "GroupComparison", "ImpactRow", "ScoringRow", "Fairness",
+if TYPE_CHECKING:
+    from scrutiny.models.predictions import Predictions
+
+__all__ = ["Estimate", "Levels", "GroupPair", "GroupComparison", "ImpactRow", "ScoringRow", "Fairness",
            "Mitigation", "assess_fairness", "mitigate", "protected_groups", "aif360_metrics", "impact_ratios",
            "scoring_rates", "CROSS"]
 
@@ -64,30 +69,44 @@ class Estimate:
 
 
 @dataclass(frozen=True, eq=False)
-class PrivilegedGroup:
-    """The privileged group of one protected attribute, or of an intersection (privileged on each
-    attribute it crosses)."""
+class GroupPair:
+    """The two groups one comparison sets against each other: the reference group (the privileged
+    group of an attribute, or its reference category) and the compared group (every row outside
+    the reference, or one other category). An intersection's groups cross two attributes."""
 
-    mask: np.ndarray        # which rows belong to it
-    levels: Levels          # (attribute, its privileged group in words), per attribute
+    mask: np.ndarray        # which rows belong to the reference group
+    compared: np.ndarray    # which rows belong to the compared group (disjoint from ``mask``)
+    levels: Levels          # the reference group: (attribute, its group in words), per attribute
+    compared_levels: Levels | None = None   # the compared category, per attribute; None: every row outside
 
     @property
     def name(self) -> str:
         """The attribute, or the intersection's attributes joined by :data:`CROSS`."""
         return _attributes_text(self.levels)
 
+    @property
+    def subject(self) -> str:
+        """What a finding names: the attribute, and for a category compared with a reference the category."""
+        return _subject(self.levels, self.compared_levels)
+
+
+def _subject(levels: Levels, compared: Levels | None) -> str:
+    text = _attributes_text(levels)
+    return text if compared is None else f"{text}={CROSS.join(value for _, value in compared)}"
+
 
 @dataclass
 class GroupComparison:
     """One protected attribute (or intersection): privileged vs unprivileged group."""
 
-    levels: Levels          # the privileged group: (attribute, its privileged group in words), per attribute
-    n_privileged: int
-    n_unprivileged: int
+    levels: Levels          # the reference group: (attribute, its group in words), per attribute
+    n_privileged: int       # rows of the reference group
+    n_unprivileged: int     # rows of the compared group
     metrics: dict[str, Estimate]
-    counts: np.ndarray      # (group, label, prediction) counts, group 1 = privileged (group_metrics)
+    counts: np.ndarray      # (group, label, prediction) counts, group 1 = reference (group_metrics)
     per_group: dict[str, dict[str, float]] = field(default_factory=dict)  # "privileged"/"unprivileged" -> figures
     warnings: list[str] = field(default_factory=list)
+    compared_levels: Levels | None = None   # the category compared with the reference; None: every other row
 
     @property
     def attribute(self) -> str:
@@ -96,8 +115,18 @@ class GroupComparison:
 
     @property
     def privileged(self) -> str:
-        """For display: the privileged group in words."""
+        """For display: the reference group (privileged group or reference category) in words."""
         return " and ".join(value for _, value in self.levels)
+
+    @property
+    def compared(self) -> str | None:
+        """For display: the category compared with the reference; None where it is every other row."""
+        return None if self.compared_levels is None else " and ".join(value for _, value in self.compared_levels)
+
+    @property
+    def subject(self) -> str:
+        """What its findings name (:attr:`GroupPair.subject`)."""
+        return _subject(self.levels, self.compared_levels)
 
 
 @dataclass
@@ -152,8 +181,17 @@ class Fairness:
 
 
 def protected_groups(spec, groups: pd.DataFrame, attributes=None, *, intersections: bool = True,
-                     where: str = "data") -> dict[str, PrivilegedGroup]:
-    """The privileged group of each attribute and of each pair of them, by name (``sex``, ``sex × race``)."""
+                     where: str = "data") -> dict[str, GroupPair]:
+    """The comparisons of each attribute and of each pair of them, by subject.
+
+    An attribute with a privileged group gives one comparison (named ``sex``): the privileged
+    group against every other row. An attribute with a reference category gives one per other
+    category (``race=Asian``): that category's rows against the reference's, other rows left out.
+    A pair of attributes crosses them (``sex × race``): privileged on both against the rest when
+    both have a privileged group; otherwise each crossed category against the crossed reference
+    (a privileged-group attribute contributing its two groups). Rows without a value (NaN) belong
+    to no category.
+    """
     declared = {p.name: p for p in spec.protected}
     if not declared:
         raise InputError(f"{spec.name}: the data set declares no protected attribute; add a [protected] table to its spec")
@@ -162,26 +200,75 @@ def protected_groups(spec, groups: pd.DataFrame, attributes=None, *, intersectio
     if unknown:
         raise InputError(f"attributes: {', '.join(map(repr, unknown))} not protected in {spec.name} "
                          f"(protected: {', '.join(declared)})")
-    single = {}
-    for name in attributes:
-        attribute = declared[name]
-        if name not in groups.columns:
-            raise DataError(f"{where}: protected column '{name}' not found")
-        values = groups[name]
-        if attribute.privileged_values:
-            present = set(values.astype(str))
-            if not present & {str(v) for v in attribute.privileged_values}:
-                raise DataError(f"{where}: privileged value(s) {', '.join(map(repr, attribute.privileged_values))} of "
-                                f"'{name}' not found in the column (values: {', '.join(sorted(present)[:8])})")
-        mask = attribute.is_privileged(values)
-        if mask.all() or not mask.any():
-            raise DataError(f"{where}: protected attribute '{name}' has a single group (every row is "
-                            f"{'privileged' if mask.all() else 'unprivileged'} under {attribute.describe()}); "
+    single = {name: _categories(declared[name], groups, where) for name in attributes}
+    pairs = [pair for name in attributes for pair in _pairs((name,), [single[name]])]
+    if intersections:
+        pairs += [pair for a, b in itertools.combinations(attributes, 2)
+                  for pair in _pairs((a, b), [single[a], single[b]])]
+    return {pair.subject: pair for pair in pairs}
+
+
+@dataclass(frozen=True, eq=False)
+class _Categories:
+    """An attribute's rows as categories: their names per row ('' for none), and which is the reference."""
+
+    attribute: ProtectedAttribute
+    names: np.ndarray        # per row: its category in words, or '' (a missing value)
+    reference: str           # the reference category's (or privileged group's) name
+
+    @property
+    def privileged_style(self) -> bool:
+        return self.attribute.reference is None
+
+
+def _categories(attribute: ProtectedAttribute, groups: pd.DataFrame, where: str) -> _Categories:
+    name = attribute.name
+    if name not in groups.columns:
+        raise DataError(f"{where}: protected column '{name}' not found")
+    values = groups[name]
+    known = values.notna().to_numpy()
+    present = sorted(set(values[known].astype(str)))
+    if attribute.reference is not None:
+        if str(attribute.reference) not in present:
+            raise DataError(f"{where}: reference category {attribute.reference!r} of '{name}' not found in the column "
+                            f"(values: {', '.join(present[:8])}{', …' if len(present) > 8 else ''})")
+        if len(present) < 2:
+            raise DataError(f"{where}: protected attribute '{name}' has a single category ({present[0]!r}); "
                             "fairness compares two")
-        single[name] = PrivilegedGroup(mask, ((name, attribute.describe()),))
-    crossed = [PrivilegedGroup(single[a].mask & single[b].mask, single[a].levels + single[b].levels)
-               for a, b in itertools.combinations(attributes, 2)] if intersections else []
-    return {group.name: group for group in (*single.values(), *crossed)}
+        return _Categories(attribute, np.where(known, values.astype(str).to_numpy(), ""), str(attribute.reference))
+    if attribute.privileged_values and not set(present) & {str(v) for v in attribute.privileged_values}:
+        raise DataError(f"{where}: privileged value(s) {', '.join(map(repr, attribute.privileged_values))} of "
+                        f"'{name}' not found in the column (values: {', '.join(present[:8])})")
+    mask = attribute.is_privileged(values) & known
+    if mask[known].all() or not mask.any():
+        raise DataError(f"{where}: protected attribute '{name}' has a single group (every row is "
+                        f"{'privileged' if mask[known].all() else 'unprivileged'} under {attribute.describe()}); "
+                        "fairness compares two")
+    privileged = attribute.describe()
+    return _Categories(attribute, np.where(mask, privileged, np.where(known, _rest(attribute), "")), privileged)
+
+
+def _rest(attribute: ProtectedAttribute) -> str:
+    """The unprivileged group of a privileged-group attribute, in words."""
+    if attribute.privileged_min is not None:
+        return f"{attribute.name} < {attribute.privileged_min:g}"
+    return f"{attribute.name} not in {{{', '.join(map(str, attribute.privileged_values))}}}"
+
+
+def _pairs(names: tuple[str, ...], crossed: list[_Categories]) -> list[GroupPair]:
+    reference = np.logical_and.reduce([c.names == c.reference for c in crossed])
+    levels = tuple((name, c.reference) for name, c in zip(names, crossed, strict=True))
+    known = np.logical_and.reduce([c.names != "" for c in crossed])
+    if all(c.privileged_style for c in crossed):
+        return [GroupPair(reference, known & ~reference, levels)]
+    if not reference.any():
+        return []  # no row in the crossed reference: nothing to compare with
+    keys = pd.Series(list(zip(*(c.names for c in crossed), strict=True)))
+    out = []
+    for key in sorted(set(keys[known & ~reference]), key=CROSS.join):
+        rows = (keys == key).to_numpy() & known
+        out.append(GroupPair(reference, rows, levels, tuple(zip(names, key, strict=True))))
+    return out
 
 
 def aif360_metrics(y: np.ndarray, y_pred: np.ndarray | None, privileged: np.ndarray,
@@ -264,21 +351,25 @@ def _group_warnings(attribute: str, counts: np.ndarray, *, model: bool, minimums
             for (group, among, rows, expected), metrics in short.items()]
 
 
-def _per_group(y, y_pred, proba, mask) -> dict[str, dict[str, float]]:
+def _per_group(y, y_pred, score, probability, pair: GroupPair) -> dict[str, dict[str, float]]:
+    """Figures of the reference (``privileged``) and the compared group (``unprivileged``): ROC AUC
+    of the score where there is one, calibration error where the score is a probability."""
     from sklearn.metrics import roc_auc_score
 
     from scrutiny.models.training import expected_calibration_error
 
     out = {}
-    for label, rows in (("privileged", mask), ("unprivileged", ~mask)):
-        yt, yp, p = y[rows], y_pred[rows], proba[rows]
+    for label, rows in (("privileged", pair.mask), ("unprivileged", pair.compared)):
+        yt, yp = y[rows], y_pred[rows]
+        both = len(np.unique(yt)) == 2
         out[label] = {
             "n": int(rows.sum()),
             "base_rate": float(yt.mean()),
             "selection_rate": float(yp.mean()),
             "accuracy": float((yt == yp).mean()),
-            "roc_auc": float(roc_auc_score(yt, p[:, 1])) if len(np.unique(yt)) == 2 else float("nan"),
-            "calibration_error": expected_calibration_error(p, yt),
+            "roc_auc": float(roc_auc_score(yt, score[rows])) if score is not None and both else float("nan"),
+            "calibration_error": (expected_calibration_error(np.column_stack([1 - probability[rows], probability[rows]]), yt)
+                                  if probability is not None else float("nan")),
             "true_positive_rate": float(yp[yt == 1].mean()) if (yt == 1).any() else float("nan"),
             "false_positive_rate": float(yp[yt == 0].mean()) if (yt == 0).any() else float("nan"),
         }
@@ -314,21 +405,23 @@ def impact_ratios(spec, groups: pd.DataFrame, selected: np.ndarray, attributes, 
     return rows
 
 
-def scoring_rates(spec, groups: pd.DataFrame, scores: np.ndarray, attributes, *,
-                  intersections: bool = True) -> tuple[float, list[ScoringRow]]:
+def scoring_rates(spec, groups: pd.DataFrame, scores: np.ndarray, attributes, *, intersections: bool = True,
+                  higher_is_favourable: bool = True) -> tuple[float, list[ScoringRow]]:
     """LL144's table for a tool that outputs a score (6 RCNY §5-300, §5-301): the median score of
     the full sample, and per category of each attribute (and of each pair) its scoring rate, the
     share of its rows scored *above* that median, over the highest category's (categories under
-    2 % of rows left out of the highest rate and the flag, as in :func:`impact_ratios`).
+    2 % of rows left out of the highest rate and the flag, as in :func:`impact_ratios`). For a
+    score where lower is favourable (a risk score), the favourable side is *below* the median.
 
-    A score equal to the median is not above it and does not count: where many rows tie at the
+    A score equal to the median is not beyond it and does not count: where many rows tie at the
     median (a saturated or coarse score) every category's scoring rate falls below one half.
     """
     scores = np.asarray(scores, dtype=np.float64)
     if scores.ndim != 1 or not len(scores) or not np.isfinite(scores).all():
         raise InputError(f"scores: expected a non-empty 1-D array of finite numbers, shape {scores.shape}")
     median = float(np.median(scores))
-    rows = impact_ratios(spec, groups, scores > median, attributes, intersections=intersections)
+    beyond = scores > median if higher_is_favourable else scores < median
+    rows = impact_ratios(spec, groups, beyond, attributes, intersections=intersections)
     return median, [ScoringRow(r.levels, r.n, r.selection_rate, r.impact_ratio, r.below_four_fifths, r.excluded)
                     for r in rows]
 
@@ -348,6 +441,7 @@ def assess_fairness(
     dataset: Dataset,
     *,
     preprocessor: Any = None,
+    predictions: Predictions | None = None,
     attributes: Sequence[str] | None = None,
     intersections: bool = True,
     n_boot: int = 1000,
@@ -358,18 +452,24 @@ def assess_fairness(
     device: str | None = None,
     minimums: dict[str, int] | None = None,
 ) -> Fairness:
-    """Data-set bias of the training labels and, given a model, fairness of its test-split predictions.
+    """Data-set bias of the training labels and, given a model or its predictions, fairness of
+    the decisions on the test split.
 
     Args:
-        model: a binary classifier returning logits, or None for the data-set checks only.
+        model: a binary classifier returning logits, or None.
+        predictions: without a model, its logged decisions (and scores) on the test split's rows
+            (:func:`~scrutiny.models.load_predictions`). Neither: the data-set checks only.
         attributes: protected attributes to compare. Default: all the spec declares.
-        intersections: also compare each pair of attributes (privileged on both vs the rest).
+        intersections: also compare each pair of attributes (see :func:`protected_groups`).
         n_boot: bootstrap resamples per interval (0: none).
         confidence: interval coverage. Default: 0.95
         n_neighbors: k of aif360's consistency (exact up to ``CONSISTENCY_EXACT_ROWS`` test
-            rows, a seeded sample of ``CONSISTENCY_SAMPLE`` above; see the module docstring).
+            rows, a seeded sample of ``CONSISTENCY_SAMPLE`` above; see the module docstring);
+            it needs the model's inputs, so predictions alone leave it out.
         engine: ``"vectorised"`` (default) or ``"aif360"`` for the point values.
-        seed: seeds the bootstrap.
+        seed: seeds the bootstrap; each comparison draws from its own stream (the seed, the
+            split and the comparison's subject), so its interval does not depend on which other
+            comparisons were made.
         minimums: ``min_rows`` and ``min_expected_positives`` a comparison needs, as the policy's
             ``[groups]`` table; under them a comparison's warnings say it is noise. Default: the
             default policy's.
@@ -387,75 +487,101 @@ def assess_fairness(
         raise InputError(f"engine {engine!r}: expected vectorised or aif360")
     if not 0 < confidence < 1:
         raise InputError(f"confidence must be between 0 and 1, got {confidence}")
+    if model is not None and predictions is not None:
+        raise InputError("give a model or its predictions, not both")
     check_int("n_boot", n_boot)
     check_int("seed", seed)
     if minimums is None:
         from scrutiny.audit.run.policy import load_policy
 
         minimums = load_policy().groups
-    rng = np.random.default_rng(seed)
     warnings: list[str] = []
 
-    train_masks = protected_groups(spec, dataset.train.groups, attributes, intersections=intersections,
+    def compare(pair: GroupPair, split: str, y, y_pred=None, score=None, probability=None) -> GroupComparison:
+        rows = pair.mask | pair.compared
+        counts = gm.confusion_counts(y[rows], None if y_pred is None else y_pred[rows], pair.mask[rows])
+        model_side = y_pred is not None
+        reference = None
+        if engine == "aif360":
+            reference = aif360_metrics(y[rows], None if y_pred is None else y_pred[rows], pair.mask[rows])
+        comparison = GroupComparison(
+            pair.levels, int(pair.mask.sum()), int(pair.compared.sum()),
+            _estimates(counts, model=model_side, n_boot=n_boot, confidence=confidence,
+                       rng=_stream(seed, split, pair.subject), engine_values=reference),
+            counts=counts, warnings=_group_warnings(pair.subject, counts, model=model_side, minimums=minimums),
+            per_group=_per_group(y, y_pred, score, probability, pair) if model_side else {},
+            compared_levels=pair.compared_levels)
+        warnings.extend(comparison.warnings)
+        return comparison
+
+    train_pairs = protected_groups(spec, dataset.train.groups, attributes, intersections=intersections,
                                    where=f"{spec.name} training split")
-    data_bias = []
-    for name, group in train_masks.items():
-        mask = group.mask
-        counts = gm.confusion_counts(dataset.train.y, None, mask)
-        reference = aif360_metrics(dataset.train.y, None, mask) if engine == "aif360" else None
-        comparison = GroupComparison(group.levels, int(mask.sum()), int((~mask).sum()),
-                                     _estimates(counts, model=False, n_boot=n_boot, confidence=confidence, rng=rng,
-                                                engine_values=reference),
-                                     warnings=_group_warnings(name, counts, model=False, minimums=minimums),
-                                     counts=counts)
-        data_bias.append(comparison)
-        warnings += comparison.warnings
+    data_bias = [compare(pair, "train", dataset.train.y) for pair in train_pairs.values()]
 
     results, impact, consistency, consistency_rows = None, [], None, None
+    higher, score_name = True, None
     scoring: list[ScoringRow] = []
     median_score = None
-    if model is not None:
-        from scrutiny.models.training import predict_proba
+    decided = model is not None or predictions is not None
+    if decided:
+        features = None
+        if model is not None:
+            from scrutiny.models.training import predict_proba
 
-        features = (preprocessor or dataset.preprocessor).transform(dataset.test.X)
-        proba = predict_proba(model, features, device=device)
-        y, y_pred = dataset.test.y, proba.argmax(axis=1)
-        test_masks = protected_groups(spec, dataset.test.groups, attributes, intersections=intersections,
+            features = (preprocessor or dataset.preprocessor).transform(dataset.test.X)
+            proba = predict_proba(model, features, device=device)
+            y_pred, score, probability = proba.argmax(axis=1), proba[:, 1], proba[:, 1]
+            higher, score_name = True, "P(favourable)"
+        else:
+            assert predictions is not None
+            y_pred, score, probability = predictions.decisions, predictions.scores, predictions.probability
+            higher, score_name = predictions.higher_is_favourable, predictions.score_name
+        y = dataset.test.y
+        if len(y_pred) != len(y):
+            raise InputError(f"predictions: {len(y_pred)} decisions for {len(y)} test rows")
+        test_pairs = protected_groups(spec, dataset.test.groups, attributes, intersections=intersections,
                                       where=f"{spec.name} test split")
-        results = []
-        for name, group in test_masks.items():
-            mask = group.mask
-            counts = gm.confusion_counts(y, y_pred, mask)
-            reference = aif360_metrics(y, y_pred, mask) if engine == "aif360" else None
-            comparison = GroupComparison(group.levels, int(mask.sum()), int((~mask).sum()),
-                                         _estimates(counts, model=True, n_boot=n_boot, confidence=confidence, rng=rng,
-                                                    engine_values=reference),
-                                         per_group=_per_group(y, y_pred, proba, mask),
-                                         warnings=_group_warnings(name, counts, model=True, minimums=minimums),
-                                         counts=counts)
-            results.append(comparison)
-            warnings += comparison.warnings
-        n_test = len(y_pred)
-        sample = None if n_test <= CONSISTENCY_EXACT_ROWS else np.sort(rng.choice(n_test, CONSISTENCY_SAMPLE, replace=False))
-        deviations = gm.consistency_deviations(features, y_pred, n_neighbors, rows=sample)
-        consistency_rows = len(deviations)  # of n: all of them, or the sample
-        consistency = _consistency_estimate(deviations, n_boot, confidence, rng)
-        names = [name for name, group in test_masks.items() if len(group.levels) == 1]
+        oriented = None if score is None else (score if higher else -score)  # higher leans favourable: ROC AUC
+        results = [compare(pair, "test", y, y_pred, oriented, probability) for pair in test_pairs.values()]
+        if features is not None:
+            rng = _stream(seed, "test", "consistency")
+            n_test = len(y_pred)
+            sample = None if n_test <= CONSISTENCY_EXACT_ROWS else np.sort(rng.choice(n_test, CONSISTENCY_SAMPLE, replace=False))
+            deviations = gm.consistency_deviations(features, y_pred, n_neighbors, rows=sample)
+            consistency_rows = len(deviations)  # of n: all of them, or the sample
+            consistency = _consistency_estimate(deviations, n_boot, confidence, rng)
+        names = list(dict.fromkeys(pair.levels[0][0] for pair in test_pairs.values() if len(pair.levels) == 1))
         impact = impact_ratios(spec, dataset.test.groups, y_pred, names, intersections=intersections)
-        median_score, scoring = scoring_rates(spec, dataset.test.groups, proba[:, 1], names,
-                                              intersections=intersections)
+        if score is not None:
+            median_score, scoring = scoring_rates(spec, dataset.test.groups, score, names, intersections=intersections,
+                                                  higher_is_favourable=higher)
         flagged = [r for r in impact if r.below_four_fifths]
         if flagged:
             warnings.append("four-fifths rule: " + "; ".join(
                 f"{r.attribute}={r.category} selected at {r.impact_ratio:.2f} of the highest rate" for r in flagged))
+    if model is not None:
+        threshold = "argmax (P(favourable) > 0.5)"
+    elif predictions is not None:
+        threshold = predictions.rule
+    else:
+        threshold = None
     return Fairness(
         data_bias=data_bias, model=results, impact_ratios=impact, consistency=consistency, warnings=warnings,
         scoring_rates=scoring, median_score=median_score,
         settings={"n_boot": n_boot, "confidence": confidence, "seed": seed, "engine": engine, "n_neighbors": n_neighbors,
                   "consistency_rows": consistency_rows,
-                  "threshold": "argmax (P(favourable) > 0.5)", "data_bias_split": "train", "model_split": "test",
-                  "intersections": intersections},
+                  "threshold": threshold, "model_split": "test",
+                  # logged predictions without a split column: the labels of the audited rows themselves
+                  "data_bias_split": "test" if dataset.train is dataset.test else "train",
+                  "intersections": intersections, "score": score_name if median_score is not None else None,
+                  "higher_is_favourable": higher},
     )
+
+
+def _stream(seed: int, split: str, subject: str) -> np.random.Generator:
+    """The random stream of one piece of work (a comparison's bootstrap): the seed, the split and
+    the subject, so that a comparison's interval is the same whatever else was compared."""
+    return np.random.default_rng([seed, zlib.crc32(f"{split}:{subject}".encode())])
 
 
 def _consistency_estimate(deviations: np.ndarray, n_boot: int, confidence: float, rng) -> Estimate:
@@ -521,9 +647,10 @@ def mitigate(
 
     if dataset.spec.task != "tabular" or dataset.spec.n_classes != 2:
         raise InputError(f"{dataset.spec.name}: mitigation needs a binary tabular data set with protected attributes")
-    (group,) = protected_groups(dataset.spec, dataset.test.groups, [attribute], intersections=False,
-                                where=f"{dataset.spec.name} test split").values()
-    mask = group.mask
+    protected_groups(dataset.spec, dataset.test.groups, [attribute], intersections=False,
+                     where=f"{dataset.spec.name} test split")  # checks the column
+    # the privileged group (or reference category) against every other row, as aif360's methods take it
+    mask = dataset.spec.protected_attribute(attribute).is_privileged(dataset.test.groups[attribute])
     rng = np.random.default_rng(seed)
     y = dataset.test.y
     proba = predict_proba(model, (preprocessor or dataset.preprocessor).transform(dataset.test.X), device=device)

@@ -39,15 +39,21 @@ class GroupFigures(Details):
 
 @dataclass
 class GroupComparisonEntry(Details):
-    """The privileged group of an attribute (or an intersection of attributes) against everyone else.
+    """One comparison of an attribute (or an intersection of attributes): its privileged group
+    against everyone else, or one category against the attribute's reference category.
 
     Args:
         attribute: for display: the attribute, or the intersection's attributes joined by `` × ``.
-        privileged: for display: the privileged group, in words.
-        privileged_levels: the privileged group on each attribute compared (one, or the two an
-            intersection crosses: privileged on both), in the order of ``attribute``.
-        metrics: metric name -> estimate with its bootstrap interval.
-        per_group: ``"privileged"`` / ``"unprivileged"`` -> their figures (model comparisons only).
+        privileged: for display: the reference group (the privileged group, or the reference
+            category), in words.
+        privileged_levels: the reference group on each attribute compared (one, or the two an
+            intersection crosses), in the order of ``attribute``.
+        n_privileged, n_unprivileged: rows of the reference group and of the compared group.
+        metrics: metric name -> estimate with its bootstrap interval (compared vs reference).
+        per_group: ``"privileged"`` (the reference) / ``"unprivileged"`` (the compared group) ->
+            their figures (model comparisons only).
+        compared, compared_levels: the category compared with the reference, in words and per
+            attribute; absent where the compared group is every row outside the privileged group.
     """
 
     attribute: str
@@ -58,11 +64,26 @@ class GroupComparisonEntry(Details):
     metrics: dict[str, Estimate]
     per_group: dict[str, GroupFigures]
     warnings: list[str]
+    compared: str | None = optional()
+    compared_levels: list[Level] | None = optional()
 
     @property
     def attributes(self) -> list[str]:
         """The attributes compared: one, or the two an intersection crosses."""
         return [level.attribute for level in self.privileged_levels]
+
+    @property
+    def subject(self) -> str:
+        """What its findings name: the attribute, and a compared category after ``=``."""
+        return self.attribute if self.compared_levels is None else \
+            f"{self.attribute}={' × '.join(level.value for level in self.compared_levels)}"
+
+    @property
+    def groups_in_words(self) -> tuple[str, str]:
+        """(the compared group, the reference group), as a sentence names them."""
+        if self.compared is None:
+            return f"rows outside the privileged group of {self.attribute}", f"the privileged group ({self.privileged})"
+        return f"rows with {self.attribute} = {self.compared}", f"the reference group ({self.privileged})"
 
 
 @dataclass

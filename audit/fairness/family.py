@@ -21,7 +21,9 @@ from .details import (
     ScoringRateEntry,
 )
 
-__all__ = ["run", "GATED"]
+__all__ = ["run", "GATED", "NEEDS_MODEL"]
+
+NEEDS_MODEL = False  # logged decisions (and scores) are enough; only mitigation retrains a model
 
 # the model metrics the policy gates, per attribute and intersection
 GATED = ("disparate_impact", "statistical_parity_difference", "equal_opportunity_difference",
@@ -40,30 +42,34 @@ def run(context: AuditContext) -> FamilyResult:
 
     c = context
     cfg = c.config.fairness
-    result = assess_fairness(c.model, c.dataset, preprocessor=c.preprocessor, attributes=cfg.attributes or None,
+    result = assess_fairness(c.model, c.dataset, preprocessor=c.preprocessor, predictions=c.predictions,
+                             attributes=cfg.attributes or None,
                              intersections=cfg.intersections, n_boot=cfg.n_boot, confidence=cfg.confidence,
                              seed=c.config.seed, device=c.device, minimums=c.policy.groups)
     compared = result.model
-    assert compared is not None  # given a model, assess_fairness always compares its predictions
+    assert compared is not None  # given a model or its predictions, assess_fairness compares the decisions
+    data_bias, model = [_comparison(x) for x in result.data_bias], [_comparison(x) for x in compared]
     findings: list[Finding] = []
-    for comparison in result.data_bias:
+    labels = "training data" if result.settings["data_bias_split"] == "train" else "labels of the audited rows"
+    for comparison, entry in zip(result.data_bias, data_bias, strict=True):
         e = comparison.metrics["disparate_impact"]
+        group, reference = entry.groups_in_words
         findings.append(c.finding(
-            "fairness.data.disparate_impact", e.value, subject=comparison.attribute, interval=(e.low, e.high),
+            "fairness.data.disparate_impact", e.value, subject=entry.subject, interval=(e.low, e.high),
             confidence=cfg.confidence, comparison=_rests_on(c, comparison.counts, "disparate_impact"),
-            metric="base rate of the favourable label, unprivileged / privileged (training data)",
-            explanation=f"In the training data, rows outside the privileged group of {comparison.attribute} "
-                        f"({comparison.privileged}) carry the favourable label at {e.value:.2f} times the privileged "
-                        f"group's rate.",
+            metric=f"base rate of the favourable label, unprivileged / privileged ({labels})",
+            explanation=f"In the {labels}, {group} carry the favourable label at {e.value:.2f} times the rate "
+                        f"of {reference}.",
         ))
-    for comparison in compared:
+    for comparison, entry in zip(compared, model, strict=True):
+        group, reference = entry.groups_in_words
         for metric in GATED:
             e = comparison.metrics[metric]
             findings.append(c.finding(
-                f"fairness.{metric}", e.value, subject=comparison.attribute, interval=(e.low, e.high),
+                f"fairness.{metric}", e.value, subject=entry.subject, interval=(e.low, e.high),
                 confidence=cfg.confidence, comparison=_rests_on(c, comparison.counts, metric),
                 metric=_WORDS[metric][0],
-                explanation=_WORDS[metric][1].format(v=e.value, a=comparison.attribute, p=comparison.privileged),
+                explanation=_WORDS[metric][1].format(v=e.value, g=group, r=reference),
             ))
     for attribute, lowest, highest in _lowest_and_highest(result.impact_ratios, "selection_rate"):
         findings.append(c.finding(
@@ -77,15 +83,17 @@ def run(context: AuditContext) -> FamilyResult:
         findings.append(c.finding(
             "fairness.scoring_rate_impact_ratio", lowest.impact_ratio, subject=attribute,
             comparison=_impact_rests_on(c, lowest, highest, "scoring_rate"),
-            metric="lowest scoring rate of a category (share scored above the median) / highest category's (NYC LL144)",
-            explanation=f"Of the categories of {attribute}, {lowest.category} is scored above the median "
-                        f"P(favourable) ({result.median_score:.3f}) least often: at {lowest.impact_ratio:.2f} of "
-                        f"the highest category's rate.",
+            metric="lowest scoring rate of a category (share scored on the favourable side of the median) / "
+                   "highest category's (NYC LL144)",
+            explanation=f"Of the categories of {attribute}, {lowest.category} is scored "
+                        f"{'above' if result.settings['higher_is_favourable'] else 'below'} the median "
+                        f"{result.settings['score']} ({result.median_score:.4g}) least often: at "
+                        f"{lowest.impact_ratio:.2f} of the highest category's rate.",
         ))
     details = FairnessDetails(
         confidence=cfg.confidence,
-        data_bias=[_comparison(x) for x in result.data_bias],
-        model=[_comparison(x) for x in compared],
+        data_bias=data_bias,
+        model=model,
         impact_ratios=[_impact_ratio(r) for r in result.impact_ratios],
         consistency=_estimate(result.consistency) if result.consistency else None,
         warnings=list(result.warnings),
@@ -98,7 +106,7 @@ def run(context: AuditContext) -> FamilyResult:
             MitigationEntry(method=m.method, attribute=m.attribute, rows=m.rows, n=m.n,
                             before={k: _estimate(v) for k, v in m.before.items()},
                             after={k: _estimate(v) for k, v in m.after.items()})
-            for m in mitigate(c.model, c.dataset, cfg.mitigate, preprocessor=c.preprocessor, n_boot=cfg.n_boot,
+            for m in mitigate(c.module, c.dataset, cfg.mitigate, preprocessor=c.preprocessor, n_boot=cfg.n_boot,
                               confidence=cfg.confidence, seed=c.config.seed, device=c.device)
         ]
     return FamilyResult(findings=findings, details=details, figures={METRICS_FIGURE: plots.fairness_figure(compared)})
@@ -135,22 +143,20 @@ def _impact_rests_on(c: AuditContext, lowest, highest, rate: str) -> Comparison:
 _WORDS = {
     "disparate_impact": (
         "favourable-prediction rate, unprivileged / privileged",
-        "The model gives the favourable outcome to rows outside the privileged group of {a} ({p}) at {v:.2f} times "
-        "the privileged group's rate.",
+        "The model gives the favourable outcome to {g} at {v:.2f} times the rate of {r}.",
     ),
     "statistical_parity_difference": (
         "favourable-prediction rate, unprivileged - privileged",
-        "The favourable-outcome rate outside the privileged group of {a} ({p}) minus the privileged group's: {v:+.3f}.",
+        "The favourable-outcome rate of {g} minus that of {r}: {v:+.3f}.",
     ),
     "equal_opportunity_difference": (
         "true-positive rate, unprivileged - privileged",
-        "Among rows whose true label is favourable, the rate at which the model says so outside the privileged group "
-        "of {a} ({p}) minus inside it: {v:+.3f}.",
+        "Among rows whose true label is favourable, the rate at which the model says so for {g} minus the rate "
+        "for {r}: {v:+.3f}.",
     ),
     "average_odds_difference": (
         "mean of the false- and true-positive rate differences, unprivileged - privileged",
-        "Averaged over false and true positives, the unprivileged side of {a} ({p}) gets the favourable outcome "
-        "{v:+.3f} more often than the privileged.",
+        "Averaged over false and true positives, {g} get the favourable outcome {v:+.3f} more often than {r}.",
     ),
 }
 
@@ -169,7 +175,8 @@ def _comparison(c) -> GroupComparisonEntry:
         n_privileged=c.n_privileged, n_unprivileged=c.n_unprivileged,
         metrics={k: _estimate(v) for k, v in c.metrics.items()},
         per_group={side: GroupFigures(**figures) for side, figures in c.per_group.items()},
-        warnings=list(c.warnings))
+        warnings=list(c.warnings), compared=c.compared,
+        compared_levels=None if c.compared_levels is None else _levels(c.compared_levels))
 
 
 def _impact_ratio(r) -> ImpactRatioEntry:

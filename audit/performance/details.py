@@ -8,7 +8,7 @@ from scrutiny.audit.run.details import Details, Estimate, optional
 
 __all__ = ["PerformanceDetails", "DETAILS", "PREDICTIONS"]
 
-PREDICTIONS = "arrays/predictions.npz"  # y_true, y_pred and proba of every test row
+PREDICTIONS = "arrays/predictions.npz"  # y_true, y_pred and (where known) proba of every test row
 
 
 @dataclass
@@ -17,13 +17,15 @@ class PerformanceDetails(Details):
 
     Args:
         n: test rows.
-        accuracy, balanced_accuracy, calibration_error: estimates with bootstrap intervals.
+        accuracy, balanced_accuracy, calibration_error: estimates with bootstrap intervals (the
+            calibration error NaN, written null, for logged predictions without probabilities).
         confidence: the intervals' confidence level.
         classes: the class names, in label order.
         recall: recall of each class.
         confusion: counts, true class (rows) by predicted class (columns).
         majority_rate: share of the most frequent true class.
-        roc_auc: two classes only (``None`` when the test split holds one class).
+        roc_auc: two classes only (``None`` when the test split holds one class, or logged
+            decisions come without a score).
     """
 
     n: int

@@ -9,7 +9,9 @@ from scrutiny.audit.run.family import AuditContext, FamilyResult
 
 from .details import PREDICTIONS, PerformanceDetails
 
-__all__ = ["run"]
+__all__ = ["run", "NEEDS_MODEL"]
+
+NEEDS_MODEL = False  # logged decisions (and scores) are enough
 
 N_BOOT = 1000
 CALIBRATION_BINS = 15
@@ -23,15 +25,15 @@ def run(context: AuditContext) -> FamilyResult:
         >>> result.details.balanced_accuracy.value  # doctest: +SKIP
         0.781
     """
-    from scrutiny.models.training import predict_proba
-
     c = context
     spec, y = c.dataset.spec, c.dataset.test.y
-    proba = predict_proba(c.model, c.preprocessor.transform(c.dataset.test.X), device=c.device)
-    pred = proba.argmax(axis=1)
+    proba, pred, score = _outputs(c)
     k = spec.n_classes
     rng = np.random.default_rng(c.config.seed)
-    point, low, high = _bootstrap(y, pred, proba.max(axis=1), k, rng)
+    # without probabilities the calibration columns are computed on a stand-in and dropped below
+    point, low, high = _bootstrap(y, pred, proba.max(axis=1) if proba is not None else np.ones(len(y)), k, rng)
+    if proba is None:
+        point[2] = low[2] = high[2] = float("nan")
     accuracy, balanced, calibration = point
     confusion = np.zeros((k, k), dtype=int)
     np.add.at(confusion, (y, pred), 1)
@@ -46,23 +48,46 @@ def run(context: AuditContext) -> FamilyResult:
         confusion=confusion.tolist(),
         majority_rate=float(np.bincount(y, minlength=k).max() / len(y)),
     )
-    if k == 2 and len(np.unique(y)) == 2:
+    if k == 2 and len(np.unique(y)) == 2 and score is not None:
         from sklearn.metrics import roc_auc_score
 
-        details.roc_auc = float(roc_auc_score(y, proba[:, 1]))
+        details.roc_auc = float(roc_auc_score(y, score))
     findings = [
         c.finding("performance.balanced_accuracy", balanced, interval=(low[1], high[1]), confidence=0.95,
                   metric="balanced accuracy (mean recall over classes)",
                   explanation=f"Mean recall over the {k} classes on {len(y):,} test rows is {balanced:.1%} "
                               f"(chance: {1 / k:.0%}; plain accuracy {accuracy:.1%}, majority class "
                               f"{details.majority_rate:.1%})."),
-        c.finding("performance.calibration_error", calibration, interval=(low[2], high[2]), confidence=0.95,
-                  metric=f"expected calibration error ({CALIBRATION_BINS} bins)",
-                  explanation=f"The model's stated confidence differs from its observed accuracy by "
-                              f"{calibration:.3f} on average over confidence bins."),
     ]
-    arrays = {PREDICTIONS: {"y_true": y, "y_pred": pred, "proba": proba.astype(np.float32)}}
-    return FamilyResult(findings=findings, details=details, arrays=arrays)
+    if proba is not None:
+        findings.append(c.finding(
+            "performance.calibration_error", calibration, interval=(low[2], high[2]), confidence=0.95,
+            metric=f"expected calibration error ({CALIBRATION_BINS} bins)",
+            explanation=f"The model's stated confidence differs from its observed accuracy by {calibration:.3f} on "
+                        "average over confidence bins."))
+    else:
+        findings.append(c.not_assessed("performance.calibration_error",
+                                       "the logged predictions carry no probability (a score that is not "
+                                       "declared score_is_probability, or no score)"))
+    stored = {"y_true": y, "y_pred": pred}
+    if proba is not None:
+        stored["proba"] = proba.astype(np.float32)
+    return FamilyResult(findings=findings, details=details, arrays={PREDICTIONS: stored})
+
+
+def _outputs(c: AuditContext) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
+    """Class probabilities (None where only decisions or a score are known), predicted classes,
+    and a score that leans favourable (two classes; None without one)."""
+    if c.model is None:
+        predictions = c.predictions
+        assert predictions is not None  # the runner gives a model or predictions
+        p = predictions.probability
+        proba = None if p is None else np.column_stack([1 - p, p])
+        return proba, predictions.decisions, predictions.favourable_scores
+    from scrutiny.models.training import predict_proba
+
+    proba = predict_proba(c.model, c.preprocessor.transform(c.dataset.test.X), device=c.device)
+    return proba, proba.argmax(axis=1), proba[:, 1] if proba.shape[1] == 2 else None
 
 
 def _bootstrap(y: np.ndarray, pred: np.ndarray, confidence: np.ndarray, k: int, rng: np.random.Generator):

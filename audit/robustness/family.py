@@ -38,7 +38,7 @@ def run(context: AuditContext) -> FamilyResult:
     grid = sorted(set(cfg.eps) | {gated})
     detector = fit_detector(c.dataset, c.preprocessor, seed=c.config.seed, device=c.device) if cfg.detector else None
     result = assess_robustness(
-        c.model, c.dataset, attacks=cfg.attacks, eps=grid, norm=cfg.norm, samples=cfg.samples,
+        c.module, c.dataset, attacks=cfg.attacks, eps=grid, norm=cfg.norm, samples=cfg.samples,
         preprocessor=c.preprocessor, immutable=tuple(cfg.immutable), mutable=tuple(cfg.mutable), steps=cfg.steps,
         restarts=cfg.restarts, queries=cfg.queries, detector=detector, seed=c.config.seed, device=c.device,
     )

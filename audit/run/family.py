@@ -4,6 +4,8 @@ A family is the subpackage ``scrutiny.audit.<name>`` for each name in :data:`FAM
 has a module ``details`` that defines its typed details (:class:`~.details.Details`, no torch
 needed to read a run) as ``DETAILS``, and a module ``family`` whose ``run(context)`` returns a
 :class:`FamilyResult` and writes nothing: the runner serialises and writes what it returns.
+A family that can work from logged predictions alone (no model) says so with
+``NEEDS_MODEL = False`` in that module; the others are recorded as not assessed in such an audit.
 """
 
 from __future__ import annotations
@@ -29,11 +31,12 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from scrutiny.models import Dataset
+    from scrutiny.models.predictions import Predictions
 
     from .config import AuditConfig
     from .policy import Policy
 
-__all__ = ["FAMILIES", "AuditContext", "FamilyResult", "family_runner", "details_type", "details_schema",
+__all__ = ["FAMILIES", "AuditContext", "FamilyResult", "family_runner", "needs_model", "details_type", "details_schema",
            "upgrade_details", "validate_details", "schema_path"]
 
 # the order a full audit runs them in, and the order findings are listed in
@@ -43,14 +46,30 @@ FAMILIES = ("performance", "attributions", "robustness", "fairness")
 @dataclass
 class AuditContext:
     """Everything a family may read: the model (in eval mode on ``device``), the data set, the
-    encoding the model reads, the audit's config and policy."""
+    encoding the model reads, the audit's config and policy. In an audit of logged predictions
+    ``model`` is None and ``predictions`` holds the decisions (and scores) on the test split."""
 
-    model: torch.nn.Module
+    model: torch.nn.Module | None
     dataset: Dataset
     preprocessor: Any
     config: AuditConfig
     policy: Policy
     device: str
+    predictions: Predictions | None = None
+
+    @property
+    def module(self) -> torch.nn.Module:
+        """The model, for a family that needs one (``NEEDS_MODEL``; the runner never calls it without)."""
+        if self.model is None:
+            raise ValueError("this family needs a model and the audit has none (a bug: the runner should not run it)")
+        return self.model
+
+    def not_assessed(self, check: str, reason: str, *, subject: str | None = None) -> Finding:
+        """A finding of ``check`` the audit could not make, and why (status ``not_assessed``)."""
+        info = CHECK_INFO[check]
+        return Finding(check=check, family=info.family, value=float("nan"), metric="not measured",
+                       explanation=f"Not assessed: {reason}.", subject=subject,
+                       threshold=self.policy.threshold(check), not_assessed=reason)
 
     def finding(self, check: str, value: float, explanation: str, *, metric: str, **kwargs: Any) -> Finding:
         """A finding of ``check`` with the policy's thresholds (its status follows from them).
@@ -74,14 +93,15 @@ class FamilyResult:
 
     Args:
         findings: the gated checks, in the order they are listed.
-        details: the family's typed details (written under ``details.<family>`` of findings.json).
+        details: the family's typed details (written under ``details.<family>`` of findings.json);
+            None for a family the audit could not run (its findings say why).
         arrays: run-folder path (``arrays/<name>.npz``) -> named arrays.
         tables: run-folder path (``arrays/<name>.parquet``) -> a table.
         figures: run-folder path (``figures/<name>.png``) -> a matplotlib figure.
     """
 
     findings: list[Finding]
-    details: Details
+    details: Details | None
     arrays: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     figures: dict[str, Figure] = field(default_factory=dict)
@@ -90,6 +110,11 @@ class FamilyResult:
 def family_runner(name: str) -> Callable[[AuditContext], FamilyResult]:
     """The ``run`` function of the family ``name`` (imports the family, and with it torch)."""
     return importlib.import_module(f"scrutiny.audit.{_known(name)}.family").run
+
+
+def needs_model(name: str) -> bool:
+    """Whether the family ``name`` needs the model itself (its ``NEEDS_MODEL``, default True)."""
+    return bool(getattr(importlib.import_module(f"scrutiny.audit.{_known(name)}.family"), "NEEDS_MODEL", True))
 
 
 def details_type(name: str) -> type[Details]:

@@ -25,12 +25,17 @@ Status rule, the same for every check, in this order:
   could not be measured (NaN), or the check carries caveats;
 - ``pass``: none of these.
 
-Verdict: ``fail`` if any finding fails, else ``warn`` if any warns, else ``pass``.
-Insufficient findings are counted apart and never decide the verdict: an audit with only
-passes and insufficient findings passes, with the insufficient count shown beside it.
+A check the audit could not make at all (a prediction-only audit has no model to explain or
+attack; an ONNX model has no gradients) is a finding too, ``not_assessed`` (shown as "not
+assessed") with the reason as its explanation and first caveat, and no value: it is listed,
+counted and reported, never read as a pass.
 
-The schema stays at version 1: ``counts.insufficient`` and a finding's ``comparison`` are
-optional, so runs written before them still validate (read a missing count as 0).
+Verdict: ``fail`` if any finding fails, else ``warn`` if any warns, else ``pass``.
+Insufficient and not-assessed findings are counted apart and never decide the verdict: an
+audit with only passes and insufficient findings passes, with those counts shown beside it.
+
+The schema stays at version 1: ``counts.insufficient``, ``counts.not_assessed`` and a finding's
+``comparison`` are optional, so runs written before them still validate (read a missing count as 0).
 """
 
 from __future__ import annotations
@@ -47,8 +52,9 @@ __all__ = ["SCHEMA_VERSION", "STATUSES", "STATUS_WORDS", "Comparison", "Finding"
            "schema", "validate_findings", "findings_document", "verdict_of"]
 
 SCHEMA_VERSION = 1
-STATUSES = ("pass", "warn", "fail", "insufficient")
-STATUS_WORDS = {"pass": "pass", "warn": "warn", "fail": "fail", "insufficient": "insufficient data"}
+STATUSES = ("pass", "warn", "fail", "insufficient", "not_assessed")
+STATUS_WORDS = {"pass": "pass", "warn": "warn", "fail": "fail", "insufficient": "insufficient data",
+                "not_assessed": "not assessed"}
 BOUNDS = ("fail_below", "fail_above", "warn_below", "warn_above")
 
 
@@ -95,6 +101,7 @@ class Finding:
         threshold: the policy's bounds for this check.
         caveats: reasons the value should not be trusted on its own; each makes a pass a warning.
         comparison: for a comparison of two groups, what it rests on (see :class:`Comparison`).
+        not_assessed: why the check could not be made at all (its status is then ``not_assessed``).
     """
 
     check: str
@@ -108,6 +115,7 @@ class Finding:
     threshold: dict[str, float] = field(default_factory=dict)
     caveats: list[str] = field(default_factory=list)
     comparison: Comparison | None = None
+    not_assessed: str | None = None
 
     @property
     def id(self) -> str:
@@ -115,11 +123,15 @@ class Finding:
 
     @property
     def status(self) -> str:
+        if self.not_assessed:
+            return "not_assessed"
         return status_of(self.value, self.threshold, self.interval, self.caveats, self.comparison)
 
     @property
     def all_caveats(self) -> list[str]:
         """The caveats, and first why the data cannot decide where they cannot."""
+        if self.not_assessed:
+            return list(self.caveats)  # the explanation says why
         reason = undecided(self.value, self.threshold, self.interval, self.comparison)
         return [reason, *self.caveats] if reason else list(self.caveats)
 
@@ -193,7 +205,7 @@ def _finite(interval) -> bool:
 
 
 def verdict_of(counts: dict) -> str:
-    """fail if any finding fails, else warn if any warns, else pass (insufficient never decides)."""
+    """fail if any finding fails, else warn if any warns, else pass (insufficient and not assessed never decide)."""
     return "fail" if counts.get("fail") else ("warn" if counts.get("warn") else "pass")
 
 

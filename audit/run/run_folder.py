@@ -201,6 +201,13 @@ class Run:
 
         return [f for f in FAMILIES if f in self.findings["details"]]
 
+    def absent(self, family: str) -> str:
+        """Why the run holds no details of ``family``: the reason its not-assessed findings give (an
+        audit of logged predictions has no model to explain or attack), else that it was left out."""
+        reasons = [f["explanation"] for f in self.findings["findings"]
+                   if f["family"] == family and f["status"] == "not_assessed"]
+        return reasons[0] if reasons else "Not part of this audit (its config left the family out)."
+
     def details(self, family: str):
         """The typed details of ``family`` (e.g. :class:`~scrutiny.audit.robustness.RobustnessDetails`),
         or None when the run did not include it; read once per run, then shared by every reader."""

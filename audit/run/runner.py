@@ -31,14 +31,16 @@ from scrutiny.models.datasets import Dataset, load_dataset
 
 from .config import AuditConfig, ConfigSource, config_for
 from .details import Details
-from .family import AuditContext, FamilyResult, family_runner
+from .family import AuditContext, FamilyResult, family_runner, needs_model
 from .findings import Finding, findings_document, validate_findings
-from .policy import Policy, load_policy
+from .policy import CHECK_INFO, Policy, load_policy
 from .run_folder import FINDINGS, RunWriter, check_destination, to_json
 
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
+
+    from scrutiny.models.predictions import Predictions
 
 __all__ = ["AuditResult", "run_audit"]
 
@@ -106,9 +108,10 @@ class AuditResult:
 
 
 def run_audit(
-    model: torch.nn.Module | LoadedModel | str | os.PathLike[str],
+    model: torch.nn.Module | LoadedModel | str | os.PathLike[str] | None,
     data: Dataset | str,
     *,
+    predictions: Predictions | None = None,
     config: ConfigSource = None,
     policy: Policy | str | os.PathLike[str] | None = None,
     out: str | os.PathLike[str] | None = None,
@@ -124,8 +127,12 @@ def run_audit(
         model: a checkpoint folder (``scrutiny train --out``), a model loaded by
             :func:`~scrutiny.models.load_model`, or a plain ``nn.Module`` that reads the data
             set's own encoding (``data.preprocessor``).
+            None for an audit of logged ``predictions``.
         data: a :class:`~scrutiny.models.Dataset` or the name of a built-in one (``"adult"``);
             its test split is audited, its training split is the reference.
+        predictions: without a model, its decisions (and scores) on the test split
+            (:func:`~scrutiny.models.load_predictions`): performance and fairness run on them,
+            the families that need the model are recorded as not assessed.
         config: a dict (``{"attributions": {"samples": 50}}``), a TOML file with the same keys, or
             an :class:`~.config.AuditConfig`. Default: the complete audit for the data type
             (:func:`~.config.config_for`).
@@ -150,10 +157,13 @@ def run_audit(
         data = load_dataset(data)
     if not isinstance(data, Dataset):
         raise TypeError(f"data must be a Dataset or the name of a built-in data set, got {type(data).__name__}")
+    if (model is None) == (predictions is None):
+        raise InputError("give a model or its logged predictions (one of them)")
     files = [p for p in (model, config, policy) if isinstance(p, (str, os.PathLike))]  # the run must not hold them
-    loaded = _loaded(model, data)
+    loaded = _loaded(model, data) if model is not None else None
     if source is None:
-        source = str(model) if isinstance(model, (str, os.PathLike)) else type(loaded.model).__name__
+        source = str(model) if isinstance(model, (str, os.PathLike)) else \
+            (type(loaded.model).__name__ if loaded else "logged predictions")
     config = config_for(data, config)
     if not isinstance(policy, Policy):
         if policy is not None and not isinstance(policy, (str, os.PathLike)):
@@ -169,17 +179,18 @@ def run_audit(
     run_device = resolve_device(device)
     with _callers_state_kept(run_device):
         torch.use_deterministic_algorithms(True, warn_only=True)
-        results, seconds = _run(loaded, data, config=config, policy=policy, device=run_device, progress=progress)
+        results, seconds = _run(loaded, data, predictions, config=config, policy=policy, device=run_device,
+                                progress=progress)
     seconds["total"] = round(time.perf_counter() - wall, 3)
     findings = [f for r in results.values() for f in r.findings]
-    details = {family: r.details for family, r in results.items()}
+    details = {family: r.details for family, r in results.items() if r.details is not None}
     document = findings_document(findings, details={k: v.to_dict() for k, v in details.items()},
                                  subject=_subject(loaded, data))
     validate_findings(document)
     result = AuditResult(
         findings=findings, details=details, document=document,
-        manifest=_manifest(loaded, data, config, policy, source=source, command=command, device=run_device,
-                           started=started, seconds=seconds, document=document),
+        manifest=_manifest(loaded, data, predictions, config, policy, source=source, command=command,
+                           device=run_device, started=started, seconds=seconds, document=document),
         arrays={k: v for r in results.values() for k, v in r.arrays.items()},
         tables={k: v for r in results.values() for k, v in r.tables.items()},
         figures={k: v for r in results.values() for k, v in r.figures.items()},
@@ -224,12 +235,17 @@ def _callers_state_kept(device: torch.device):
         np.random.set_state(numpy_state)
 
 
-def _run(loaded: LoadedModel, dataset: Dataset, *, config: AuditConfig, policy: Policy, device: torch.device,
-         progress: bool) -> tuple[dict[str, FamilyResult], dict[str, float]]:
-    """Each family's result and wall time, in config order."""
-    preprocessor = loaded.preprocessor() if loaded.manifest else dataset.preprocessor
-    context = AuditContext(model=loaded.model.to(device).eval(), dataset=dataset, preprocessor=preprocessor,
-                           config=config, policy=policy, device=str(device))
+def _run(loaded: LoadedModel | None, dataset: Dataset, predictions: Predictions | None, *, config: AuditConfig,
+         policy: Policy, device: torch.device, progress: bool) -> tuple[dict[str, FamilyResult], dict[str, float]]:
+    """Each family's result and wall time, in config order; without a model, the families that
+    need one give a not-assessed finding per check and no details."""
+    if loaded is None:
+        context = AuditContext(model=None, dataset=dataset, preprocessor=dataset.preprocessor, config=config,
+                               policy=policy, device=str(device), predictions=predictions)
+    else:
+        preprocessor = loaded.preprocessor() if loaded.manifest else dataset.preprocessor
+        context = AuditContext(model=loaded.model.to(device).eval(), dataset=dataset, preprocessor=preprocessor,
+                               config=config, policy=policy, device=str(device))
     results: dict[str, FamilyResult] = {}
     seconds: dict[str, float] = {}
     with _Progress(progress, config.families) as shown:
@@ -237,20 +253,32 @@ def _run(loaded: LoadedModel, dataset: Dataset, *, config: AuditConfig, policy: 
             shown.start(family)
             start = time.perf_counter()
             torch.manual_seed(config.seed)
-            results[family] = family_runner(family)(context)
+            if context.model is None and needs_model(family):
+                results[family] = FamilyResult(findings=[
+                    context.not_assessed(check, "no model: the audit reads logged predictions, and this check needs "
+                                                "the model itself")
+                    for check, info in CHECK_INFO.items() if info.family == family], details=None)
+            else:
+                results[family] = family_runner(family)(context)
             seconds[family] = round(time.perf_counter() - start, 3)
             shown.done(family, seconds[family])
     return results, seconds
 
 
-def _manifest(loaded: LoadedModel, dataset: Dataset, config: AuditConfig, policy: Policy, *, source: str,
-              command: list[str] | None, device: torch.device, started: datetime, seconds: dict,
-              document: dict) -> dict[str, Any]:
+def _manifest(loaded: LoadedModel | None, dataset: Dataset, predictions: Predictions | None, config: AuditConfig,
+              policy: Policy, *, source: str, command: list[str] | None, device: torch.device, started: datetime,
+              seconds: dict, document: dict) -> dict[str, Any]:
+    if loaded is None:
+        assert predictions is not None
+        model = {"source": source, "kind": "predictions", "weights_sha256": None, "architecture": None,
+                 "trained_on": None, "decisions": predictions.rule}
+    else:
+        model = {"source": source, "kind": loaded.source, "weights_sha256": loaded.weights_sha256,
+                 "architecture": loaded.manifest.get("architecture") if loaded.manifest else None,
+                 "trained_on": loaded.manifest.get("dataset", {}).get("sha256") if loaded.manifest else None}
     return {
         "command": command,
-        "model": {"source": source, "kind": loaded.source, "weights_sha256": loaded.weights_sha256,
-                  "architecture": loaded.manifest.get("architecture") if loaded.manifest else None,
-                  "trained_on": loaded.manifest.get("dataset", {}).get("sha256") if loaded.manifest else None},
+        "model": model,
         "data": {"name": dataset.spec.name, "sha256": dataset.sha256, "n_train": len(dataset.train),
                  "n_test": len(dataset.test), **_missing_values(dataset)},
         "config": config.to_dict(),
@@ -275,10 +303,15 @@ def _missing_values(dataset: Dataset) -> dict[str, Any]:
         if "missing" in extra else {}
 
 
-def _preflight(config: AuditConfig, loaded: LoadedModel) -> None:
+def _preflight(config: AuditConfig, loaded: LoadedModel | None) -> None:
     """What the config asks of this model, checked before any work (the data's side is
     checked when the config is loaded)."""
-    if "fairness" in config.families and config.fairness.mitigate and getattr(loaded.model, "arch", None) is None:
+    if "fairness" not in config.families or not config.fairness.mitigate:
+        return
+    if loaded is None:
+        raise InputError("audit config: 'fairness.mitigate' retrains the model, and an audit of logged predictions "
+                         "has none; leave mitigate out")
+    if getattr(loaded.model, "arch", None) is None:
         raise InputError("audit config: 'fairness.mitigate' retrains the model's architecture, which only a scrutiny "
                          "checkpoint records; leave mitigate out for this model")
 
@@ -314,10 +347,14 @@ class _Progress:
             self.bar.stop()
 
 
-def _subject(loaded: LoadedModel, dataset: Dataset) -> dict:
-    architecture = loaded.manifest.get("architecture", {}).get("name") if loaded.manifest else None
+def _subject(loaded: LoadedModel | None, dataset: Dataset) -> dict:
+    if loaded is None:
+        model = {"source": "predictions", "architecture": None, "weights_sha256": None}
+    else:
+        architecture = loaded.manifest.get("architecture", {}).get("name") if loaded.manifest else None
+        model = {"source": loaded.source, "architecture": architecture, "weights_sha256": loaded.weights_sha256}
     return {
-        "model": {"source": loaded.source, "architecture": architecture, "weights_sha256": loaded.weights_sha256},
+        "model": model,
         "data": {"name": dataset.spec.name, "task": dataset.spec.task, "sha256": dataset.sha256,
                  "n_train": len(dataset.train), "n_test": len(dataset.test), "classes": list(dataset.spec.classes)},
     }
