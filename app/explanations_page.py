@@ -58,6 +58,8 @@ def show(run) -> None:
     if details is None:
         st.info(f"This run has no attributions. {run.absent('attributions')}")
         return
+    for reason in (details.not_assessed or {}).values():
+        st.info(f"Not assessed: {literal(reason)}.")
     frame = samples(run)
     filters = st.columns(3)
     predicted = filters[0].selectbox("Prediction", ["any", *sorted(frame["prediction"].unique())], key="filter_prediction")

@@ -83,6 +83,9 @@ def show(run) -> None:
     st.dataframe(metrics_table(details.data_bias), hide_index=True, width="stretch", key="data_bias")
     st.subheader("Impact ratios (NYC LL144, four-fifths rule)")
     st.dataframe(impact_table(details.impact_ratios), hide_index=True, width="stretch", key="impact")
+    if details.unknown_rows:
+        st.caption("Rows of unknown category, left out of the rates and ratios (LL144 has them counted): "
+                   + "; ".join(f"{literal(name)} {n:,}" for name, n in details.unknown_rows.items()))
     if details.scoring_rates is not None and details.median_score is not None:
         side = "above" if details.settings.get("higher_is_favourable", True) else "below"
         st.subheader("Scoring rates (NYC LL144)")

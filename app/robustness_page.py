@@ -33,8 +33,9 @@ def show(run) -> None:
     headline[0].metric("clean accuracy", f"{clean:.1%}")
     gated = next(p for p in details.curve if p.attack == "worst case" and np.isclose(p.eps, details.gated_eps))
     headline[1].metric(f"worst case at eps={details.gated_eps:g}", f"{gated.robust_accuracy:.1%}")
-    headline[2].metric("median smallest flipping eps", f"{details.median_min_eps:.3g}")
-    headline[3].metric("rows never flipped", f"{details.never_flipped:.1%}")
+    searched = not np.isnan(details.never_flipped)  # NaN: the search (PGD) needs gradients the model lacks
+    headline[2].metric("median smallest flipping eps", f"{details.median_min_eps:.3g}" if searched else "not assessed")
+    headline[3].metric("rows never flipped", f"{details.never_flipped:.1%}" if searched else "not assessed")
     st.subheader(f"Robust accuracy ({literal(details.norm)}, {details.n:d} test rows)")
     table = curve_table(details)
     if run.has(CURVE_FIGURE):  # the audit's own plot: worst case in bold, each attack marked

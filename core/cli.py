@@ -110,6 +110,8 @@ def _options(
 ) -> None:
     """Explainability, robustness and fairness audits for PyTorch models."""
 
+MODEL_HELP = ("Checkpoint folder, TorchScript file, ONNX file (.onnx: run by onnxruntime without gradients; "
+              "pip install \"scrutiny[onnx]\"), or package.module:factory (with --weights).")
 DATA_HELP = "Built-in data set name (adult, german, compas, breast_cancer, digits) or a .csv/.parquet file."
 DataOption = typer.Option(..., "--data", help=DATA_HELP)
 PredictionsOption = typer.Option(None, "--predictions", help="A .csv/.parquet file of logged outcomes, decisions and/or scores and group columns, described by --spec: audits them without the model (leave out MODEL and --data).")
@@ -254,7 +256,7 @@ def train(
 
 @app.command()
 def evaluate(
-    model: str = typer.Argument(..., help="Checkpoint folder, TorchScript file, or package.module:factory (with --weights)."),
+    model: str = typer.Argument(..., help=MODEL_HELP),
     data: str = DataOption,
     spec: Path | None = SpecOption,
     weights: Path | None = typer.Option(None, "--weights", help="safetensors weights for a package.module:factory model."),
@@ -273,7 +275,7 @@ def evaluate(
 
 @app.command()
 def explain(
-    model: str = typer.Argument(..., help="Checkpoint folder, TorchScript file, or package.module:factory (with --weights)."),
+    model: str = typer.Argument(..., help=MODEL_HELP),
     data: str = DataOption,
     method: str = typer.Option("integrated_gradients", "--method", help=_methods_help()),
     samples: int = typer.Option(200, "--samples", **_bounded("samples"), help="Test rows to explain."),
@@ -332,7 +334,7 @@ def explain(
 
 @app.command()
 def attack(
-    model: str = typer.Argument(..., help="Checkpoint folder, TorchScript file, or package.module:factory (with --weights)."),
+    model: str = typer.Argument(..., help=MODEL_HELP),
     data: str = DataOption,
     attacks: str = typer.Option(",".join(DEFAULT_ATTACKS), "--attack", help=_attacks_help()),
     eps: str | None = typer.Option(None, "--eps", help=_eps_help()),
@@ -414,7 +416,7 @@ def attack(
 
 @app.command()
 def fairness(
-    model: str | None = typer.Argument(None, help="Checkpoint folder, TorchScript file, or package.module:factory (with --weights). Leave out for the data-set checks only, or with --predictions."),
+    model: str | None = typer.Argument(None, help=MODEL_HELP + " Leave out for the data-set checks only, or with --predictions."),
     data: str | None = typer.Option(None, "--data", help=DATA_HELP),
     predictions: Path | None = PredictionsOption,
     attributes: str = typer.Option("", "--attributes", help="Comma-separated protected attributes. Default: all the data set declares."),
@@ -442,6 +444,9 @@ def fairness(
     if mitigate and mitigate not in protected:
         raise errors.InputError(f"--mitigate {mitigate}: not a protected attribute of {dataset.spec.name} "
                                       f"(protected: {', '.join(protected) or 'none'})")
+    if mitigate and not dataset.spec.is_binary:
+        raise errors.InputError(f"--mitigate: reweighing and equalized odds need a binary label; {dataset.spec.name} "
+                                f"has {dataset.spec.n_classes} classes (fairness itself runs one-vs-rest)")
     unknown = [a for a in _names(attributes) if a not in protected]
     if protected and unknown:
         raise errors.InputError(f"--attributes: {', '.join(map(repr, unknown))} not protected in {dataset.spec.name} "
@@ -472,7 +477,8 @@ def fairness(
             table.add_row("", name, f"{e.value:.4f}", interval(e))
     console.print(table)
     if result.model:
-        decided = "the model" if logged is None else f"logged predictions ({result.settings['threshold']})"
+        decided = f"the model ({result.settings['threshold']})" if logged is None else \
+            f"logged predictions ({result.settings['threshold']})"
         for c in result.model:
             table = Table(title=escape(f"fairness of {decided} on the test split: {c.subject} ({_reference_words(c)})"))
             table.add_column("metric", no_wrap=True)
@@ -492,6 +498,8 @@ def fairness(
         console.print(groups)
         console.print(_rate_table(result.impact_ratios, "selection_rate",
                                   "impact ratio (NYC LL144: selection rate / highest category's)"))
+        for name, count in result.unknown_rows.items():
+            console.print(f"unknown category of {escape(name)}: {count} rows, left out of the rates and ratios")
         if result.scoring_rates and result.median_score is not None:
             side = "above" if result.settings["higher_is_favourable"] else "below"
             console.print(_rate_table(result.scoring_rates, "scoring_rate",
@@ -540,7 +548,7 @@ def _rate_table(rows, rate: str, title: str) -> Table:
 
 @app.command()
 def audit(
-    model: str | None = typer.Argument(None, help="Checkpoint folder, TorchScript file, or package.module:factory (with --weights). Leave out with --predictions."),
+    model: str | None = typer.Argument(None, help=MODEL_HELP + " Leave out with --predictions."),
     data: str | None = typer.Option(None, "--data", help=DATA_HELP),
     predictions: Path | None = PredictionsOption,
     out: Path = typer.Option(..., "--out", help="Run folder to write (findings.json, manifest.json, arrays/, figures/)."),
@@ -549,14 +557,21 @@ def audit(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run at --out (only a scrutiny run folder or an empty folder is replaced)."),
     device: str | None = typer.Option(None, "--device", help="cpu or cuda. Default: cuda when present."),
     spec: Path | None = SpecOption,
-    weights: Path | None = typer.Option(None, "--weights", help="safetensors weights for a package.module:factory model."),
+    twin: str | None = typer.Option(None, "--twin", help="For an ONNX MODEL: a PyTorch twin of it (checkpoint folder, or package.module:factory with --weights), checked to give the same probabilities on the test split; the methods that need gradients run on it. Without one they are not assessed."),
+    weights: Path | None = typer.Option(None, "--weights", help="safetensors weights for a package.module:factory model (with an ONNX MODEL: for --twin)."),
     data_dir: Path | None = DataDirOption,
 ) -> int:
     """Run every audit family into a reproducible run folder. Exits 1 if a policy check fails."""
     from scrutiny.audit.run.run_folder import check_destination
 
     _check_out(check_destination, out, overwrite=overwrite,
-               inputs=(model, weights, data and _data_file(data), predictions, spec, config, policy, data_dir))
+               inputs=(model, twin, weights, data and _data_file(data), predictions, spec, config, policy, data_dir))
+    onnx = model is not None and Path(model).suffix.lower() == ".onnx"
+    if twin is not None and not onnx:
+        raise errors.InputError("--twin goes with an ONNX MODEL (.onnx), to lend it gradients; this MODEL has its own")
+    if onnx and weights is not None and twin is None:
+        raise errors.InputError("--weights goes with a package.module:factory MODEL or --twin; an ONNX MODEL holds "
+                                "its own weights")
     import numpy as np
 
     from scrutiny.audit.run.config import config_for
@@ -567,9 +582,12 @@ def audit(
     rules = load_policy(policy)
     dataset, logged = load_inputs(model, data, predictions, spec, data_dir)
     settings = config_for(dataset, config)
-    loaded = load_model(model, weights=weights, dataset=dataset) if model is not None else None
-    result = run_audit(loaded, dataset, predictions=logged, config=settings, policy=rules, device=device,
-                       source=model if model is not None else str(predictions), command=["scrutiny", *_invocation])
+    loaded = load_model(model, weights=None if onnx else weights, dataset=dataset) if model is not None else None
+    twin_loaded = load_model(twin, weights=weights, dataset=dataset) if twin is not None else None
+    result = run_audit(loaded, dataset, predictions=logged, twin=twin_loaded, twin_source=twin, config=settings,
+                       policy=rules,
+                       device=device, source=model if model is not None else str(predictions),
+                       command=["scrutiny", *_invocation])
     result.save(out, overwrite=overwrite)  # its destination was checked above, with every input of the command
     from scrutiny.audit.run.findings import STATUS_WORDS, STATUSES
 
@@ -587,6 +605,30 @@ def audit(
     console.print(f"verdict: [{colour[result.verdict]}]{result.verdict}[/] ({shown}) in "
                   f"{result.seconds['total']:.1f} s; run written to {result.path}")
     return 1 if result.verdict == "fail" else 0
+
+
+@app.command()
+def export(
+    model: str = typer.Argument(..., help="Checkpoint folder (scrutiny train --out), TorchScript file, or package.module:factory (with --weights)."),
+    out: Path = typer.Option(..., "--out", help="The file to write, such as model.onnx."),
+    fmt: str = typer.Option("onnx", "--format", help="onnx (the only format)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing ONNX file at --out (nothing else is replaced)."),
+    weights: Path | None = typer.Option(None, "--weights", help="safetensors weights for a package.module:factory model."),
+) -> None:
+    """Export a model as ONNX: input what the model reads, output its logits, a dynamic batch axis; checked
+    against the model with onnxruntime before it is written. pip install "scrutiny[onnx]"."""
+    from scrutiny.models.onnx_model import check_onnx_destination, export_onnx
+
+    if fmt != "onnx":
+        raise errors.InputError(f"--format {fmt}: expected onnx")
+    _check_out(check_onnx_destination, out, overwrite=overwrite, inputs=(model, weights))
+    from scrutiny.models import load_model
+
+    loaded = load_model(model, weights=weights)
+    if loaded.source == "onnx":
+        raise errors.InputError(f"{model}: is an ONNX model already")
+    written = export_onnx(loaded, out, overwrite=overwrite)
+    console.print(f"ONNX model written to {written} (SHA-256 {_sha256(written)})", markup=False)
 
 
 @app.command()
@@ -658,6 +700,12 @@ def _check_can_listen(address: str, port: int) -> None:
                                           f"({exc.strerror or exc})") from None
 
 
+def _sha256(path: Path) -> str:
+    from scrutiny.hashing import sha256_file
+
+    return sha256_file(path)
+
+
 def _check_out(check, out: Path, **options) -> None:
     """``check(out, **options)`` before any work; a refusal names --out (and --overwrite where it helps)."""
     from scrutiny.safe_write import DestinationError
@@ -665,7 +713,7 @@ def _check_out(check, out: Path, **options) -> None:
     try:
         check(out, **options)
     except DestinationError as exc:
-        hint = "; choose another folder or pass --overwrite" if exc.exists else ""
+        hint = "; choose another name or pass --overwrite" if exc.exists else ""
         raise errors.InputError(f"--out {exc.shown}: {exc.reason}{hint}") from None
 
 

@@ -51,7 +51,7 @@ class LoadedModel:
 
     Args:
         model: the module, in eval mode on the CPU.
-        source: ``"checkpoint"``, ``"factory"`` or ``"torchscript"``.
+        source: ``"checkpoint"``, ``"factory"``, ``"torchscript"`` or ``"onnx"``.
         weights_sha256: SHA-256 of the weights file.
         manifest: the checkpoint manifest (empty for external models).
     """
@@ -165,7 +165,8 @@ def load_model(
     weights: str | os.PathLike | None = None,
     dataset: Dataset | None = None,
 ) -> LoadedModel:
-    """Load a checkpoint folder, a TorchScript file, or ``package.module:factory`` + weights.
+    """Load a checkpoint folder, a TorchScript file, an ONNX file (run by onnxruntime, without
+    gradients; ``pip install "scrutiny[onnx]"``), or ``package.module:factory`` + weights.
 
     With ``dataset`` given, also check that the model fits it (:func:`check_fits`). A
     checkpoint's weights are safetensors and its manifest JSON: nothing is unpickled.
@@ -184,14 +185,19 @@ def load_model(
     elif path.is_file():
         if weights is not None:
             raise InputError(f"a weights file goes only with a package.module:factory model, not with the file {path}")
-        loaded = _load_torchscript(path)
+        if path.suffix.lower() == ".onnx":
+            from scrutiny.models.onnx_model import load_onnx  # onnxruntime: an optional extra
+
+            loaded = load_onnx(path)
+        else:
+            loaded = _load_torchscript(path)
     elif ":" in text and os.sep not in text.split(":")[0]:
         if weights is None:
             raise InputError(f"model factory '{text}' needs a weights file (.safetensors)")
         loaded = _load_factory(text, Path(weights))
     else:
         raise CheckpointError(
-            f"{text}: not found; expected a checkpoint folder, a TorchScript file or package.module:factory"
+            f"{text}: not found; expected a checkpoint folder, a TorchScript or ONNX file, or package.module:factory"
         )
     loaded.model.eval()
     if dataset is not None:

@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from scrutiny.errors import InputError
+from scrutiny.errors import DataError, InputError
 from scrutiny.models.data_files import raw_path
 from scrutiny.models.preprocessing import ImagePreprocessor, TabularPreprocessor
 from scrutiny.models.spec import DatasetSpec, Feature, ProtectedAttribute
@@ -103,11 +103,23 @@ def split_frame(frame: pd.DataFrame, spec: DatasetSpec, *, test_size: float, see
 def tabular_dataset(spec: DatasetSpec, train: pd.DataFrame, test: pd.DataFrame, sha256: str, *,
                     missing: str = "error") -> Dataset:
     """Build a :class:`Dataset` from frames whose label column holds raw label values; ``missing``
-    is passed to the preprocessor (``"impute"`` fits its fill values on ``train`` only)."""
+    is passed to the preprocessor (``"impute"`` fits its fill values on ``train`` only). A binary
+    label is 1 where it equals the favourable value; a multiclass label is its value's position in
+    ``spec.classes`` (the values as text)."""
     preprocessor = TabularPreprocessor(spec, missing=missing).fit(train)
 
+    def labels(frame: pd.DataFrame) -> np.ndarray:
+        if spec.is_binary:
+            return (frame[spec.label] == spec.favourable_label).to_numpy().astype(np.int64)
+        codes = pd.Categorical(frame[spec.label].astype(str), categories=list(spec.classes)).codes
+        if (codes < 0).any():
+            unknown = sorted(set(frame[spec.label].astype(str)) - set(spec.classes))
+            raise DataError(f"data set '{spec.name}': label '{spec.label}' has value(s) {', '.join(unknown[:5])} "
+                            f"outside its classes ({', '.join(spec.classes)})")
+        return codes.astype(np.int64)
+
     def as_split(frame: pd.DataFrame) -> Split:
-        y = (frame[spec.label] == spec.favourable_label).to_numpy().astype(np.int64)
+        y = labels(frame)
         groups = frame[[p.name for p in spec.protected]].reset_index(drop=True)
         return Split(X=frame[spec.feature_names].reset_index(drop=True), y=y, groups=groups)
 

@@ -16,7 +16,9 @@ holds a table of outcomes, decisions or scores, and group columns, not the model
     # split = "fold"              # a column of "train" / "test": the labels of "train" rows are
                                   #   the data-set reference, "test" rows are audited; default:
                                   #   every row is both (the file is already held-out data)
-    missing = "error"             # or "drop": rows missing a value of a column named here
+    missing = "error"             # or "drop": rows missing the label, decision, score or split
+                                  #   (a missing group value is the unknown category: kept, left out
+                                  #   of that attribute's comparisons, counted apart in the tables)
     description = "COMPAS decile scores"
 
     [protected]                   # as in a table spec: privileged values, { min = N } or
@@ -120,7 +122,8 @@ def load_predictions(path: str | os.PathLike, spec_path: str | os.PathLike) -> t
             raise DataError(f"{path}: protected column '{attribute.name}' not found "
                             f"(columns: {', '.join(map(str, frame.columns))})")
         check_reference(attribute, frame[attribute.name], f"{path} (reference named in {spec_path})")
-    used = list(dict.fromkeys(c for c in (label, decision, score, split, *(p.name for p in protected)) if c))
+    # a protected value may be unknown (LL144 counts such rows apart): only the outcome's columns must be whole
+    used = list(dict.fromkeys(c for c in (label, decision, score, split) if c))
     gaps = frame[used].isna().any(axis=1)
     if gaps.any():
         if options.get("missing", "error") == "error":

@@ -92,6 +92,10 @@ class DatasetSpec:
         classes: class names in label-index order. For binary tabular tasks index 1 is the
             favourable outcome, so ``y == 1`` means "favourable" everywhere in scrutiny.
         favourable_label: the raw label value that counts as favourable (binary tasks only).
+        favourable_classes: of a multiclass task, the classes (names in ``classes``) that are the
+            favourable outcome, so that fairness can compare groups one-vs-rest: favourable
+            means "in this set" (penguin species ``("Adelie", "Gentoo")``). Empty for a binary
+            task, whose favourable class is index 1, and for a task without a favourable outcome.
         features: the original columns the model reads, in order (tabular only).
         protected: protected attributes; each names a raw column.
         image_shape: (channels, height, width) for image tasks.
@@ -118,12 +122,14 @@ class DatasetSpec:
     extra: dict = field(default_factory=dict)
     prohibited: tuple[str, ...] = ()
     immutable: tuple[str, ...] = ()
+    favourable_classes: tuple[str, ...] = ()
 
     def __post_init__(self):
         unknown = [name for name in self.immutable if name not in self.feature_names]
         if unknown:
             raise DataError(f"data set '{self.name}': 'immutable' names {', '.join(map(repr, unknown))}, which is not "
                             f"a feature (features: {', '.join(self.feature_names) or 'none'})")
+        _check_favourable_classes(self.name, self.classes, self.favourable_classes)
 
     @property
     def n_classes(self) -> int:
@@ -132,6 +138,22 @@ class DatasetSpec:
     @property
     def is_binary(self) -> bool:
         return self.n_classes == 2
+
+    @property
+    def favourable_indices(self) -> tuple[int, ...]:
+        """The class indices that count as the favourable outcome: ``(1,)`` for a binary task,
+        the positions of :attr:`favourable_classes` in ``classes`` for a multiclass one (empty
+        where it names none, as for digits).
+
+        Example:
+            >>> DatasetSpec("penguins", "tabular", "species", ("Adelie", "Chinstrap", "Gentoo"),
+            ...             features=(Feature("mass", "numeric"),),
+            ...             favourable_classes=("Adelie", "Gentoo")).favourable_indices
+            (0, 2)
+        """
+        if self.is_binary:
+            return (1,)
+        return tuple(self.classes.index(name) for name in self.favourable_classes)
 
     @property
     def feature_names(self) -> list[str]:
@@ -154,6 +176,8 @@ class DatasetSpec:
         for attribute in data["protected"]:  # written only where set: manifests before it stay as they were
             if attribute["reference"] is None:
                 del attribute["reference"]
+        if not data["favourable_classes"]:  # likewise: binary and image specs write what they always wrote
+            del data["favourable_classes"]
         return data
 
     @classmethod
@@ -172,7 +196,7 @@ class DatasetSpec:
             )
             for p in data.get("protected", ())
         )
-        for key in ("prohibited", "immutable"):
+        for key in ("prohibited", "immutable", "favourable_classes"):
             names = data.get(key, [])  # absent from manifests written before it existed
             if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
                 raise DataError(f"data set '{data.get('name')}': '{key}' must be a list of column names, got {names!r}")
@@ -204,6 +228,10 @@ def _check_spec_dict(data, known: set[str]) -> None:
     favourable = data.get("favourable_label")
     if favourable is not None and not isinstance(favourable, (str, int, float, bool)):
         raise DataError(f"'favourable_label' must be a label value, got {favourable!r}")
+    chosen = data.get("favourable_classes", [])
+    if not _is_list(chosen, str):
+        raise DataError(f"'favourable_classes' must be a list of class names, got {short_repr(chosen)}")
+    _check_favourable_classes(data["name"], tuple(classes), tuple(chosen))
     if not isinstance(data.get("extra", {}), dict):
         raise DataError(f"'extra' must be a table, got {short_repr(data['extra'])}")
     features = data.get("features", [])
@@ -244,6 +272,24 @@ def _check_spec_dict(data, known: set[str]) -> None:
     if pixels is not None and (not isinstance(pixels, list) or len(pixels) != 2 or not all(map(_is_finite, pixels))
                                or not pixels[0] < pixels[1]):
         raise DataError(f"'pixel_range' must be [low, high] with low < high, got {pixels!r}")
+
+
+def _check_favourable_classes(name: str, classes: tuple[str, ...], chosen: tuple[str, ...]) -> None:
+    """A multiclass task's favourable set: distinct classes of ``classes``, at least one class
+    left out (else every outcome is favourable and no group can be treated worse)."""
+    if not chosen:
+        return
+    where = f"data set '{name}': 'favourable_classes'"
+    if len(classes) == 2:
+        raise DataError(f"{where} is for a multiclass task; a binary task's favourable class is classes[1] "
+                        f"({classes[1]!r})")
+    unknown = [c for c in chosen if c not in classes]
+    if unknown:
+        raise DataError(f"{where} names {', '.join(map(repr, unknown))}, not a class (classes: {', '.join(classes)})")
+    if len(set(chosen)) != len(chosen):
+        raise DataError(f"{where} names a class twice: {list(chosen)}")
+    if len(chosen) == len(classes):
+        raise DataError(f"{where} names every class ({', '.join(classes)}); leave at least one unfavourable")
 
 
 def short_repr(value, width: int = 80) -> str:

@@ -3,7 +3,9 @@
 Example ``loans.toml`` for ``loans.csv``::
 
     label = "approved"            # label column (required)
-    favourable = "yes"            # label value that is the favourable outcome (required)
+    favourable = "yes"            # label value that is the favourable outcome (required); for a
+                                  # label of more than two values, a list may name the favourable
+                                  # set: favourable = ["Adelie", "Gentoo"]
     categorical = ["region"]      # columns to one-hot even if they hold numbers
     drop = ["applicant_id"]       # columns the model must not read
     test_size = 0.25              # share held out for testing, stratified; default 0.25
@@ -22,6 +24,11 @@ Example ``loans.toml`` for ``loans.csv``::
     sex = ["male"]                #   privileged values
     age = { min = 25 }            #   or a numeric minimum
     race = { reference = "white" }  # or a reference category: each other category is compared with it
+
+A label of two values is binary: classes (unfavourable, favourable), ``y == 1`` favourable. A label
+of more than two is multiclass: its classes are the values as text in sorted order, a row's class
+index their position, and the favourable values are ``spec.favourable_classes`` (fairness compares
+groups one-vs-rest: favourable means a class of that set).
 
 Every other column is a feature: numeric columns are scaled, text columns with two values are
 binary and other text columns categorical (with ``missing = "impute"``, a text column with missing
@@ -68,6 +75,11 @@ def read_table_spec(path: str | os.PathLike) -> dict:
     for key in ("label", "favourable"):
         if key not in spec:
             raise DataError(f"{path}: missing required key '{key}'")
+    favourable = spec["favourable"]
+    if not (_is_label_value(favourable) or isinstance(favourable, list) and favourable
+            and all(map(_is_label_value, favourable))):
+        raise DataError(f"{path}: 'favourable' must be a label value or a non-empty list of label values, "
+                        f"got {favourable!r}")
     for key in ("categorical", "drop", "prohibited", "immutable"):
         if not isinstance(spec.get(key, []), list):
             raise DataError(f"{path}: '{key}' must be a list of column names")
@@ -91,9 +103,10 @@ def read_table_spec(path: str | os.PathLike) -> dict:
 
 
 def load_table(path: str | os.PathLike, spec_path: str | os.PathLike) -> Dataset:
-    """Load a CSV or Parquet file as a binary-label tabular :class:`Dataset`, described by the
-    TOML spec at ``spec_path`` (label, favourable value, categorical, protected and immutable
-    columns, split; see README, "Your own table").
+    """Load a CSV or Parquet file as a tabular :class:`Dataset`, described by the TOML spec at
+    ``spec_path`` (label, favourable value or values, categorical, protected and immutable
+    columns, split; see README, "Your own table"). A label of two values is binary, one of more
+    is multiclass (see the module docstring).
 
     Example:
         >>> data = load_table("loans.csv", "loans.toml")  # doctest: +SKIP
@@ -110,18 +123,12 @@ def load_table(path: str | os.PathLike, spec_path: str | os.PathLike) -> Dataset
     if label not in frame.columns:
         raise DataError(f"{path}: label column '{label}' not found (columns: {', '.join(map(str, frame.columns))})")
     labels = frame[label].dropna().unique()
-    if len(labels) != 2:
-        shown = ", ".join(map(str, labels[:5])) + (", …" if len(labels) > 5 else "")
+    if len(labels) < 2:
         raise DataError(
-            f"{path}: label column '{label}' has {len(labels)} distinct value(s) ({shown}); "
-            "a binary spec needs exactly two"
+            f"{path}: label column '{label}' has {len(labels)} distinct value(s) ({_shown(labels)}); "
+            "a label needs at least two"
         )
-    favourable = match_value(options["favourable"], labels)
-    if favourable is None:
-        raise DataError(
-            f"{path}: favourable value {options['favourable']!r} is not in label column '{label}' "
-            f"(values: {', '.join(map(str, labels))})"
-        )
+    classes, favourable = _classes(frame[label], labels, options["favourable"], path, spec_path)
 
     protected = []
     for column, privileged in options.get("protected", {}).items():
@@ -148,6 +155,11 @@ def load_table(path: str | os.PathLike, spec_path: str | os.PathLike) -> Dataset
     read = list(dict.fromkeys([label] + [c for c in frame.columns if c not in dropped] + [p.name for p in protected]))
     frame, dropped_rows = _handle_missing(frame, missing, read, [label] + [p.name for p in protected], path,
                                           spec_path)
+    vanished = sorted(set(classes) - set(frame[label].astype(str)))
+    if vanished:  # only a multiclass label can lose a class and keep two (a binary one is refused above)
+        raise DataError(f"{path}: after dropping the {dropped_rows} row(s) with missing values (missing = "
+                        f"{missing!r}), class(es) {', '.join(map(repr, vanished))} of label column '{label}' have "
+                        "no row left; drop them from the table or fill the gaps first")
     features = tuple(
         _feature(frame[c], c, c in options.get("categorical", []), impute=missing == "impute")
         for c in frame.columns if c not in dropped
@@ -160,13 +172,14 @@ def load_table(path: str | os.PathLike, spec_path: str | os.PathLike) -> Dataset
     _check_finite(frame, used, path)
     _check_split_size(frame[label], label, options.get("test_size", 0.25), path)
 
-    unfavourable = next(v for v in labels if v != favourable)
+    binary = len(classes) == 2
     spec = DatasetSpec(
         name=path.stem,
         task="tabular",
         label=label,
-        classes=(str(unfavourable), str(favourable)),
-        favourable_label=favourable.item() if hasattr(favourable, "item") else favourable,
+        classes=classes,
+        favourable_label=(favourable[0].item() if hasattr(favourable[0], "item") else favourable[0]) if binary else None,
+        favourable_classes=() if binary else tuple(c for c in classes if c in {str(v) for v in favourable}),
         features=features,
         protected=tuple(protected),
         prohibited=prohibited,
@@ -177,6 +190,41 @@ def load_table(path: str | os.PathLike, spec_path: str | os.PathLike) -> Dataset
     )
     train, test = split_frame(frame, spec, test_size=options.get("test_size", 0.25), seed=options.get("seed", 0))
     return tabular_dataset(spec, train, test, sha256_file(path), missing=missing)
+
+
+def _classes(column: pd.Series, labels: np.ndarray, wanted, path: Path, spec_path) -> tuple[tuple[str, ...], list]:
+    """The class names and the favourable label values (as they are in the column). Two values:
+    (unfavourable, favourable). More: the values as text, sorted."""
+    wanted = wanted if isinstance(wanted, list) else [wanted]
+    absent = [w for w in wanted if match_value(w, labels) is None]
+    if absent:
+        raise DataError(
+            f"{path}: favourable value{'s' if len(absent) > 1 else ''} {', '.join(map(repr, absent))} named in "
+            f"{spec_path} {'are' if len(absent) > 1 else 'is'} not in label column '{column.name}' "
+            f"(values: {_shown(labels, 10)})"
+        )
+    favourable = list(dict.fromkeys(match_value(w, labels) for w in wanted))
+    if len(favourable) == len(labels):
+        raise DataError(f"{spec_path}: 'favourable' names every value of label column '{column.name}' "
+                        f"({_shown(labels, 10)}); leave at least one unfavourable")
+    if len(labels) == 2:
+        return (str(next(v for v in labels if v not in favourable)), str(favourable[0])), favourable
+    if pd.api.types.is_float_dtype(column) and not (labels == np.round(labels)).all():
+        raise DataError(f"{path}: label column '{column.name}' holds fractional numbers ({_shown(labels)}); "
+                        "a label is a class, and scrutiny audits classifiers")
+    classes = tuple(sorted(str(v) for v in labels))
+    if len(set(classes)) != len(classes):
+        raise DataError(f"{path}: label column '{column.name}' has distinct values that read the same as text "
+                        f"({_shown(labels)}); give each class one spelling")
+    return classes, favourable
+
+
+def _shown(values, limit: int = 5) -> str:
+    return ", ".join(map(str, values[:limit])) + (", …" if len(values) > limit else "")
+
+
+def _is_label_value(value) -> bool:
+    return isinstance(value, (str, int, float, bool))
 
 
 def _handle_missing(frame: pd.DataFrame, mode: str, columns: list[str], never_imputed: list[str], path: Path,
@@ -198,7 +246,7 @@ def _handle_missing(frame: pd.DataFrame, mode: str, columns: list[str], never_im
     if kept[label].nunique() < 2:
         raise DataError(f"{path}: after dropping the {int(gaps.sum())} row(s) with missing values (missing = "
                         f"{mode!r}), label column '{label}' has {kept[label].nunique()} distinct value(s); "
-                        "a binary spec needs exactly two")
+                        "a label needs at least two")
     return kept, int(gaps.sum())
 
 

@@ -307,7 +307,8 @@ def _explainability(explained: _At | None, run) -> dict | None:
                         "sampling_error": at.num("sampling_error_p95", style="percent")
                         if entry.sampling_error_p95 is not None else None})
     return {"n": explained.num("n", style="int"), "output": d.output, "methods": methods, "importance": importance,
-            "agreement": agreement, "quality": quality, "local": _local_figure(run, d)}
+            "agreement": agreement, "quality": quality, "local": _local_figure(run, d),
+            "not_assessed": sorted((d.not_assessed or {}).items())}
 
 
 def _local_figure(run, details: attributions.AttributionsDetails) -> str | None:
@@ -409,14 +410,18 @@ def _fairness(compared: _At | None, f: _At) -> dict | None:
     consistency = compared.num("consistency", "value") if d.consistency else None
     settings = d.settings
     logged = str(settings.get("threshold") or "").startswith(("logged decisions", "favourable where"))
+    one_vs_rest = str(settings.get("threshold") or "").startswith("argmax class in")  # a multiclass model
     return {"data_bias": comparisons("data_bias"), "model": comparisons("model"), "impact": impact,
             "columns": {kind: [name.replace("_", " ") for name in names] for kind, names in SHOWN_METRICS.items()},
             "labels": "training labels" if settings.get("data_bias_split", "train") == "train"
             else "labels of the audited rows",
-            "decisions": f"logged decisions ({settings['threshold']})" if logged else "the model's decisions",
+            "decisions": f"logged decisions ({settings['threshold']})" if logged
+            else (f"the model's decisions ({settings['threshold']}, one-vs-rest)" if one_vs_rest
+                  else "the model's decisions"),
             "score": settings.get("score") or "P(favourable)",
             "side": "above" if settings.get("higher_is_favourable", True) else "below",
             "scoring": scoring, "median_score": median,
+            "unknown": [(name, compared.num("unknown_rows", name, style="int")) for name in d.unknown_rows or {}],
             "mitigation": mitigation, "consistency": consistency, "warnings": d.warnings, "support": _support(f)}
 
 

@@ -316,13 +316,13 @@ def test_cli_fairness_data_only_and_model(capsys, tmp_path, data_dir, prediction
     assert code == 2 and "--attributes: 'race' not protected in german" in err  # the CLI names its option
 
 
-def test_label_must_be_binary_for_a_binary_spec(tmp_path, capsys):
+def test_a_label_needs_two_values(tmp_path, capsys):
     data = tmp_path / "t.csv"
-    pd.DataFrame({"x": [1, 2, 3, 4], "g": ["a", "b", "a", "b"], "y": [0, 1, 2, 1]}).to_csv(data, index=False)
+    pd.DataFrame({"x": [1, 2, 3, 4], "g": ["a", "b", "a", "b"], "y": [1, 1, 1, 1]}).to_csv(data, index=False)
     spec = tmp_path / "t.toml"
     spec.write_text('label = "y"\nfavourable = 1\n[protected]\ng = ["a"]\n')
     code, _, err = cli(capsys, "fairness", "--data", data, "--spec", spec)
-    assert code == 2 and "label column 'y' has 3 distinct value(s)" in err
+    assert code == 2 and "label column 'y' has 1 distinct value(s)" in err
 
 
 def test_mitigation_before_and_after(predictions):

@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 
 # README commands (by subcommand) that run here for real; extra arguments shrink the slow ones
-RUN_HERE = {"--version", "data list", "data fetch", "data columns", "evaluate", "report", "explain", "attack"}
+RUN_HERE = {"--version", "data list", "data fetch", "data columns", "evaluate", "report", "explain", "attack", "export"}
 SMALLER = {
     "explain": ["--samples", "8"],
     "attack": ["--samples", "16", "--steps", "5", "--queries", "50", "--no-detector"],
@@ -52,7 +52,8 @@ SMALLER = {
 # | audit          | test_audit_runner.py::test_exit_code_follows_the_verdict (CLI audit of the |
 # |                | Adult MLP and digits CNN, small --config); bench/audit.py times the full one; |
 # |                | with --predictions: test_predictions_audit.py (the README's COMPAS command, |
-# |                | on the fetched file, with examples/compas-deciles.toml)                     |
+# |                | on the fetched file, with examples/compas-deciles.toml); with --twin:       |
+# |                | test_onnx_audit.py (an exported checkpoint audited with its twin)           |
 # | fairness       | test_fairness.py::test_cli_fairness_data_only_and_model (CLI, --attributes);|
 # |                | test_fairness.py::test_mitigation_before_and_after (--mitigate sex, Adult) |
 # | app            | test_app.py::test_terminating_scrutiny_app_stops_the_server (the server);  |
@@ -61,7 +62,8 @@ COVERED_ELSEWHERE = {
     "train": ["test_cli.py::test_train_writes_checkpoint_and_prints_accuracy",
               "test_training.py::test_default_training_covers_every_architecture"],
     "audit": ["test_audit_runner.py::test_exit_code_follows_the_verdict",
-              "test_predictions_audit.py::test_compas_error_rates_of_every_race_equal_propublica_counts"],
+              "test_predictions_audit.py::test_compas_error_rates_of_every_race_equal_propublica_counts",
+              "test_onnx_audit.py::test_cli_audit_with_a_twin_records_it"],
     "fairness": ["test_fairness.py::test_cli_fairness_data_only_and_model",
                  "test_fairness.py::test_mitigation_before_and_after"],
     "app": ["test_app.py::test_terminating_scrutiny_app_stops_the_server",
@@ -236,7 +238,9 @@ def test_every_artifact_a_command_reads_is_written_by_an_earlier_command():
                 assert (ROOT / params[key]).is_file(), f"{command}: --{key} {params[key]} is not in the repository"
         if command.name == "data fetch":
             fetched |= set(RAW_FILES) if params["names"] == ["all"] else set(params["names"])
-        if command.name == "train":
+        if params.get("twin") is not None:
+            assert _folder(params["twin"]) in checkpoints, f"{command}: --twin {params['twin']} is not trained earlier"
+        if command.name in ("train", "export"):
             checkpoints.add(_folder(params["out"]))
         if command.name == "audit":
             runs.add(_folder(params["out"]))
@@ -261,8 +265,8 @@ def workspace(trained, tmp_path_factory):
     for command in COMMANDS:
         if command.name == "audit":
             params = parse(command.argv).params
-            if params["predictions"] is not None:
-                continue  # run by tests/test_predictions_audit.py; no cheap command reads its run
+            if params["predictions"] is not None or params["twin"] is not None:
+                continue  # run by tests/test_predictions_audit.py and tests/test_onnx_audit.py; no cheap command reads it
             assert params["data"] == "adult" and "adult-mlp" in params["model"], command  # what RUNS/adult is
             if not (folder / params["out"]).exists():
                 shutil.copytree(runs / "adult", folder / params["out"])

@@ -90,7 +90,7 @@ class QualityEntry(Details):
     curves: QualityCurves
     infidelity_median: float
     sensitivity_median: float | None
-    randomisation_spearman: float
+    randomisation_spearman: float  # NaN (null): not assessed, no weights to re-initialise
 
 
 @dataclass
@@ -121,6 +121,8 @@ class AttributionsDetails(Details):
         importance_confidence: the importance intervals' confidence level.
         agreement: one entry per pair of methods.
         adverse_action: tabular data with a favourable class only.
+        not_assessed: configured methods that could not run, and why (an ONNX model without a
+            PyTorch twin has no gradients); absent when every method ran.
     """
 
     n: int
@@ -134,6 +136,7 @@ class AttributionsDetails(Details):
     agreement: list[AgreementEntry]
     quality: dict[str, QualityEntry]
     adverse_action: AdverseActionSummary | None
+    not_assessed: dict[str, str] | None = optional()
 
 
 DETAILS = AttributionsDetails

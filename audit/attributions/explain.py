@@ -23,7 +23,7 @@ from scrutiny.audit.attributions.quality import (
     infidelity_sensitivity,
     randomisation_check,
 )
-from scrutiny.audit.attributions.registry import ALIASES, resolve_methods
+from scrutiny.audit.attributions.registry import ALIASES, METHOD_INFO, resolve_methods
 from scrutiny.limits import check_int
 from scrutiny.models import Dataset
 
@@ -37,7 +37,7 @@ class Quality:
     deletion: DeletionCurves
     infidelity: np.ndarray
     sensitivity: np.ndarray
-    randomisation: RandomisationResult
+    randomisation: RandomisationResult | None   # None: no weights to re-initialise (an ONNX model without a twin)
 
 
 @dataclass
@@ -80,6 +80,7 @@ def explain(
     quality: bool = False,
     quality_samples: int | None = None,
     progress: bool = False,
+    gradient_model: nn.Module | None = None,
     **options: Any,
 ) -> Explanations:
     """Attributions of several methods on ``samples`` seeded test rows, with global
@@ -102,6 +103,9 @@ def explain(
         quality_samples: run the quality checks on the first this many explained rows (they
             re-explain every row several times). Default: all
         progress: show progress bars.
+        gradient_model: for a ``model`` without gradients (an ONNX file), a PyTorch twin that gives
+            its outputs: the methods that need gradients, and the parameter-randomisation check
+            (which needs weights), run on it; the others on ``model``. Default: ``model``.
         **options: passed to :func:`~scrutiny.audit.attributions.methods.attribute`
             (``n_steps``, ``n_samples``, ``batch_size``, ``baselines``).
 
@@ -121,16 +125,18 @@ def explain(
     inputs, background = encode(test_X), encode(dataset.train.X)
     space = feature_space_for(dataset, preprocessor)
     attributions, per_feature, importance, checks = {}, {}, {}, {}
+    weights = gradient_model if gradient_model is not None else model
     for method in methods:
-        result = attribute(model, inputs, method=method, space=space, background=background, seed=seed,
+        explained = weights if METHOD_INFO[method].needs_gradients else model
+        result = attribute(explained, inputs, method=method, space=space, background=background, seed=seed,
                            progress=progress, **options)
         attributions[method] = result
         per_feature[method] = result.by_feature(space)
         importance[method] = global_importance(per_feature[method], list(space.names), n_boot=n_boot, seed=seed)
         if quality:
             k = len(rows) if quality_samples is None else max(1, min(quality_samples, len(rows)))
-            checks[method] = _quality(model, inputs[:k], _first(result, k), per_feature[method][:k], space, background,
-                                      seed, options)
+            checks[method] = _quality(explained, inputs[:k], _first(result, k), per_feature[method][:k], space,
+                                      background, seed, options, weights=None if _weightless(weights) else weights)
     return Explanations(
         rows=rows, space=space, attributions=attributions, per_feature=per_feature, importance=importance,
         agreements=agreement_matrix(per_feature, k=top_k), quality=checks if quality else None,
@@ -146,7 +152,15 @@ def _first(result: Attribution, k: int) -> Attribution:
                    output_change=head(result.output_change))
 
 
-def _quality(model, inputs, result: Attribution, per_feature, space, background, seed, options) -> Quality:
+def _weightless(model: nn.Module) -> bool:
+    """A model without parameters to re-initialise (an ONNX file run by onnxruntime)."""
+    return next(model.parameters(), None) is None
+
+
+def _quality(model, inputs, result: Attribution, per_feature, space, background, seed, options, *,
+             weights: nn.Module | None) -> Quality:
+    """The quality checks; the randomisation check re-initialises ``weights`` (the model, or its
+    PyTorch twin), and is left out (None) without one."""
     import torch
 
     baseline = result.baseline_values.mean(axis=0)
@@ -171,5 +185,5 @@ def _quality(model, inputs, result: Attribution, per_feature, space, background,
         deletion=deletion_insertion(model, inputs, per_feature, result.target, baseline, space, seed=seed),
         infidelity=infid,
         sensitivity=sens,
-        randomisation=randomisation_check(model, inputs, same_method, seed=seed),
+        randomisation=randomisation_check(weights, inputs, same_method, seed=seed) if weights is not None else None,
     )

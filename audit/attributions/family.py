@@ -7,6 +7,7 @@ import numpy as np
 from scrutiny.audit import plots
 from scrutiny.audit.run.family import AuditContext, FamilyResult
 from scrutiny.audit.run.findings import Finding
+from scrutiny.audit.run.policy import CHECK_INFO
 from scrutiny.modality import modality
 
 from . import adverse_action
@@ -23,7 +24,7 @@ from .details import (
     QualityCurves,
     QualityEntry,
 )
-from .registry import COMPLETENESS_METHODS, RELIANCE_METHODS
+from .registry import COMPLETENESS_METHODS, METHOD_INFO, RELIANCE_METHODS
 
 __all__ = ["run"]
 
@@ -43,11 +44,22 @@ def run(context: AuditContext) -> FamilyResult:
     c = context
     cfg, spec = c.config.attributions, c.dataset.spec
     heatmaps = "heatmaps" in modality(spec.task).figures
-    result = explain(c.module, c.dataset, methods=cfg.methods, samples=cfg.samples, preprocessor=c.preprocessor,
-                     seed=c.config.seed, top_k=cfg.top_k, n_boot=cfg.n_boot, quality=cfg.quality,
-                     quality_samples=cfg.quality_samples)
-    first = next(iter(result.attributions.values()))
+    runnable, skipped = list(cfg.methods), {}
     findings: list[Finding] = []
+    if c.gradient_model is None:  # an ONNX model without a twin that agrees: no gradients to take
+        skipped = {m: f"{m} needs gradients: {c.no_gradients}" for m in runnable if METHOD_INFO[m].needs_gradients}
+        runnable = [m for m in runnable if m not in skipped]
+        if not runnable:
+            reason = f"every configured method ({', '.join(skipped)}) needs gradients: {c.no_gradients}"
+            return FamilyResult(findings=[c.not_assessed(check, reason) for check, info in CHECK_INFO.items()
+                                          if info.family == "attributions"], details=None)
+        findings += [c.not_assessed("attributions.completeness", reason, subject=m)
+                     for m, reason in skipped.items() if m in COMPLETENESS_METHODS]
+    twin = c.gradient_model if c.gradient_model is not c.model else None
+    result = explain(c.module, c.dataset, methods=runnable, samples=cfg.samples, preprocessor=c.preprocessor,
+                     seed=c.config.seed, top_k=cfg.top_k, n_boot=cfg.n_boot, quality=cfg.quality,
+                     quality_samples=cfg.quality_samples, gradient_model=twin)
+    first = next(iter(result.attributions.values()))
     methods = {}
     for name, attribution in result.attributions.items():
         entry = MethodEntry(output=attribution.output, baseline=attribution.baseline,
@@ -91,6 +103,7 @@ def run(context: AuditContext) -> FamilyResult:
                                   top_k_overlap=float(a.top_k_per_sample.mean())) for a in result.agreements],
         quality=quality,
         adverse_action=notices.summary() if notices is not None else None,
+        not_assessed=skipped or None,
     )
     stored = {"rows": result.rows, "target": first.target}
     stored.update({f"{m}": v.astype(np.float32) for m, v in result.per_feature.items()})
@@ -209,19 +222,24 @@ def _quality_entry(q) -> QualityEntry:
                              random_deletion=_floats(d.random_deletion), random_insertion=_floats(d.random_insertion)),
         infidelity_median=float(np.median(q.infidelity)),
         sensitivity_median=float(np.median(q.sensitivity)) if q.sensitivity is not None else None,
-        randomisation_spearman=q.randomisation.spearman_median,
+        randomisation_spearman=q.randomisation.spearman_median if q.randomisation is not None else float("nan"),
     )
 
 
 def _quality_findings(c: AuditContext, name: str, q, ratio: float) -> list[Finding]:
-    return [
-        c.finding(
+    if q.randomisation is None:
+        randomisation = c.not_assessed("attributions.randomisation", f"the check re-initialises the model's "
+                                       f"weights: {c.no_gradients}", subject=name)
+    else:
+        randomisation = c.finding(
             "attributions.randomisation", q.randomisation.spearman_median, subject=name,
             metric="median per-row Spearman correlation with a re-initialised model's attributions",
             explanation=f"With the model's weights re-initialised, {name}'s feature rankings keep a median Spearman "
                         f"correlation of {q.randomisation.spearman_median:.2f} with the trained model's: "
                         f"{'they depend on what the model learned' if q.randomisation.passed else 'they barely depend on the model'}.",
-        ),
+        )
+    return [
+        randomisation,
         c.finding(
             "attributions.deletion", ratio, subject=name,
             metric="deletion AUC in attribution order / deletion AUC in random orders",

@@ -463,7 +463,8 @@ def _shap_gradient(wrapped, inputs, target, base, *, n_samples, batch_size, seed
     explainer = shap.GradientExplainer(wrapped, to_device(base, wrapped))
     chunks = []
     for i in _chunks(len(inputs), batch_size, progress, "GradientExplainer"):
-        out = explainer.shap_values(to_device(inputs[i:i + batch_size], wrapped), nsamples=samples, rseed=seed + i)
+        with torch.enable_grad():  # captum's sensitivity_max calls explanations under no_grad
+            out = explainer.shap_values(to_device(inputs[i:i + batch_size], wrapped), nsamples=samples, rseed=seed + i)
         out = np.asarray(out)  # (n, *input_shape, n_outputs)
         chosen = np.take_along_axis(out, target[i:i + batch_size].reshape((-1,) + (1,) * (out.ndim - 1)), axis=-1)
         chunks.append(chosen[..., 0])

@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Estimate", "Levels", "GroupPair", "GroupComparison", "ImpactRow", "ScoringRow", "Fairness",
            "Mitigation", "assess_fairness", "mitigate", "protected_groups", "aif360_metrics", "impact_ratios",
-           "scoring_rates", "CROSS"]
+           "scoring_rates", "unknown_rows", "CROSS"]
 
 FOUR_FIFTHS = 0.8
 CONSISTENCY_EXACT_ROWS = 20_000   # every row up to here (4e8 distance pairs, about a second)
@@ -178,6 +178,7 @@ class Fairness:
     settings: dict
     scoring_rates: list[ScoringRow] = field(default_factory=list)
     median_score: float | None = None   # of P(favourable) over the test split, when a model ran
+    unknown_rows: dict[str, int] = field(default_factory=dict)   # attribute (or pair) -> rows of unknown category
 
 
 def protected_groups(spec, groups: pd.DataFrame, attributes=None, *, intersections: bool = True,
@@ -378,7 +379,9 @@ def _per_group(y, y_pred, score, probability, pair: GroupPair) -> dict[str, dict
 
 def impact_ratios(spec, groups: pd.DataFrame, selected: np.ndarray, attributes, *, intersections: bool = True) -> list[ImpactRow]:
     """LL144's table: per category of each attribute (and of each pair), the selection rate
-    divided by the highest category's. Numeric attributes split at their privileged minimum."""
+    divided by the highest category's. Numeric attributes split at their privileged minimum.
+    Rows without a value (the unknown category) are left out of the table: :func:`unknown_rows`
+    counts them, as the rule asks."""
     declared = {p.name: p for p in spec.protected}
 
     def categories_of(name: str) -> np.ndarray:
@@ -389,13 +392,13 @@ def impact_ratios(spec, groups: pd.DataFrame, selected: np.ndarray, attributes, 
         return groups[name].astype(str).to_numpy()
 
     columns = {name: categories_of(name).astype(str) for name in attributes}
-    crossings: list[tuple[str, ...]] = [(name,) for name in attributes]
-    if intersections:
-        crossings += list(itertools.combinations(attributes, 2))
+    known = {name: groups[name].notna().to_numpy() for name in attributes}
     selected = np.asarray(selected, dtype=np.float64)
     rows = []
-    for crossed in crossings:
-        categories, n, rate = _selection_by_category(selected, [columns[name] for name in crossed])
+    for crossed in _crossings(attributes, intersections):
+        rows_known = np.logical_and.reduce([known[name] for name in crossed])
+        categories, n, rate = _selection_by_category(selected[rows_known],
+                                                     [columns[name][rows_known] for name in crossed])
         excluded = n / len(selected) < LL144_SMALL
         top = rate[~excluded].max() if (~excluded).any() else rate.max()
         for category, count, share, left_out in zip(categories, n, rate, excluded, strict=True):
@@ -403,6 +406,22 @@ def impact_ratios(spec, groups: pd.DataFrame, selected: np.ndarray, attributes, 
             rows.append(ImpactRow(tuple(zip(crossed, category, strict=True)), int(count), float(share), float(ratio),
                                   bool(ratio < FOUR_FIFTHS and not left_out), bool(left_out)))
     return rows
+
+
+def unknown_rows(groups: pd.DataFrame, attributes, *, intersections: bool = True) -> dict[str, int]:
+    """Per attribute (and pair), the rows whose category is unknown (no value), where there are any:
+    LL144 has them reported, and left out of the rates and ratios."""
+    out = {}
+    for crossed in _crossings(attributes, intersections):
+        count = int(groups[list(crossed)].isna().any(axis=1).sum())
+        if count:
+            out[CROSS.join(crossed)] = count
+    return out
+
+
+def _crossings(attributes, intersections: bool) -> list[tuple[str, ...]]:
+    crossings: list[tuple[str, ...]] = [(name,) for name in attributes]
+    return crossings + (list(itertools.combinations(attributes, 2)) if intersections else [])
 
 
 def scoring_rates(spec, groups: pd.DataFrame, scores: np.ndarray, attributes, *, intersections: bool = True,
@@ -456,7 +475,10 @@ def assess_fairness(
     the decisions on the test split.
 
     Args:
-        model: a binary classifier returning logits, or None.
+        model: a classifier returning logits, or None. On a multiclass data set the comparison
+            is one-vs-rest for the spec's favourable class set: a label is favourable when its
+            class is in the set, a decision when the predicted class is, and the score is the
+            set's summed probability.
         predictions: without a model, its logged decisions (and scores) on the test split's rows
             (:func:`~scrutiny.models.load_predictions`). Neither: the data-set checks only.
         attributes: protected attributes to compare. Default: all the spec declares.
@@ -481,8 +503,7 @@ def assess_fairness(
         [('sex', 0.31)]
     """
     spec = dataset.spec
-    if spec.task != "tabular" or spec.n_classes != 2:
-        raise InputError(f"{spec.name}: fairness metrics need a binary tabular data set with protected attributes")
+    favourable = _favourable_view(spec, "fairness metrics")
     if engine not in ("vectorised", "aif360"):
         raise InputError(f"engine {engine!r}: expected vectorised or aif360")
     if not 0 < confidence < 1:
@@ -516,9 +537,10 @@ def assess_fairness(
 
     train_pairs = protected_groups(spec, dataset.train.groups, attributes, intersections=intersections,
                                    where=f"{spec.name} training split")
-    data_bias = [compare(pair, "train", dataset.train.y) for pair in train_pairs.values()]
+    data_bias = [compare(pair, "train", favourable(dataset.train.y)) for pair in train_pairs.values()]
 
     results, impact, consistency, consistency_rows = None, [], None, None
+    unknown: dict[str, int] = {}
     higher, score_name = True, None
     scoring: list[ScoringRow] = []
     median_score = None
@@ -530,13 +552,17 @@ def assess_fairness(
 
             features = (preprocessor or dataset.preprocessor).transform(dataset.test.X)
             proba = predict_proba(model, features, device=device)
-            y_pred, score, probability = proba.argmax(axis=1), proba[:, 1], proba[:, 1]
+            if spec.is_binary:
+                y_pred, score, probability = proba.argmax(axis=1), proba[:, 1], proba[:, 1]
+            else:  # one-vs-rest: the predicted class in the favourable set, its classes' summed probability
+                y_pred = favourable(proba.argmax(axis=1))
+                score = probability = proba[:, list(spec.favourable_indices)].sum(axis=1)
             higher, score_name = True, "P(favourable)"
         else:
             assert predictions is not None
             y_pred, score, probability = predictions.decisions, predictions.scores, predictions.probability
             higher, score_name = predictions.higher_is_favourable, predictions.score_name
-        y = dataset.test.y
+        y = favourable(dataset.test.y)
         if len(y_pred) != len(y):
             raise InputError(f"predictions: {len(y_pred)} decisions for {len(y)} test rows")
         test_pairs = protected_groups(spec, dataset.test.groups, attributes, intersections=intersections,
@@ -552,6 +578,7 @@ def assess_fairness(
             consistency = _consistency_estimate(deviations, n_boot, confidence, rng)
         names = list(dict.fromkeys(pair.levels[0][0] for pair in test_pairs.values() if len(pair.levels) == 1))
         impact = impact_ratios(spec, dataset.test.groups, y_pred, names, intersections=intersections)
+        unknown = unknown_rows(dataset.test.groups, names, intersections=intersections)
         if score is not None:
             median_score, scoring = scoring_rates(spec, dataset.test.groups, score, names, intersections=intersections,
                                                   higher_is_favourable=higher)
@@ -559,7 +586,9 @@ def assess_fairness(
         if flagged:
             warnings.append("four-fifths rule: " + "; ".join(
                 f"{r.attribute}={r.category} selected at {r.impact_ratio:.2f} of the highest rate" for r in flagged))
-    if model is not None:
+    if model is not None and not spec.is_binary:
+        threshold = f"argmax class in the favourable set {{{', '.join(spec.favourable_classes)}}}"
+    elif model is not None:
         threshold = "argmax (P(favourable) > 0.5)"
     elif predictions is not None:
         threshold = predictions.rule
@@ -567,7 +596,7 @@ def assess_fairness(
         threshold = None
     return Fairness(
         data_bias=data_bias, model=results, impact_ratios=impact, consistency=consistency, warnings=warnings,
-        scoring_rates=scoring, median_score=median_score,
+        scoring_rates=scoring, median_score=median_score, unknown_rows=unknown,
         settings={"n_boot": n_boot, "confidence": confidence, "seed": seed, "engine": engine, "n_neighbors": n_neighbors,
                   "consistency_rows": consistency_rows,
                   "threshold": threshold, "model_split": "test",
@@ -576,6 +605,19 @@ def assess_fairness(
                   "intersections": intersections, "score": score_name if median_score is not None else None,
                   "higher_is_favourable": higher},
     )
+
+
+def _favourable_view(spec, what: str):
+    """Class indices → 1 where favourable, 0 elsewhere: the identity on a binary task; on a
+    multiclass one, whether the class is in the spec's favourable set (one-vs-rest). InputError
+    where the data set has no favourable outcome to compare."""
+    if spec.task != "tabular" or not spec.favourable_indices:
+        raise InputError(f"{spec.name}: {what} need a tabular data set with a favourable outcome (a binary label, "
+                         "or a multiclass label with a favourable class set) and protected attributes")
+    if spec.is_binary:
+        return lambda y: y
+    chosen = np.asarray(spec.favourable_indices)
+    return lambda y: np.isin(y, chosen).astype(np.int64)
 
 
 def _stream(seed: int, split: str, subject: str) -> np.random.Generator:
@@ -646,7 +688,9 @@ def mitigate(
     from scrutiny.models.training import predict_proba
 
     if dataset.spec.task != "tabular" or dataset.spec.n_classes != 2:
-        raise InputError(f"{dataset.spec.name}: mitigation needs a binary tabular data set with protected attributes")
+        raise InputError(f"{dataset.spec.name}: mitigation (reweighing, equalized odds) needs a binary tabular data "
+                         f"set with protected attributes; this one has {dataset.spec.n_classes} classes "
+                         f"({', '.join(dataset.spec.classes[:5])}{', …' if dataset.spec.n_classes > 5 else ''})")
     protected_groups(dataset.spec, dataset.test.groups, [attribute], intersections=False,
                      where=f"{dataset.spec.name} test split")  # checks the column
     # the privileged group (or reference category) against every other row, as aif360's methods take it

@@ -157,6 +157,9 @@ class FairnessDetails(Details):
         scoring_rates: every category of every attribute, scored against ``median_score`` (the
             median P(favourable) over the test split). Both absent from runs written before
             scrutiny recorded them.
+        unknown_rows: attribute (or pair, joined by `` × ``) -> test rows without a value for it
+            (the unknown category, left out of its comparisons and of the LL144 rates and ratios);
+            absent when every row has every value.
     """
 
     confidence: float
@@ -169,6 +172,7 @@ class FairnessDetails(Details):
     mitigation: list[MitigationEntry] | None = optional()
     scoring_rates: list[ScoringRateEntry] | None = optional()
     median_score: float | None = optional()
+    unknown_rows: dict[str, int] | None = optional()
 
     @classmethod
     def upgrade(cls, data: dict) -> dict:

@@ -100,6 +100,7 @@ def run(context: AuditContext) -> FamilyResult:
         settings=dict(result.settings),
         scoring_rates=[_scoring_rate(r) for r in result.scoring_rates],
         median_score=result.median_score,
+        unknown_rows=result.unknown_rows or None,
     )
     if cfg.mitigate:
         details.mitigation = [

@@ -17,6 +17,7 @@ from .details import (
     OodEntry,
     RobustnessDetails,
 )
+from .registry import WHITE_BOX
 
 __all__ = ["run"]
 
@@ -29,23 +30,36 @@ def run(context: AuditContext) -> FamilyResult:
         >>> result.details.gated_eps, result.findings[0].value  # doctest: +SKIP
         (0.1, 0.62)
     """
-    from .assess import assess_robustness, fit_detector
+    from .assess import SEARCH_STEPS, assess_robustness, fit_detector
 
     c = context
     cfg, spec = c.config.robustness, c.dataset.spec
     kind = modality(spec.task)
     gated = c.policy.robust_eps(spec.task)
     grid = sorted(set(cfg.eps) | {gated})
+    attacks, skipped, caveats = list(cfg.attacks), [], []
+    if c.gradient_model is None:  # white-box attacks and the smallest-eps search (PGD) need gradients
+        skipped = [a for a in attacks if a in WHITE_BOX]
+        attacks = [a for a in attacks if a not in WHITE_BOX]
+        caveats = [f"not assessed: {', '.join(skipped) + ' and ' if skipped else ''}the smallest-eps search (PGD), "
+                   f"which need gradients; {c.no_gradients}"]
+        if not attacks:
+            reason = f"every configured attack ({', '.join(skipped)}) needs gradients: {c.no_gradients}"
+            return FamilyResult(findings=[c.not_assessed("robustness.robust_accuracy", reason, subject=f"eps={gated:g}"),
+                                          c.not_assessed("robustness.weak_evaluation", reason)], details=None)
     detector = fit_detector(c.dataset, c.preprocessor, seed=c.config.seed, device=c.device) if cfg.detector else None
+    twin = c.gradient_model if c.gradient_model is not c.model else None
+    searched = c.gradient_model is not None
     result = assess_robustness(
-        c.module, c.dataset, attacks=cfg.attacks, eps=grid, norm=cfg.norm, samples=cfg.samples,
+        c.module, c.dataset, attacks=attacks, eps=grid, norm=cfg.norm, samples=cfg.samples,
         preprocessor=c.preprocessor, immutable=tuple(cfg.immutable), mutable=tuple(cfg.mutable), steps=cfg.steps,
         restarts=cfg.restarts, queries=cfg.queries, detector=detector, seed=c.config.seed, device=c.device,
+        gradient_model=twin, search_steps=SEARCH_STEPS if searched else 0,
     )
     worst = result.point("worst case", gated)
     findings = [
         c.finding(
-            "robustness.robust_accuracy", worst.robust_accuracy, subject=f"eps={gated:g}",
+            "robustness.robust_accuracy", worst.robust_accuracy, subject=f"eps={gated:g}", caveats=caveats,
             interval=wilson(worst.robust_accuracy, worst.n), confidence=0.95,
             metric=f"accuracy under the worst of {', '.join(result.attacks)} ({result.norm})",
             explanation=f"Under the strongest of {', '.join(result.attacks)} at {result.norm} radius "
@@ -65,7 +79,8 @@ def run(context: AuditContext) -> FamilyResult:
         n=len(result.rows), norm=result.norm, eps=[float(e) for e in result.eps], gated_eps=gated,
         attacks=list(result.attacks),
         curve=list(result.curve),
-        median_min_eps=result.median_min_eps, never_flipped=float((~np.isfinite(result.min_eps)).mean()),
+        median_min_eps=result.median_min_eps,
+        never_flipped=float(np.isinf(result.min_eps).mean()) if searched else float("nan"),
         search_eps=result.search_eps, large_eps_accuracy=result.large_eps_accuracy,
         constraints=list(result.constraints), warnings=list(result.warnings), gradient=dict(result.gradient),
         ood=[OodEntry(**entry) for entry in result.ood] if result.ood is not None else None,
@@ -82,9 +97,10 @@ def run(context: AuditContext) -> FamilyResult:
     figures = {
         CURVE_FIGURE: plots.robustness_figure(result.curve, norm=result.norm,
                                               clean_accuracy=result.curve[0].clean_accuracy),
-        MIN_EPS_FIGURE: plots.min_eps_figure(result.min_eps, norm=result.norm, search_eps=result.search_eps,
-                                             gated_eps=gated),
     }
+    if searched:
+        figures[MIN_EPS_FIGURE] = plots.min_eps_figure(result.min_eps, norm=result.norm, search_eps=result.search_eps,
+                                                       gated_eps=gated)
     if "adversarial" in kind.figures and result.examples:
         figures[EXAMPLES_FIGURE] = plots.adversarial_figure(result.examples[:6], spec.classes)
     return FamilyResult(findings=findings, details=details, arrays={ARRAYS: stored}, figures=figures)

@@ -103,7 +103,8 @@ def default_config(task: str, *, fairness: bool) -> AuditConfig:
 ConfigSource = AuditConfig | Mapping[str, Any] | str | os.PathLike[str] | None
 
 
-def load_config(path: ConfigSource, *, task: str, fairness: bool, protected: tuple[str, ...] = ()) -> AuditConfig:
+def load_config(path: ConfigSource, *, task: str, fairness: bool, protected: tuple[str, ...] = (),
+                mitigation: bool = True) -> AuditConfig:
     """The defaults for ``task``, with what ``path`` sets, checked.
 
     Args:
@@ -115,6 +116,8 @@ def load_config(path: ConfigSource, *, task: str, fairness: bool, protected: tup
         fairness: whether the data supports the fairness family.
         protected: the data's protected attributes, which ``fairness.attributes`` and
             ``fairness.mitigate`` may name.
+        mitigation: whether the data supports ``fairness.mitigate`` (a binary label; reweighing
+            and equalized odds are defined for two classes only).
 
     Example:
         >>> load_config({"robustness": {"eps": [0.5]}}, task="tabular", fairness=False).robustness.eps
@@ -123,7 +126,7 @@ def load_config(path: ConfigSource, *, task: str, fairness: bool, protected: tup
     defaults = default_config(task, fairness=fairness)
 
     def checked(config: AuditConfig, where: str) -> AuditConfig:
-        return _check(config, where, task=task, fairness=fairness, protected=protected)
+        return _check(config, where, task=task, fairness=fairness, protected=protected, mitigation=mitigation)
 
     if path is None:
         return checked(defaults, "the default config")
@@ -139,8 +142,9 @@ def load_config(path: ConfigSource, *, task: str, fairness: bool, protected: tup
 
 def config_for(dataset: Dataset, config: ConfigSource = None) -> AuditConfig:
     """The config for auditing ``dataset``: its data type's defaults with what ``config`` (a TOML
-    file, a dict or an :class:`AuditConfig`) sets; the fairness family only where the data has two
-    classes and protected attributes.
+    file, a dict or an :class:`AuditConfig`) sets; the fairness family only where the data has
+    protected attributes and a favourable outcome (two classes, or a multiclass label with a
+    favourable class set, compared one-vs-rest); mitigation only for two classes.
 
     Example:
         >>> config = config_for(load_dataset("adult"), {"attributions": {"samples": 50}})  # doctest: +SKIP
@@ -148,8 +152,9 @@ def config_for(dataset: Dataset, config: ConfigSource = None) -> AuditConfig:
         (['performance', 'attributions', 'robustness', 'fairness'], 50)
     """
     spec = dataset.spec
-    has_groups = modality(spec.task).fairness and spec.n_classes == 2 and bool(spec.protected)
-    return load_config(config, task=spec.task, fairness=has_groups, protected=tuple(p.name for p in spec.protected))
+    has_groups = modality(spec.task).fairness and bool(spec.favourable_indices) and bool(spec.protected)
+    return load_config(config, task=spec.task, fairness=has_groups, protected=tuple(p.name for p in spec.protected),
+                       mitigation=spec.is_binary)
 
 
 def _defaults_for_empty(config: AuditConfig, defaults: AuditConfig) -> AuditConfig:
@@ -197,11 +202,12 @@ def _typed(value, expected, where: str, name: str):
     return value
 
 
-def _check(config: AuditConfig, where: str, *, task: str, fairness: bool, protected: tuple[str, ...]) -> AuditConfig:
+def _check(config: AuditConfig, where: str, *, task: str, fairness: bool, protected: tuple[str, ...],
+           mitigation: bool = True) -> AuditConfig:
     """Values each key accepts, beyond its type; method and attack names resolved."""
     _check_families(config.families, where, fairness=fairness)
     _check_ints(config, where)
-    _check_fairness(config, where, protected=protected)
+    _check_fairness(config, where, protected=protected, mitigation=mitigation)
     _check_robustness(config, where)
     return _resolve_names(config, where)
 
@@ -211,8 +217,9 @@ def _check_families(families: list[str], where: str, *, fairness: bool) -> None:
     if unknown or not families:
         raise InputError(f"{where}: families {unknown or '(empty)'}: expected some of {', '.join(FAMILIES)}")
     if "fairness" in families and not fairness:
-        raise InputError(f"{where}: the fairness family needs a binary tabular data set with protected attributes; "
-                         f"leave it out of families")
+        raise InputError(f"{where}: the fairness family needs a tabular data set with protected attributes and a "
+                         "favourable outcome (a binary label, or a multiclass label with a favourable class set); "
+                         "leave it out of families")
 
 
 def _check_ints(config: AuditConfig, where: str) -> None:
@@ -225,7 +232,7 @@ def _check_ints(config: AuditConfig, where: str) -> None:
         check_int(name, value, where=where)  # bounds in scrutiny.limits.LIMITS
 
 
-def _check_fairness(config: AuditConfig, where: str, *, protected: tuple[str, ...]) -> None:
+def _check_fairness(config: AuditConfig, where: str, *, protected: tuple[str, ...], mitigation: bool = True) -> None:
     f = config.fairness
     if not 0 < f.confidence < 1:
         raise InputError(f"{where}: 'fairness.confidence' must lie between 0 and 1, got {f.confidence}")
@@ -236,6 +243,9 @@ def _check_fairness(config: AuditConfig, where: str, *, protected: tuple[str, ..
             if name not in protected:
                 raise InputError(f"{where}: '{key}' names '{name}', which is not a protected attribute of the data; "
                                  f"expected one of {', '.join(protected)}")
+    if f.mitigate and not mitigation:
+        raise InputError(f"{where}: 'fairness.mitigate': reweighing and equalized odds need a binary label; this "
+                         "data set is multiclass (fairness itself runs one-vs-rest); leave 'mitigate' out")
 
 
 def _check_robustness(config: AuditConfig, where: str) -> None:

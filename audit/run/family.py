@@ -56,6 +56,15 @@ class AuditContext:
     policy: Policy
     device: str
     predictions: Predictions | None = None
+    twin: torch.nn.Module | None = None     # a PyTorch twin of a model without gradients, checked to agree with it
+    no_gradients: str | None = None         # why no gradients can be taken (an ONNX model without an agreeing twin)
+
+    @property
+    def gradient_model(self) -> torch.nn.Module | None:
+        """The model gradients are taken through: the model itself, its twin, or None (``no_gradients`` says why)."""
+        if self.no_gradients is not None:
+            return None
+        return self.twin if self.twin is not None else self.model
 
     @property
     def module(self) -> torch.nn.Module:

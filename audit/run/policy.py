@@ -47,6 +47,7 @@ GROUPS = "protected attribute or pair"  # "sex", or "sex × race"
 CHECK_INFO: dict[str, CheckInfo] = {
     "performance.balanced_accuracy": CheckInfo("performance"),
     "performance.calibration_error": CheckInfo("performance"),
+    "performance.twin_difference": CheckInfo("performance"),
     "attributions.completeness": CheckInfo("attributions", subject="method"),
     "attributions.sampling_error": CheckInfo("attributions", subject="method"),
     "attributions.agreement": CheckInfo("attributions", subject="pair of methods"),

@@ -11,6 +11,7 @@ bytes), ``manifest.json`` (command, hashes, versions, device, timings), ``arrays
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import platform
 import random
@@ -112,6 +113,8 @@ def run_audit(
     data: Dataset | str,
     *,
     predictions: Predictions | None = None,
+    twin: torch.nn.Module | LoadedModel | str | os.PathLike[str] | None = None,
+    twin_source: str | None = None,
     config: ConfigSource = None,
     policy: Policy | str | os.PathLike[str] | None = None,
     out: str | os.PathLike[str] | None = None,
@@ -133,6 +136,12 @@ def run_audit(
         predictions: without a model, its decisions (and scores) on the test split
             (:func:`~scrutiny.models.load_predictions`): performance and fairness run on them,
             the families that need the model are recorded as not assessed.
+        twin: for an ONNX ``model`` (no gradients), a PyTorch twin of it (a checkpoint folder, a
+            loaded model or a module). Its class probabilities are compared with the ONNX
+            model's on the test split (the finding ``performance.twin_difference``); where they
+            agree within the policy's bound, the methods that need gradients run on the twin,
+            else (and without a twin) they are recorded as not assessed.
+        twin_source: how the twin is named in the manifest. Default: the path, or its kind.
         config: a dict (``{"attributions": {"samples": 50}}``), a TOML file with the same keys, or
             an :class:`~.config.AuditConfig`. Default: the complete audit for the data type
             (:func:`~.config.config_for`).
@@ -159,8 +168,14 @@ def run_audit(
         raise TypeError(f"data must be a Dataset or the name of a built-in data set, got {type(data).__name__}")
     if (model is None) == (predictions is None):
         raise InputError("give a model or its logged predictions (one of them)")
-    files = [p for p in (model, config, policy) if isinstance(p, (str, os.PathLike))]  # the run must not hold them
+    files = [p for p in (model, twin, config, policy) if isinstance(p, (str, os.PathLike))]  # the run must not hold them
     loaded = _loaded(model, data) if model is not None else None
+    twin_loaded = _loaded(twin, data) if twin is not None else None
+    if twin_loaded is not None and (loaded is None or loaded.source != "onnx"):
+        raise InputError("a twin lends its gradients to an ONNX model; this model has its own")
+    if twin_loaded is not None and twin_loaded.source == "onnx":
+        raise InputError("twin: an ONNX model has no gradients to lend; give a PyTorch twin (a checkpoint folder, a "
+                         "TorchScript file or package.module:factory)")
     if source is None:
         source = str(model) if isinstance(model, (str, os.PathLike)) else \
             (type(loaded.model).__name__ if loaded else "logged predictions")
@@ -179,10 +194,10 @@ def run_audit(
     run_device = resolve_device(device)
     with _callers_state_kept(run_device):
         torch.use_deterministic_algorithms(True, warn_only=True)
-        results, seconds = _run(loaded, data, predictions, config=config, policy=policy, device=run_device,
-                                progress=progress)
+        results, seconds, twin_check = _run(loaded, data, predictions, twin_loaded, config=config, policy=policy,
+                                            device=run_device, progress=progress)
     seconds["total"] = round(time.perf_counter() - wall, 3)
-    findings = [f for r in results.values() for f in r.findings]
+    findings = [*twin_check, *(f for r in results.values() for f in r.findings)]
     details = {family: r.details for family, r in results.items() if r.details is not None}
     document = findings_document(findings, details={k: v.to_dict() for k, v in details.items()},
                                  subject=_subject(loaded, data))
@@ -190,7 +205,11 @@ def run_audit(
     result = AuditResult(
         findings=findings, details=details, document=document,
         manifest=_manifest(loaded, data, predictions, config, policy, source=source, command=command,
-                           device=run_device, started=started, seconds=seconds, document=document),
+                           device=run_device, started=started, seconds=seconds, document=document,
+                           twin=None if twin_loaded is None else {
+                               "source": twin_source or (str(twin) if isinstance(twin, (str, os.PathLike))
+                                                         else twin_loaded.source),
+                               "weights_sha256": twin_loaded.weights_sha256}),
         arrays={k: v for r in results.values() for k, v in r.arrays.items()},
         tables={k: v for r in results.values() for k, v in r.tables.items()},
         figures={k: v for r in results.values() for k, v in r.figures.items()},
@@ -235,10 +254,12 @@ def _callers_state_kept(device: torch.device):
         np.random.set_state(numpy_state)
 
 
-def _run(loaded: LoadedModel | None, dataset: Dataset, predictions: Predictions | None, *, config: AuditConfig,
-         policy: Policy, device: torch.device, progress: bool) -> tuple[dict[str, FamilyResult], dict[str, float]]:
-    """Each family's result and wall time, in config order; without a model, the families that
-    need one give a not-assessed finding per check and no details."""
+def _run(loaded: LoadedModel | None, dataset: Dataset, predictions: Predictions | None, twin: LoadedModel | None, *,
+         config: AuditConfig, policy: Policy, device: torch.device,
+         progress: bool) -> tuple[dict[str, FamilyResult], dict[str, float], list[Finding]]:
+    """Each family's result and wall time, in config order, and the twin check (an ONNX model's);
+    without a model, the families that need one give a not-assessed finding per check and no details."""
+    twin_check: list[Finding] = []
     if loaded is None:
         context = AuditContext(model=None, dataset=dataset, preprocessor=dataset.preprocessor, config=config,
                                policy=policy, device=str(device), predictions=predictions)
@@ -246,6 +267,8 @@ def _run(loaded: LoadedModel | None, dataset: Dataset, predictions: Predictions 
         preprocessor = loaded.preprocessor() if loaded.manifest else dataset.preprocessor
         context = AuditContext(model=loaded.model.to(device).eval(), dataset=dataset, preprocessor=preprocessor,
                                config=config, policy=policy, device=str(device))
+        if loaded.source == "onnx":
+            twin_check = _lend_gradients(context, twin)
     results: dict[str, FamilyResult] = {}
     seconds: dict[str, float] = {}
     with _Progress(progress, config.families) as shown:
@@ -262,12 +285,43 @@ def _run(loaded: LoadedModel | None, dataset: Dataset, predictions: Predictions 
                 results[family] = family_runner(family)(context)
             seconds[family] = round(time.perf_counter() - start, 3)
             shown.done(family, seconds[family])
-    return results, seconds
+    return results, seconds, twin_check
+
+
+def _lend_gradients(context: AuditContext, twin: LoadedModel | None) -> list[Finding]:
+    """For an ONNX model: check that ``twin`` computes its function on the test split (the finding
+    ``performance.twin_difference``) and lend the families its gradients if so; say why not otherwise."""
+    if twin is None:
+        context.no_gradients = "an ONNX model has no gradients or weights of its own, and no PyTorch twin of it was given"
+        return []
+    from scrutiny.models.training import predict_proba
+
+    features = context.preprocessor.transform(context.dataset.test.X)
+    model = context.model
+    assert model is not None
+    ours = predict_proba(model, features, device=context.device)
+    theirs = predict_proba(twin.model.to(context.device).eval(), features, device=context.device)
+    if ours.shape != theirs.shape:
+        raise InputError(f"twin: gives {theirs.shape[1]} class probabilities per row, the ONNX model "
+                         f"{ours.shape[1]}; a twin computes the same function")
+    difference = float(np.abs(ours - theirs).max())  # NaN where the twin's outputs are not finite
+    finding = context.finding(
+        "performance.twin_difference", difference,
+        metric="largest |P(class) of the ONNX model - P(class) of its PyTorch twin| over the test split",
+        explanation=f"Over the {len(features):,} test rows, the PyTorch twin's class probabilities differ from the "
+                    f"ONNX model's by at most {difference:.3g}.")
+    if finding.status == "fail" or not math.isfinite(difference):
+        bound = context.policy.threshold("performance.twin_difference").get("fail_above")
+        context.no_gradients = (f"the PyTorch twin given for the ONNX model differs from it (probabilities apart by "
+                                f"up to {difference:.3g} on the test split, policy bound {bound:g})")
+    else:
+        context.twin = twin.model.to(context.device).eval()
+    return [finding]
 
 
 def _manifest(loaded: LoadedModel | None, dataset: Dataset, predictions: Predictions | None, config: AuditConfig,
               policy: Policy, *, source: str, command: list[str] | None, device: torch.device, started: datetime,
-              seconds: dict, document: dict) -> dict[str, Any]:
+              seconds: dict, document: dict, twin: dict | None = None) -> dict[str, Any]:
     if loaded is None:
         assert predictions is not None
         model = {"source": source, "kind": "predictions", "weights_sha256": None, "architecture": None,
@@ -276,6 +330,8 @@ def _manifest(loaded: LoadedModel | None, dataset: Dataset, predictions: Predict
         model = {"source": source, "kind": loaded.source, "weights_sha256": loaded.weights_sha256,
                  "architecture": loaded.manifest.get("architecture") if loaded.manifest else None,
                  "trained_on": loaded.manifest.get("dataset", {}).get("sha256") if loaded.manifest else None}
+        if twin is not None:
+            model["twin"] = twin
     return {
         "command": command,
         "model": model,
