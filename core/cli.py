@@ -557,6 +557,8 @@ def audit(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run at --out (only a scrutiny run folder or an empty folder is replaced)."),
     device: str | None = typer.Option(None, "--device", help="cpu or cuda. Default: cuda when present."),
     spec: Path | None = SpecOption,
+    executor: str = typer.Option("local", "--executor", help="Where the per-row work (attributions, attacks) runs: local, or ray (pip install \"scrutiny[ray]\"; a local Ray instance, or --ray-address). The findings are the same bytes."),
+    ray_address: str | None = typer.Option(None, "--ray-address", help="With --executor ray: join this Ray cluster (host:6379, ray://host:10001 or auto) instead of starting one."),
     twin: str | None = typer.Option(None, "--twin", help="For an ONNX MODEL: a PyTorch twin of it (checkpoint folder, or package.module:factory with --weights), checked to give the same probabilities on the test split; the methods that need gradients run on it. Without one they are not assessed."),
     weights: Path | None = typer.Option(None, "--weights", help="safetensors weights for a package.module:factory model (with an ONNX MODEL: for --twin)."),
     data_dir: Path | None = DataDirOption,
@@ -575,17 +577,22 @@ def audit(
     import numpy as np
 
     from scrutiny.audit.run.config import config_for
+    from scrutiny.audit.run.executor import EXECUTORS, make_executor
     from scrutiny.audit.run.policy import load_policy
     from scrutiny.audit.run.runner import run_audit
     from scrutiny.models import load_model
 
+    if executor not in EXECUTORS:
+        raise errors.InputError(f"--executor {executor}: expected one of {', '.join(EXECUTORS)}")
+    if ray_address is not None and executor != "ray":
+        raise errors.InputError("--ray-address goes with --executor ray")
     rules = load_policy(policy)
     dataset, logged = load_inputs(model, data, predictions, spec, data_dir)
     settings = config_for(dataset, config)
     loaded = load_model(model, weights=None if onnx else weights, dataset=dataset) if model is not None else None
     twin_loaded = load_model(twin, weights=weights, dataset=dataset) if twin is not None else None
     result = run_audit(loaded, dataset, predictions=logged, twin=twin_loaded, twin_source=twin, config=settings,
-                       policy=rules,
+                       policy=rules, executor=make_executor(executor, address=ray_address),
                        device=device, source=model if model is not None else str(predictions),
                        command=["scrutiny", *_invocation])
     result.save(out, overwrite=overwrite)  # its destination was checked above, with every input of the command

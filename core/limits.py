@@ -28,6 +28,7 @@ LIMITS: dict[str, tuple[int, int]] = {
     "queries": (1, 10_000_000),      # Square attack queries per row
     "n_boot": (0, 100_000),          # bootstrap resamples (0: no interval)
     "boot": (0, 100_000),
+    "chunk_rows": (1, 1_000_000),    # rows per unit of per-row work (audit/run/executor.py)
 }
 
 

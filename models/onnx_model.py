@@ -101,6 +101,7 @@ class OnnxModel(nn.Module):
         else:
             raise TypeError(f"source must be a path or bytes, got {type(source).__name__}")
         self.sha256 = hashlib.sha256(data).hexdigest()
+        self._data, self._device = data, device  # to rebuild the session where the model is unpickled (a Ray worker)
         _check_single_file(data, self.name)
         ort = _require("onnxruntime")
         if device == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
@@ -120,6 +121,10 @@ class OnnxModel(nn.Module):
         self._batch, self.input_shape = dims[0], dims[1:]
         self._output, self.n_classes = self._graph_output()
         self.n_inputs = self.input_shape[0] if len(self.input_shape) == 1 else None
+
+    def __reduce__(self):
+        """An onnxruntime session cannot be pickled: the model travels as its bytes and is rebuilt."""
+        return (_rebuilt, (self._data, self.name, self._device))
 
     def _graph_input(self) -> tuple[str, tuple[int | None, ...]]:
         inputs = self._session.get_inputs()
@@ -184,6 +189,10 @@ class OnnxModel(nn.Module):
         except Exception as exc:
             raise CheckpointError(f"{self.name}: onnxruntime failed on a batch of size {len(array)} "
                                   f"({_ort_reason(exc)})") from None
+
+
+def _rebuilt(data: bytes, name: str, device: str) -> OnnxModel:
+    return OnnxModel(data, name=name, device=device).eval()
 
 
 def load_onnx(path: str | os.PathLike, *, device: str = "cpu") -> LoadedModel:

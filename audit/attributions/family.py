@@ -58,7 +58,8 @@ def run(context: AuditContext) -> FamilyResult:
     twin = c.gradient_model if c.gradient_model is not c.model else None
     result = explain(c.module, c.dataset, methods=runnable, samples=cfg.samples, preprocessor=c.preprocessor,
                      seed=c.config.seed, top_k=cfg.top_k, n_boot=cfg.n_boot, quality=cfg.quality,
-                     quality_samples=cfg.quality_samples, gradient_model=twin)
+                     quality_samples=cfg.quality_samples, gradient_model=twin, executor=c.executor,
+                     chunk_rows=c.config.chunk_rows)
     first = next(iter(result.attributions.values()))
     methods = {}
     for name, attribution in result.attributions.items():

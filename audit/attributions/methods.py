@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -60,10 +61,13 @@ from scrutiny.audit.attributions.registry import METHOD_INFO, METHODS, default_b
 from scrutiny.errors import InputError
 from scrutiny.modality import modality
 
-__all__ = ["METHODS", "Attribution", "attribute", "ExplainedOutput", "batched_outputs", "default_baseline", "to_device"]
+__all__ = ["METHODS", "PER_ROW_BASELINES", "Attribution", "attribute", "ExplainedOutput", "batched_outputs",
+           "check_request", "default_baseline", "resolve_baseline", "to_device"]
 
 # below this largest |attribution| (in the explained output's units) a row has nothing to explain
 ATTRIBUTION_FLOOR = 1e-4
+# methods that read a baseline array of one row per input row that way (the others: a distribution)
+PER_ROW_BASELINES = ("integrated_gradients", "deeplift", "feature_ablation", "occlusion")
 
 
 @dataclass
@@ -175,7 +179,10 @@ def attribute(
             ``n_background`` in :mod:`.registry` (50 for KernelSHAP, 100 otherwise).
         batch_size: samples per chunk, so that memory stays bounded on large inputs.
             Default: 256
-        seed: seeds every random draw.
+        seed: seeds every random draw: each row's own for GradientSHAP and shap's expected
+            gradients (from ``seed`` and the row's place), the call's coalition design for
+            KernelSHAP, the call's sampler for LIME (rows drawn one after another). So a row's draws
+            depend on ``seed`` and the rows of the call, never on ``batch_size``.
             Default: 0
         progress: show a progress bar over chunks / samples.
 
@@ -189,18 +196,10 @@ def attribute(
         >>> a.values.shape, float(abs(a.relative_error).max()) < 0.01  # doctest: +SKIP
         ((8, 30), True)
     """
-    if not isinstance(model, torch.nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if method not in METHODS:
-        raise InputError(f"unknown attribution method '{method}'; expected one of: {', '.join(METHODS)}")
+    check_request(model, inputs, method=method, space=space, gradients=False)
     info = METHOD_INFO[method]
-    if space.kind not in info.modalities:
-        raise InputError(f"{method} explains {' and '.join(info.modalities)} data only; for {space.kind} data use "
-                         f"one of: {', '.join(methods_for(space.kind))}")
     inputs = np.asarray(inputs, dtype=np.float32)
     background = np.asarray(background, dtype=np.float32)
-    if inputs.shape[1:] != tuple(space.input_shape):
-        raise InputError(f"inputs have shape {inputs.shape[1:]}, the model reads {tuple(space.input_shape)}")
     was_training = model.training
     wrapped = ExplainedOutput(model).eval()
     try:
@@ -214,13 +213,11 @@ def attribute(
                 raise InputError(f"target classes must lie in 0..{n_classes - 1}; got {sorted(set(target.tolist()))[:5]}")
         if info.needs_gradients:
             _check_input_gradients(wrapped, inputs, method, space.kind)
-        baseline_name, base = _baseline(
-            baselines if baselines is not None else default_baseline(method, space.kind),
-            background, space, n_background or info.n_background, seed,
-        )
+        baseline_name, base = resolve_baseline(method, space, background, baselines, n_background=n_background,
+                                               seed=seed)
         start = time.perf_counter()
         runner = _RUNNERS[method]
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _global_generators_kept(wrapped):
             # captum announces the hooks DeepLift sets on activations at every call
             warnings.filterwarnings("ignore", message="Setting forward, backward hooks", category=UserWarning)
             values, error, error_name, settings = runner(
@@ -250,7 +247,75 @@ def attribute(
     )
 
 
+def check_request(model: nn.Module, inputs: np.ndarray, *, method: str, space: FeatureSpace,
+                  gradients: bool = True) -> None:
+    """Refuse, before any work, what :func:`attribute` cannot do: ``model`` not a module, an
+    unknown ``method``, one that does not explain ``space``'s data, inputs of another shape, and
+    (with ``gradients``) a model without input gradients for a method that needs them.
+
+    Example:
+        >>> check_request(model, x, method="occlusion", space=tabular_space(pre))  # doctest: +SKIP
+        Traceback (most recent call last):
+        scrutiny.errors.InputError: occlusion explains image data only; for tabular data use one of: ...
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if method not in METHODS:
+        raise InputError(f"unknown attribution method '{method}'; expected one of: {', '.join(METHODS)}")
+    info = METHOD_INFO[method]
+    if space.kind not in info.modalities:
+        raise InputError(f"{method} explains {' and '.join(info.modalities)} data only; for {space.kind} data use "
+                         f"one of: {', '.join(methods_for(space.kind))}")
+    shape = np.shape(inputs)
+    if tuple(shape[1:]) != tuple(space.input_shape):
+        raise InputError(f"inputs have shape {tuple(shape[1:])}, the model reads {tuple(space.input_shape)}")
+    if gradients and info.needs_gradients and len(inputs):
+        was_training = model.training
+        try:
+            _check_input_gradients(ExplainedOutput(model).eval(), np.asarray(inputs[:1], dtype=np.float32), method,
+                                   space.kind)
+        finally:
+            model.train(was_training)
+
+
+def resolve_baseline(method: str, space: FeatureSpace, background: np.ndarray,
+                     baselines: str | np.ndarray | None = None, *, n_background: int | None = None,
+                     seed: int = 0) -> tuple[str, np.ndarray]:
+    """The baseline :func:`attribute` gives ``method`` (its name and inputs, (k, *input_shape)):
+    ``baselines`` as :func:`attribute` reads it, the sample baseline drawn with ``seed``.
+    Computed once and passed to every chunk of a run, it is the same for every row.
+
+    Example:
+        >>> name, base = resolve_baseline("kernel_shap", space, background, seed=0)  # doctest: +SKIP
+        >>> name, base.shape  # doctest: +SKIP
+        ('train_sample(k=50)', (50, 102))
+    """
+    spec = baselines if baselines is not None else default_baseline(method, space.kind)
+    background = np.asarray(background, dtype=np.float32)
+    return _baseline(spec, background, space, n_background or METHOD_INFO[method].n_background, seed)
+
+
 # ------------------------------------------------------------------ helpers
+
+
+@contextmanager
+def _global_generators_kept(model: nn.Module):
+    """NumPy's and torch's global generators as they were before: captum's GradientShap and shap's
+    GradientExplainer draw from them, seeded per row here, and the caller's streams stay theirs."""
+    state = np.random.get_state()
+    parameter = next(model.parameters(), None)
+    devices = [parameter.device] if parameter is not None and parameter.device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            yield
+    finally:
+        np.random.set_state(state)
+
+
+def _row_seeds(seed: int, n: int) -> list[int]:
+    """A 32-bit seed per row, from the call's ``seed`` and the row's place: a row's draws do not
+    depend on how many rows share a batch with it."""
+    return [int(np.random.SeedSequence([seed, i]).generate_state(1)[0]) for i in range(n)]
 
 
 def to_device(array: np.ndarray, model: nn.Module) -> torch.Tensor:
@@ -395,21 +460,27 @@ def _gradient_only(cls_name):
     return run
 
 
-def _gradient_shap(wrapped, inputs, target, base, *, n_samples, batch_size, seed, progress, **_):
+def _gradient_shap(wrapped, inputs, target, base, *, n_samples, seed, progress, **_):
     from captum.attr import GradientShap
+    from tqdm.auto import tqdm
 
     samples = n_samples or 32
-    torch.manual_seed(seed)
-    np.random.seed(seed)  # captum draws GradientShap's baseline choices from numpy's global generator
     algorithm = GradientShap(wrapped)
-    values, deltas = [], []
-    for i in _chunks(len(inputs), batch_size, progress, "GradientShap"):
-        x = to_device(inputs[i:i + batch_size], wrapped)
-        attr, d = algorithm.attribute(x, baselines=to_device(base, wrapped), target=to_device(target[i:i + batch_size], wrapped),
-                                      n_samples=samples, stdevs=0.0, return_convergence_delta=True)
-        values.append(attr.detach().double().cpu().numpy())
-        deltas.append(d.detach().double().cpu().numpy().reshape(len(x), samples).mean(axis=1))
-    return np.concatenate(values), np.concatenate(deltas), "convergence_delta", {"n_samples": samples}
+    baselines = to_device(base, wrapped)
+    values = np.empty(inputs.shape, dtype=np.float64)
+    deltas = np.empty(len(inputs))
+    # one row per call, its generators seeded for it: captum draws a batch's baseline choices and
+    # interpolation points in one go from NumPy's global generator, so a row's draws would depend
+    # on the rows batched with it (the row's n_samples points are still one batch)
+    for i, row_seed in enumerate(tqdm(_row_seeds(seed, len(inputs)), desc="GradientShap", disable=not progress)):
+        torch.manual_seed(row_seed)
+        np.random.seed(row_seed)
+        attr, d = algorithm.attribute(to_device(inputs[i:i + 1], wrapped), baselines=baselines,
+                                      target=to_device(target[i:i + 1], wrapped), n_samples=samples, stdevs=0.0,
+                                      return_convergence_delta=True)
+        values[i] = attr.detach().double().cpu().numpy()[0]
+        deltas[i] = d.detach().double().cpu().numpy().mean()
+    return values, deltas, "convergence_delta", {"n_samples": samples}
 
 
 def _feature_ablation(wrapped, inputs, target, base, *, space, batch_size, progress, **_):
@@ -458,17 +529,19 @@ def _kernel_shap(wrapped, inputs, target, base, *, space, n_samples, batch_size,
 
 def _shap_gradient(wrapped, inputs, target, base, *, n_samples, batch_size, seed, progress, **_):
     import shap
+    from tqdm.auto import tqdm
 
     samples = n_samples or 200
     explainer = shap.GradientExplainer(wrapped, to_device(base, wrapped))
-    chunks = []
-    for i in _chunks(len(inputs), batch_size, progress, "GradientExplainer"):
+    values = np.empty(inputs.shape, dtype=np.float64)
+    # one row per call with its own seed: shap draws the rows of a call one after another from one
+    # seed, so a row's draws would depend on the rows before it (shap loops over rows anyway)
+    for i, row_seed in enumerate(tqdm(_row_seeds(seed, len(inputs)), desc="GradientExplainer", disable=not progress)):
         with torch.enable_grad():  # captum's sensitivity_max calls explanations under no_grad
-            out = explainer.shap_values(to_device(inputs[i:i + batch_size], wrapped), nsamples=samples, rseed=seed + i)
-        out = np.asarray(out)  # (n, *input_shape, n_outputs)
-        chosen = np.take_along_axis(out, target[i:i + batch_size].reshape((-1,) + (1,) * (out.ndim - 1)), axis=-1)
-        chunks.append(chosen[..., 0])
-    values = np.concatenate(chunks)
+            out = explainer.shap_values(to_device(inputs[i:i + 1], wrapped), nsamples=samples, rseed=row_seed)
+        out = np.asarray(out)  # (1, *input_shape, n_outputs)
+        values[i] = out[0, ..., int(target[i])]
+
     def predict(X: np.ndarray) -> np.ndarray:
         return batched_outputs(wrapped, X, max(batch_size, 4096))
 

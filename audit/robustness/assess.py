@@ -5,14 +5,22 @@ rows and reports clean accuracy, robust accuracy and attack success rate (per at
 the per-row worst case over all attacks), each row's smallest ε that flips it (binary search
 with PGD), a capped set of adversarial examples, an out-of-distribution score of the
 adversarial inputs under an autoencoder, and warnings when the evaluation looks weak.
+
+The attacked rows are cut into chunks of ``chunk_rows``
+(:func:`~scrutiny.audit.run.executor.row_chunks`). Each attack at each radius, and the whole
+smallest-ε search, runs chunk by chunk through an :class:`~scrutiny.audit.run.executor.Executor`
+with the chunk's own seed (:func:`~scrutiny.audit.run.executor.chunk_seed`), and the chunks'
+results are merged in chunk order: the result depends on the seed and ``chunk_rows``, never on
+where, or in which order, the chunks ran.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -28,6 +36,7 @@ from scrutiny.audit.robustness.attacks import (
 )
 from scrutiny.audit.robustness.details import CurveEntry
 from scrutiny.audit.robustness.registry import ATTACKS, DEFAULT_ATTACKS, NORMS, WHITE_BOX, parse_attacks, primary_attack
+from scrutiny.audit.run.executor import CHUNK_ROWS, Executor, LocalExecutor, chunk_seed, row_chunks
 from scrutiny.devices import resolve_device
 from scrutiny.errors import InputError
 from scrutiny.limits import check_int
@@ -128,11 +137,12 @@ def assess_robustness(
     search_steps: int = SEARCH_STEPS,
     detector: nn.Module | None = None,
     max_examples: int = 16,
-    batch_size: int = 1024,
     seed: int = 0,
     device: str | torch.device | None = None,
     progress: bool = False,
     gradient_model: nn.Module | None = None,
+    executor: Executor | None = None,
+    chunk_rows: int = CHUNK_ROWS,
 ) -> Robustness:
     """Attack ``samples`` seeded test rows with each attack at each ε.
 
@@ -152,11 +162,17 @@ def assess_robustness(
             0 leaves the search out (its radii and accuracy NaN).
         detector: an autoencoder for the out-of-distribution score; None skips the score.
         max_examples: adversarial examples kept for reports.
-        seed: seeds the row sample and every attack.
+        seed: seeds the row sample and, with each chunk's index, every attack.
         device: where to attack: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``. Default: CUDA when present.
         gradient_model: the model white-box attacks differentiate, for a ``model`` without gradients
             (an ONNX file) whose PyTorch twin gives the same outputs; the adversarial inputs are
             then judged by ``model`` itself. Default: ``model``.
+        executor: where the chunks of work run. Default: a
+            :class:`~scrutiny.audit.run.executor.LocalExecutor`, one after another in this process.
+            It cannot change the result.
+        chunk_rows: rows per chunk: the unit of work, and the rows of one forward pass. With
+            ``seed`` it fixes every random draw, so another value may give other (equally valid)
+            figures. Default: :data:`~scrutiny.audit.run.executor.CHUNK_ROWS`.
 
     Example:
         >>> data = load_dataset("digits")  # doctest: +SKIP
@@ -168,39 +184,47 @@ def assess_robustness(
     task = dataset.spec.task
     eps = _checked_eps(eps, norm, task)
     for name, value in (("samples", samples), ("steps", steps), ("restarts", restarts), ("queries", queries),
-                        ("seed", seed)):
+                        ("seed", seed), ("chunk_rows", chunk_rows)):
         check_int(name, value)
     constraints = constraints_for(dataset, preprocessor, immutable=immutable, mutable=mutable)
     dev = resolve_device(device)
     preprocessor = preprocessor or dataset.preprocessor
     rows, x_all, y_all = _sample(dataset, preprocessor, samples, seed)
-    was_training = model.training
-    attacker = _Attacker(model.to(dev).eval(), dev, norm=norm, constraints=constraints, steps=steps,
-                         restarts=restarts, queries=queries, batch_size=batch_size,
-                         gradient_model=None if gradient_model is None else gradient_model.to(dev).eval())
+    executor = executor if executor is not None else LocalExecutor()
+    chunks = list(enumerate(row_chunks(len(rows), chunk_rows)))
     # very large in either norm: the L∞ radius, or the L2 norm of that radius on every position
     search = modality(task).search_eps * (1 if norm == "linf" else float(np.sqrt(x_all[0].numel())))
+    setup = _Setup(norm=norm, constraints=constraints, eps=eps, steps=steps, restarts=restarts, queries=queries,
+                   seed=seed, device=str(dev), threads=torch.get_num_threads(), search_eps=search,
+                   search_steps=search_steps, search_pgd_steps=max(steps // 2, 10))
+    was_training = model.training
+    twin = None if gradient_model is None else gradient_model.to(dev).eval()
+    model.to(dev).eval()
     try:
-        clean_pred = attacker.predict(x_all)
+        clean_pred = _predict_chunks(model, x_all, chunks, dev)
         correct = clean_pred == y_all
         clean_acc = float(correct.float().mean())
-        with _progress(progress, len(attacks) * len(eps) + search_steps + 1) as advance:
-            robust, adversarial, seconds = _attack_grid(attacker, attacks, eps, x_all, y_all, correct, seed, advance)
-            start = time.perf_counter()
-            if search_steps:
-                min_eps, large_acc = _smallest_eps(attacker, x_all, y_all, correct, search, search_steps, advance,
-                                                   seed=seed, steps=max(steps // 2, 10))
-            else:
-                min_eps, large_acc = np.full(len(rows), np.nan), float("nan")
-            seconds["smallest_eps"] = time.perf_counter() - start
+        # every unit of work in one map, so that the models and rows go to Ray's object store once
+        units = [(name, k, index, part) for name in attacks for k in range(len(eps)) for index, part in chunks]
+        units += [(SEARCH, 0, index, part) for index, part in chunks] if search_steps else []
+        with _progress(progress, len(units)) as advance:
+            done = executor.map(_unit, units, model, twin, x_all, y_all, correct, setup)
+            advance(f"{len(units)} chunks of work", len(units))
+        robust, adversarial, predictions, stats, seconds = _merge_grid(
+            [part for part in done if isinstance(part, _Attacked)], attacks, eps, len(chunks), y_all, correct)
+        if search_steps:
+            min_eps, large_acc, search_stats, seconds["smallest_eps"] = _merge_search(
+                [part for part in done if isinstance(part, _Searched)], correct)
+            stats = stats + search_stats
+        else:
+            min_eps, large_acc, seconds["smallest_eps"] = np.full(len(rows), np.nan), float("nan"), 0.0
         robust["worst case"] = np.logical_and.reduce([robust[a] for a in attacks])
         curve = _curve(robust, eps, clean_acc, correct.numpy(), len(rows))
-        stats = attacker.stats
         gradient = {"zero": stats.zero_gradient, "nonfinite": stats.nonfinite_gradient}
         warnings = _weak_evaluation(robust, eps, attacks, gradient, large_acc, search, clean_acc,
                                     tabular=task != "image", n=len(rows))
         primary = primary_attack(attacks)
-        examples = _examples(adversarial, primary, eps, x_all, y_all, clean_pred, attacker.predict, rows, max_examples,
+        examples = _examples(adversarial, predictions, primary, eps, x_all, y_all, clean_pred, rows, max_examples,
                              preprocessor if task != "image" else None)
         ood = None
         if detector is not None:
@@ -217,7 +241,7 @@ def assess_robustness(
         warnings=warnings, gradient=gradient, ood=ood,
         settings={"steps": steps, "restarts": restarts, "queries": queries, "search_steps": search_steps,
                   "loss": "cross-entropy", "schedule": "cosine", "seed": seed, "device": str(dev),
-                  "model_rows": stats.model_rows, "samples": len(rows)},
+                  "model_rows": stats.model_rows, "samples": len(rows), "chunk_rows": chunk_rows},
         seconds=seconds,
     )
 
@@ -242,62 +266,118 @@ def _sample(dataset: Dataset, preprocessor, samples: int, seed: int) -> tuple[np
     return rows, x, y
 
 
-class _Attacker:
-    """Runs the attacks of :mod:`.attacks` by name on ``device`` in row batches, with one set of
-    constraints, and gathers their statistics."""
+@dataclass(frozen=True)
+class _Setup:
+    """Everything a unit of work needs besides the models and the rows: shipped to the workers once."""
 
-    def __init__(self, model: nn.Module, device: torch.device, *, norm: str, constraints: Constraints, steps: int,
-                 restarts: int, queries: int, batch_size: int, gradient_model: nn.Module | None = None):
-        self.model, self.device, self.norm, self.constraints = model, device, norm, constraints
-        self.gradient_model = gradient_model if gradient_model is not None else model
-        self.steps, self.restarts, self.queries, self.batch_size = steps, restarts, queries, batch_size
-        self.stats = AttackStats()
+    norm: str
+    constraints: Constraints
+    eps: tuple[float, ...]
+    steps: int
+    restarts: int
+    queries: int
+    seed: int
+    device: str
+    threads: int             # the driver's torch CPU threads, which every unit uses
+    search_eps: float        # the smallest-eps search: its top radius,
+    search_steps: int        # bisection steps
+    search_pgd_steps: int    # and PGD steps
 
-    def attack(self, name: str, radius, x: torch.Tensor, y: torch.Tensor, seed: int,
-               steps: int | None = None) -> torch.Tensor:
-        """``name`` on one batch already on the device; ``steps`` overrides PGD's. A white-box attack
-        differentiates the gradient model (the model itself, or its PyTorch twin)."""
-        attacked = self.gradient_model if name in WHITE_BOX else self.model
+    def attack(self, name: str, model: nn.Module, twin: nn.Module | None, x: torch.Tensor, y: torch.Tensor, radius,
+               seed: int, stats: AttackStats, steps: int | None = None) -> torch.Tensor:
+        """``name`` on rows already on the device; ``steps`` overrides PGD's. A white-box attack
+        differentiates the twin when there is one (a model without gradients), else the model."""
+        attacked = twin if name in WHITE_BOX and twin is not None else model
         return run_attack(name, attacked, x, y, radius, norm=self.norm, constraints=self.constraints,
                           steps=self.steps if steps is None else steps, restarts=self.restarts, queries=self.queries,
-                          seed=seed, stats=self.stats)
-
-    def adversarial(self, name: str, radius, x: torch.Tensor, y: torch.Tensor, seed: int,
-                    steps: int | None = None) -> torch.Tensor:
-        """``name`` on all rows, at ``radius`` (a number, or a tensor of one per row); on the CPU."""
-        if isinstance(radius, torch.Tensor):
-            return self.batched(lambda xb, yb, rb: self.attack(name, rb, xb, yb, seed, steps), x, y, radius)
-        return self.batched(lambda xb, yb: self.attack(name, radius, xb, yb, seed, steps), x, y)
-
-    def batched(self, fn, *arrays: torch.Tensor) -> torch.Tensor:
-        """``fn`` over row batches on the device; results back on the CPU."""
-        size = self.batch_size
-        return torch.cat([fn(*(a[i:i + size].to(self.device) for a in arrays)).cpu()
-                          for i in range(0, len(arrays[0]), size)])
-
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return self.batched(lambda b: self.model(b).argmax(dim=1), x)
+                          seed=seed, stats=stats)
 
 
-def _attack_grid(attacker: _Attacker, attacks, eps, x, y, correct, seed: int, advance):
-    """Each attack at each ε (the k-th radius seeded ``seed + k``). Returns, per attack, which
-    rows stay right at each ε ((n_eps, N) bool), the adversarial inputs per (attack, ε), and the
-    seconds each attack took."""
+@contextmanager
+def _threads(count: int) -> Iterator[None]:
+    """Torch's CPU threads set to ``count`` (the driver's) for the block: a float32 reduction split
+    over another number of threads may differ in its last bits, and a Ray worker has its own count."""
+    before = torch.get_num_threads()
+    if before != count:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
+def _predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model(x).argmax(dim=1)
+
+
+def _predict_chunks(model: nn.Module, x: torch.Tensor, chunks, device: torch.device) -> torch.Tensor:
+    """The model's classes for ``x``, one chunk per forward pass (as the units predict); on the CPU."""
+    return torch.cat([_predict(model, x[rows].to(device)).cpu() for _, rows in chunks])
+
+
+SEARCH = "smallest_eps"  # the smallest-eps search's name among the units of work
+
+
+class _Attacked(NamedTuple):
+    """What one attack at one radius gives on one chunk."""
+
+    x_adv: torch.Tensor    # the adversarial rows, on the CPU
+    after: torch.Tensor    # the model's classes for them
+    stats: AttackStats
+    seconds: float
+
+
+class _Searched(NamedTuple):
+    """What the smallest-ε search gives on one chunk."""
+
+    min_eps: np.ndarray    # per row: the smallest radius found, 0 (wrong already) or inf (never flipped)
+    flipped: np.ndarray    # per row: PGD at the top radius flipped it
+    stats: AttackStats
+    seconds: float
+
+
+def _unit(item: tuple[str, int, int, slice], model: nn.Module, twin: nn.Module | None, x: torch.Tensor,
+          y: torch.Tensor, correct: torch.Tensor, setup: _Setup) -> _Attacked | _Searched:
+    """One unit of work on chunk ``index`` (rows ``rows``), with the driver's torch threads: attack
+    ``name`` at the ``k``-th radius, or (``name`` :data:`SEARCH`) the whole smallest-ε search."""
+    name, k, index, rows = item
+    with _threads(setup.threads):
+        start = time.perf_counter()
+        dev = torch.device(setup.device)
+        xb, yb, stats = x[rows].to(dev), y[rows].to(dev), AttackStats()
+        if name == SEARCH:
+            min_eps, flipped = _search(model, twin, xb, yb, correct[rows].to(dev), setup, stats,
+                                       seed=chunk_seed(setup.seed, "robustness", SEARCH, index))
+            return _Searched(min_eps, flipped, stats, time.perf_counter() - start)
+        x_adv = setup.attack(name, model, twin, xb, yb, setup.eps[k], chunk_seed(setup.seed, "robustness", name, k, index),
+                             stats)
+        return _Attacked(x_adv.cpu(), _predict(model, x_adv).cpu(), stats, time.perf_counter() - start)
+
+
+def _merge_grid(parts: list[_Attacked], attacks, eps, n_chunks: int, y: torch.Tensor, correct: torch.Tensor):
+    """The attack units' results, in (attack, radius, chunk) order, merged. Returns, per attack,
+    which rows stay right at each ε ((n_eps, N) bool); per (attack, ε) the adversarial inputs and
+    the model's classes for them; the attacks' statistics; the seconds of work of each attack."""
     robust: dict[str, np.ndarray] = {}
     adversarial: dict[tuple[str, float], torch.Tensor] = {}
+    predictions: dict[tuple[str, float], torch.Tensor] = {}
     seconds: dict[str, float] = {}
+    stats = AttackStats()
+    done = iter(parts)
     for name in attacks:
-        start = time.perf_counter()
-        flags = []
-        for k, radius in enumerate(eps):
-            x_adv = attacker.adversarial(name, radius, x, y, seed + k)
-            adversarial[name, radius] = x_adv
-            flags.append((attacker.predict(x_adv) == y).numpy() & correct.numpy())
-            advance(f"{name} eps={radius:g}")
+        flags, seconds[name] = [], 0.0
+        for radius in eps:
+            chunks = [next(done) for _ in range(n_chunks)]
+            adversarial[name, radius] = torch.cat([c.x_adv for c in chunks])
+            predictions[name, radius] = torch.cat([c.after for c in chunks])
+            for chunk in chunks:
+                stats = stats + chunk.stats
+                seconds[name] += chunk.seconds
+            flags.append((predictions[name, radius] == y).numpy() & correct.numpy())
         robust[name] = np.array(flags)
-        seconds[name] = time.perf_counter() - start
-    return robust, adversarial, seconds
+    return robust, adversarial, predictions, stats, seconds
 
 
 def _curve(robust: dict[str, np.ndarray], eps, clean_acc: float, correct: np.ndarray, n: int) -> list[CurveEntry]:
@@ -315,9 +395,9 @@ class _progress:
         self.bar = tqdm(total=total, desc="attacks", disable=not show)
 
     def __enter__(self):
-        def advance(label: str) -> None:
+        def advance(label: str, count: int = 1) -> None:
             self.bar.set_postfix_str(label)
-            self.bar.update()
+            self.bar.update(count)
 
         return advance
 
@@ -325,29 +405,43 @@ class _progress:
         self.bar.close()
 
 
-def _smallest_eps(attacker: _Attacker, x, y, correct, top: float, search_steps: int, advance, *, seed: int, steps: int):
-    """Bisection per row on [0, top]: the smallest radius at which PGD (``steps`` steps) flips
-    the row (rows the model gets wrong already: 0; rows PGD cannot flip even at ``top``: inf).
-    Returns the radii and the accuracy at ``top``."""
+def _search(model: nn.Module, twin: nn.Module | None, x: torch.Tensor, y: torch.Tensor, correct: torch.Tensor,
+            setup: _Setup, stats: AttackStats, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Bisection per row on [0, top], every PGD run seeded ``seed``: the smallest radius at which
+    PGD flips each row (rows the model gets wrong already: 0; rows PGD cannot flip even at the top:
+    inf), and which rows PGD flips at the top."""
+
+    def flips(idx: torch.Tensor, radii: torch.Tensor) -> torch.Tensor:
+        x_adv = setup.attack("pgd", model, twin, x[idx], y[idx], radii, seed, stats, setup.search_pgd_steps)
+        return _predict(model, x_adv) != y[idx]
+
     n = len(x)
-    flips = lambda x_, y_, radii: attacker.predict(attacker.adversarial("pgd", radii, x_, y_, seed, steps)) != y_  # noqa: E731
-    top_t = torch.full((n,), top)
-    flipped = flips(x, y, top_t)
-    advance(f"pgd eps={top:g}")
-    large_acc = float((~flipped & correct).float().mean())
-    low, high = torch.zeros(n), top_t.clone()
+    top = torch.full((n,), setup.search_eps, device=x.device)
+    flipped = flips(torch.arange(n, device=x.device), top)
+    low, high = torch.zeros(n, device=x.device), top.clone()
     search = correct & flipped
-    for _ in range(search_steps):
+    for _ in range(setup.search_steps):
         idx = search.nonzero().squeeze(1)
-        if len(idx):
-            mid = (low[idx] + high[idx]) / 2
-            hit = flips(x[idx], y[idx], mid)
-            high[idx[hit]] = mid[hit]
-            low[idx[~hit]] = mid[~hit]
-        advance("smallest eps")
-    result = torch.where(search, high, torch.full((n,), torch.inf))
+        if not len(idx):
+            break
+        mid = (low[idx] + high[idx]) / 2
+        hit = flips(idx, mid)
+        high[idx[hit]] = mid[hit]
+        low[idx[~hit]] = mid[~hit]
+    result = torch.where(search, high, torch.full((n,), torch.inf, device=x.device))
     result[~correct] = 0.0
-    return result.numpy(), large_acc
+    return result.cpu().numpy(), flipped.cpu().numpy()
+
+
+def _merge_search(parts: list[_Searched], correct: torch.Tensor) -> tuple[np.ndarray, float, AttackStats, float]:
+    """The search units' results, in chunk order, merged: each row's radius, the accuracy under PGD
+    at the top radius, the search's attack statistics and its seconds of work."""
+    flipped = np.concatenate([p.flipped for p in parts])
+    stats = AttackStats()
+    for part in parts:
+        stats = stats + part.stats
+    large_acc = float(np.mean(~flipped & correct.numpy()))
+    return np.concatenate([p.min_eps for p in parts]), large_acc, stats, sum(p.seconds for p in parts)
 
 
 def _weak_evaluation(robust, eps, attacks, gradient, large_acc, search, clean_acc, *, tabular: bool, n: int) -> list[str]:
@@ -382,14 +476,13 @@ def _weak_evaluation(robust, eps, attacks, gradient, large_acc, search, clean_ac
     return warnings
 
 
-def _examples(adversarial, attack, eps, x, y, clean_pred, predict, rows, cap, preprocessor) -> list[Example]:
+def _examples(adversarial, predictions, attack, eps, x, y, clean_pred, rows, cap, preprocessor) -> list[Example]:
     """Up to ``cap`` flipped rows of ``attack``, spread over the ε grid, smallest ε first."""
     examples: list[Example] = []
     seen: set[int] = set()
     per_eps = max(1, -(-cap // len(eps)))
     for radius in eps:
-        x_adv = adversarial[attack, radius]
-        after = predict(x_adv)
+        x_adv, after = adversarial[attack, radius], predictions[attack, radius]
         flipped = ((after != y) & (clean_pred == y)).nonzero().squeeze(1).tolist()
         taken = [i for i in flipped if i not in seen][:per_eps]
         for i in taken[: cap - len(examples)]:

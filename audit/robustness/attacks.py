@@ -26,7 +26,7 @@ training standard deviations, and only mutable numeric columns move (see
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 
 import numpy as np
 import torch
@@ -159,11 +159,32 @@ def _applied_rules(spec, held: set[str], *, whole: bool) -> list[str]:
 
 @dataclass
 class AttackStats:
-    """Diagnostics an attack gathers on the way (for the weak-evaluation checks)."""
+    """Diagnostics an attack gathers on the way (for the weak-evaluation checks), as counts, so
+    that the statistics of attacks run on separate chunks of rows add up exactly (``a + b``).
 
-    zero_gradient: float = float("nan")      # share of rows whose first input gradient is all zero
-    nonfinite_gradient: float = float("nan")  # share of rows whose first input gradient has NaN/inf
-    model_rows: int = 0                      # rows sent through the model
+    Example:
+        >>> total = AttackStats(gradient_rows=4, zero_rows=1) + AttackStats(gradient_rows=4, model_rows=8)
+        >>> total.zero_gradient, total.model_rows
+        (0.125, 8)
+    """
+
+    gradient_rows: int = 0   # rows whose first input gradient was checked (under these statistics)
+    zero_rows: int = 0       # ... of which the gradient is all zero
+    nonfinite_rows: int = 0  # ... of which the gradient has NaN/inf
+    model_rows: int = 0      # rows sent through the model
+
+    @property
+    def zero_gradient(self) -> float:
+        """Share of the checked rows whose first input gradient is all zero (NaN when none was checked)."""
+        return self.zero_rows / self.gradient_rows if self.gradient_rows else float("nan")
+
+    @property
+    def nonfinite_gradient(self) -> float:
+        """Share of the checked rows whose first input gradient has NaN/inf (NaN when none was checked)."""
+        return self.nonfinite_rows / self.gradient_rows if self.gradient_rows else float("nan")
+
+    def __add__(self, other: AttackStats) -> AttackStats:
+        return AttackStats(*(a + b for a, b in zip(astuple(self), astuple(other))))
 
 
 # ------------------------------------------------------------------ projection
@@ -272,12 +293,14 @@ def _step(grad: Tensor, norm: str, mutable: Tensor) -> Tensor:
 
 
 def _gradient_health(grad: Tensor, stats: AttackStats | None) -> None:
-    if stats is None or not math.isnan(stats.zero_gradient):
+    """Counts the rows of the first gradient these statistics see."""
+    if stats is None or stats.gradient_rows:
         return
     flat = grad.flatten(1)
     finite = torch.isfinite(flat).all(dim=1)
-    stats.nonfinite_gradient = float((~finite).float().mean())
-    stats.zero_gradient = float(((flat == 0).all(dim=1) & finite).float().mean())
+    stats.gradient_rows = len(flat)
+    stats.nonfinite_rows = int((~finite).sum())
+    stats.zero_rows = int(((flat == 0).all(dim=1) & finite).sum())
 
 
 # ------------------------------------------------------------------ attacks

@@ -54,7 +54,8 @@ def run(context: AuditContext) -> FamilyResult:
         c.module, c.dataset, attacks=attacks, eps=grid, norm=cfg.norm, samples=cfg.samples,
         preprocessor=c.preprocessor, immutable=tuple(cfg.immutable), mutable=tuple(cfg.mutable), steps=cfg.steps,
         restarts=cfg.restarts, queries=cfg.queries, detector=detector, seed=c.config.seed, device=c.device,
-        gradient_model=twin, search_steps=SEARCH_STEPS if searched else 0,
+        gradient_model=twin, search_steps=SEARCH_STEPS if searched else 0, executor=c.executor,
+        chunk_rows=c.config.chunk_rows,
     )
     worst = result.point("worst case", gated)
     findings = [

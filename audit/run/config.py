@@ -6,6 +6,8 @@ names the file, the key and what was expected. Example::
 
     seed = 0
     families = ["performance", "attributions", "robustness", "fairness"]
+    chunk_rows = 64          # rows per unit of per-row work; with the seed it fixes every random
+                             # draw, so results do not depend on the executor or its workers
 
     [attributions]
     methods = ["integrated_gradients", "kernel_shap", "lime"]
@@ -35,6 +37,7 @@ from scrutiny.limits import check_int
 from scrutiny.modality import modality
 from scrutiny.toml_file import read_toml
 
+from .executor import CHUNK_ROWS
 from .family import FAMILIES
 
 if TYPE_CHECKING:
@@ -81,6 +84,7 @@ class FairnessConfig:
 class AuditConfig:
     seed: int = 0
     families: list[str] = field(default_factory=list)   # default: every family the data supports
+    chunk_rows: int = CHUNK_ROWS                        # rows per unit of per-row work: fixes the random draws
     attributions: AttributionsConfig = field(default_factory=AttributionsConfig)
     robustness: RobustnessConfig = field(default_factory=RobustnessConfig)
     fairness: FairnessConfig = field(default_factory=FairnessConfig)
@@ -224,7 +228,7 @@ def _check_families(families: list[str], where: str, *, fairness: bool) -> None:
 
 def _check_ints(config: AuditConfig, where: str) -> None:
     a, r, f = config.attributions, config.robustness, config.fairness
-    for name, value in (("seed", config.seed), ("attributions.samples", a.samples),
+    for name, value in (("seed", config.seed), ("chunk_rows", config.chunk_rows), ("attributions.samples", a.samples),
                         ("attributions.quality_samples", a.quality_samples), ("attributions.top_k", a.top_k),
                         ("attributions.n_boot", a.n_boot), ("robustness.samples", r.samples),
                         ("robustness.steps", r.steps), ("robustness.restarts", r.restarts),

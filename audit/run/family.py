@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from scrutiny.models.predictions import Predictions
 
     from .config import AuditConfig
+    from .executor import Executor
     from .policy import Policy
 
 __all__ = ["FAMILIES", "AuditContext", "FamilyResult", "family_runner", "needs_model", "details_type", "details_schema",
@@ -58,6 +59,7 @@ class AuditContext:
     predictions: Predictions | None = None
     twin: torch.nn.Module | None = None     # a PyTorch twin of a model without gradients, checked to agree with it
     no_gradients: str | None = None         # why no gradients can be taken (an ONNX model without an agreeing twin)
+    executor: Executor = field(default_factory=lambda: _local())  # where chunks of per-row work run
 
     @property
     def gradient_model(self) -> torch.nn.Module | None:
@@ -119,6 +121,12 @@ class FamilyResult:
 def family_runner(name: str) -> Callable[[AuditContext], FamilyResult]:
     """The ``run`` function of the family ``name`` (imports the family, and with it torch)."""
     return importlib.import_module(f"scrutiny.audit.{_known(name)}.family").run
+
+
+def _local() -> Executor:
+    from .executor import LocalExecutor
+
+    return LocalExecutor()
 
 
 def needs_model(name: str) -> bool:

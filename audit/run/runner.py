@@ -32,6 +32,7 @@ from scrutiny.models.datasets import Dataset, load_dataset
 
 from .config import AuditConfig, ConfigSource, config_for
 from .details import Details
+from .executor import Executor, LocalExecutor
 from .family import AuditContext, FamilyResult, family_runner, needs_model
 from .findings import Finding, findings_document, validate_findings
 from .policy import CHECK_INFO, Policy, load_policy
@@ -115,6 +116,7 @@ def run_audit(
     predictions: Predictions | None = None,
     twin: torch.nn.Module | LoadedModel | str | os.PathLike[str] | None = None,
     twin_source: str | None = None,
+    executor: Executor | None = None,
     config: ConfigSource = None,
     policy: Policy | str | os.PathLike[str] | None = None,
     out: str | os.PathLike[str] | None = None,
@@ -142,6 +144,9 @@ def run_audit(
             agree within the policy's bound, the methods that need gradients run on the twin,
             else (and without a twin) they are recorded as not assessed.
         twin_source: how the twin is named in the manifest. Default: the path, or its kind.
+        executor: where the chunks of per-row work run (:mod:`.executor`): a
+            :class:`~.executor.LocalExecutor` (the default) or a :class:`~.executor.RayExecutor`.
+            The findings are the same bytes either way.
         config: a dict (``{"attributions": {"samples": 50}}``), a TOML file with the same keys, or
             an :class:`~.config.AuditConfig`. Default: the complete audit for the data type
             (:func:`~.config.config_for`).
@@ -195,7 +200,8 @@ def run_audit(
     with _callers_state_kept(run_device):
         torch.use_deterministic_algorithms(True, warn_only=True)
         results, seconds, twin_check = _run(loaded, data, predictions, twin_loaded, config=config, policy=policy,
-                                            device=run_device, progress=progress)
+                                            device=run_device, progress=progress,
+                                            executor=executor if executor is not None else LocalExecutor())
     seconds["total"] = round(time.perf_counter() - wall, 3)
     findings = [*twin_check, *(f for r in results.values() for f in r.findings)]
     details = {family: r.details for family, r in results.items() if r.details is not None}
@@ -205,6 +211,7 @@ def run_audit(
     result = AuditResult(
         findings=findings, details=details, document=document,
         manifest=_manifest(loaded, data, predictions, config, policy, source=source, command=command,
+                           executor=(executor or LocalExecutor()).name,
                            device=run_device, started=started, seconds=seconds, document=document,
                            twin=None if twin_loaded is None else {
                                "source": twin_source or (str(twin) if isinstance(twin, (str, os.PathLike))
@@ -255,18 +262,18 @@ def _callers_state_kept(device: torch.device):
 
 
 def _run(loaded: LoadedModel | None, dataset: Dataset, predictions: Predictions | None, twin: LoadedModel | None, *,
-         config: AuditConfig, policy: Policy, device: torch.device,
-         progress: bool) -> tuple[dict[str, FamilyResult], dict[str, float], list[Finding]]:
+         config: AuditConfig, policy: Policy, device: torch.device, progress: bool,
+         executor: Executor) -> tuple[dict[str, FamilyResult], dict[str, float], list[Finding]]:
     """Each family's result and wall time, in config order, and the twin check (an ONNX model's);
     without a model, the families that need one give a not-assessed finding per check and no details."""
     twin_check: list[Finding] = []
     if loaded is None:
         context = AuditContext(model=None, dataset=dataset, preprocessor=dataset.preprocessor, config=config,
-                               policy=policy, device=str(device), predictions=predictions)
+                               policy=policy, device=str(device), predictions=predictions, executor=executor)
     else:
         preprocessor = loaded.preprocessor() if loaded.manifest else dataset.preprocessor
         context = AuditContext(model=loaded.model.to(device).eval(), dataset=dataset, preprocessor=preprocessor,
-                               config=config, policy=policy, device=str(device))
+                               config=config, policy=policy, device=str(device), executor=executor)
         if loaded.source == "onnx":
             twin_check = _lend_gradients(context, twin)
     results: dict[str, FamilyResult] = {}
@@ -321,7 +328,7 @@ def _lend_gradients(context: AuditContext, twin: LoadedModel | None) -> list[Fin
 
 def _manifest(loaded: LoadedModel | None, dataset: Dataset, predictions: Predictions | None, config: AuditConfig,
               policy: Policy, *, source: str, command: list[str] | None, device: torch.device, started: datetime,
-              seconds: dict, document: dict, twin: dict | None = None) -> dict[str, Any]:
+              seconds: dict, document: dict, executor: str, twin: dict | None = None) -> dict[str, Any]:
     if loaded is None:
         assert predictions is not None
         model = {"source": source, "kind": "predictions", "weights_sha256": None, "architecture": None,
@@ -340,6 +347,7 @@ def _manifest(loaded: LoadedModel | None, dataset: Dataset, predictions: Predict
         "config": config.to_dict(),
         "policy": {"source": policy.source, "checks": policy.checks, "groups": policy.groups},
         "seed": config.seed,
+        "executor": executor,
         "device": _device_name(device),
         "libraries": library_versions(),
         "platform": platform.platform(),
