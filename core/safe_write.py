@@ -336,9 +336,11 @@ def set_permissions(folder: Path) -> None:
                 os.chmod(path, mode & ~mask)
 
 
-def write_file(target: str | os.PathLike, data: bytes) -> Path:
+def write_file(target: str | os.PathLike, data: bytes, *, replace: bool = True) -> Path:
     """Write ``target`` through a hidden file beside it and one rename: a reader sees the old or
-    the new content, never a part. Write errors become an InputError naming ``target``."""
+    the new content, never a part. Write errors become an InputError naming ``target``. With
+    ``replace=False`` the rename never replaces a file: one that appeared meanwhile is a
+    DestinationError, and stays as it was."""
     target = Path(target)
     sweep(target.parent)
     temporary = _hidden(target, "partial")
@@ -346,10 +348,15 @@ def write_file(target: str | os.PathLike, data: bytes) -> Path:
         handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
-        os.replace(temporary, target)
+        if replace:
+            os.replace(temporary, target)
+        else:
+            _rename_new(temporary, target)
     except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
+        if isinstance(exc, _Raced):
+            raise DestinationError(target, "was written by another process meanwhile; nothing was replaced") from None
         error = write_error(target, exc)
         if error is not None:
             raise error from None

@@ -18,7 +18,6 @@ onnxruntime and onnx are an optional extra: ``pip install "scrutiny[onnx]"``.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib
 import inspect
@@ -35,7 +34,7 @@ from torch import Tensor, nn
 
 from scrutiny.errors import CheckpointError, DataError, InputError, describe_raised
 from scrutiny.models.checkpoint import LoadedModel, load_model
-from scrutiny.safe_write import FILE_MODE, DestinationError, shown, sweep, write_error, write_file
+from scrutiny.safe_write import DestinationError, shown, write_file
 
 __all__ = ["OPSET", "OnnxModel", "load_onnx", "export_onnx", "check_onnx_destination"]
 
@@ -262,7 +261,7 @@ def export_onnx(
     if overwrite and os.path.lexists(out):
         write_file(out, data)  # one rename over the old file: a reader sees the old or the new model
     else:
-        _write_new_file(out, data)
+        write_file(out, data, replace=False)
     return out
 
 
@@ -431,26 +430,3 @@ def _check_export(module: nn.Module, data: bytes, inputs: Tensor, name: str) -> 
             gap = (got - expected).abs().max().item() if got.shape == expected.shape else "shapes differ"
             raise CheckpointError(f"{name}: the exported graph does not reproduce the model's logits on a batch of "
                                   f"size {len(batch)} (largest difference {gap}); nothing was written")
-
-
-def _write_new_file(target: Path, data: bytes) -> None:
-    """Write ``target``, which must not exist, through a hidden file and a no-replace rename: it
-    appears complete or not at all, and a file that appears meanwhile is never replaced."""
-    from scrutiny.safe_write import _hidden, _Raced, _rename_new
-
-    sweep(target.parent)
-    temporary = _hidden(target, "partial")
-    try:
-        handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        _rename_new(temporary, target)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        if isinstance(exc, _Raced):
-            raise DestinationError(target, "was written by another process meanwhile; nothing was replaced") from None
-        error = write_error(target, exc)
-        if error is not None:
-            raise error from None
-        raise

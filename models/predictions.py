@@ -32,7 +32,6 @@ are ignored: without the model there is nothing to explain or attack.
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,7 +43,7 @@ from scrutiny.hashing import sha256_file
 from scrutiny.models.datasets import Dataset, Split
 from scrutiny.models.preprocessing import TabularPreprocessor
 from scrutiny.models.spec import DatasetSpec
-from scrutiny.models.user_data import check_reference, match_value, protected_attribute, read_frame
+from scrutiny.models.user_data import check_reference, match_value, protected_attribute, read_frame, read_spec_file
 
 __all__ = ["Predictions", "load_predictions", "PREDICTION_KEYS"]
 
@@ -206,18 +205,7 @@ def load_predictions(path: str | os.PathLike, spec_path: str | os.PathLike) -> t
 
 def _read_spec(path: Path) -> dict:
     """Read and check a predictions spec; errors name the file and the key."""
-    if not path.is_file():
-        raise DataError(f"{path}: spec file not found")
-    try:
-        spec = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not valid TOML ({exc})") from None
-    unknown = sorted(set(spec) - PREDICTION_KEYS)
-    if unknown:
-        raise DataError(f"{path}: unknown key(s) {', '.join(unknown)}; expected: {', '.join(sorted(PREDICTION_KEYS))}")
-    for key in ("label", "favourable"):
-        if key not in spec:
-            raise DataError(f"{path}: missing required key '{key}'")
+    spec = read_spec_file(path, PREDICTION_KEYS)
     for key in ("label", "prediction", "score", "split", "description"):
         if key in spec and not isinstance(spec[key], str):
             raise DataError(f"{path}: '{key}' must be a column name (text), got {spec[key]!r}")

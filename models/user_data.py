@@ -60,21 +60,28 @@ SPEC_KEYS = {"label", "favourable", "categorical", "drop", "test_size", "seed", 
              "immutable", "description", "missing"}
 
 
-def read_table_spec(path: str | os.PathLike) -> dict:
-    """Read and check a TOML table spec; errors name the file and the key."""
-    path = Path(path)
+def read_spec_file(path: Path, keys: set[str]) -> dict:
+    """A TOML spec with only ``keys`` and the required ``label`` and ``favourable`` (a table spec,
+    a predictions spec); errors name the file and the key."""
     if not path.is_file():
         raise DataError(f"{path}: spec file not found")
     try:
         spec = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: not valid TOML ({exc})") from None
-    unknown = sorted(set(spec) - SPEC_KEYS)
+    unknown = sorted(set(spec) - keys)
     if unknown:
-        raise DataError(f"{path}: unknown key(s) {', '.join(unknown)}; expected: {', '.join(sorted(SPEC_KEYS))}")
+        raise DataError(f"{path}: unknown key(s) {', '.join(unknown)}; expected: {', '.join(sorted(keys))}")
     for key in ("label", "favourable"):
         if key not in spec:
             raise DataError(f"{path}: missing required key '{key}'")
+    return spec
+
+
+def read_table_spec(path: str | os.PathLike) -> dict:
+    """Read and check a TOML table spec; errors name the file and the key."""
+    path = Path(path)
+    spec = read_spec_file(path, SPEC_KEYS)
     favourable = spec["favourable"]
     if not (_is_label_value(favourable) or isinstance(favourable, list) and favourable
             and all(map(_is_label_value, favourable))):
