@@ -15,6 +15,8 @@ from scrutiny.audit.robustness.assess import assess_robustness, constraints_for
 from scrutiny.audit.robustness.attacks import perturbation_norm, run_attack
 from scrutiny.audit.run.executor import LocalExecutor, RayExecutor, chunk_seed, row_chunks
 
+from .test_robustness import NoGradients
+
 SEED = 3
 # every attack of the ensemble kinds (white-box, black-box, noise) with small settings; 40 rows in
 # chunks of 16 leave a last chunk of 8, so a merge that assumed equal chunks would show
@@ -115,18 +117,6 @@ def test_another_chunk_size_gives_a_valid_result(digits):
     for example in other.examples:
         assert example.after != example.before == example.label
         assert perturbation_norm(example.x_adv[None], example.x[None], "linf")[0] <= example.eps + 1e-6
-
-
-class NoGradients(nn.Module):
-    """The same outputs as ``model``, computed under ``torch.no_grad``: an ONNX model's stand-in."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        with torch.no_grad():
-            return self.model(x)
 
 
 def test_a_gradient_twin_gives_the_models_own_result(digits):

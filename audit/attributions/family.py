@@ -7,7 +7,6 @@ import numpy as np
 from scrutiny.audit import plots
 from scrutiny.audit.run.family import AuditContext, FamilyResult
 from scrutiny.audit.run.findings import Finding
-from scrutiny.audit.run.policy import CHECK_INFO
 from scrutiny.modality import modality
 
 from . import adverse_action
@@ -51,8 +50,7 @@ def run(context: AuditContext) -> FamilyResult:
         runnable = [m for m in runnable if m not in skipped]
         if not runnable:
             reason = f"every configured method ({', '.join(skipped)}) needs gradients: {c.no_gradients}"
-            return FamilyResult(findings=[c.not_assessed(check, reason) for check, info in CHECK_INFO.items()
-                                          if info.family == "attributions"], details=None)
+            return c.family_not_assessed("attributions", reason)
         findings += [c.not_assessed("attributions.completeness", reason, subject=m)
                      for m, reason in skipped.items() if m in COMPLETENESS_METHODS]
     twin = c.gradient_model if c.gradient_model is not c.model else None

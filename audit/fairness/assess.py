@@ -39,6 +39,7 @@ import pandas as pd
 from torch import nn
 
 from scrutiny.audit.fairness import group_metrics as gm
+from scrutiny.audit.fairness.details import comparison_subject
 from scrutiny.errors import DataError, InputError
 from scrutiny.limits import check_int
 from scrutiny.models import Dataset
@@ -91,8 +92,7 @@ class GroupPair:
 
 
 def _subject(levels: Levels, compared: Levels | None) -> str:
-    text = _attributes_text(levels)
-    return text if compared is None else f"{text}={CROSS.join(value for _, value in compared)}"
+    return comparison_subject(_attributes_text(levels), None if compared is None else [v for _, v in compared])
 
 
 @dataclass

@@ -75,8 +75,8 @@ class GroupComparisonEntry(Details):
     @property
     def subject(self) -> str:
         """What its findings name: the attribute, and a compared category after ``=``."""
-        return self.attribute if self.compared_levels is None else \
-            f"{self.attribute}={' × '.join(level.value for level in self.compared_levels)}"
+        return comparison_subject(self.attribute, None if self.compared_levels is None
+                                  else [level.value for level in self.compared_levels])
 
     @property
     def groups_in_words(self) -> tuple[str, str]:
@@ -84,6 +84,12 @@ class GroupComparisonEntry(Details):
         if self.compared is None:
             return f"rows outside the privileged group of {self.attribute}", f"the privileged group ({self.privileged})"
         return f"rows with {self.attribute} = {self.compared}", f"the reference group ({self.privileged})"
+
+
+def comparison_subject(attribute: str, compared: list[str] | None) -> str:
+    """What a comparison's findings name: the attribute (or intersection), and after ``=`` the
+    category compared with the reference, an intersection's categories joined by `` × ``."""
+    return attribute if compared is None else f"{attribute}={' × '.join(compared)}"
 
 
 @dataclass

@@ -75,6 +75,11 @@ class AuditContext:
             raise ValueError("this family needs a model and the audit has none (a bug: the runner should not run it)")
         return self.model
 
+    def family_not_assessed(self, family: str, reason: str) -> FamilyResult:
+        """The result of a family the audit could not run: a not-assessed finding per check, no details."""
+        return FamilyResult(findings=[self.not_assessed(check, reason) for check, info in CHECK_INFO.items()
+                                      if info.family == family], details=None)
+
     def not_assessed(self, check: str, reason: str, *, subject: str | None = None) -> Finding:
         """A finding of ``check`` the audit could not make, and why (status ``not_assessed``)."""
         info = CHECK_INFO[check]

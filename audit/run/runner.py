@@ -35,7 +35,7 @@ from .details import Details
 from .executor import Executor, LocalExecutor
 from .family import AuditContext, FamilyResult, family_runner, needs_model
 from .findings import Finding, findings_document, validate_findings
-from .policy import CHECK_INFO, Policy, load_policy
+from .policy import Policy, load_policy
 from .run_folder import FINDINGS, RunWriter, check_destination, to_json
 
 if TYPE_CHECKING:
@@ -284,10 +284,8 @@ def _run(loaded: LoadedModel | None, dataset: Dataset, predictions: Predictions 
             start = time.perf_counter()
             torch.manual_seed(config.seed)
             if context.model is None and needs_model(family):
-                results[family] = FamilyResult(findings=[
-                    context.not_assessed(check, "no model: the audit reads logged predictions, and this check needs "
-                                                "the model itself")
-                    for check, info in CHECK_INFO.items() if info.family == family], details=None)
+                results[family] = context.family_not_assessed(
+                    family, "no model: the audit reads logged predictions, and this check needs the model itself")
             else:
                 results[family] = family_runner(family)(context)
             seconds[family] = round(time.perf_counter() - start, 3)
