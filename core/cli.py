@@ -114,15 +114,15 @@ MODEL_HELP = ("Checkpoint folder, TorchScript file, ONNX file (.onnx: run by onn
               "pip install \"scrutiny[onnx]\"), or package.module:factory (with --weights).")
 DATA_HELP = "Built-in data set name (adult, german, compas, breast_cancer, digits) or a .csv/.parquet file."
 DataOption = typer.Option(..., "--data", help=DATA_HELP)
-PredictionsOption = typer.Option(None, "--predictions", help="A .csv/.parquet file of logged outcomes, decisions and/or scores and group columns, described by --spec: audits them without the model (leave out MODEL and --data).")
+PredictionsOption = typer.Option(None, "--predictions", help="A .csv/.parquet file, or a folder of .parquet files, of logged outcomes, decisions and/or scores and group columns, described by --spec: audits them without the model (leave out MODEL and --data). Parquet is streamed: any number of rows in bounded memory.")
 SpecOption = typer.Option(None, "--spec", help="TOML spec for a CSV/Parquet --data file (label, favourable value, protected columns).")
 DataDirOption = typer.Option(None, "--data-dir", help="Folder with raw data files. Default: $SCRUTINY_DATA_DIR or ~/.local/share/scrutiny/data.")
 
 
 def load_inputs(model: str | None, data: str | None, predictions: Path | None, spec: Path | None,
-                data_dir: Path | None, *, model_optional: bool = False):
+                data_dir: Path | None, *, model_optional: bool = False, executor=None):
     """The data set, and the logged predictions (None unless --predictions): checks which of MODEL,
-    --data and --predictions go together."""
+    --data and --predictions go together. ``executor`` reads streamed Parquet row groups."""
     if predictions is not None:
         if model is not None or data is not None:
             raise errors.InputError(f"--predictions {predictions} audits logged decisions without a model: leave out "
@@ -132,7 +132,7 @@ def load_inputs(model: str | None, data: str | None, predictions: Path | None, s
                                     "score, and group columns")
         from scrutiny.models import load_predictions
 
-        return load_predictions(predictions, spec)
+        return load_predictions(predictions, spec, executor=executor)
     if model is None and not model_optional:
         raise errors.InputError("missing MODEL (a checkpoint folder, TorchScript file or package.module:factory), "
                                 "or audit logged decisions with --predictions FILE --spec SPEC.toml")
@@ -587,12 +587,13 @@ def audit(
     if ray_address is not None and executor != "ray":
         raise errors.InputError("--ray-address goes with --executor ray")
     rules = load_policy(policy)
-    dataset, logged = load_inputs(model, data, predictions, spec, data_dir)
+    runs_on = make_executor(executor, address=ray_address)
+    dataset, logged = load_inputs(model, data, predictions, spec, data_dir, executor=runs_on)
     settings = config_for(dataset, config)
     loaded = load_model(model, weights=None if onnx else weights, dataset=dataset) if model is not None else None
     twin_loaded = load_model(twin, weights=weights, dataset=dataset) if twin is not None else None
     result = run_audit(loaded, dataset, predictions=logged, twin=twin_loaded, twin_source=twin, config=settings,
-                       policy=rules, executor=make_executor(executor, address=ray_address),
+                       policy=rules, executor=runs_on,
                        device=device, source=model if model is not None else str(predictions),
                        command=["scrutiny", *_invocation])
     result.save(out, overwrite=overwrite)  # its destination was checked above, with every input of the command

@@ -29,6 +29,7 @@ LIMITS: dict[str, tuple[int, int]] = {
     "n_boot": (0, 100_000),          # bootstrap resamples (0: no interval)
     "boot": (0, 100_000),
     "chunk_rows": (1, 1_000_000),    # rows per unit of per-row work (audit/run/executor.py)
+    "batch_rows": (1, 1 << 24),      # rows per record batch of a streamed Parquet file (models/parquet_counts.py)
 }
 
 

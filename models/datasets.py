@@ -56,14 +56,20 @@ class Split:
         X: raw feature columns (tabular) or images of shape (N, C, H, W).
         y: class indices; for binary tasks 1 is the favourable outcome.
         groups: the raw protected-attribute columns (empty frame when there are none).
+        weights: how many rows each entry stands for, or None (one each). Logged decisions
+            streamed from Parquet come as their distinct rows with counts
+            (:func:`~scrutiny.models.load_predictions`); every statistic of the performance and
+            fairness families takes them as that many rows.
     """
 
     X: pd.DataFrame | np.ndarray
     y: np.ndarray
     groups: pd.DataFrame
+    weights: np.ndarray | None = None
 
     def __len__(self) -> int:
-        return len(self.y)
+        """Rows: the entries, each counted as many times as its weight."""
+        return len(self.y) if self.weights is None else int(self.weights.sum())
 
 
 @dataclass

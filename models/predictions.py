@@ -27,6 +27,10 @@ holds a table of outcomes, decisions or scores, and group columns, not the model
 
 A logged decision wins over one derived from the score where both are given. Other columns
 are ignored: without the model there is nothing to explain or attack.
+
+A CSV file is read whole. A Parquet file, or a folder of them, is streamed in record batches
+and kept as its distinct rows with counts (:mod:`scrutiny.models.parquet_counts`): an audit
+of more rows than memory holds, with the same findings as the rows read whole.
 """
 
 from __future__ import annotations
@@ -34,16 +38,21 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from scrutiny.errors import DataError
-from scrutiny.hashing import sha256_file
+from scrutiny.hashing import sha256_path
 from scrutiny.models.datasets import Dataset, Split
+from scrutiny.models.parquet_counts import BATCH_ROWS, count_rows, is_parquet
 from scrutiny.models.preprocessing import TabularPreprocessor
 from scrutiny.models.spec import DatasetSpec
 from scrutiny.models.user_data import check_reference, match_value, protected_attribute, read_frame, read_spec_file
+
+if TYPE_CHECKING:
+    from scrutiny.audit.run.executor import Executor
 
 __all__ = ["Predictions", "load_predictions", "PREDICTION_KEYS"]
 
@@ -87,11 +96,19 @@ class Predictions:
         return self.scores if self.higher_is_favourable else 1.0 - self.scores
 
 
-def load_predictions(path: str | os.PathLike, spec_path: str | os.PathLike) -> tuple[Dataset, Predictions]:
+def load_predictions(path: str | os.PathLike, spec_path: str | os.PathLike, *, stream: bool | None = None,
+                     batch_rows: int = BATCH_ROWS, executor: Executor | None = None) -> tuple[Dataset, Predictions]:
     """Read a file of outcomes, decisions or scores and group columns, described by the TOML spec
     at ``spec_path`` (see the module docstring): the data set (labels and groups; its training
     split is the data-set reference, its test split the audited rows) and the predictions on its
     test split.
+
+    Args:
+        path: a .csv or .parquet file, or a folder of .parquet files.
+        stream: read a Parquet file or folder in record batches of ``batch_rows`` rows into its
+            distinct rows with counts (the splits' ``weights``), in memory bounded by the distinct
+            rows; default: Parquet is streamed, CSV read whole. ``False`` reads a Parquet file whole.
+        executor: runs the streamed row groups (default: one after another, here).
 
     Example:
         >>> data, predictions = load_predictions("compas.csv", "compas.toml")  # doctest: +SKIP
@@ -104,7 +121,16 @@ def load_predictions(path: str | os.PathLike, spec_path: str | os.PathLike) -> t
     path, spec_path = Path(path), Path(spec_path)
     options = _read_spec(spec_path)
     named = [options[key] for key in ("label", "prediction", "score", "split") if key in options]
-    frame = read_frame(path, used=named + list(options["protected"]))
+    if stream is None:
+        stream = is_parquet(path)
+    if stream and not is_parquet(path):
+        raise DataError(f"{path}: only a Parquet file or a folder of them can be streamed")
+    weights: np.ndarray | None = None
+    if stream:
+        frame, weights = count_rows(path, named + list(options["protected"]), batch_rows=batch_rows, executor=executor)
+    else:
+        frame = read_frame(path, used=named + list(options["protected"]))
+    every = np.ones(len(frame), dtype=np.int64) if weights is None else weights
 
     def column(key: str) -> str | None:
         name = options.get(key)
@@ -123,13 +149,17 @@ def load_predictions(path: str | os.PathLike, spec_path: str | os.PathLike) -> t
         check_reference(attribute, frame[attribute.name], f"{path} (reference named in {spec_path})")
     # a protected value may be unknown (LL144 counts such rows apart): only the outcome's columns must be whole
     used = list(dict.fromkeys(c for c in (label, decision, score, split) if c))
-    gaps = frame[used].isna().any(axis=1)
+    gaps = frame[used].isna().any(axis=1).to_numpy()
+    dropped = int(every[gaps].sum())
     if gaps.any():
         if options.get("missing", "error") == "error":
-            worst = frame[used].isna().sum().idxmax()
-            raise DataError(f"{path}: column '{worst}' has {int(frame[worst].isna().sum())} missing value(s); "
+            missing = {c: int(every[frame[c].isna().to_numpy()].sum()) for c in used}
+            worst = max(missing, key=lambda c: missing[c])
+            raise DataError(f"{path}: column '{worst}' has {missing[worst]} missing value(s); "
                             f"drop those rows first, or set missing = \"drop\" in {spec_path}")
-        frame = frame[~gaps].reset_index(drop=True)
+        frame, every = frame[~gaps].reset_index(drop=True), every[~gaps]
+        if weights is not None:
+            weights = every
         if frame.empty:
             raise DataError(f"{path}: every row misses a value of {', '.join(used)}")
 
@@ -187,16 +217,17 @@ def load_predictions(path: str | os.PathLike, spec_path: str | os.PathLike) -> t
         protected=tuple(protected),
         description=options.get("description", f"logged predictions {path.name}"),
         extra={"source": path.name, "predictions": rule, "missing": options.get("missing", "error"),
-               "dropped_rows": int(gaps.sum())},
+               "dropped_rows": dropped},
     )
     groups = frame[[p.name for p in protected]]
 
     def part(rows: np.ndarray) -> Split:
-        return Split(X=pd.DataFrame(index=range(int(rows.sum()))), y=y[rows], groups=groups[rows].reset_index(drop=True))
+        return Split(X=pd.DataFrame(index=range(int(rows.sum()))), y=y[rows], groups=groups[rows].reset_index(drop=True),
+                     weights=None if weights is None else weights[rows])
 
     audited = part(test)
     dataset = Dataset(spec=spec, train=audited if train is test else part(train), test=audited,
-                      preprocessor=TabularPreprocessor(spec).fit(pd.DataFrame()), sha256=sha256_file(path))
+                      preprocessor=TabularPreprocessor(spec).fit(pd.DataFrame()), sha256=sha256_path(path))
     predictions = Predictions(decisions=decisions[test], scores=None if scores is None else scores[test],
                               higher_is_favourable=higher, scores_are_probabilities=bool(options.get("score_is_probability")),
                               rule=rule, score_name=score or "score")

@@ -140,7 +140,8 @@ def train_val_split(
     return np.setdiff1d(np.arange(n), val_idx), val_idx
 
 
-def expected_calibration_error(probs: np.ndarray, y: np.ndarray, n_bins: int = 15) -> float:
+def expected_calibration_error(probs: np.ndarray, y: np.ndarray, n_bins: int = 15, *,
+                               sample_weight: np.ndarray | None = None) -> float:
     r"""Expected calibration error of predicted probabilities.
 
     Confidence is the top probability and the prediction its class. Samples fall into
@@ -152,6 +153,8 @@ def expected_calibration_error(probs: np.ndarray, y: np.ndarray, n_bins: int = 1
         y (np.ndarray): True labels, shape ``(N,)``.
         n_bins (int, optional): Number of bins.
             Default: 15
+        sample_weight (np.ndarray, optional): rows each sample stands for.
+            Default: one each
 
     Returns:
         float: ECE in ``[0, 1]``.
@@ -165,8 +168,9 @@ def expected_calibration_error(probs: np.ndarray, y: np.ndarray, n_bins: int = 1
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     bins = np.searchsorted(edges[1:-1], confidence, side="left")
     # per bin: |sum(correct) - sum(confidence)| = n_bin * |accuracy - mean confidence|
-    gap = np.abs(np.bincount(bins, correct, n_bins) - np.bincount(bins, confidence, n_bins))
-    return float(gap.sum() / len(probs))
+    w = np.ones(len(probs)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    gap = np.abs(np.bincount(bins, correct * w, n_bins) - np.bincount(bins, confidence * w, n_bins))
+    return float(gap.sum() / w.sum())
 
 
 # --- helpers ------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
+from scrutiny.audit import row_counts
 from scrutiny.audit.fairness import group_metrics as gm
 from scrutiny.audit.fairness.details import comparison_subject
 from scrutiny.errors import DataError, InputError
@@ -352,36 +353,54 @@ def _group_warnings(attribute: str, counts: np.ndarray, *, model: bool, minimums
             for (group, among, rows, expected), metrics in short.items()]
 
 
-def _per_group(y, y_pred, score, probability, pair: GroupPair) -> dict[str, dict[str, float]]:
+def _per_group(y, y_pred, score, probability, pair: GroupPair, weights=None) -> dict[str, dict[str, float]]:
     """Figures of the reference (``privileged``) and the compared group (``unprivileged``): ROC AUC
-    of the score where there is one, calibration error where the score is a probability."""
+    of the score where there is one, calibration error where the score is a probability. ``weights``:
+    rows per entry (counted rows); the score's figures are taken over distinct cells
+    (:func:`~scrutiny.audit.row_counts.distinct`), so rows and counted rows give the same bytes."""
+    return {label: _group_figures(y[rows], y_pred[rows], None if score is None else score[rows],
+                                  None if probability is None else probability[rows],
+                                  None if weights is None else weights[rows])
+            for label, rows in (("privileged", pair.mask), ("unprivileged", pair.compared))}
+
+
+def _group_figures(y, y_pred, score, probability, weights) -> dict[str, float]:
     from sklearn.metrics import roc_auc_score
 
     from scrutiny.models.training import expected_calibration_error
 
-    out = {}
-    for label, rows in (("privileged", pair.mask), ("unprivileged", pair.compared)):
-        yt, yp = y[rows], y_pred[rows]
-        both = len(np.unique(yt)) == 2
-        out[label] = {
-            "n": int(rows.sum()),
-            "base_rate": float(yt.mean()),
-            "selection_rate": float(yp.mean()),
-            "accuracy": float((yt == yp).mean()),
-            "roc_auc": float(roc_auc_score(yt, score[rows])) if score is not None and both else float("nan"),
-            "calibration_error": (expected_calibration_error(np.column_stack([1 - probability[rows], probability[rows]]), yt)
-                                  if probability is not None else float("nan")),
-            "true_positive_rate": float(yp[yt == 1].mean()) if (yt == 1).any() else float("nan"),
-            "false_positive_rate": float(yp[yt == 0].mean()) if (yt == 0).any() else float("nan"),
-        }
-    return out
+    w = np.ones(len(y)) if weights is None else np.asarray(weights, dtype=np.float64)
+
+    def rate(values: np.ndarray, among: np.ndarray) -> float:
+        return float(w[among] @ values[among] / w[among].sum()) if among.any() else float("nan")
+
+    def roc_auc(values: np.ndarray) -> float:
+        (labels, cells), counts = row_counts.distinct([y, values], weights)
+        return float(roc_auc_score(labels, cells, sample_weight=counts))
+
+    def calibration(values: np.ndarray) -> float:
+        (labels, cells), counts = row_counts.distinct([y, values], weights)
+        return expected_calibration_error(np.column_stack([1 - cells, cells]), labels, sample_weight=counts)
+
+    every = np.ones(len(y), dtype=bool)
+    return {
+        "n": int(w.sum()),
+        "base_rate": rate(y, every),
+        "selection_rate": rate(y_pred, every),
+        "accuracy": rate((y == y_pred).astype(np.float64), every),
+        "roc_auc": roc_auc(score) if score is not None and len(np.unique(y)) == 2 else float("nan"),
+        "calibration_error": calibration(probability) if probability is not None else float("nan"),
+        "true_positive_rate": rate(y_pred, y == 1),
+        "false_positive_rate": rate(y_pred, y == 0),
+    }
 
 
-def impact_ratios(spec, groups: pd.DataFrame, selected: np.ndarray, attributes, *, intersections: bool = True) -> list[ImpactRow]:
+def impact_ratios(spec, groups: pd.DataFrame, selected: np.ndarray, attributes, *, intersections: bool = True,
+                  weights: np.ndarray | None = None) -> list[ImpactRow]:
     """LL144's table: per category of each attribute (and of each pair), the selection rate
     divided by the highest category's. Numeric attributes split at their privileged minimum.
     Rows without a value (the unknown category) are left out of the table: :func:`unknown_rows`
-    counts them, as the rule asks."""
+    counts them, as the rule asks. ``weights``: rows per entry (counted rows)."""
     declared = {p.name: p for p in spec.protected}
 
     def categories_of(name: str) -> np.ndarray:
@@ -394,12 +413,13 @@ def impact_ratios(spec, groups: pd.DataFrame, selected: np.ndarray, attributes, 
     columns = {name: categories_of(name).astype(str) for name in attributes}
     known = {name: groups[name].notna().to_numpy() for name in attributes}
     selected = np.asarray(selected, dtype=np.float64)
+    weights = np.ones(len(selected)) if weights is None else np.asarray(weights, dtype=np.float64)
     rows = []
     for crossed in _crossings(attributes, intersections):
         rows_known = np.logical_and.reduce([known[name] for name in crossed])
-        categories, n, rate = _selection_by_category(selected[rows_known],
+        categories, n, rate = _selection_by_category(selected[rows_known], weights[rows_known],
                                                      [columns[name][rows_known] for name in crossed])
-        excluded = n / len(selected) < LL144_SMALL
+        excluded = n / weights.sum() < LL144_SMALL
         top = rate[~excluded].max() if (~excluded).any() else rate.max()
         for category, count, share, left_out in zip(categories, n, rate, excluded, strict=True):
             ratio = share / top if top > 0 else float("nan")
@@ -408,12 +428,14 @@ def impact_ratios(spec, groups: pd.DataFrame, selected: np.ndarray, attributes, 
     return rows
 
 
-def unknown_rows(groups: pd.DataFrame, attributes, *, intersections: bool = True) -> dict[str, int]:
+def unknown_rows(groups: pd.DataFrame, attributes, *, intersections: bool = True,
+                 weights: np.ndarray | None = None) -> dict[str, int]:
     """Per attribute (and pair), the rows whose category is unknown (no value), where there are any:
-    LL144 has them reported, and left out of the rates and ratios."""
+    LL144 has them reported, and left out of the rates and ratios. ``weights``: rows per entry."""
     out = {}
+    weights = np.ones(len(groups), dtype=np.int64) if weights is None else weights
     for crossed in _crossings(attributes, intersections):
-        count = int(groups[list(crossed)].isna().any(axis=1).sum())
+        count = int(weights[groups[list(crossed)].isna().any(axis=1).to_numpy()].sum())
         if count:
             out[CROSS.join(crossed)] = count
     return out
@@ -425,7 +447,7 @@ def _crossings(attributes, intersections: bool) -> list[tuple[str, ...]]:
 
 
 def scoring_rates(spec, groups: pd.DataFrame, scores: np.ndarray, attributes, *, intersections: bool = True,
-                  higher_is_favourable: bool = True) -> tuple[float, list[ScoringRow]]:
+                  higher_is_favourable: bool = True, weights: np.ndarray | None = None) -> tuple[float, list[ScoringRow]]:
     """LL144's table for a tool that outputs a score (6 RCNY §5-300, §5-301): the median score of
     the full sample, and per category of each attribute (and of each pair) its scoring rate, the
     share of its rows scored *above* that median, over the highest category's (categories under
@@ -434,22 +456,24 @@ def scoring_rates(spec, groups: pd.DataFrame, scores: np.ndarray, attributes, *,
 
     A score equal to the median is not beyond it and does not count: where many rows tie at the
     median (a saturated or coarse score) every category's scoring rate falls below one half.
+    ``weights``: rows per entry (counted rows); the median is still exact, that of the rows.
     """
     scores = np.asarray(scores, dtype=np.float64)
     if scores.ndim != 1 or not len(scores) or not np.isfinite(scores).all():
         raise InputError(f"scores: expected a non-empty 1-D array of finite numbers, shape {scores.shape}")
-    median = float(np.median(scores))
+    median = row_counts.median(scores, weights)
     beyond = scores > median if higher_is_favourable else scores < median
-    rows = impact_ratios(spec, groups, beyond, attributes, intersections=intersections)
+    rows = impact_ratios(spec, groups, beyond, attributes, intersections=intersections, weights=weights)
     return median, [ScoringRow(r.levels, r.n, r.selection_rate, r.impact_ratio, r.below_four_fifths, r.excluded)
                     for r in rows]
 
 
-def _selection_by_category(selected: np.ndarray, columns: list[np.ndarray]):
+def _selection_by_category(selected: np.ndarray, weights: np.ndarray, columns: list[np.ndarray]):
     """The categories (tuples: one value per column) in the order of their display names, with
-    their rows and selection rates."""
-    by = pd.Series(selected).groupby(columns, sort=False)
-    n, rate = by.size(), by.mean()
+    their rows (summed ``weights``) and selection rates."""
+    by = pd.DataFrame({"rows": weights, "selected": weights * selected}).groupby(columns, sort=False)
+    sums = by.sum()
+    n, rate = sums["rows"], sums["selected"] / sums["rows"]
     categories = [key if isinstance(key, tuple) else (key,) for key in n.index]
     order = sorted(range(len(categories)), key=lambda i: CROSS.join(categories[i]))
     return [categories[i] for i in order], n.to_numpy()[order], rate.to_numpy()[order]
@@ -518,26 +542,33 @@ def assess_fairness(
         minimums = load_policy().groups
     warnings: list[str] = []
 
-    def compare(pair: GroupPair, split: str, y, y_pred=None, score=None, probability=None) -> GroupComparison:
+    def compare(pair: GroupPair, split: str, y, y_pred=None, score=None, probability=None,
+                weights=None) -> GroupComparison:
         rows = pair.mask | pair.compared
-        counts = gm.confusion_counts(y[rows], None if y_pred is None else y_pred[rows], pair.mask[rows])
+        counts = gm.confusion_counts(y[rows], None if y_pred is None else y_pred[rows], pair.mask[rows],
+                                     None if weights is None else weights[rows])
         model_side = y_pred is not None
         reference = None
         if engine == "aif360":
+            if weights is not None:
+                raise InputError("engine 'aif360' takes rows; these logged decisions are counted rows (streamed from "
+                                 "Parquet): use the vectorised engine, tested equal to aif360")
             reference = aif360_metrics(y[rows], None if y_pred is None else y_pred[rows], pair.mask[rows])
+        every = np.ones(len(y), dtype=np.int64) if weights is None else weights
         comparison = GroupComparison(
-            pair.levels, int(pair.mask.sum()), int(pair.compared.sum()),
+            pair.levels, int(every[pair.mask].sum()), int(every[pair.compared].sum()),
             _estimates(counts, model=model_side, n_boot=n_boot, confidence=confidence,
                        rng=_stream(seed, split, pair.subject), engine_values=reference),
             counts=counts, warnings=_group_warnings(pair.subject, counts, model=model_side, minimums=minimums),
-            per_group=_per_group(y, y_pred, score, probability, pair) if model_side else {},
+            per_group=_per_group(y, y_pred, score, probability, pair, weights) if model_side else {},
             compared_levels=pair.compared_levels)
         warnings.extend(comparison.warnings)
         return comparison
 
     train_pairs = protected_groups(spec, dataset.train.groups, attributes, intersections=intersections,
                                    where=f"{spec.name} training split")
-    data_bias = [compare(pair, "train", favourable(dataset.train.y)) for pair in train_pairs.values()]
+    data_bias = [compare(pair, "train", favourable(dataset.train.y), weights=dataset.train.weights)
+                 for pair in train_pairs.values()]
 
     results, impact, consistency, consistency_rows = None, [], None, None
     unknown: dict[str, int] = {}
@@ -568,7 +599,8 @@ def assess_fairness(
         test_pairs = protected_groups(spec, dataset.test.groups, attributes, intersections=intersections,
                                       where=f"{spec.name} test split")
         oriented = None if score is None else (score if higher else -score)  # higher leans favourable: ROC AUC
-        results = [compare(pair, "test", y, y_pred, oriented, probability) for pair in test_pairs.values()]
+        weights = dataset.test.weights
+        results = [compare(pair, "test", y, y_pred, oriented, probability, weights) for pair in test_pairs.values()]
         if features is not None:
             rng = _stream(seed, "test", "consistency")
             n_test = len(y_pred)
@@ -577,11 +609,11 @@ def assess_fairness(
             consistency_rows = len(deviations)  # of n: all of them, or the sample
             consistency = _consistency_estimate(deviations, n_boot, confidence, rng)
         names = list(dict.fromkeys(pair.levels[0][0] for pair in test_pairs.values() if len(pair.levels) == 1))
-        impact = impact_ratios(spec, dataset.test.groups, y_pred, names, intersections=intersections)
-        unknown = unknown_rows(dataset.test.groups, names, intersections=intersections)
+        impact = impact_ratios(spec, dataset.test.groups, y_pred, names, intersections=intersections, weights=weights)
+        unknown = unknown_rows(dataset.test.groups, names, intersections=intersections, weights=weights)
         if score is not None:
             median_score, scoring = scoring_rates(spec, dataset.test.groups, score, names, intersections=intersections,
-                                                  higher_is_favourable=higher)
+                                                  higher_is_favourable=higher, weights=weights)
         flagged = [r for r in impact if r.below_four_fifths]
         if flagged:
             warnings.append("four-fifths rule: " + "; ".join(

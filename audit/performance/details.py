@@ -8,7 +8,7 @@ from scrutiny.audit.run.details import Details, Estimate, optional
 
 __all__ = ["PerformanceDetails", "DETAILS", "PREDICTIONS"]
 
-PREDICTIONS = "arrays/predictions.npz"  # y_true, y_pred and (where known) proba of every test row
+PREDICTIONS = "arrays/predictions.npz"  # y_true, y_pred, (where known) proba of every test row; weight: rows per entry (counted rows)
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from scrutiny.audit import row_counts
 from scrutiny.audit.run.details import Estimate
 from scrutiny.audit.run.family import AuditContext, FamilyResult
 
@@ -26,19 +27,20 @@ def run(context: AuditContext) -> FamilyResult:
         0.781
     """
     c = context
-    spec, y = c.dataset.spec, c.dataset.test.y
+    spec, y, weights = c.dataset.spec, c.dataset.test.y, c.dataset.test.weights
     proba, pred, score = _outputs(c)
     k = spec.n_classes
+    n = len(c.dataset.test)
     rng = np.random.default_rng(c.config.seed)
     # without probabilities the calibration columns are computed on a stand-in and dropped below
-    point, low, high = _bootstrap(y, pred, proba.max(axis=1) if proba is not None else np.ones(len(y)), k, rng)
+    point, low, high = _bootstrap(y, pred, proba.max(axis=1) if proba is not None else np.ones(len(y)), weights, k, rng)
     if proba is None:
         point[2] = low[2] = high[2] = float("nan")
     accuracy, balanced, calibration = point
-    confusion = np.zeros((k, k), dtype=int)
-    np.add.at(confusion, (y, pred), 1)
+    confusion = np.zeros((k, k), dtype=np.int64)
+    np.add.at(confusion, (y, pred), 1 if weights is None else weights)
     details = PerformanceDetails(
-        n=len(y),
+        n=n,
         accuracy=Estimate(accuracy, low[0], high[0]),
         balanced_accuracy=Estimate(balanced, low[1], high[1]),
         calibration_error=Estimate(calibration, low[2], high[2]),
@@ -46,16 +48,17 @@ def run(context: AuditContext) -> FamilyResult:
         classes=list(spec.classes),
         recall=[float(confusion[i, i] / max(confusion[i].sum(), 1)) for i in range(k)],
         confusion=confusion.tolist(),
-        majority_rate=float(np.bincount(y, minlength=k).max() / len(y)),
+        majority_rate=float(confusion.sum(axis=1).max() / n),
     )
     if k == 2 and len(np.unique(y)) == 2 and score is not None:
         from sklearn.metrics import roc_auc_score
 
-        details.roc_auc = float(roc_auc_score(y, score))
+        (labels, scores), counts = row_counts.distinct([y, score], weights)
+        details.roc_auc = float(roc_auc_score(labels, scores, sample_weight=counts))
     findings = [
         c.finding("performance.balanced_accuracy", balanced, interval=(low[1], high[1]), confidence=0.95,
                   metric="balanced accuracy (mean recall over classes)",
-                  explanation=f"Mean recall over the {k} classes on {len(y):,} test rows is {balanced:.1%} "
+                  explanation=f"Mean recall over the {k} classes on {n:,} test rows is {balanced:.1%} "
                               f"(chance: {1 / k:.0%}; plain accuracy {accuracy:.1%}, majority class "
                               f"{details.majority_rate:.1%})."),
     ]
@@ -72,6 +75,8 @@ def run(context: AuditContext) -> FamilyResult:
     stored = {"y_true": y, "y_pred": pred}
     if proba is not None:
         stored["proba"] = proba.astype(np.float32)
+    if weights is not None:
+        stored["weight"] = weights
     return FamilyResult(findings=findings, details=details, arrays={PREDICTIONS: stored})
 
 
@@ -90,14 +95,18 @@ def _outputs(c: AuditContext) -> tuple[np.ndarray | None, np.ndarray, np.ndarray
     return proba, proba.argmax(axis=1), proba[:, 1] if proba.shape[1] == 2 else None
 
 
-def _bootstrap(y: np.ndarray, pred: np.ndarray, confidence: np.ndarray, k: int, rng: np.random.Generator):
-    """Accuracy, balanced accuracy and calibration error: point values and 95 % percentile-bootstrap bounds."""
+def _bootstrap(y: np.ndarray, pred: np.ndarray, confidence: np.ndarray, weights: np.ndarray | None, k: int,
+               rng: np.random.Generator):
+    """Accuracy, balanced accuracy and calibration error: point values and 95 % percentile-bootstrap
+    bounds. The rows (each entry ``weights`` times) are taken as their distinct (label, prediction,
+    confidence) cells, and a resample is a multinomial draw over the cells."""
+    (y, pred, confidence), counts = row_counts.distinct([y, pred, confidence], weights)
     correct = (pred == y).astype(np.float64)
     # (lo, hi] bins as expected_calibration_error
     bins = np.clip(np.ceil(confidence * CALIBRATION_BINS).astype(int) - 1, 0, CALIBRATION_BINS - 1)
 
     def stats(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """accuracy, balanced accuracy, calibration error under row weights (B, n)."""
+        """accuracy, balanced accuracy, calibration error under cell counts (B, cells)."""
         total = w.sum(axis=1)
         accuracy = w @ correct / total
         recalls = [(w @ (correct * (y == cls))) / np.maximum(w @ (y == cls).astype(np.float64), 1e-12)
@@ -108,14 +117,10 @@ def _bootstrap(y: np.ndarray, pred: np.ndarray, confidence: np.ndarray, k: int, 
             gap += np.abs(w @ (in_bin * (correct - confidence)))
         return accuracy, np.mean(recalls, axis=0), gap / total
 
-    point = [float(s[0]) for s in stats(np.ones((1, len(y))))]
-    boot = [np.concatenate(parts) for parts in zip(*(stats(w) for w in _bootstrap_weights(len(y), rng)))]
+    point = [float(s[0]) for s in stats(counts[None].astype(np.float64))]
+    chunks = (row_counts.resample(counts, min(100, N_BOOT - start), rng).astype(np.float64)
+              for start in range(0, N_BOOT, 100))
+    boot = [np.concatenate(parts) for parts in zip(*(stats(w) for w in chunks))]
     low = [float(np.quantile(b, 0.025)) for b in boot]
     high = [float(np.quantile(b, 0.975)) for b in boot]
     return point, low, high
-
-
-def _bootstrap_weights(n: int, rng: np.random.Generator, chunk: int = 100):
-    """N_BOOT resamples of n rows as multinomial counts per row, in chunks of (chunk, n)."""
-    for start in range(0, N_BOOT, chunk):
-        yield rng.multinomial(n, np.full(n, 1.0 / n), size=min(chunk, N_BOOT - start)).astype(np.float64)
