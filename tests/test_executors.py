@@ -1,22 +1,46 @@
 """An audit's findings do not depend on where its chunks of per-row work run: the same bytes with
 the local executor (forward and reversed chunk order), with Ray on one and on two workers, and on a
-simulated two-node Ray cluster; and the executor options are checked before any work."""
+simulated two-node Ray cluster, and so are the hashes of the chunks' outputs in the manifest; the
+executors report each chunk as it finishes; a Ray worker that dies is retried (and counted), and
+one that dies on every try ends the audit with one error line and no run folder; the executor
+options are checked before any work."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import importlib
 import io
+import json
+import math
+import os
+import struct
+import time
 import tomllib
+from dataclasses import dataclass
 
+import numpy as np
 import pytest
+import torch
 
-from scrutiny.audit.run.executor import LocalExecutor, RayExecutor, chunk_seed, row_chunks
+from scrutiny.audit.run.executor import (
+    Chunk,
+    LocalExecutor,
+    RayExecutor,
+    Recorder,
+    chunk_seed,
+    output_sha256,
+    row_chunks,
+    work_chunks,
+)
 from scrutiny.audit.run.run_folder import to_json
 from scrutiny.cli import main
+from scrutiny.errors import InputError
 
 from .audit_configs import IMAGE, TABULAR
 
 ARCH = {"adult": "mlp", "digits": "cnn"}
+explain_module = importlib.import_module("scrutiny.audit.attributions.explain")  # the package exports a function of that name
 
 
 def small(text: str) -> dict:
@@ -31,45 +55,273 @@ def small(text: str) -> dict:
 
 
 CONFIGS = {"adult": small(TABULAR), "digits": small(IMAGE)}
+# the attributions family alone, two methods of two chunks each: the audits whose workers die
+ATTRIBUTIONS_ONLY = {"seed": 0, "families": ["attributions"], "chunk_rows": 8,
+                     "attributions": {"methods": ["integrated_gradients", "kernel_shap"], "samples": 16,
+                                      "quality": False, "n_boot": 20}}
 
 
-def findings_bytes(trained, name: str, executor) -> str:
+@dataclass
+class Audited:
+    findings: str           # findings.json, as written
+    manifest: dict
+
+
+def audited(trained, name: str, executor, config: dict | None = None, progress: bool = False) -> Audited:
     from scrutiny.audit.run.runner import run_audit
 
     dataset, _, checkpoint = trained(name, ARCH[name])
-    result = run_audit(checkpoint, dataset, config=CONFIGS[name], executor=executor, progress=False)
-    return to_json(result.document)
+    result = run_audit(checkpoint, dataset, config=config or CONFIGS[name], executor=executor, progress=progress)
+    return Audited(to_json(result.document), json.loads(to_json(result.manifest)))
 
 
 @pytest.fixture(scope="module")
 def local(trained):
-    return {name: findings_bytes(trained, name, LocalExecutor()) for name in CONFIGS}
+    return {name: audited(trained, name, LocalExecutor()) for name in CONFIGS}
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
-def test_chunks_run_in_reverse_give_the_same_findings(trained, local, name):
-    assert findings_bytes(trained, name, LocalExecutor(order="reversed")) == local[name]
+def test_chunks_run_in_reverse_give_the_same_findings_and_chunk_hashes(trained, local, name):
+    reversed_run = audited(trained, name, LocalExecutor(order="reversed"))
+    assert reversed_run.findings == local[name].findings
+    assert reversed_run.manifest["chunks"] == local[name].manifest["chunks"]
 
 
-def test_ray_on_one_and_two_workers_and_a_two_node_cluster_gives_the_same_findings(trained, local):
+def test_ray_on_one_and_two_workers_and_a_two_node_cluster_gives_the_same_findings(trained, local, monkeypatch):
     import ray
     from ray.cluster_utils import Cluster
 
+    from scrutiny.audit.run import runner
+
+    shown: list[tuple[str, int, int]] = []
+
+    def record(self, label: str, done: int, total: int) -> None:
+        if self.show:
+            shown.append((label, done, total))
+
+    monkeypatch.setattr(runner._Progress, "chunks", record)
     assert not ray.is_initialized()
+    expected = local["adult"]
     try:
         for cpus in (1, 2):  # the Adult audit: every family (the digits one is tested in reverse order above)
-            executor = RayExecutor(num_cpus=cpus)
-            assert findings_bytes(trained, "adult", executor) == local["adult"], cpus
+            run = audited(trained, "adult", RayExecutor(num_cpus=cpus), progress=cpus == 2)
+            assert run.findings == expected.findings, cpus
+            assert run.manifest["chunks"] == expected.manifest["chunks"], cpus
+            assert run.manifest["executor"] == {"name": "ray", "retried_tasks": 0}
             ray.shutdown()
         cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
         try:
             cluster.add_node(num_cpus=1)
             executor = RayExecutor(address=cluster.address)
             assert len(ray.nodes()) == 2
-            assert findings_bytes(trained, "adult", executor) == local["adult"]
+            run = audited(trained, "adult", executor)
+            assert run.findings == expected.findings
+            assert run.manifest["chunks"] == expected.manifest["chunks"]
         finally:
             ray.shutdown()
             cluster.shutdown()
+    finally:
+        ray.shutdown()
+    # the audit's display (progress=True on two workers) counted the chunks of every map one by one,
+    # up to all of them, as Ray reported them done
+    maps: dict[str, list[tuple[int, int]]] = {}
+    for label, done, total in shown:
+        maps.setdefault(label, []).append((done, total))
+    chunks = expected.manifest["chunks"]
+    assert set(maps) == {"attributions: integrated_gradients", "attributions: kernel_shap",
+                         "robustness: pgd, gaussian, smallest_eps"}
+    for label, reports in maps.items():
+        family, names = label.split(": ")
+        total = sum(e["chunks"] for e in chunks if e["work"][0] == family and e["work"][1] in names.split(", "))
+        assert reports == [(done, total) for done in range(total + 1)], label
+
+
+def test_the_manifest_counts_the_chunks_of_each_piece_of_work_and_hashes_each(local):
+    for name, run in local.items():
+        config, details = CONFIGS[name], json.loads(run.findings)["details"]
+        explained, attacked = details["attributions"]["n"], details["robustness"]["n"]
+        assert (explained, attacked) == (16, 24)
+        expected = [(["attributions", m], explained) for m in config["attributions"]["methods"]]
+        expected += [(["robustness", a, k], attacked) for a in config["robustness"]["attacks"]
+                     for k in range(len(details["robustness"]["eps"]))]
+        expected += [(["robustness", "smallest_eps"], attacked)]
+        entries = run.manifest["chunks"]
+        assert [(e["work"], e["rows"]) for e in entries] == expected, name
+        for entry in entries:
+            assert entry["chunks"] == math.ceil(entry["rows"] / 8) == len(entry["sha256"])
+            assert all(len(h) == 64 and int(h, 16) >= 0 for h in entry["sha256"])
+            assert len(set(entry["sha256"])) == entry["chunks"]  # other rows, other outputs
+        assert run.manifest["executor"] == {"name": "local", "retried_tasks": 0}
+        assert "chunks" not in json.loads(run.findings)  # findings.json holds the findings only
+
+
+def test_a_chunk_output_is_hashed_from_its_values():
+    array = np.arange(6, dtype="<f4").reshape(2, 3)
+    # the documented encoding, written out: tag, then each part with its length
+    reference = hashlib.sha256(b"array\0")
+    for part in (b"<f4", b"(2, 3)", array.tobytes()):
+        reference.update(struct.pack("<Q", len(part)) + part)
+    assert output_sha256(array) == reference.hexdigest()
+    assert output_sha256(array) == output_sha256(array.copy(order="F"))  # the values, not the memory layout
+    assert output_sha256(array) != output_sha256(array.reshape(3, 2))    # same bytes, another shape
+    assert output_sha256(array) != output_sha256(array.astype("<f8"))
+    nudged = array.copy()
+    nudged[1, 2] = np.nextafter(nudged[1, 2], np.float32(np.inf))
+    assert output_sha256(array) != output_sha256(nudged)
+    assert output_sha256({"a": 1, "b": [2.0, None]}) == output_sha256({"b": [2.0, None], "a": 1})
+    assert output_sha256([1]) != output_sha256((1,)) != output_sha256(1.0)
+    assert output_sha256(torch.arange(3)) == output_sha256(torch.arange(3)) != output_sha256(torch.arange(3.0))
+
+    @dataclass
+    class Part:
+        values: np.ndarray
+        seconds: float
+
+    assert output_sha256(Part(array, 1.0)) == output_sha256(Part(array.copy(), 2.5))  # a wall time is no output
+    assert output_sha256(Part(array, 1.0)) != output_sha256(Part(nudged, 1.0))
+    with pytest.raises(TypeError, match="holds a set"):
+        output_sha256({"a": {1, 2}})
+
+
+def _rows(chunk: Chunk, scale: float) -> np.ndarray:
+    return np.arange(chunk.rows.start, chunk.rows.stop) * scale
+
+
+@pytest.mark.parametrize("order", ["forward", "reversed"])
+def test_the_local_executor_reports_each_chunk_as_it_finishes_and_the_recorder_keeps_their_hashes(order):
+    reports: list[tuple[int, int]] = []
+    shown: list[tuple[str, int, int]] = []
+    recorder = Recorder(LocalExecutor(order=order), display=lambda *report: shown.append(report))
+    results = recorder.map(_rows, work_chunks(("demo", "rows"), 20, 8), 0.5,
+                           progress=lambda done, total: reports.append((done, total)))
+    assert [list(r) for r in results] == [[i * 0.5 for i in range(a, b)] for a, b in ((0, 8), (8, 16), (16, 20))]
+    assert reports == [(0, 3), (1, 3), (2, 3), (3, 3)]
+    assert shown == [("demo: rows", *r) for r in reports]
+    assert recorder.chunks() == [{"work": ["demo", "rows"], "rows": 20, "chunks": 3,
+                                  "sha256": [output_sha256(r) for r in results]}]
+    assert recorder.retried == 0 and recorder.name == "local"
+
+
+def test_the_explain_and_attack_bars_count_chunks_one_by_one(trained, monkeypatch):
+    from tqdm.std import tqdm
+
+    from scrutiny.audit.robustness.assess import assess_robustness
+
+    counted: dict[str, list[int]] = {}
+    update = tqdm.update
+
+    def counting(bar, n=1):
+        done = update(bar, n)
+        counted.setdefault(bar.desc, []).append(bar.n)
+        return done
+
+    monkeypatch.setattr(tqdm, "update", counting)
+    dataset, model, _ = trained("adult", "mlp")
+    explain_module.explain(model.model, dataset, methods=["saliency"], samples=20, n_boot=10, chunk_rows=8,
+                           progress=True)
+    assess_robustness(model.model, dataset, attacks=["gaussian"], eps=[0.1, 0.2], samples=20, search_steps=0,
+                      chunk_rows=8, device="cpu", progress=True)
+    # 20 rows in chunks of 8: 3 chunks per method, and per attack and radius, each counted as it finished
+    assert counted == {"saliency": [0, 1, 2, 3], "attacks": [0, 1, 2, 3, 4, 5, 6]}  # 0: before any chunk ran
+
+
+def _slow_first(chunk: Chunk) -> int:
+    time.sleep(1.5 if chunk.index == 0 else 0.0)  # the first chunk finishes last
+    return chunk.index
+
+
+def test_ray_reports_chunks_as_they_finish_and_returns_them_in_order():
+    import ray
+
+    assert not ray.is_initialized()
+    try:
+        executor = RayExecutor(num_cpus=2)
+        reports: list[tuple[int, int, float]] = []
+        start = time.perf_counter()
+        results = executor.map(_slow_first, work_chunks(("demo", "wait"), 4, 1),
+                               progress=lambda done, total: reports.append((done, total, time.perf_counter() - start)))
+        assert results == [0, 1, 2, 3]
+        assert [(d, t) for d, t, _ in reports] == [(0, 4), (1, 4), (2, 4), (3, 4), (4, 4)]
+        # three chunks were reported done while the slow one still ran: not all at once at the end
+        assert reports[3][2] < reports[4][2] - 0.5
+        assert executor.retried == 0
+    finally:
+        ray.shutdown()
+
+
+def test_a_ray_worker_that_dies_once_is_retried_and_the_audit_is_the_same(trained, tmp_path, monkeypatch):
+    import ray
+
+    local_run = audited(trained, "adult", LocalExecutor(), ATTRIBUTIONS_ONLY)
+    real = explain_module._attribute_chunk
+    marker = str(tmp_path / "died")
+
+    def dies_on_the_first_try(chunk, *shared):
+        try:  # the first task to get here makes the marker and kills its worker; every later try runs
+            os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            return real(chunk, *shared)
+        os._exit(1)
+
+    monkeypatch.setattr(explain_module, "_attribute_chunk", dies_on_the_first_try)
+    assert not ray.is_initialized()
+    try:
+        run = audited(trained, "adult", RayExecutor(num_cpus=2), ATTRIBUTIONS_ONLY, progress=True)  # the live display too
+    finally:
+        ray.shutdown()
+    assert os.path.exists(marker)  # a worker did die
+    assert run.findings == local_run.findings
+    assert run.manifest["chunks"] == local_run.manifest["chunks"]
+    assert [e["chunks"] for e in run.manifest["chunks"]] == [2, 2]
+    assert run.manifest["executor"] == {"name": "ray", "retried_tasks": 1}
+
+
+def run_cli(*args) -> tuple[int, str]:
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in args])
+    return code, err.getvalue()
+
+
+def test_a_ray_worker_that_dies_on_every_try_ends_the_audit_with_one_error_and_no_run(trained, tmp_path,
+                                                                                       monkeypatch):
+    import ray
+
+    def always_dies(chunk, *shared):
+        os._exit(1)
+
+    _, _, checkpoint = trained("adult", "mlp")
+    config = tmp_path / "audit.toml"
+    config.write_text('seed = 0\nfamilies = ["attributions"]\nchunk_rows = 8\n[attributions]\n'
+                      'methods = ["integrated_gradients"]\nsamples = 8\nquality = false\nn_boot = 20\n')
+    monkeypatch.setattr(explain_module, "_attribute_chunk", always_dies)
+    out = tmp_path / "run"
+    assert not ray.is_initialized()
+    try:
+        code, err = run_cli("audit", checkpoint, "--data", "adult", "--out", out, "--config", config,
+                            "--executor", "ray")
+    finally:
+        ray.shutdown()
+    # (Ray itself may log a line before it: its token-authentication notice when it starts)
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert code == 2 and len(errors) == 1 and err.endswith(errors[0] + "\n"), err
+    assert errors[0].startswith("error: executor ray: chunk 0 of attributions/integrated_gradients (sampled rows 0 "
+                                "to 7) could not be run (a task whose worker dies is retried 2 times): The worker "
+                                "died unexpectedly"), err
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["audit.toml"]  # no staging folder left either
+
+
+def test_an_exception_in_a_ray_task_is_raised_as_it_is():
+    import ray
+
+    def refuses(chunk: Chunk) -> None:
+        raise InputError(f"chunk {chunk.index}: refused")
+
+    assert not ray.is_initialized()
+    try:
+        with pytest.raises(InputError, match=r"^chunk \d: refused$"):
+            RayExecutor(num_cpus=1).map(refuses, work_chunks(("demo", "refuse"), 2, 1))
     finally:
         ray.shutdown()
 
@@ -81,13 +333,6 @@ def test_chunk_seeds_name_the_work_not_the_worker():
     assert chunk_seed(0, "attributions", "lime", 3) != chunk_seed(1, "attributions", "lime", 3)
     assert chunk_seed(0, "robustness", "pgd", 0, 3) != chunk_seed(0, "robustness", "square", 0, 3)
     assert [(c.start, c.stop) for c in row_chunks(20, 8)] == [(0, 8), (8, 16), (16, 20)]
-
-
-def run_cli(*args) -> tuple[int, str]:
-    err = io.StringIO()
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in args])
-    return code, err.getvalue()
 
 
 @pytest.mark.parametrize("args,fragment", [

@@ -139,7 +139,7 @@ class _OtherThreads:
         self.threads = torch_threads, blas_threads
         self.after = []
 
-    def map(self, fn, items, *shared):
+    def map(self, fn, items, *shared, progress=None):
         previous = torch.get_num_threads()
         torch.set_num_threads(self.threads[0])
         try:
@@ -179,7 +179,7 @@ def test_a_chunk_runs_with_the_callers_thread_counts(cases):
 class _Refuses:
     name = "refuses"
 
-    def map(self, fn, items, *shared):
+    def map(self, fn, items, *shared, progress=None):
         raise AssertionError("a request that cannot be explained reached the executor")
 
 

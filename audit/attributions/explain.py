@@ -6,7 +6,7 @@ bootstrap intervals and the agreement between every pair of methods.
 
 Each method runs chunk by chunk (:func:`attribute_in_chunks`): the explained rows are cut into
 chunks of ``chunk_rows`` rows, each chunk's random draws are seeded by (seed, "attributions",
-method, chunk index) (:func:`~scrutiny.audit.run.executor.chunk_seed`), what every row shares
+method, chunk index) (:meth:`~scrutiny.audit.run.executor.Chunk.seed`), what every row shares
 (the baseline, the background sample) is drawn once from the run's seed, and the chunks' results
 are joined in chunk order. So a row's attribution depends on the seed and its chunk only, and
 the result is the same bytes whichever executor runs the chunks, in whatever order.
@@ -41,7 +41,7 @@ from scrutiny.audit.attributions.quality import (
     randomisation_check,
 )
 from scrutiny.audit.attributions.registry import ALIASES, METHOD_INFO, resolve_methods
-from scrutiny.audit.run.executor import CHUNK_ROWS, Executor, LocalExecutor, chunk_seed, row_chunks
+from scrutiny.audit.run.executor import CHUNK_ROWS, Chunk, Executor, LocalExecutor, work_chunks
 from scrutiny.errors import InputError
 from scrutiny.limits import check_int
 from scrutiny.models import Dataset
@@ -124,7 +124,7 @@ def explain(
             sample a second time, on a re-initialised model). Default: False
         quality_samples: run the quality checks on the first this many explained rows (they
             re-explain every row several times). Default: all
-        progress: show progress bars.
+        progress: show a progress bar per method over its chunks, as they finish wherever they run.
         gradient_model: for a ``model`` without gradients (an ONNX file), a PyTorch twin that gives
             its outputs: the methods that need gradients, and the parameter-randomisation check
             (which needs weights), run on it; the others on ``model``. Default: ``model``.
@@ -202,7 +202,8 @@ def attribute_in_chunks(
         seed: the run's seed. Default: 0
         executor: runs the chunks. Default: a ``LocalExecutor``
         chunk_rows: rows per chunk. Default: ``CHUNK_ROWS`` (64)
-        progress: each chunk shows its progress bars (where the executor shows them).
+        progress: show a bar over the chunks, each counted when it finishes, wherever it ran (the
+            chunks themselves show none: many would interleave).
         **options: the other settings of ``attribute`` (``n_steps``, ``n_samples``, ``batch_size``, …).
 
     Example:
@@ -211,6 +212,8 @@ def attribute_in_chunks(
         >>> a.settings["chunk_rows"], a.values.shape  # doctest: +SKIP
         (64, (200, 102))
     """
+    from tqdm.auto import tqdm
+
     check_int("seed", seed)
     check_int("chunk_rows", chunk_rows)
     check_request(model, inputs, method=method, space=space)  # here, not as a failed task
@@ -224,10 +227,12 @@ def attribute_in_chunks(
     if target is not None:
         target = np.broadcast_to(np.asarray(target, dtype=np.int64), (n,))
     job = _Job(method=method, space=space, base=base, per_row_base=per_row, target=target, seed=seed,
-               options=options, progress=progress, compute=_Compute.here())
+               options=options, compute=_Compute.here())
     start = time.perf_counter()
-    chunks = list(enumerate(row_chunks(n, chunk_rows)))
-    parts = (executor or LocalExecutor()).map(_attribute_chunk, chunks, model, inputs, background, job)
+    chunks = work_chunks(("attributions", method), n, chunk_rows)
+    with tqdm(total=len(chunks), desc=method, unit="chunk", disable=not progress) as bar:
+        parts = (executor or LocalExecutor()).map(_attribute_chunk, chunks, model, inputs, background, job,
+                                                  progress=lambda done, _: bar.update(done - bar.n))
     return _joined(parts, baseline_name=baseline_name, base=base, seed=seed, chunk_rows=chunk_rows,
                    seconds=time.perf_counter() - start)
 
@@ -243,7 +248,6 @@ class _Job:
     target: np.ndarray | None       # per input row
     seed: int                       # the run's
     options: dict[str, Any]
-    progress: bool
     compute: _Compute               # the driver's
 
 
@@ -285,17 +289,17 @@ class _Compute:
             torch.use_deterministic_algorithms(own.deterministic, warn_only=own.warn_only)
 
 
-def _attribute_chunk(chunk: tuple[int, slice], model: nn.Module, inputs: np.ndarray, background: np.ndarray,
+def _attribute_chunk(chunk: Chunk, model: nn.Module, inputs: np.ndarray, background: np.ndarray,
                      job: _Job) -> Attribution:
     """One chunk's attributions, under the driver's thread counts and torch settings.
     Module-level: Ray ships it by reference."""
-    index, rows = chunk
+    rows = chunk.rows
     with job.compute.applied():
         return attribute(
             model, inputs[rows], method=job.method, space=job.space, background=background,
             target=None if job.target is None else job.target[rows],
             baselines=job.base[rows] if job.per_row_base else job.base,
-            seed=chunk_seed(job.seed, "attributions", job.method, index), progress=job.progress, **job.options,
+            seed=chunk.seed(job.seed), **job.options,
         )
 
 

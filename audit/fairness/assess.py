@@ -229,7 +229,7 @@ def _categories(attribute: ProtectedAttribute, groups: pd.DataFrame, where: str)
         raise DataError(f"{where}: protected column '{name}' not found")
     values = groups[name]
     known = values.notna().to_numpy()
-    present = sorted(set(values[known].astype(str)))
+    present = sorted(values[known].astype(str).unique())
     if attribute.reference is not None:
         if str(attribute.reference) not in present:
             raise DataError(f"{where}: reference category {attribute.reference!r} of '{name}' not found in the column "

@@ -98,29 +98,41 @@ def _outputs(c: AuditContext) -> tuple[np.ndarray | None, np.ndarray, np.ndarray
 def _bootstrap(y: np.ndarray, pred: np.ndarray, confidence: np.ndarray, weights: np.ndarray | None, k: int,
                rng: np.random.Generator):
     """Accuracy, balanced accuracy and calibration error: point values and 95 % percentile-bootstrap
-    bounds. The rows (each entry ``weights`` times) are taken as their distinct (label, prediction,
-    confidence) cells, and a resample is a multinomial draw over the cells."""
+    bounds.
+
+    The rows (each entry ``weights`` times) are taken as their distinct (label, prediction,
+    confidence) cells, in sorted order, so that rows and counted rows give the same bytes. A
+    resample is a multinomial draw over the (label, prediction, confidence bin) cells, each with its
+    rows' summed confidence scaled by the draw: the within-bin spread of confidence (a bin is 1/15
+    wide) is left out of the interval, tiny next to that of the outcomes, and the interval does not
+    move with a confidence's last bits (an ONNX export of the same weights gives the same one).
+    """
     (y, pred, confidence), counts = row_counts.distinct([y, pred, confidence], weights)
-    correct = (pred == y).astype(np.float64)
-    # (lo, hi] bins as expected_calibration_error
-    bins = np.clip(np.ceil(confidence * CALIBRATION_BINS).astype(int) - 1, 0, CALIBRATION_BINS - 1)
+    bins = np.clip(np.ceil(confidence * CALIBRATION_BINS).astype(int) - 1, 0, CALIBRATION_BINS - 1)  # (lo, hi]
+    # the (label, prediction, bin) cells: sorted by (label, prediction, confidence), so a cell's rows are consecutive
+    starts = np.flatnonzero(np.r_[True, (y[1:] != y[:-1]) | (pred[1:] != pred[:-1]) | (bins[1:] != bins[:-1])])
+    cell_y, cell_pred, cell_bin = y[starts], pred[starts], bins[starts]
+    cell_rows = np.add.reduceat(counts, starts)
+    cell_confidence = np.add.reduceat(counts * confidence, starts)   # summed over the cell's rows
+    correct = (cell_pred == cell_y).astype(np.float64)
 
     def stats(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """accuracy, balanced accuracy, calibration error under cell counts (B, cells)."""
-        total = w.sum(axis=1)
-        accuracy = w @ correct / total
-        recalls = [(w @ (correct * (y == cls))) / np.maximum(w @ (y == cls).astype(np.float64), 1e-12)
-                   for cls in range(k) if (y == cls).any()]
+        """accuracy, balanced accuracy, calibration error with each cell's rows scaled by w (B, cells)."""
+        rows = w * cell_rows
+        total = rows.sum(axis=1)
+        accuracy = rows @ correct / total
+        recalls = [(rows @ (correct * (cell_y == cls))) / np.maximum(rows @ (cell_y == cls).astype(np.float64), 1e-12)
+                   for cls in range(k) if (cell_y == cls).any()]
         gap = np.zeros(len(w))
-        for b in np.unique(bins):
-            in_bin = (bins == b).astype(np.float64)
-            gap += np.abs(w @ (in_bin * (correct - confidence)))
+        for b in np.unique(cell_bin):
+            in_bin = (cell_bin == b).astype(np.float64)
+            gap += np.abs(rows @ (in_bin * correct) - w @ (in_bin * cell_confidence))
         return accuracy, np.mean(recalls, axis=0), gap / total
 
-    point = [float(s[0]) for s in stats(counts[None].astype(np.float64))]
-    chunks = (row_counts.resample(counts, min(100, N_BOOT - start), rng).astype(np.float64)
-              for start in range(0, N_BOOT, 100))
-    boot = [np.concatenate(parts) for parts in zip(*(stats(w) for w in chunks))]
+    # w scales each cell: 1 for the rows themselves, draws / rows for a resample
+    point = [float(s[0]) for s in stats(np.ones((1, len(cell_rows))))]
+    scaled = (row_counts.resample(cell_rows, min(100, N_BOOT - start), rng) / cell_rows for start in range(0, N_BOOT, 100))
+    boot = [np.concatenate(parts) for parts in zip(*(stats(w) for w in scaled))]
     low = [float(np.quantile(b, 0.025)) for b in boot]
     high = [float(np.quantile(b, 0.975)) for b in boot]
     return point, low, high

@@ -9,9 +9,10 @@ adversarial inputs under an autoencoder, and warnings when the evaluation looks 
 The attacked rows are cut into chunks of ``chunk_rows``
 (:func:`~scrutiny.audit.run.executor.row_chunks`). Each attack at each radius, and the whole
 smallest-ε search, runs chunk by chunk through an :class:`~scrutiny.audit.run.executor.Executor`
-with the chunk's own seed (:func:`~scrutiny.audit.run.executor.chunk_seed`), and the chunks'
-results are merged in chunk order: the result depends on the seed and ``chunk_rows``, never on
-where, or in which order, the chunks ran.
+with the chunk's own seed (:meth:`~scrutiny.audit.run.executor.Chunk.seed`: the keys
+``("robustness", attack, radius index)`` or ``("robustness", "smallest_eps")`` and the chunk's
+index), and the chunks' results are merged in chunk order: the result depends on the seed and
+``chunk_rows``, never on where, or in which order, the chunks ran.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from scrutiny.audit.robustness.attacks import (
 )
 from scrutiny.audit.robustness.details import CurveEntry
 from scrutiny.audit.robustness.registry import ATTACKS, DEFAULT_ATTACKS, NORMS, WHITE_BOX, parse_attacks, primary_attack
-from scrutiny.audit.run.executor import CHUNK_ROWS, Executor, LocalExecutor, chunk_seed, row_chunks
+from scrutiny.audit.run.executor import CHUNK_ROWS, Chunk, Executor, LocalExecutor, row_chunks, work_chunks
 from scrutiny.devices import resolve_device
 from scrutiny.errors import InputError
 from scrutiny.limits import check_int
@@ -191,7 +192,7 @@ def assess_robustness(
     preprocessor = preprocessor or dataset.preprocessor
     rows, x_all, y_all = _sample(dataset, preprocessor, samples, seed)
     executor = executor if executor is not None else LocalExecutor()
-    chunks = list(enumerate(row_chunks(len(rows), chunk_rows)))
+    chunks = row_chunks(len(rows), chunk_rows)
     # very large in either norm: the L∞ radius, or the L2 norm of that radius on every position
     search = modality(task).search_eps * (1 if norm == "linf" else float(np.sqrt(x_all[0].numel())))
     setup = _Setup(norm=norm, constraints=constraints, eps=eps, steps=steps, restarts=restarts, queries=queries,
@@ -205,11 +206,11 @@ def assess_robustness(
         correct = clean_pred == y_all
         clean_acc = float(correct.float().mean())
         # every unit of work in one map, so that the models and rows go to Ray's object store once
-        units = [(name, k, index, part) for name in attacks for k in range(len(eps)) for index, part in chunks]
-        units += [(SEARCH, 0, index, part) for index, part in chunks] if search_steps else []
-        with _progress(progress, len(units)) as advance:
-            done = executor.map(_unit, units, model, twin, x_all, y_all, correct, setup)
-            advance(f"{len(units)} chunks of work", len(units))
+        units = [chunk for name in attacks for k in range(len(eps))
+                 for chunk in work_chunks(("robustness", name, k), len(rows), chunk_rows)]
+        units += work_chunks(("robustness", SEARCH), len(rows), chunk_rows) if search_steps else []
+        with _progress(progress, len(units)) as bar:
+            done = executor.map(_unit, units, model, twin, x_all, y_all, correct, setup, progress=bar)
         robust, adversarial, predictions, stats, seconds = _merge_grid(
             [part for part in done if isinstance(part, _Attacked)], attacks, eps, len(chunks), y_all, correct)
         if search_steps:
@@ -312,9 +313,9 @@ def _predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return model(x).argmax(dim=1)
 
 
-def _predict_chunks(model: nn.Module, x: torch.Tensor, chunks, device: torch.device) -> torch.Tensor:
+def _predict_chunks(model: nn.Module, x: torch.Tensor, chunks: list[slice], device: torch.device) -> torch.Tensor:
     """The model's classes for ``x``, one chunk per forward pass (as the units predict); on the CPU."""
-    return torch.cat([_predict(model, x[rows].to(device)).cpu() for _, rows in chunks])
+    return torch.cat([_predict(model, x[rows].to(device)).cpu() for rows in chunks])
 
 
 SEARCH = "smallest_eps"  # the smallest-eps search's name among the units of work
@@ -338,21 +339,21 @@ class _Searched(NamedTuple):
     seconds: float
 
 
-def _unit(item: tuple[str, int, int, slice], model: nn.Module, twin: nn.Module | None, x: torch.Tensor,
+def _unit(chunk: Chunk, model: nn.Module, twin: nn.Module | None, x: torch.Tensor,
           y: torch.Tensor, correct: torch.Tensor, setup: _Setup) -> _Attacked | _Searched:
-    """One unit of work on chunk ``index`` (rows ``rows``), with the driver's torch threads: attack
-    ``name`` at the ``k``-th radius, or (``name`` :data:`SEARCH`) the whole smallest-ε search."""
-    name, k, index, rows = item
+    """One unit of work on one chunk of rows, with the driver's torch threads: the attack
+    ``chunk.work[1]`` at the radius ``chunk.work[2]`` (its index), or (:data:`SEARCH`) the whole
+    smallest-ε search."""
+    rows, seed = chunk.rows, chunk.seed(setup.seed)
     with _threads(setup.threads):
         start = time.perf_counter()
         dev = torch.device(setup.device)
         xb, yb, stats = x[rows].to(dev), y[rows].to(dev), AttackStats()
-        if name == SEARCH:
-            min_eps, flipped = _search(model, twin, xb, yb, correct[rows].to(dev), setup, stats,
-                                       seed=chunk_seed(setup.seed, "robustness", SEARCH, index))
+        if chunk.work == ("robustness", SEARCH):
+            min_eps, flipped = _search(model, twin, xb, yb, correct[rows].to(dev), setup, stats, seed=seed)
             return _Searched(min_eps, flipped, stats, time.perf_counter() - start)
-        x_adv = setup.attack(name, model, twin, xb, yb, setup.eps[k], chunk_seed(setup.seed, "robustness", name, k, index),
-                             stats)
+        name, k = str(chunk.work[1]), int(chunk.work[2])
+        x_adv = setup.attack(name, model, twin, xb, yb, setup.eps[k], seed, stats)
         return _Attacked(x_adv.cpu(), _predict(model, x_adv).cpu(), stats, time.perf_counter() - start)
 
 
@@ -389,17 +390,19 @@ def _curve(robust: dict[str, np.ndarray], eps, clean_acc: float, correct: np.nda
 
 
 class _progress:
+    """A bar over the chunks of work, each counted when it finishes, wherever it ran: the
+    executor's ``progress`` callback."""
+
     def __init__(self, show: bool, total: int):
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=total, desc="attacks", disable=not show)
+        self.bar = tqdm(total=total, desc="attacks", unit="chunk", disable=not show)
 
     def __enter__(self):
-        def advance(label: str, count: int = 1) -> None:
-            self.bar.set_postfix_str(label)
-            self.bar.update(count)
+        def shown(done: int, total: int) -> None:
+            self.bar.update(done - self.bar.n)
 
-        return advance
+        return shown
 
     def __exit__(self, *exc):
         self.bar.close()

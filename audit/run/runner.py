@@ -4,8 +4,9 @@
 :class:`~.family.AuditContext`, and gathers their :class:`~.family.FamilyResult` into an
 :class:`AuditResult` held in memory. :meth:`AuditResult.save` writes the run folder
 (:mod:`.run_folder`): ``findings.json`` (deterministic: the same inputs and seed give the same
-bytes), ``manifest.json`` (command, hashes, versions, device, timings), ``arrays/`` and
-``figures/``. The reports and the app read only that folder.
+bytes), ``manifest.json`` (command, hashes, versions, device, timings, the executor and the
+SHA-256 of every chunk of per-row work it ran), ``arrays/`` and ``figures/``. The reports and the
+app read only that folder.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from scrutiny.models.datasets import Dataset, load_dataset
 
 from .config import AuditConfig, ConfigSource, config_for
 from .details import Details
-from .executor import Executor, LocalExecutor
+from .executor import Executor, LocalExecutor, Recorder
 from .family import AuditContext, FamilyResult, family_runner, needs_model
 from .findings import Finding, findings_document, validate_findings
 from .policy import Policy, load_policy
@@ -146,7 +147,9 @@ def run_audit(
         twin_source: how the twin is named in the manifest. Default: the path, or its kind.
         executor: where the chunks of per-row work run (:mod:`.executor`): a
             :class:`~.executor.LocalExecutor` (the default) or a :class:`~.executor.RayExecutor`.
-            The findings are the same bytes either way.
+            The findings are the same bytes either way, and so are the chunks' hashes in the
+            manifest (``chunks``); the manifest's ``executor`` says which ran them and how many of
+            its tasks ran again after their worker died (``retried_tasks``).
         config: a dict (``{"attributions": {"samples": 50}}``), a TOML file with the same keys, or
             an :class:`~.config.AuditConfig`. Default: the complete audit for the data type
             (:func:`~.config.config_for`).
@@ -155,7 +158,8 @@ def run_audit(
             written.
         overwrite: with ``out``, replace an existing run folder.
         device: ``"cpu"`` or ``"cuda"``. Default: cuda when present.
-        progress: show a progress display.
+        progress: show a progress display: the families done, and the current one's chunks of
+            per-row work as they finish, wherever they run.
         source: how the model is named in the manifest. Default: the path, or the class name.
         command: the command line to record in the manifest. Default: none.
 
@@ -199,9 +203,9 @@ def run_audit(
     run_device = resolve_device(device)
     with _callers_state_kept(run_device):
         torch.use_deterministic_algorithms(True, warn_only=True)
-        results, seconds, twin_check = _run(loaded, data, predictions, twin_loaded, config=config, policy=policy,
-                                            device=run_device, progress=progress,
-                                            executor=executor if executor is not None else LocalExecutor())
+        results, seconds, twin_check, recorder = _run(
+            loaded, data, predictions, twin_loaded, config=config, policy=policy, device=run_device, progress=progress,
+            executor=executor if executor is not None else LocalExecutor())
     seconds["total"] = round(time.perf_counter() - wall, 3)
     findings = [*twin_check, *(f for r in results.values() for f in r.findings)]
     details = {family: r.details for family, r in results.items() if r.details is not None}
@@ -211,7 +215,7 @@ def run_audit(
     result = AuditResult(
         findings=findings, details=details, document=document,
         manifest=_manifest(loaded, data, predictions, config, policy, source=source, command=command,
-                           executor=(executor or LocalExecutor()).name,
+                           executor=recorder,
                            device=run_device, started=started, seconds=seconds, document=document,
                            twin=None if twin_loaded is None else {
                                "source": twin_source or (str(twin) if isinstance(twin, (str, os.PathLike))
@@ -263,22 +267,25 @@ def _callers_state_kept(device: torch.device):
 
 def _run(loaded: LoadedModel | None, dataset: Dataset, predictions: Predictions | None, twin: LoadedModel | None, *,
          config: AuditConfig, policy: Policy, device: torch.device, progress: bool,
-         executor: Executor) -> tuple[dict[str, FamilyResult], dict[str, float], list[Finding]]:
-    """Each family's result and wall time, in config order, and the twin check (an ONNX model's);
-    without a model, the families that need one give a not-assessed finding per check and no details."""
+         executor: Executor) -> tuple[dict[str, FamilyResult], dict[str, float], list[Finding], Recorder]:
+    """Each family's result and wall time, in config order, the twin check (an ONNX model's) and
+    the record of the chunks ``executor`` ran; without a model, the families that need one give a
+    not-assessed finding per check and no details."""
     twin_check: list[Finding] = []
+    recorder = Recorder(executor)
     if loaded is None:
         context = AuditContext(model=None, dataset=dataset, preprocessor=dataset.preprocessor, config=config,
-                               policy=policy, device=str(device), predictions=predictions, executor=executor)
+                               policy=policy, device=str(device), predictions=predictions, executor=recorder)
     else:
         preprocessor = loaded.preprocessor() if loaded.manifest else dataset.preprocessor
         context = AuditContext(model=loaded.model.to(device).eval(), dataset=dataset, preprocessor=preprocessor,
-                               config=config, policy=policy, device=str(device), executor=executor)
+                               config=config, policy=policy, device=str(device), executor=recorder)
         if loaded.source == "onnx":
             twin_check = _lend_gradients(context, twin)
     results: dict[str, FamilyResult] = {}
     seconds: dict[str, float] = {}
     with _Progress(progress, config.families) as shown:
+        recorder.display = shown.chunks
         for family in config.families:
             shown.start(family)
             start = time.perf_counter()
@@ -290,7 +297,7 @@ def _run(loaded: LoadedModel | None, dataset: Dataset, predictions: Predictions 
                 results[family] = family_runner(family)(context)
             seconds[family] = round(time.perf_counter() - start, 3)
             shown.done(family, seconds[family])
-    return results, seconds, twin_check
+    return results, seconds, twin_check, recorder
 
 
 def _lend_gradients(context: AuditContext, twin: LoadedModel | None) -> list[Finding]:
@@ -326,7 +333,7 @@ def _lend_gradients(context: AuditContext, twin: LoadedModel | None) -> list[Fin
 
 def _manifest(loaded: LoadedModel | None, dataset: Dataset, predictions: Predictions | None, config: AuditConfig,
               policy: Policy, *, source: str, command: list[str] | None, device: torch.device, started: datetime,
-              seconds: dict, document: dict, executor: str, twin: dict | None = None) -> dict[str, Any]:
+              seconds: dict, document: dict, executor: Recorder, twin: dict | None = None) -> dict[str, Any]:
     if loaded is None:
         assert predictions is not None
         model = {"source": source, "kind": "predictions", "weights_sha256": None, "architecture": None,
@@ -345,7 +352,8 @@ def _manifest(loaded: LoadedModel | None, dataset: Dataset, predictions: Predict
         "config": config.to_dict(),
         "policy": {"source": policy.source, "checks": policy.checks, "groups": policy.groups},
         "seed": config.seed,
-        "executor": executor,
+        "executor": {"name": executor.name, "retried_tasks": executor.retried},
+        "chunks": executor.chunks(),
         "device": _device_name(device),
         "libraries": library_versions(),
         "platform": platform.platform(),
@@ -379,7 +387,9 @@ def _preflight(config: AuditConfig, loaded: LoadedModel | None) -> None:
 
 
 class _Progress:
-    """One display for the whole audit: a bar over the families, the current one named."""
+    """One display for the whole audit: a bar over the families, the current one named, and under
+    it a bar over the chunks of per-row work the family has mapped, each counted as it finishes,
+    wherever it ran (:meth:`chunks`, the executor's progress)."""
 
     def __init__(self, show: bool, families: list[str]):
         self.show, self.families = show, families
@@ -392,14 +402,22 @@ class _Progress:
                                 TimeElapsedColumn(), transient=False)
             self.bar.start()
             self.task = self.bar.add_task("audit", total=len(self.families))
+            self.chunk_task = self.bar.add_task("chunks", total=None, visible=False)
         return self
 
     def start(self, family: str) -> None:
         if self.show:
             self.bar.update(self.task, description=f"audit: {family}…")
 
+    def chunks(self, label: str, done: int, total: int) -> None:
+        """``done`` of the ``total`` chunks of the work ``label`` have finished."""
+        if self.show:
+            self.bar.update(self.chunk_task, description=f"  chunks of {label}", completed=done, total=total,
+                            visible=True)
+
     def done(self, family: str, seconds: float) -> None:
         if self.show:
+            self.bar.update(self.chunk_task, visible=False)
             self.bar.console.print(f"  {family} done in {seconds:.1f} s")
             self.bar.advance(self.task)
 
