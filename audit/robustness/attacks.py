@@ -7,9 +7,12 @@ whole-number features. The model is only ever asked for outputs and input gradie
 (``torch.autograd.grad`` w.r.t. the inputs), so no gradient is left on its weights.
 
 - :func:`fgsm`: one signed-gradient step (Goodfellow et al. 2015).
-- :func:`pgd`: projected gradient descent (Madry et al. 2018) with random start, a cosine or
-  constant step-size schedule and restarts; a row counts as broken as soon as any iterate
+- :func:`pgd`: projected gradient descent (Madry et al. 2018) with random start, a cosine
+  (with warm restarts: more steps never weaken it) or constant step-size schedule and restarts; a row counts as broken as soon as any iterate
   misclassifies it, and that iterate is returned.
+- :func:`apgd`: Auto-PGD (Croce & Hein 2020): momentum and a per-row step size that halves
+  where the loss stalls, on the cross-entropy (APGD-CE) or the targeted DLR loss against the
+  most likely wrong classes in turn (APGD-T), as in AutoAttack.
 - :func:`square`: the score-based Square attack (Andriushchenko et al. 2020, L∞): random
   square patches (or random feature subsets on tables) at ±ε, kept when the margin falls.
   It needs no gradient, so gradient masking cannot hide a weakness from it.
@@ -36,8 +39,8 @@ from torch import Tensor, nn
 from scrutiny.audit.robustness.registry import ATTACK_INFO, ATTACKS, NORMS
 from scrutiny.errors import InputError
 
-__all__ = ["NORMS", "Constraints", "image_constraints", "tabular_constraints", "fgsm", "pgd", "square",
-           "random_noise", "run_attack", "perturbation_norm", "AttackStats"]
+__all__ = ["NORMS", "Constraints", "image_constraints", "tabular_constraints", "fgsm", "pgd", "apgd", "square",
+           "random_noise", "run_attack", "perturbation_norm", "AttackStats", "pgd_step_sizes", "apgd_checkpoints"]
 
 
 @dataclass
@@ -172,6 +175,8 @@ class AttackStats:
     zero_rows: int = 0       # ... of which the gradient is all zero
     nonfinite_rows: int = 0  # ... of which the gradient has NaN/inf
     model_rows: int = 0      # rows sent through the model
+    checkpoint_rows: int = 0  # rows an APGD run left unbroken at its last checkpoint
+    improving_rows: int = 0   # ... of which the best loss still rose since the checkpoint before
 
     @property
     def zero_gradient(self) -> float:
@@ -182,6 +187,13 @@ class AttackStats:
     def nonfinite_gradient(self) -> float:
         """Share of the checked rows whose first input gradient has NaN/inf (NaN when none was checked)."""
         return self.nonfinite_rows / self.gradient_rows if self.gradient_rows else float("nan")
+
+    @property
+    def still_improving(self) -> float:
+        """Share of the rows APGD left unbroken at its last checkpoint whose best loss still rose
+        (by more than float creep) since the checkpoint before: a sign more steps might break
+        more (NaN when none)."""
+        return self.improving_rows / self.checkpoint_rows if self.checkpoint_rows else float("nan")
 
     def __add__(self, other: AttackStats) -> AttackStats:
         return AttackStats(*(a + b for a, b in zip(astuple(self), astuple(other))))
@@ -319,19 +331,50 @@ def fgsm(model: nn.Module, x: Tensor, y: Tensor, eps, *, norm: str = "linf", con
     return project.finalise(project(x + radius * _step(grad, norm, project.mutable))).detach()
 
 
+PGD_CYCLE = 10
+"""Steps in the first cycle of PGD's cosine schedule; each later cycle is twice as long."""
+
+
+def pgd_step_sizes(steps: int, first: float, schedule: str = "cosine") -> list[float]:
+    """PGD's step sizes, as multiples of ε.
+
+    ``"cosine"``: cosine annealing with warm restarts (Loshchilov & Hutter 2017) over cycles of
+    :data:`PGD_CYCLE`, then twice, four times… as many steps, each from ``first`` down towards 0.
+    No size depends on ``steps``, so the schedule of fewer steps is the start of the schedule
+    of more: with the same seed a longer run passes through every iterate of a shorter one,
+    and since a row counts as broken at any misclassified iterate, more steps never weaken PGD.
+    ``"constant"``: ``first`` at every step.
+
+    Example:
+        >>> [round(s, 3) for s in pgd_step_sizes(12, 0.5)]
+        [0.5, 0.488, 0.452, 0.397, 0.327, 0.25, 0.173, 0.103, 0.048, 0.012, 0.5, 0.497]
+    """
+    if schedule == "constant":
+        return [first] * steps
+    sizes: list[float] = []
+    length = PGD_CYCLE
+    while len(sizes) < steps:
+        sizes += [first * 0.5 * (1 + math.cos(math.pi * t / length)) for t in range(length)]
+        length *= 2
+    return sizes[:steps]
+
+
 def pgd(model: nn.Module, x: Tensor, y: Tensor, eps, *, norm: str = "linf", constraints: Constraints,
         steps: int = 40, step_size: float | None = None, schedule: str = "cosine", restarts: int = 1,
         random_start: bool = True, seed: int = 0, stats: AttackStats | None = None) -> Tensor:
     """Projected gradient ascent on the cross-entropy.
 
     Args:
-        step_size: first step as a multiple of ε. Default: 2.5 / steps (Madry et al.) for the
-            constant schedule, twice that for the cosine one, whose mean step is half its first.
-        schedule: ``"cosine"`` (large steps first, fine ones last) or ``"constant"``.
-        restarts: runs from fresh random starts; a row keeps the first run that breaks it.
+        step_size: first step (of each cosine cycle) as a multiple of ε. Default: 0.5 for the
+            cosine schedule (:func:`pgd_step_sizes`), 2.5 / steps (Madry et al.) for the constant one.
+        schedule: ``"cosine"`` (cycles of large steps first, fine ones last) or ``"constant"``.
+        restarts: runs from fresh random starts; a row keeps the first run that breaks it. Each
+            run draws the starts of every row, so a row's start does not depend on which rows
+            earlier runs broke.
 
     Returns the first misclassified iterate of each row that any run broke, else the final
-    iterate of the last run.
+    iterate of the last run. With the cosine schedule (or an explicit ``step_size``) and the
+    same seed, the rows a run breaks are among those a run with more steps breaks.
     """
     _check(model, x, y, norm)
     if steps < 1 or restarts < 1:
@@ -339,19 +382,21 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, eps, *, norm: str = "linf", cons
     if schedule not in ("cosine", "constant"):
         raise InputError(f"PGD step-size schedule '{schedule}' is not supported; expected cosine or constant")
     radius = _radius(eps, x)
-    first = step_size if step_size is not None else (2.5 if schedule == "constant" else 5.0) / steps
-    sizes = [first * (0.5 * (1 + math.cos(math.pi * t / steps)) if schedule == "cosine" else 1.0) for t in range(steps)]
+    first = step_size if step_size is not None else (2.5 / steps if schedule == "constant" else 0.5)
+    sizes = pgd_step_sizes(steps, first, schedule)
     generator = _generator(seed, x.device)
+    full = _Projector(x, radius, norm, constraints)
     best = x.clone()
     broken = torch.zeros(len(x), dtype=torch.bool, device=x.device)
     exact = not len(constraints.integer)  # iterates are feasible as they are
     for _ in range(restarts):
+        start = full.random_start(generator) if random_start else x
         todo = ~broken
         if not todo.any():
             break
         rows = todo.nonzero().squeeze(1)
         sub = _Projector(x[rows], radius[rows], norm, constraints)
-        x_adv = sub.random_start(generator) if random_start else x[rows].clone()
+        x_adv = start[rows].clone()
         y_rows = y[rows]
         found = torch.zeros(len(rows), dtype=torch.bool, device=x.device)
         first_break = x[rows]
@@ -383,6 +428,227 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, eps, *, norm: str = "linf", cons
             stats.model_rows += len(x_adv)
         best[rows] = torch.where(found.view(row_shape), first_break, x_adv)
         broken[rows] = found | last
+    return best.detach()
+
+
+APGD_LOSSES = ("ce", "dlr-targeted")
+APGD_MOMENTUM = 0.75  # α: the weight of the new step against the last one
+APGD_RHO = 0.75       # ρ: the share of loss-raising steps below which the step size halves
+APGD_IMPROVING = 1e-3  # a best loss "still rises" by more than this times (1 + |loss|): not float creep
+
+
+def apgd_checkpoints(steps: int) -> list[int]:
+    """APGD's checkpoints w_j = ⌈p_j·N⌉, with p_0 = 0, p_1 = 0.22 and
+    p_{j+1} = p_j + max(p_j − p_{j−1} − 0.03, 0.06) while p_j ≤ 1 (Croce & Hein 2020), in
+    exact hundredths; equal ones once.
+
+    Example:
+        >>> apgd_checkpoints(100)
+        [0, 22, 41, 57, 70, 80, 87, 93, 99]
+    """
+    p = [0, 22]
+    while (following := p[-1] + max(p[-1] - p[-2] - 3, 6)) <= 100:
+        p.append(following)
+    return sorted({-(-q * steps // 100) for q in p})
+
+
+def _apgd_loss(logits: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
+    """Per row: the cross-entropy (``target`` None), else the targeted DLR loss
+    −(z_y − z_t) / (z_π1 − (z_π3 + z_π4)/2) with π the classes by falling logit. With fewer than
+    four classes the denominator does not exist, and the loss is the targeted margin
+    −(z_y − z_t) (for two classes, the plain margin)."""
+    if target is None:
+        return F.cross_entropy(logits, y, reduction="none")
+    margin = logits.gather(1, y[:, None]).squeeze(1) - logits.gather(1, target[:, None]).squeeze(1)
+    if logits.shape[1] < 4:
+        return -margin
+    top = logits.topk(4, dim=1).values
+    return -margin / (top[:, 0] - (top[:, 2] + top[:, 3]) / 2 + 1e-12)
+
+
+def _apgd_targets(logits: Tensor, y: Tensor, count: int) -> list[Tensor]:
+    """The classes APGD-T aims at for each row: the ``count`` most likely on the clean input,
+    the true class left out, most likely first."""
+    others = logits.scatter(1, y[:, None], -torch.inf)
+    ranked = others.argsort(dim=1, descending=True, stable=True)
+    return [ranked[:, j] for j in range(min(count, logits.shape[1] - 1))]
+
+
+class _ApgdRun:
+    """One APGD run from given starts (Croce & Hein 2020, Algorithm 1), batched over rows.
+
+    Each row has its own step size η (2ε at first). Step k goes to
+    z = P(x_k + η·d(∇f(x_k))), then x_{k+1} = P(x_k + α(z − x_k) + (1 − α)(x_k − x_{k−1})) (the
+    first step is z), with d the gradient's sign (L∞) or direction (L2) over the mutable
+    positions and P the projection onto the ball and the constraints. At each checkpoint a row
+    halves η and goes back to its highest-loss point when fewer than ρ of the steps since the
+    last checkpoint raised its loss, or when neither its step size nor its best loss changed
+    since then. Rows broken by a checkpoint leave the batch there.
+
+    After :meth:`run`: ``found`` (a step's iterate misclassified the row), ``first_break`` (the
+    first such iterate, as the row would get it: whole numbers rounded), ``x_max`` and ``f_max``
+    (the highest-loss point and its loss), and ``standing``/``improving``: the rows still
+    unbroken at the last checkpoint and how many of them had raised their best loss since the
+    checkpoint before by more than :data:`APGD_IMPROVING` times (1 + |loss|).
+    """
+
+    def __init__(self, model: nn.Module, x: Tensor, y: Tensor, radius: Tensor, target: Tensor | None, *,
+                 norm: str, constraints: Constraints, stats: AttackStats | None):
+        self.model, self.x, self.y, self.radius, self.target = model, x, y, radius, target
+        self.norm, self.constraints, self.stats = norm, constraints, stats
+        self.exact = not len(constraints.integer)  # iterates are feasible as they are
+        n = len(x)
+        self.found = torch.zeros(n, dtype=torch.bool, device=x.device)
+        self.first_break = x.clone()
+        self.x_max, self.f_max = x.clone(), torch.full((n,), -torch.inf, dtype=x.dtype, device=x.device)
+        self.standing = self.improving = 0
+
+    def _evaluate(self, x_adv: Tensor, idx: Tensor, project: _Projector) -> tuple[Tensor, Tensor]:
+        """Loss and input gradient of rows ``idx`` at ``x_adv``; marks the rows it misclassifies."""
+        x_adv = x_adv.detach().requires_grad_(True)
+        y, target = self.y[idx], None if self.target is None else self.target[idx]
+        with torch.enable_grad():
+            logits = self.model(x_adv)
+            loss = _apgd_loss(logits, y, target)
+            (grad,) = torch.autograd.grad(loss.sum(), x_adv)
+        _gradient_health(grad, self.stats)
+        candidate, logits = x_adv.detach(), logits.detach()
+        if not self.exact:  # whole-number features: check the rounded iterate, the one a row would get
+            candidate = project.finalise(candidate)
+            with torch.no_grad():
+                logits = self.model(candidate)
+        if self.stats is not None:
+            self.stats.model_rows += len(idx) * (1 if self.exact else 2)
+        # torch.where rather than boolean indexing: no host sync per step on a GPU
+        new = (logits.argmax(dim=1) != y) & ~self.found[idx]
+        row_shape = (-1,) + (1,) * (candidate.ndim - 1)
+        self.first_break[idx] = torch.where(new.view(row_shape), candidate, self.first_break[idx])
+        self.found[idx] = self.found[idx] | new
+        return loss.detach(), grad
+
+    def run(self, start: Tensor, steps: int) -> _ApgdRun:
+        x, device = self.x, self.x.device
+        row_shape = (-1,) + (1,) * (x.ndim - 1)
+        idx = torch.arange(len(x), device=device)
+        project = _Projector(x, self.radius, self.norm, self.constraints)
+        x_k = start.detach()
+        f_k, g_k = self._evaluate(x_k, idx, project)
+        x_max, f_max, g_max = x_k, f_k, g_k
+        x_prev = x_k
+        eta = 2 * self.radius.clone()
+        increases = torch.zeros(len(x), device=device)
+        f_max_last = f_max  # at the last checkpoint
+        halved_last = torch.zeros(len(x), dtype=torch.bool, device=device)
+        checkpoints = apgd_checkpoints(steps)
+        last_checkpoint = 0
+        for k in range(steps):
+            z = project(x_k + eta * _step(g_k, self.norm, project.mutable))
+            if k == 0:
+                x_new = z
+            else:
+                x_new = project(x_k + APGD_MOMENTUM * (z - x_k) + (1 - APGD_MOMENTUM) * (x_k - x_prev))
+            f_new, g_new = self._evaluate(x_new, idx, project)
+            increases += f_new > f_k
+            better = f_new > f_max
+            x_max = torch.where(better.view(row_shape), x_new, x_max)
+            g_max = torch.where(better.view(row_shape), g_new, g_max)
+            f_max = torch.where(better, f_new, f_max)
+            x_prev, x_k, f_k, g_k = x_k, x_new, f_new, g_new
+            if k + 1 not in checkpoints:
+                continue
+            # the checkpoint: halve η and go back to the best point where the loss stalled
+            stalled = increases < APGD_RHO * (k + 1 - last_checkpoint)
+            unchanged = ~halved_last & (f_max <= f_max_last)
+            halve = stalled | unchanged
+            if k + 1 == checkpoints[-1]:
+                unbroken = ~self.found[idx]
+                self.standing += int(unbroken.sum())
+                rose = f_max - f_max_last > APGD_IMPROVING * (1 + f_max_last.abs())
+                self.improving += int((unbroken & rose).sum())
+            eta = torch.where(halve.view(row_shape), eta / 2, eta)
+            x_k = torch.where(halve.view(row_shape), x_max, x_k)  # x_prev stays: AutoAttack's momentum
+            g_k = torch.where(halve.view(row_shape), g_max, g_k)
+            f_k = torch.where(halve, f_max, f_k)
+            increases.zero_()
+            f_max_last, halved_last, last_checkpoint = f_max, halve, k + 1
+            self._keep(idx, x_max, f_max)
+            keep = ~self.found[idx]  # rows broken leave the batch (one host sync per checkpoint)
+            if not keep.any():
+                return self
+            if not keep.all():
+                idx, x_k, x_prev, x_max, eta = idx[keep], x_k[keep], x_prev[keep], x_max[keep], eta[keep]
+                f_k, g_k, f_max, g_max, increases = f_k[keep], g_k[keep], f_max[keep], g_max[keep], increases[keep]
+                f_max_last, halved_last = f_max_last[keep], halved_last[keep]
+                project = _Projector(x[idx], self.radius[idx], self.norm, self.constraints)
+        self._keep(idx, x_max, f_max)
+        return self
+
+    def _keep(self, idx: Tensor, x_max: Tensor, f_max: Tensor) -> None:
+        self.x_max[idx], self.f_max[idx] = x_max, f_max
+
+
+def apgd(model: nn.Module, x: Tensor, y: Tensor, eps, *, norm: str = "linf", constraints: Constraints,
+         steps: int = 100, restarts: int = 1, loss: str = "ce", target_classes: int = 9, random_start: bool = True,
+         seed: int = 0, stats: AttackStats | None = None) -> Tensor:
+    """Auto-PGD (Croce & Hein 2020): PGD with momentum and a step size that halves at
+    checkpoints where the loss stalls (see :class:`_ApgdRun` and :func:`apgd_checkpoints`).
+
+    Args:
+        loss: ``"ce"`` (APGD-CE) or ``"dlr-targeted"`` (APGD-T, as AutoAttack's apgd-t): one
+            targeted-DLR run per target, the ``target_classes`` most likely wrong classes on the
+            clean input in turn, each on the rows still standing (with fewer than four classes the
+            targeted margin; see :func:`_apgd_loss`).
+        restarts: runs from fresh random starts (per target), each on the rows still standing.
+            Every run draws the starts of every row, so a row's start does not depend on which
+            rows earlier runs broke.
+        random_start: start from a point drawn in the ball (else from the row itself).
+
+    Rows the model gets wrong already are returned as they are. A broken row gets the first
+    iterate that misclassified it (whole-number features rounded, as for :func:`pgd`); a row
+    left standing gets its highest-loss point over all runs. ``stats`` counts, besides the model
+    rows, the rows left unbroken at a run's last checkpoint and those of them whose best loss
+    still rose since the checkpoint before (:attr:`AttackStats.still_improving`).
+    """
+    _check(model, x, y, norm)
+    if steps < 1 or restarts < 1:
+        raise InputError(f"APGD needs at least one step and one restart; got steps={steps}, restarts={restarts}")
+    if loss not in APGD_LOSSES:
+        raise InputError(f"APGD loss '{loss}' is not supported; expected one of {', '.join(APGD_LOSSES)}")
+    if target_classes < 1:
+        raise InputError(f"APGD-T needs at least one target class; got target_classes={target_classes}")
+    radius = _radius(eps, x)
+    generator = _generator(seed, x.device)
+    full = _Projector(x, radius, norm, constraints)
+    with torch.no_grad():
+        clean = model(x)
+    if stats is not None:
+        stats.model_rows += len(x)
+    standing = clean.argmax(dim=1) == y  # rows the model gets wrong already stay as they are
+    targets: list[Tensor | None] = [None] if loss == "ce" else list(_apgd_targets(clean, y, target_classes))
+    best = x.clone()
+    best_loss = torch.full((len(x),), -torch.inf, dtype=x.dtype, device=x.device)
+    row_shape = (-1,) + (1,) * (x.ndim - 1)
+    for target in targets:
+        for _ in range(restarts):
+            start = full.random_start(generator) if random_start else x
+            rows = standing.nonzero().squeeze(1)
+            if not len(rows):
+                return best.detach()
+            one = _ApgdRun(model, x[rows], y[rows], radius[rows], None if target is None else target[rows],
+                           norm=norm, constraints=constraints, stats=stats).run(start[rows], steps)
+            if stats is not None:
+                stats.checkpoint_rows += one.standing
+                stats.improving_rows += one.improving
+            higher = ~one.found & (one.f_max > best_loss[rows])
+            kept = torch.where(higher.view(row_shape), one.x_max, best[rows])
+            best[rows] = torch.where(one.found.view(row_shape), one.first_break, kept)
+            best_loss[rows] = torch.where(higher, one.f_max, best_loss[rows])
+            standing[rows] = ~one.found
+    # a row left standing gets its highest-loss point with whole numbers rounded: every rounded
+    # iterate was checked, so this one does not misclassify
+    left = standing.nonzero().squeeze(1)
+    if len(left):
+        best[left] = _Projector(x[left], radius[left], norm, constraints).finalise(best[left])
     return best.detach()
 
 
@@ -503,9 +769,9 @@ def run_attack(name: str, model: nn.Module, x: Tensor, y: Tensor, eps, *, norm: 
     """The attack ``name`` of :data:`~scrutiny.audit.robustness.registry.ATTACKS` on one batch.
 
     Args:
-        steps, restarts: PGD's iterations and random restarts.
+        steps, restarts: the iterations and random restarts of PGD and APGD (APGD-T: per target class).
         queries: the Square attack's queries per row.
-        seed: seeds the attack's random draws (PGD's starts, Square's squares, the noise).
+        seed: seeds the attack's random draws (PGD's and APGD's starts, Square's squares, the noise).
 
     Example:
         >>> box = image_constraints((1, 8, 8), (0.0, 1.0))  # doctest: +SKIP
@@ -522,6 +788,10 @@ _RUNNERS = {
     "pgd": lambda model, x, y, eps, s, **common: pgd(model, x, y, eps, steps=s["steps"], restarts=s["restarts"],
                                                       seed=s["seed"], **common),
     "fgsm": lambda model, x, y, eps, s, **common: fgsm(model, x, y, eps, **common),
+    "apgd-ce": lambda model, x, y, eps, s, **common: apgd(model, x, y, eps, steps=s["steps"], restarts=s["restarts"],
+                                                          loss="ce", seed=s["seed"], **common),
+    "apgd-t": lambda model, x, y, eps, s, **common: apgd(model, x, y, eps, steps=s["steps"], restarts=s["restarts"],
+                                                         loss="dlr-targeted", seed=s["seed"], **common),
     "square": lambda model, x, y, eps, s, **common: square(model, x, y, eps, queries=s["queries"], seed=s["seed"],
                                                             **common),
     "gaussian": lambda model, x, y, eps, s, **common: random_noise(model, x, y, eps, kind="gaussian", seed=s["seed"],

@@ -53,6 +53,9 @@ class AttackInfo:
 ATTACK_INFO: dict[str, AttackInfo] = {a.name: a for a in (
     AttackInfo("pgd", "white-box", "Madry et al. 2018, projected gradient descent"),
     AttackInfo("fgsm", "white-box", "Goodfellow et al. 2015, fast gradient sign method"),
+    AttackInfo("apgd-ce", "white-box", "Croce & Hein 2020, Auto-PGD on the cross-entropy", default=False),
+    AttackInfo("apgd-t", "white-box", "Croce & Hein 2020, Auto-PGD on the targeted DLR loss, one run per likely "
+               "wrong class (fewer than four classes: the targeted margin)", default=False),
     AttackInfo("square", "black-box", "Andriushchenko et al. 2020, Square attack (L2: inside the inscribed L∞ ball)"),
     AttackInfo("gaussian", "noise", "Gaussian noise on the ε-sphere"),
     AttackInfo("uniform", "noise", "uniform noise on the ε-sphere", default=False),
