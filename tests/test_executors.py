@@ -225,33 +225,37 @@ def test_the_explain_and_attack_bars_count_chunks_one_by_one(trained, monkeypatc
     assert counted == {"saliency": [0, 1, 2, 3], "attacks": [0, 1, 2, 3, 4, 5, 6]}  # 0: before any chunk ran
 
 
+@pytest.fixture(scope="module")
+def ray_instance():
+    """One local Ray instance of 2 CPUs for the tests that need any (each start costs seconds)."""
+    import ray
+
+    assert not ray.is_initialized()
+    RayExecutor(num_cpus=2)
+    yield
+    ray.shutdown()
+
+
 def _slow_first(chunk: Chunk) -> int:
     time.sleep(1.5 if chunk.index == 0 else 0.0)  # the first chunk finishes last
     return chunk.index
 
 
-def test_ray_reports_chunks_as_they_finish_and_returns_them_in_order():
-    import ray
-
-    assert not ray.is_initialized()
-    try:
-        executor = RayExecutor(num_cpus=2)
-        reports: list[tuple[int, int, float]] = []
-        start = time.perf_counter()
-        results = executor.map(_slow_first, work_chunks(("demo", "wait"), 4, 1),
-                               progress=lambda done, total: reports.append((done, total, time.perf_counter() - start)))
-        assert results == [0, 1, 2, 3]
-        assert [(d, t) for d, t, _ in reports] == [(0, 4), (1, 4), (2, 4), (3, 4), (4, 4)]
-        # three chunks were reported done while the slow one still ran: not all at once at the end
-        assert reports[3][2] < reports[4][2] - 0.5
-        assert executor.retried == 0
-    finally:
-        ray.shutdown()
+def test_ray_reports_chunks_as_they_finish_and_returns_them_in_order(ray_instance):
+    executor = RayExecutor(num_cpus=2)
+    reports: list[tuple[int, int, float]] = []
+    start = time.perf_counter()
+    results = executor.map(_slow_first, work_chunks(("demo", "wait"), 4, 1),
+                           progress=lambda done, total: reports.append((done, total, time.perf_counter() - start)))
+    assert results == [0, 1, 2, 3]
+    assert [(d, t) for d, t, _ in reports] == [(0, 4), (1, 4), (2, 4), (3, 4), (4, 4)]
+    # three chunks were reported done while the slow one still ran: not all at once at the end
+    assert reports[3][2] < reports[4][2] - 0.5
+    assert executor.retried == 0
 
 
-def test_a_ray_worker_that_dies_once_is_retried_and_the_audit_is_the_same(trained, tmp_path, monkeypatch):
-    import ray
-
+def test_a_ray_worker_that_dies_once_is_retried_and_the_audit_is_the_same(trained, tmp_path, monkeypatch,
+                                                                         ray_instance):
     local_run = audited(trained, "adult", LocalExecutor(), ATTRIBUTIONS_ONLY)
     real = explain_module._attribute_chunk
     marker = str(tmp_path / "died")
@@ -264,11 +268,7 @@ def test_a_ray_worker_that_dies_once_is_retried_and_the_audit_is_the_same(traine
         os._exit(1)
 
     monkeypatch.setattr(explain_module, "_attribute_chunk", dies_on_the_first_try)
-    assert not ray.is_initialized()
-    try:
-        run = audited(trained, "adult", RayExecutor(num_cpus=2), ATTRIBUTIONS_ONLY, progress=True)  # the live display too
-    finally:
-        ray.shutdown()
+    run = audited(trained, "adult", RayExecutor(num_cpus=2), ATTRIBUTIONS_ONLY, progress=True)  # the live display too
     assert os.path.exists(marker)  # a worker did die
     assert run.findings == local_run.findings
     assert run.manifest["chunks"] == local_run.manifest["chunks"]
@@ -284,9 +284,7 @@ def run_cli(*args) -> tuple[int, str]:
 
 
 def test_a_ray_worker_that_dies_on_every_try_ends_the_audit_with_one_error_and_no_run(trained, tmp_path,
-                                                                                       monkeypatch):
-    import ray
-
+                                                                                       monkeypatch, ray_instance):
     def always_dies(chunk, *shared):
         os._exit(1)
 
@@ -296,15 +294,10 @@ def test_a_ray_worker_that_dies_on_every_try_ends_the_audit_with_one_error_and_n
                       'methods = ["integrated_gradients"]\nsamples = 8\nquality = false\nn_boot = 20\n')
     monkeypatch.setattr(explain_module, "_attribute_chunk", always_dies)
     out = tmp_path / "run"
-    assert not ray.is_initialized()
-    try:
-        code, err = run_cli("audit", checkpoint, "--data", "adult", "--out", out, "--config", config,
-                            "--executor", "ray")
-    finally:
-        ray.shutdown()
-    # (Ray itself may log a line before it: its token-authentication notice when it starts)
-    errors = [line for line in err.splitlines() if line.startswith("error: ")]
-    assert code == 2 and len(errors) == 1 and err.endswith(errors[0] + "\n"), err
+    code, err = run_cli("audit", checkpoint, "--data", "adult", "--out", out, "--config", config,
+                        "--executor", "ray")
+    errors = err.splitlines()
+    assert code == 2 and len(errors) == 1, err
     assert errors[0].startswith("error: executor ray: chunk 0 of attributions/integrated_gradients (sampled rows 0 "
                                 "to 7) could not be run (a task whose worker dies is retried 2 times): The worker "
                                 "died unexpectedly"), err
@@ -312,18 +305,12 @@ def test_a_ray_worker_that_dies_on_every_try_ends_the_audit_with_one_error_and_n
     assert sorted(p.name for p in tmp_path.iterdir()) == ["audit.toml"]  # no staging folder left either
 
 
-def test_an_exception_in_a_ray_task_is_raised_as_it_is():
-    import ray
-
+def test_an_exception_in_a_ray_task_is_raised_as_it_is(ray_instance):
     def refuses(chunk: Chunk) -> None:
         raise InputError(f"chunk {chunk.index}: refused")
 
-    assert not ray.is_initialized()
-    try:
-        with pytest.raises(InputError, match=r"^chunk \d: refused$"):
-            RayExecutor(num_cpus=1).map(refuses, work_chunks(("demo", "refuse"), 2, 1))
-    finally:
-        ray.shutdown()
+    with pytest.raises(InputError, match=r"^chunk \d: refused$"):
+        RayExecutor(num_cpus=2).map(refuses, work_chunks(("demo", "refuse"), 2, 1))
 
 
 def test_chunk_seeds_name_the_work_not_the_worker():
