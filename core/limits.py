@@ -30,6 +30,8 @@ LIMITS: dict[str, tuple[int, int]] = {
     "boot": (0, 100_000),
     "chunk_rows": (1, 1_000_000),    # rows per unit of per-row work (audit/run/executor.py)
     "batch_rows": (1, 1 << 24),      # rows per record batch of a streamed Parquet file (models/parquet_counts.py)
+    "n0": (1, 10_000_000),           # randomized smoothing: noisy copies per row that choose the class
+    "n": (1, 100_000_000),           # ... and that bound its probability (audit/robustness/smoothing.py)
 }
 
 
