@@ -58,6 +58,8 @@ SMALLER = {
 # |                | test_fairness.py::test_mitigation_before_and_after (--mitigate sex, Adult) |
 # | app            | test_app.py::test_terminating_scrutiny_app_stops_the_server (the server);  |
 # |                | test_app_e2e.py::test_page_in_headless_chromium (every page in Chromium)   |
+# | certify        | test_smoothing.py::test_certify_an_image_model (an image model, CLI);      |
+# |                | ::test_train_with_noise_records_it_and_certify_runs_end_to_end (a table)   |
 COVERED_ELSEWHERE = {
     "train": ["test_cli.py::test_train_writes_checkpoint_and_prints_accuracy",
               "test_training.py::test_default_training_covers_every_architecture",
@@ -71,6 +73,8 @@ COVERED_ELSEWHERE = {
                  "test_fairness.py::test_mitigation_before_and_after"],
     "app": ["test_app.py::test_terminating_scrutiny_app_stops_the_server",
             "test_app_e2e.py::test_page_in_headless_chromium"],
+    "certify": ["test_smoothing.py::test_certify_an_image_model",
+                "test_smoothing.py::test_train_with_noise_records_it_and_certify_runs_end_to_end"],
 }
 
 
