@@ -30,9 +30,10 @@ from scrutiny.audit.robustness.smoothing import (
     summarize,
     table_noise,
 )
-from scrutiny.cli import main
 from scrutiny.errors import InputError
 from scrutiny.models.training import train
+
+from .test_cli import cli
 
 
 def linear(w, b: float) -> nn.Module:
@@ -365,12 +366,6 @@ favourable = "yes"
 sex = ["male"]
 age = { min = 25 }
 """
-
-
-def cli(capsys, *args) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def one_line_error(code, out, err, *fragments) -> None:
