@@ -351,13 +351,15 @@ def test_pgd_with_more_steps_breaks_every_row_it_broke_with_fewer(digits, norm, 
 # ---------------------------------------------------------------- registry, settings, statistics
 
 
-def test_registered_by_name_and_not_yet_default(digits):
+def test_registered_by_name_and_part_of_the_default_ensemble(digits):
     model, X, y = digits
     X, y = X[:40], y[:40]
+    assert DEFAULT_ATTACKS == ("apgd-ce", "apgd-t", "square", "gaussian")  # AutoAttack's chain and the noise baseline
+    assert "pgd" not in DEFAULT_ATTACKS and "fgsm" not in DEFAULT_ATTACKS and {"pgd", "fgsm"} <= set(ATTACK_INFO)
     for name, loss in (("apgd-ce", "ce"), ("apgd-t", "dlr-targeted")):
         info = ATTACK_INFO[name]
         assert info.kind == "white-box" and info.needs_gradients and set(info.norms) == {"linf", "l2"}
-        assert name not in DEFAULT_ATTACKS
+        assert name in DEFAULT_ATTACKS
         direct = apgd(model, X, y, 0.1, constraints=BOX, steps=12, restarts=2, loss=loss, seed=5)
         assert torch.equal(run_attack(name, model, X, y, 0.1, constraints=BOX, steps=12, restarts=2, seed=5), direct)
     assert parse_attacks(["APGD-CE", "apgd-t", "square"]) == ("apgd-ce", "apgd-t", "square")

@@ -6,13 +6,15 @@ from dataclasses import dataclass
 
 from scrutiny.audit.run.details import Details
 
-__all__ = ["RobustnessDetails", "CurveEntry", "ExampleEntry", "OodEntry", "DETAILS", "ARRAYS", "CURVE_FIGURE",
-           "MIN_EPS_FIGURE", "EXAMPLES_FIGURE"]
+__all__ = ["RobustnessDetails", "CurveEntry", "ContributionEntry", "ExampleEntry", "OodEntry", "DETAILS", "ARRAYS",
+           "CURVE_FIGURE", "MIN_EPS_FIGURE", "EXAMPLES_FIGURE"]
 
 Setting = int | float | str | bool
 
 # the run-folder files the family writes
 ARRAYS = "arrays/robustness.npz"                  # rows, min_eps, robust__<attack>, examples_x, examples_x_adv
+                                                  # (robust__<attack> of a later member of the chain: under the
+                                                  # chain up to it, as its curve entries)
 CURVE_FIGURE = "figures/robustness.png"
 MIN_EPS_FIGURE = "figures/min_eps.png"
 EXAMPLES_FIGURE = "figures/adversarial.png"       # images with an adversarial example only
@@ -20,7 +22,9 @@ EXAMPLES_FIGURE = "figures/adversarial.png"       # images with an adversarial e
 
 @dataclass
 class CurveEntry(Details):
-    """Accuracy under one attack (or ``"worst case"``: the worst over all) at one radius."""
+    """Accuracy under one attack (or ``"worst case"``: the worst over all) at one radius. For a
+    later member of the chain (APGD-T, Square after APGD-CE), the accuracy after the chain up to and
+    including it (AutoAttack's "robust accuracy after each attack"): it ran on the rows still standing."""
 
     attack: str
     eps: float
@@ -31,12 +35,33 @@ class CurveEntry(Details):
 
 
 @dataclass
+class ContributionEntry(Details):
+    """What one attack added to the ensemble at one radius.
+
+    Args:
+        attacked: the rows the model gets right that the attacks before it (the chain's members in
+            its order, then the other attacks as listed) left standing.
+        broken: of those, the rows it broke. Over the attacks at one radius they add up to the
+            rows the model gets right less those the worst case leaves.
+        chained: it is a later member of the chain, so it ran on the ``attacked`` rows only
+            (else it ran on every row).
+    """
+
+    attack: str
+    eps: float
+    attacked: int
+    broken: int
+    chained: bool
+
+
+@dataclass
 class ExampleEntry(Details):
     """One adversarial example (its inputs are in :data:`ARRAYS`).
 
     Args:
         row: index in the test split; ``label``, ``before``, ``after``: true class and the
-            predictions before and after the attack.
+            predictions before and after the attack; ``attack``: the attack that made it (the
+            chain's member that broke the row).
         changes: tables only: ``[feature, before, after]`` as text, for each changed feature.
     """
 
@@ -70,6 +95,8 @@ class RobustnessDetails(Details):
         n: attacked rows; ``norm``: ``linf`` or ``l2``; ``eps``: the radii; ``gated_eps``: the
             radius the policy gates; ``attacks``: the attacks, in the order they ran.
         curve: one entry per attack (and the worst case) and radius.
+        contributions: per radius, the rows each attack broke that the ones before it left
+            standing (:class:`ContributionEntry`).
         median_min_eps, never_flipped: the smallest radius that flips a row (median), and the
             share of rows no radius up to ``search_eps`` flipped.
         large_eps_accuracy: PGD accuracy at ``search_eps`` (a sanity check: it should be low).
@@ -85,6 +112,7 @@ class RobustnessDetails(Details):
     gated_eps: float
     attacks: list[str]
     curve: list[CurveEntry]
+    contributions: list[ContributionEntry]
     median_min_eps: float
     never_flipped: float
     search_eps: float
@@ -95,6 +123,12 @@ class RobustnessDetails(Details):
     ood: list[OodEntry] | None
     examples: list[ExampleEntry]
     settings: dict[str, Setting]
+
+    @classmethod
+    def upgrade(cls, data: dict) -> dict:
+        """Details written before the contributions were recorded: none (a run folder keeps its
+        format; they cannot be derived from the curve of attacks that each ran on every row)."""
+        return {**data, "contributions": []} if isinstance(data, dict) and "contributions" not in data else data
 
 
 DETAILS = RobustnessDetails

@@ -17,7 +17,7 @@ from .details import (
     OodEntry,
     RobustnessDetails,
 )
-from .registry import WHITE_BOX
+from .registry import WHITE_BOX, chain_of
 
 __all__ = ["run"]
 
@@ -58,13 +58,16 @@ def run(context: AuditContext) -> FamilyResult:
         chunk_rows=c.config.chunk_rows,
     )
     worst = result.point("worst case", gated)
+    chain = chain_of(result.attacks)
+    chained = (f" ({' → '.join(chain)} as a chain, AutoAttack's way: each on the rows the ones before it left)"
+               if len(chain) > 1 else "")
     findings = [
         c.finding(
             "robustness.robust_accuracy", worst.robust_accuracy, subject=f"eps={gated:g}", caveats=caveats,
             interval=wilson(worst.robust_accuracy, worst.n), confidence=0.95,
             metric=f"accuracy under the worst of {', '.join(result.attacks)} ({result.norm})",
             explanation=f"Under the strongest of {', '.join(result.attacks)} at {result.norm} radius "
-                        f"{gated:g} {kind.radius_words}, "
+                        f"{gated:g} {kind.radius_words}{chained}, "
                         f"{worst.robust_accuracy:.1%} of {worst.n} test rows stay correctly classified "
                         f"(clean: {worst.clean_accuracy:.1%}).",
         ),
@@ -80,6 +83,7 @@ def run(context: AuditContext) -> FamilyResult:
         n=len(result.rows), norm=result.norm, eps=[float(e) for e in result.eps], gated_eps=gated,
         attacks=list(result.attacks),
         curve=list(result.curve),
+        contributions=list(result.contributions),
         median_min_eps=result.median_min_eps,
         never_flipped=float(np.isinf(result.min_eps).mean()) if searched else float("nan"),
         search_eps=result.search_eps, large_eps_accuracy=result.large_eps_accuracy,

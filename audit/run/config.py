@@ -63,7 +63,7 @@ class RobustnessConfig:
     eps: list[float] = field(default_factory=list)      # default: per data type, plus the policy's gated radius
     norm: str = "linf"
     samples: int = 500
-    steps: int = 40
+    steps: int = 100                                    # APGD's (and PGD's) iterations: AutoAttack's
     restarts: int = 1
     queries: int = 1000
     immutable: list[str] = field(default_factory=list)
