@@ -15,7 +15,7 @@ from scrutiny.audit.attributions.importance import Agreement, Importance
 from scrutiny.audit.robustness.registry import REAL_ATTACKS
 from scrutiny.safe_write import write_file
 
-__all__ = ["importance_figure", "agreement_figure", "heatmap_figure", "robustness_figure", "adversarial_figure", "fairness_figure",
+__all__ = ["importance_figure", "agreement_figure", "heatmap_figure", "robustness_figure", "certified_figure", "adversarial_figure", "fairness_figure",
            "save_figure", "subplots"]
 
 
@@ -114,6 +114,39 @@ def robustness_figure(curve, *, norm: str, clean_accuracy: float):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title("Accuracy under attack (eps 0 = clean)", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def certified_figure(certification, *, base_curve=None):
+    """Both bounds of the smoothed classifier's robust accuracy against the L2 radius: the
+    certified accuracy (lower bound, a step curve) and the accuracy under the attack on the
+    smoothed classifier (upper bound, points), the gap between them marked at each radius; ``base_curve``: (radii, accuracy)
+    of the attacks on the base model under L2, when the audit attacked in L2."""
+    c = certification
+    fig, ax = subplots(figsize=(6.0, 4.0))
+    radius, accuracy = np.asarray(c.curve_radius, float), np.asarray(c.curve_accuracy, float)
+    top = max([*(e.radius for e in c.table), float(radius.max()) if len(radius) else 0.0, c.gated_radius]) * 1.1 or 1.0
+    # certified accuracy at r counts the rows certified at r or more: on (r_i, r_i+1] it is that of r_i+1
+    ax.step(np.append(radius, top), np.append(accuracy, 0.0), where="pre", color="#1f5fa8", lw=2.0,
+            label="certified (lower bound)")
+    upper = [e for e in c.table if np.isfinite(e.attacked_accuracy)]
+    if upper:
+        ax.plot([e.radius for e in upper], [e.attacked_accuracy for e in upper], marker="o", color="#b3261e", lw=1.4,
+                label="smoothed classifier under attack (upper bound)")
+        ax.vlines([e.radius for e in upper], [e.certified_accuracy for e in upper],
+                  [e.attacked_accuracy for e in upper], color="#b3261e", alpha=0.35, lw=6,
+                  label="left open by the two bounds")
+    if base_curve is not None:
+        ax.plot(*base_curve, marker=".", color="grey", ls="--", lw=1.2, label="base model, attack ensemble (L2)")
+    ax.axvline(c.gated_radius, color="black", ls=":", lw=1.0, label=f"policy radius = {c.gated_radius:g}")
+    ax.set_xlabel(f"L2 radius ({c.units})")
+    ax.set_ylabel("accuracy")
+    ax.set_xlim(0, top)
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper right")
+    ax.set_title(f"Randomized smoothing, sigma = {c.sigma:g}: robust accuracy between the bounds", fontsize=10)
     fig.tight_layout()
     return fig
 

@@ -4,20 +4,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from scrutiny.audit.run.details import Details
+from scrutiny.audit.run.details import Details, optional
 
-__all__ = ["RobustnessDetails", "CurveEntry", "ContributionEntry", "ExampleEntry", "OodEntry", "DETAILS", "ARRAYS",
-           "CURVE_FIGURE", "MIN_EPS_FIGURE", "EXAMPLES_FIGURE"]
+__all__ = ["RobustnessDetails", "CurveEntry", "ContributionEntry", "ExampleEntry", "OodEntry", "CertifiedEntry",
+           "CertificationDetails", "DETAILS", "ARRAYS", "CURVE_FIGURE", "MIN_EPS_FIGURE", "EXAMPLES_FIGURE",
+           "CERTIFIED_FIGURE"]
 
 Setting = int | float | str | bool
 
 # the run-folder files the family writes
 ARRAYS = "arrays/robustness.npz"                  # rows, min_eps, robust__<attack>, examples_x, examples_x_adv
                                                   # (robust__<attack> of a later member of the chain: under the
-                                                  # chain up to it, as its curve entries)
+                                                  # chain up to it, as its curve entries); with
+                                                  # certification: certified_rows, certified_radius
+                                                  # (0 where abstained), certified_prediction
+                                                  # (-1: abstained), certified_p_lower, robust_upper
+                                                  # (rows x the table's radii)
 CURVE_FIGURE = "figures/robustness.png"
 MIN_EPS_FIGURE = "figures/min_eps.png"
 EXAMPLES_FIGURE = "figures/adversarial.png"       # images with an adversarial example only
+CERTIFIED_FIGURE = "figures/certified.png"        # with certification: both bounds against the L2 radius
 
 
 @dataclass
@@ -88,6 +94,66 @@ class OodEntry(Details):
 
 
 @dataclass
+class CertifiedEntry(Details):
+    """Both bounds of the smoothed classifier's robust accuracy at one L2 radius.
+
+    Args:
+        certified_accuracy: rows certified correct at ``radius`` or more (the lower bound).
+        attacked_accuracy: rows the smoothed classifier still gets right under the attack at
+            ``radius`` (the upper bound; rows certified there are not attacked and count); NaN
+            when no attack ran (a model without gradients).
+        certified: the rows behind ``certified_accuracy``; ``n``: rows certified.
+    """
+
+    radius: float
+    certified_accuracy: float
+    attacked_accuracy: float
+    certified: int
+    n: int
+
+
+@dataclass
+class CertificationDetails(Details):
+    """Certified L2 robustness by randomized smoothing (Cohen et al. 2019) on a seeded subset of
+    the attacked rows, with an attack on the same smoothed classifier for the upper bound.
+
+    Args:
+        sigma, n0, n, alpha: the noise and the sample sizes of CERTIFY (and of PREDICT, which
+            judges the attacked inputs, with ``n`` copies).
+        units: what the radii and σ are measured in; ``noised``: tables: the columns that get
+            noise (the certificate covers moves of these only); empty for images.
+        gated_radius: the radius the policy gates.
+        table: both bounds per radius (radius 0: the smoothed classifier's accuracy).
+        curve_radius, curve_accuracy: the certified-accuracy step curve.
+        smoothed_accuracy: certified accuracy at radius 0 (abstentions as errors);
+            ``base_accuracy``: the base classifier's on the same rows without noise.
+        abstention_rate: share of rows CERTIFY abstained on.
+        median_radius: over all rows (abstained and wrong ones at 0); ``median_radius_correct``:
+            over the rows certified correct (NaN when none).
+        trained_sigma: the σ the model was trained with (``scrutiny train --noise-sigma``), when known.
+        attack: the upper bound's attack, in words (empty when none ran).
+    """
+
+    sigma: float
+    n0: int
+    n: int
+    alpha: float
+    units: str
+    noised: list[str]
+    gated_radius: float
+    table: list[CertifiedEntry]
+    curve_radius: list[float]
+    curve_accuracy: list[float]
+    smoothed_accuracy: float
+    base_accuracy: float
+    abstention_rate: float
+    median_radius: float
+    median_radius_correct: float
+    attack: str
+    trained_sigma: float | None = optional()
+
+
+@dataclass
 class RobustnessDetails(Details):
     """Robust accuracy on a sample of the test split.
 
@@ -104,6 +170,7 @@ class RobustnessDetails(Details):
         warnings: signs that the evaluation is weak.
         gradient: shares of rows with all-zero or non-finite input gradients.
         ood: one entry per radius when the detector ran.
+        certification: when the config asks for it (:class:`CertificationDetails`).
     """
 
     n: int
@@ -123,6 +190,7 @@ class RobustnessDetails(Details):
     ood: list[OodEntry] | None
     examples: list[ExampleEntry]
     settings: dict[str, Setting]
+    certification: CertificationDetails | None = optional()
 
     @classmethod
     def upgrade(cls, data: dict) -> dict:

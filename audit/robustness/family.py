@@ -6,13 +6,17 @@ import numpy as np
 
 from scrutiny.audit import plots
 from scrutiny.audit.run.family import AuditContext, FamilyResult
+from scrutiny.audit.run.findings import Finding
 from scrutiny.modality import modality
 
 from .details import (
     ARRAYS,
+    CERTIFIED_FIGURE,
     CURVE_FIGURE,
     EXAMPLES_FIGURE,
     MIN_EPS_FIGURE,
+    CertificationDetails,
+    CertifiedEntry,
     ExampleEntry,
     OodEntry,
     RobustnessDetails,
@@ -108,7 +112,84 @@ def run(context: AuditContext) -> FamilyResult:
                                                        gated_eps=gated)
     if "adversarial" in kind.figures and result.examples:
         figures[EXAMPLES_FIGURE] = plots.adversarial_figure(result.examples[:6], spec.classes)
+    if cfg.certification.sigma > 0:
+        certification, finding, arrays = _certify(c, result)
+        details.certification = certification
+        findings.append(finding)
+        stored.update(arrays)
+        base_curve = None
+        if result.norm == "l2":
+            worst = sorted((p.eps, p.robust_accuracy) for p in result.curve if p.attack == "worst case")
+            base_curve = ([0.0] + [e for e, _ in worst], [result.curve[0].clean_accuracy] + [a for _, a in worst])
+        figures[CERTIFIED_FIGURE] = plots.certified_figure(certification, base_curve=base_curve)
     return FamilyResult(findings=findings, details=details, arrays={ARRAYS: stored}, figures=figures)
+
+
+def _certify(c: AuditContext, attacked) -> tuple[CertificationDetails, Finding, dict[str, np.ndarray]]:
+    """Randomized smoothing on a seeded subset of the attacked rows: both bounds at each radius,
+    the finding at the policy's radius, and the per-row arrays."""
+    from .assess import _sample
+    from .certification import ATTACK_COPIES, ATTACK_STEPS, assess_certification
+    from .smoothing import table_noise
+
+    cfg, spec = c.config.robustness, c.dataset.spec
+    settings = cfg.certification
+    gated = c.policy.certified_radius(spec.task)
+    rows, x, y = _sample(c.dataset, c.preprocessor, cfg.samples, c.config.seed)
+    assert np.array_equal(rows, attacked.rows)
+    image = spec.task == "image"
+    mask, scale = (None, None) if image else table_noise(c.dataset, c.preprocessor, immutable=tuple(cfg.immutable),
+                                                          mutable=tuple(cfg.mutable))
+    found = assess_certification(
+        c.module, x, y, rows, sigma=settings.sigma, radii=[*settings.radii, gated], n0=settings.n0, n=settings.n,
+        alpha=settings.alpha, samples=settings.samples, seed=c.config.seed, device=c.device, noise_scale=scale,
+        mutable=mask, attack=c.gradient_model is not None, gradient_model=c.gradient_model, executor=c.executor,
+        chunk_rows=c.config.chunk_rows,
+    )
+    n = len(found.rows)
+    table = [CertifiedEntry(radius=float(r), certified_accuracy=float(lo), attacked_accuracy=float(hi),
+                            certified=int(round(lo * n)), n=n)
+             for r, lo, hi in zip(found.radii, found.certified_accuracy, found.attacked_accuracy)]
+    units = "pixel units" if image else "training standard deviations of the noised columns"
+    noised = [] if mask is None else [c.preprocessor.encoded_feature_names[i] for i in np.flatnonzero(mask)]
+    attacked_words = (f"L2 PGD on the smoothed classifier, expectation over {ATTACK_COPIES} noisy copies per step, "
+                      f"{ATTACK_STEPS} steps; PREDICT with n copies judges the result" if c.gradient_model is not None
+                      else "")
+    details = CertificationDetails(
+        sigma=settings.sigma, n0=settings.n0, n=settings.n, alpha=settings.alpha, units=units, noised=noised,
+        gated_radius=gated, table=table, curve_radius=[float(r) for r in found.curve_radius],
+        curve_accuracy=[float(a) for a in found.curve_accuracy], smoothed_accuracy=found.smoothed_accuracy,
+        base_accuracy=found.base_accuracy, abstention_rate=found.abstention_rate, median_radius=found.median_radius,
+        median_radius_correct=found.median_radius_correct, attack=attacked_words,
+        trained_sigma=float(c.noise_sigma) if c.noise_sigma else None,
+    )
+    at = next(e for e in table if e.radius == gated)
+    caveats = []
+    if not c.noise_sigma:
+        caveats.append("the model was not trained with noise (scrutiny train --noise-sigma); smoothing a model "
+                       "trained without it certifies little")
+    elif abs(c.noise_sigma - settings.sigma) > 1e-12:
+        caveats.append(f"certified with sigma={settings.sigma:g}; the model was trained with sigma={c.noise_sigma:g}")
+    if not attacked_words:
+        caveats.append(f"no upper bound: the attack on the smoothed classifier needs gradients; {c.no_gradients}")
+    upper = (f" The attack on the smoothed classifier leaves {at.attacked_accuracy:.1%} (the upper bound): its robust "
+             f"accuracy at this radius lies between." if np.isfinite(at.attacked_accuracy) else "")
+    finding = c.finding(
+        "robustness.certified_accuracy", at.certified_accuracy, subject=f"radius={gated:g}", caveats=caveats,
+        interval=wilson(at.certified_accuracy, n), confidence=0.95,
+        metric=f"certified accuracy of the smoothed classifier (L2, sigma={settings.sigma:g})",
+        explanation=f"Randomized smoothing (Gaussian noise sigma={settings.sigma:g}, n={settings.n:,}, "
+                    f"alpha={settings.alpha:g}) certifies {at.certified_accuracy:.1%} of {n} test rows correct within "
+                    f"L2 radius {gated:g} ({units}): a lower bound on the smoothed classifier's robust accuracy, "
+                    f"each row's certificate wrong with probability at most {settings.alpha:g}.{upper} "
+                    f"Abstained on {found.abstention_rate:.1%} of rows.",
+    )
+    cert = found.certification
+    arrays = {"certified_rows": found.rows, "certified_radius": cert.radius, "certified_prediction": cert.prediction,
+              "certified_p_lower": cert.p_lower}
+    if found.robust_upper is not None:
+        arrays["robust_upper"] = found.robust_upper
+    return details, finding, arrays
 
 
 def wilson(p: float, n: int, z: float = 1.959964) -> tuple[float, float]:

@@ -16,6 +16,9 @@ names the file, the key and what was expected. Example::
     [robustness]
     eps = [0.1, 0.25, 0.5, 1.0]
 
+    [robustness.certification]  # randomized smoothing: certified L2 robustness (off unless sigma is set)
+    sigma = 0.25
+
     [fairness]
     attributes = ["sex", "race"]
     mitigate = "sex"
@@ -43,8 +46,8 @@ from .family import FAMILIES
 if TYPE_CHECKING:
     from scrutiny.models import Dataset
 
-__all__ = ["AuditConfig", "AttributionsConfig", "RobustnessConfig", "FairnessConfig", "load_config", "config_for",
-           "default_config"]
+__all__ = ["AuditConfig", "AttributionsConfig", "CertificationConfig", "RobustnessConfig", "FairnessConfig",
+           "load_config", "config_for", "default_config"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,18 @@ class AttributionsConfig:
     quality_samples: int = 20                           # of those rows, how many the quality checks use
     n_boot: int = 1000                                  # resamples of the importance intervals
     top_k: int = 5                                      # k of the top-k overlap between methods
+
+
+@dataclass(frozen=True)
+class CertificationConfig:
+    sigma: float = 0.0                                  # > 0 certifies by randomized smoothing with this noise
+                                                        # (pixel units; tables: training sds); 0: no certification
+    samples: int = 100                                  # of the attacked rows, how many are certified
+    n0: int = 100                                       # noisy copies per row that choose the class
+    n: int = 100_000                                    # ... and that bound its probability (Cohen et al.'s N)
+    alpha: float = 0.001                                # a row's certificate is wrong with probability <= alpha
+    radii: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0])  # L2 radii of the table, plus the
+                                                        # policy's gated one
 
 
 @dataclass(frozen=True)
@@ -69,6 +84,7 @@ class RobustnessConfig:
     immutable: list[str] = field(default_factory=list)
     mutable: list[str] = field(default_factory=list)
     detector: bool = True                               # autoencoder out-of-distribution score of the examples
+    certification: CertificationConfig = field(default_factory=CertificationConfig)
 
 
 @dataclass(frozen=True)
@@ -232,7 +248,9 @@ def _check_ints(config: AuditConfig, where: str) -> None:
                         ("attributions.quality_samples", a.quality_samples), ("attributions.top_k", a.top_k),
                         ("attributions.n_boot", a.n_boot), ("robustness.samples", r.samples),
                         ("robustness.steps", r.steps), ("robustness.restarts", r.restarts),
-                        ("robustness.queries", r.queries), ("fairness.n_boot", f.n_boot)):
+                        ("robustness.queries", r.queries), ("robustness.certification.samples", r.certification.samples),
+                        ("robustness.certification.n0", r.certification.n0),
+                        ("robustness.certification.n", r.certification.n), ("fairness.n_boot", f.n_boot)):
         check_int(name, value, where=where)  # bounds in scrutiny.limits.LIMITS
 
 
@@ -258,6 +276,17 @@ def _check_robustness(config: AuditConfig, where: str) -> None:
         raise InputError(f"{where}: 'robustness.norm' must be {' or '.join(NORMS)}, got {r.norm!r}")
     if any(e <= 0 for e in r.eps) or ("robustness" in config.families and not r.eps):
         raise InputError(f"{where}: 'robustness.eps' must be positive radii, got {r.eps}")
+    c, key = r.certification, "robustness.certification"
+    if c.sigma < 0:
+        raise InputError(f"{where}: '{key}.sigma' must be a number > 0 (the noise standard deviation), or 0 for no "
+                         f"certification; got {c.sigma}")
+    if not 0 < c.alpha < 1:
+        raise InputError(f"{where}: '{key}.alpha' must lie between 0 and 1 (such as 0.001), got {c.alpha}")
+    if c.n0 > c.n:
+        raise InputError(f"{where}: '{key}.n0' ({c.n0:,}) is more than '{key}.n' ({c.n:,}): the class is chosen on a "
+                         "small first sample and bounded on a larger fresh one")
+    if any(radius < 0 for radius in c.radii):
+        raise InputError(f"{where}: '{key}.radii' must be L2 radii >= 0, got {c.radii}")
 
 
 def _resolve_names(config: AuditConfig, where: str) -> AuditConfig:
@@ -268,6 +297,7 @@ def _resolve_names(config: AuditConfig, where: str) -> AuditConfig:
         attacks = list(parse_attacks(r.attacks))
     except InputError as exc:
         raise InputError(f"{where}: {exc}") from None
+    certification = replace(r.certification, radii=sorted(set(r.certification.radii)))
     return replace(config, families=[x for x in FAMILIES if x in config.families],
-                   attributions=replace(a, methods=methods), robustness=replace(r, attacks=attacks,
-                                                                               eps=sorted(set(r.eps))))
+                   attributions=replace(a, methods=methods),
+                   robustness=replace(r, attacks=attacks, eps=sorted(set(r.eps)), certification=certification))

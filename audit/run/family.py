@@ -60,6 +60,7 @@ class AuditContext:
     twin: torch.nn.Module | None = None     # a PyTorch twin of a model without gradients, checked to agree with it
     no_gradients: str | None = None         # why no gradients can be taken (an ONNX model without an agreeing twin)
     executor: Executor = field(default_factory=lambda: _local())  # where chunks of per-row work run
+    noise_sigma: float | None = None        # the Gaussian noise the model was trained with (train --noise-sigma)
 
     @property
     def gradient_model(self) -> torch.nn.Module | None:
@@ -78,7 +79,7 @@ class AuditContext:
     def family_not_assessed(self, family: str, reason: str) -> FamilyResult:
         """The result of a family the audit could not run: a not-assessed finding per check, no details."""
         return FamilyResult(findings=[self.not_assessed(check, reason) for check, info in CHECK_INFO.items()
-                                      if info.family == family], details=None)
+                                      if info.family == family and not info.opt_in], details=None)
 
     def not_assessed(self, check: str, reason: str, *, subject: str | None = None) -> Finding:
         """A finding of ``check`` the audit could not make, and why (status ``not_assessed``)."""

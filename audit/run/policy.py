@@ -34,12 +34,14 @@ class CheckInfo:
         compares_groups: its findings compare groups of rows, and carry a ``Comparison`` that
             the policy's ``[groups]`` minimums apply to.
         extra_keys: keys its policy table takes beyond the bounds (and must have).
+        opt_in: made only when the audit config asks for it (no "not assessed" finding otherwise).
     """
 
     family: str
     subject: str | None = None
     compares_groups: bool = False
     extra_keys: tuple[str, ...] = ()
+    opt_in: bool = False
 
 
 GROUPS = "protected attribute or pair"  # "sex", or "sex × race"
@@ -57,6 +59,8 @@ CHECK_INFO: dict[str, CheckInfo] = {
     "attributions.prohibited_basis_notices": CheckInfo("attributions"),
     "robustness.robust_accuracy": CheckInfo("robustness", subject="radius", extra_keys=("at_eps",)),
     "robustness.weak_evaluation": CheckInfo("robustness"),
+    "robustness.certified_accuracy": CheckInfo("robustness", subject="radius", extra_keys=("at_radius",),
+                                                       opt_in=True),
     "fairness.data.disparate_impact": CheckInfo("fairness", subject=GROUPS, compares_groups=True),
     "fairness.disparate_impact": CheckInfo("fairness", subject=GROUPS, compares_groups=True),
     "fairness.statistical_parity_difference": CheckInfo("fairness", subject=GROUPS, compares_groups=True),
@@ -66,12 +70,13 @@ CHECK_INFO: dict[str, CheckInfo] = {
     "fairness.scoring_rate_impact_ratio": CheckInfo("fairness", subject=GROUPS, compares_groups=True),
 }
 CHECKS: dict[str, str] = {name: info.family for name, info in CHECK_INFO.items()}  # check -> family
-GROUP_KEYS = ("min_rows", "min_expected_positives")  # the [groups] table: minimums of a two-group comparison
+GROUP_KEYS = ("min_rows", "min_expected_positives")
+RADIUS_KEYS = {"at_eps": False, "at_radius": True}  # where a robustness check is gated: whether 0 is a radius  # the [groups] table: minimums of a two-group comparison
 
 
 @dataclass(frozen=True)
 class Policy:
-    checks: dict[str, dict]          # check -> its table (bounds, and at_eps for robust accuracy)
+    checks: dict[str, dict]          # check -> its table (bounds; at_eps, at_radius: where robustness is gated)
     source: str                      # "default" or the user's file
     groups: dict[str, int]           # GROUP_KEYS -> the minimum a two-group comparison needs
 
@@ -79,10 +84,18 @@ class Policy:
         return {k: v for k, v in self.checks[check].items() if k in BOUNDS}
 
     def robust_eps(self, task: str) -> float:
-        at = self.checks["robustness.robust_accuracy"]["at_eps"]
+        """The radius robust accuracy is gated at, for ``task`` data."""
+        return self._radius("robustness.robust_accuracy", "at_eps", task)
+
+    def certified_radius(self, task: str) -> float:
+        """The L2 radius certified accuracy is gated at, for ``task`` data."""
+        return self._radius("robustness.certified_accuracy", "at_radius", task)
+
+    def _radius(self, check: str, key: str, task: str) -> float:
+        at = self.checks[check][key]
         if isinstance(at, dict) and task not in at:
-            raise InputError(f"policy {self.source}: [checks.\"robustness.robust_accuracy\"] at_eps gives no radius "
-                             f"for {task} data; add {task} = …")
+            raise InputError(f"policy {self.source}: [checks.\"{check}\"] {key} gives no radius for {task} data; "
+                             f"add {task} = …")
         return float(at[task] if isinstance(at, dict) else at)
 
 
@@ -143,13 +156,14 @@ def _check_table(path: Path, name: str, table) -> None:
     for key, value in table.items():
         if key not in allowed:
             raise InputError(f"{where}: unknown key '{key}'; expected {', '.join(sorted(allowed))}")
-        if key == "at_eps":
-            _check_eps(where, value)
+        if key in RADIUS_KEYS:
+            _check_radius(where, key, value)
         elif isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise InputError(f"{where}: {key} must be a finite number, got {value!r}")
-    if "at_eps" in extra and "at_eps" not in table:
-        per_type = ", ".join(f"{task} = …" for task in sorted(MODALITIES))
-        raise InputError(f"{where}: needs at_eps (a number, or {{ {per_type} }})")
+    for key in extra:
+        if key not in table:
+            per_type = ", ".join(f"{task} = …" for task in sorted(MODALITIES))
+            raise InputError(f"{where}: needs {key} (a number, or {{ {per_type} }})")
     for side in ("below", "above"):
         fail, warn = table.get(f"fail_{side}"), table.get(f"warn_{side}")
         if fail is not None and warn is not None and (warn < fail if side == "below" else warn > fail):
@@ -159,10 +173,12 @@ def _check_table(path: Path, name: str, table) -> None:
         raise InputError(f"{where}: fail_below = {low} is above fail_above = {high}; nothing could pass")
 
 
-def _check_eps(where: str, value) -> None:
+def _check_radius(where: str, key: str, value) -> None:
     values = value.values() if isinstance(value, dict) else [value]
     if isinstance(value, dict) and (set(value) - set(MODALITIES) or not value):
-        raise InputError(f"{where}: at_eps takes the keys {' and '.join(sorted(MODALITIES))}, got {sorted(value)}")
+        raise InputError(f"{where}: {key} takes the keys {' and '.join(sorted(MODALITIES))}, got {sorted(value)}")
+    zero = RADIUS_KEYS[key]
     for v in values:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-            raise InputError(f"{where}: at_eps must be a positive number (per data type), got {v!r}")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 or (v == 0 and not zero):
+            raise InputError(f"{where}: {key} must be a {'number >= 0' if zero else 'positive number'} (per data type), "
+                             f"got {v!r}")

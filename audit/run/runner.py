@@ -279,7 +279,8 @@ def _run(loaded: LoadedModel | None, dataset: Dataset, predictions: Predictions 
     else:
         preprocessor = loaded.preprocessor() if loaded.manifest else dataset.preprocessor
         context = AuditContext(model=loaded.model.to(device).eval(), dataset=dataset, preprocessor=preprocessor,
-                               config=config, policy=policy, device=str(device), executor=recorder)
+                               config=config, policy=policy, device=str(device), executor=recorder,
+                               noise_sigma=(loaded.manifest or {}).get("training", {}).get("noise_sigma"))
         if loaded.source == "onnx":
             twin_check = _lend_gradients(context, twin)
     results: dict[str, FamilyResult] = {}
