@@ -31,7 +31,14 @@ from rich.markup import escape
 
 from scrutiny import errors
 from scrutiny.audit.attributions.registry import METHOD_INFO
-from scrutiny.audit.robustness.registry import ATTACK_INFO, DEFAULT_ATTACKS, KINDS, NORMS
+from scrutiny.audit.robustness.registry import (
+    ATTACK_INFO,
+    DEFAULT_ATTACKS,
+    DEFAULT_QUERIES,
+    DEFAULT_STEPS,
+    KINDS,
+    NORMS,
+)
 from scrutiny.limits import LIMITS
 from scrutiny.modality import MODALITIES, modality
 
@@ -358,9 +365,9 @@ def attack(
     eps: str | None = typer.Option(None, "--eps", help=_eps_help()),
     norm: str = typer.Option(NORMS[0], "--norm", help=f"{' or '.join(NORMS)}."),
     samples: int = typer.Option(500, "--samples", **_bounded("samples"), help="Test rows to attack."),
-    steps: int = typer.Option(40, "--steps", **_bounded("steps"), help="PGD iterations."),
-    restarts: int = typer.Option(1, "--restarts", **_bounded("restarts"), help="PGD random restarts."),
-    queries: int = typer.Option(1000, "--queries", **_bounded("queries"), help="Square attack queries per row."),
+    steps: int = typer.Option(DEFAULT_STEPS, "--steps", **_bounded("steps"), help="APGD and PGD iterations (AutoAttack's 100)."),
+    restarts: int = typer.Option(1, "--restarts", **_bounded("restarts"), help="APGD and PGD random restarts (APGD-T: per target class)."),
+    queries: int = typer.Option(DEFAULT_QUERIES, "--queries", **_bounded("queries"), help="Square attack queries per row."),
     immutable: str = typer.Option("", "--immutable", help="Comma-separated table features the attack must not change (protected attributes and the data set's immutable columns are held already)."),
     mutable: str = typer.Option("", "--mutable", help="Comma-separated features to free from the default holds (e.g. age)."),
     detector: bool = typer.Option(True, "--detector/--no-detector", help="Train a small autoencoder and score whether it notices the adversarial rows."),

@@ -48,6 +48,8 @@ from scrutiny.audit.robustness.details import ContributionEntry, CurveEntry
 from scrutiny.audit.robustness.registry import (
     ATTACKS,
     DEFAULT_ATTACKS,
+    DEFAULT_QUERIES,
+    DEFAULT_STEPS,
     NORMS,
     WHITE_BOX,
     chain_of,
@@ -173,9 +175,9 @@ def assess_robustness(
     preprocessor: Any = None,
     immutable: Sequence[str] = (),
     mutable: Sequence[str] = (),
-    steps: int = 100,
+    steps: int = DEFAULT_STEPS,
     restarts: int = 1,
-    queries: int = 1000,
+    queries: int = DEFAULT_QUERIES,
     search_steps: int = SEARCH_STEPS,
     detector: nn.Module | None = None,
     max_examples: int = 16,
@@ -287,10 +289,14 @@ def assess_robustness(
         model.train(was_training)
     settings = {"steps": steps, "restarts": restarts, "queries": queries, "search_steps": search_steps,
                 "search_pgd_steps": setup.search_pgd_steps,
-                "loss": "cross-entropy", "schedule": "cosine", "seed": seed, "device": str(dev),
+                "seed": seed, "device": str(dev),
                 "model_rows": stats.model_rows, "samples": len(rows), "chunk_rows": chunk_rows}
+    if "pgd" in attacks or search_steps:  # the smallest-eps search runs PGD too
+        settings["pgd_loss"], settings["pgd_schedule"] = "cross-entropy", "cosine"
     if "apgd-t" in attacks:
         settings["apgd_t_targets"] = APGD_T_TARGETS
+        # the DLR loss scales by the gap to the third class: with two classes it is the plain logit margin
+        settings["apgd_t_loss"] = "targeted DLR" if len(dataset.spec.classes) >= 3 else "logit margin"
     if chain:
         settings["chain"] = ENSEMBLE_LABEL.join(chain)
     return Robustness(

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from scrutiny.audit.robustness.registry import ATTACK_INFO, ATTACKS, NORMS
+from scrutiny.audit.robustness.registry import ATTACK_INFO, ATTACKS, DEFAULT_QUERIES, DEFAULT_STEPS, NORMS
 from scrutiny.errors import InputError
 
 __all__ = ["NORMS", "Constraints", "image_constraints", "tabular_constraints", "fgsm", "pgd", "apgd", "square",
@@ -360,7 +360,7 @@ def pgd_step_sizes(steps: int, first: float, schedule: str = "cosine") -> list[f
 
 
 def pgd(model: nn.Module, x: Tensor, y: Tensor, eps, *, norm: str = "linf", constraints: Constraints,
-        steps: int = 40, step_size: float | None = None, schedule: str = "cosine", restarts: int = 1,
+        steps: int = DEFAULT_STEPS, step_size: float | None = None, schedule: str = "cosine", restarts: int = 1,
         random_start: bool = True, seed: int = 0, stats: AttackStats | None = None) -> Tensor:
     """Projected gradient ascent on the cross-entropy.
 
@@ -588,7 +588,7 @@ class _ApgdRun:
 
 
 def apgd(model: nn.Module, x: Tensor, y: Tensor, eps, *, norm: str = "linf", constraints: Constraints,
-         steps: int = 100, restarts: int = 1, loss: str = "ce", target_classes: int = 9, random_start: bool = True,
+         steps: int = DEFAULT_STEPS, restarts: int = 1, loss: str = "ce", target_classes: int = 9, random_start: bool = True,
          seed: int = 0, stats: AttackStats | None = None) -> Tensor:
     """Auto-PGD (Croce & Hein 2020): PGD with momentum and a step size that halves at
     checkpoints where the loss stalls (see :class:`_ApgdRun` and :func:`apgd_checkpoints`).
@@ -670,7 +670,7 @@ def _square_fraction(p_init: float, it: int, queries: int) -> float:
 
 
 def square(model: nn.Module, x: Tensor, y: Tensor, eps, *, norm: str = "linf", constraints: Constraints,
-           queries: int = 1000, p_init: float = 0.1, seed: int = 0, stats: AttackStats | None = None) -> Tensor:
+           queries: int = DEFAULT_QUERIES, p_init: float = 0.1, seed: int = 0, stats: AttackStats | None = None) -> Tensor:
     """Score-based Square attack, L∞; for ``norm="l2"`` it runs in the L∞ ball of radius
     ε/√(mutable positions), which lies inside the L2 ball.
 
@@ -764,7 +764,8 @@ def random_noise(model: nn.Module, x: Tensor, y: Tensor, eps, *, norm: str = "li
 
 
 def run_attack(name: str, model: nn.Module, x: Tensor, y: Tensor, eps, *, norm: str = "linf",
-               constraints: Constraints, steps: int = 40, restarts: int = 1, queries: int = 1000, seed: int = 0,
+               constraints: Constraints, steps: int = DEFAULT_STEPS, restarts: int = 1, queries: int = DEFAULT_QUERIES,
+               seed: int = 0,
                stats: AttackStats | None = None) -> Tensor:
     """The attack ``name`` of :data:`~scrutiny.audit.robustness.registry.ATTACKS` on one batch.
 

@@ -71,6 +71,8 @@ WHITE_BOX: tuple[str, ...] = tuple(a.name for a in ATTACK_INFO.values() if a.kin
 REAL_ATTACKS: tuple[str, ...] = tuple(a.name for a in ATTACK_INFO.values() if a.kind != "noise")
 DEFAULT_ATTACKS: tuple[str, ...] = tuple(a.name for a in ATTACK_INFO.values() if a.default)
 ENSEMBLE: tuple[str, ...] = ("apgd-ce", "apgd-t", "square")
+DEFAULT_STEPS = 100      # APGD's and PGD's iterations: AutoAttack's
+DEFAULT_QUERIES = 1000   # Square's queries per row: AutoAttack's
 """AutoAttack's chain, in its order: each member runs only on the rows the ones before it left standing."""
 
 

@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
 from scrutiny.audit.attributions.registry import resolve_methods
-from scrutiny.audit.robustness.registry import DEFAULT_ATTACKS, NORMS, parse_attacks
+from scrutiny.audit.robustness.registry import DEFAULT_ATTACKS, DEFAULT_QUERIES, DEFAULT_STEPS, NORMS, parse_attacks
 from scrutiny.errors import InputError
 from scrutiny.limits import check_int
 from scrutiny.modality import modality
@@ -78,9 +78,9 @@ class RobustnessConfig:
     eps: list[float] = field(default_factory=list)      # default: per data type, plus the policy's gated radius
     norm: str = "linf"
     samples: int = 500
-    steps: int = 100                                    # APGD's (and PGD's) iterations: AutoAttack's
+    steps: int = DEFAULT_STEPS                          # APGD's (and PGD's) iterations: AutoAttack's
     restarts: int = 1
-    queries: int = 1000
+    queries: int = DEFAULT_QUERIES
     immutable: list[str] = field(default_factory=list)
     mutable: list[str] = field(default_factory=list)
     detector: bool = True                               # autoencoder out-of-distribution score of the examples
