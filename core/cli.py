@@ -707,6 +707,7 @@ def audit(
     from scrutiny.audit.run.executor import EXECUTORS, make_executor
     from scrutiny.audit.run.policy import load_policy
     from scrutiny.audit.run.runner import run_audit
+    from scrutiny.devices import resolve_device
     from scrutiny.models import load_model
 
     if executor not in EXECUTORS:
@@ -714,7 +715,8 @@ def audit(
     if ray_address is not None and executor != "ray":
         raise errors.InputError("--ray-address goes with --executor ray")
     rules = load_policy(policy)
-    runs_on = make_executor(executor, address=ray_address)
+    runs_on = make_executor(executor, address=ray_address,
+                            device=str(resolve_device(device)) if executor == "ray" else None)
     dataset, logged = load_inputs(model, data, predictions, spec, data_dir, executor=runs_on)
     settings = config_for(dataset, config)
     loaded = load_model(model, weights=None if onnx else weights, dataset=dataset) if model is not None else None

@@ -242,7 +242,7 @@ def _slow_first(chunk: Chunk) -> int:
 
 
 def test_ray_reports_chunks_as_they_finish_and_returns_them_in_order(ray_instance):
-    executor = RayExecutor(num_cpus=2)
+    executor = RayExecutor(task_cpus=1)  # two at a time on the 2 CPUs
     reports: list[tuple[int, int, float]] = []
     start = time.perf_counter()
     results = executor.map(_slow_first, work_chunks(("demo", "wait"), 4, 1),
@@ -303,6 +303,39 @@ def test_a_ray_worker_that_dies_on_every_try_ends_the_audit_with_one_error_and_n
                                 "died unexpectedly"), err
     assert not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["audit.toml"]  # no staging folder left either
+
+
+def _interval(chunk: Chunk) -> tuple[float, float]:
+    start = time.time()
+    time.sleep(1.0)  # long enough for Ray to start a second worker when it may
+    return start, time.time()
+
+
+def _overlaps(intervals: list[tuple[float, float]]) -> bool:
+    ordered = sorted(intervals)
+    return any(later[0] < earlier[1] for earlier, later in zip(ordered, ordered[1:]))
+
+
+def test_ray_tasks_ask_for_the_callers_threads_so_a_machine_is_never_oversubscribed(ray_instance):
+    """Each unit runs at the caller's torch threads: on 2 CPUs, tasks of 2 threads run one at a
+    time (Ray would otherwise run two, four threads on two cores); tasks of 1 thread run two at once."""
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert _overlaps(RayExecutor(task_cpus=1).map(_interval, work_chunks(("demo", "threads"), 3, 1)))
+        executor = RayExecutor()
+        assert executor.task_resources() == {"num_cpus": 2, "num_gpus": 0}
+        assert not _overlaps(executor.map(_interval, work_chunks(("demo", "threads"), 3, 1)))
+        assert RayExecutor(task_cpus=8).task_resources()["num_cpus"] == 2  # capped at the largest node: it fits
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_ray_on_cuda_asks_a_gpu_per_task_and_refuses_what_cannot_run(ray_instance):
+    with pytest.raises(InputError, match="with the Ray executor use cuda"):
+        RayExecutor(device="cuda:1")
+    with pytest.raises(InputError, match="the Ray cluster has no GPU"):
+        RayExecutor(device="cuda")
 
 
 def test_an_exception_in_a_ray_task_is_raised_as_it_is(ray_instance):

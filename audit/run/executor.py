@@ -227,6 +227,14 @@ class RayExecutor:
     once. ``address=None`` starts a local Ray instance (``num_cpus`` of its CPUs); an address
     (``ray://host:10001``, ``host:6379`` or ``auto``) joins a running cluster.
 
+    Each task asks Ray for ``task_cpus`` CPUs: by default the caller's torch threads when the map
+    starts, the count every unit of work runs at (so that its float reductions, and the findings,
+    are the same bytes), capped at the largest node's CPUs. Ray then runs no more tasks on a
+    node than its cores hold at that count: two tasks of two threads on two cores would each run
+    several times slower. On ``device="cuda"`` each task also asks for one GPU, which Ray makes
+    the task's ``cuda`` device (``cuda:N`` cannot name it: an InputError), and a cluster without
+    a GPU is an InputError rather than tasks that wait forever.
+
     A task whose worker dies (the process killed, its node lost) runs again, up to
     :data:`MAX_RETRIES` times; :attr:`retried` counts the tasks that needed it. A task Ray cannot
     run (its worker died on every try) ends the map with an InputError naming the chunk; the tasks
@@ -236,7 +244,8 @@ class RayExecutor:
 
     name = "ray"
 
-    def __init__(self, address: str | None = None, *, num_cpus: int | None = None):
+    def __init__(self, address: str | None = None, *, num_cpus: int | None = None, task_cpus: int | None = None,
+                 device: str | None = None):
         try:
             import ray
         except ImportError:
@@ -244,6 +253,11 @@ class RayExecutor:
         self._ray = ray
         self.address = address
         self._retried: int | None = 0
+        self.task_cpus = task_cpus
+        self.gpu = str(device or "cpu").startswith("cuda")
+        if self.gpu and str(device) != "cuda":
+            raise InputError(f"device {device}: with the Ray executor use cuda; Ray gives each task a GPU of its own "
+                             "and makes it that task's cuda device")
         if address is not None:
             _check_reachable(address)
         if not ray.is_initialized():
@@ -260,6 +274,18 @@ class RayExecutor:
                 raise InputError(f"cannot start or reach {where}: {str(exc).splitlines()[0]}") from None
             finally:
                 notice.setLevel(level)
+        if self.gpu and ray.cluster_resources().get("GPU", 0) < 1:
+            raise InputError("device cuda: the Ray cluster has no GPU; run on cpu or join a cluster with GPU nodes")
+
+    def task_resources(self) -> dict[str, int]:
+        """What each task of a map starting now asks Ray for (see the class)."""
+        import sys
+
+        torch = sys.modules.get("torch")  # a unit of work imports it; never import it here
+        threads = self.task_cpus or (torch.get_num_threads() if torch is not None else 1)
+        largest = max((int(node["Resources"].get("CPU", 0)) for node in self._ray.nodes() if node["Alive"]),
+                      default=1)
+        return {"num_cpus": max(1, min(threads, largest)), "num_gpus": int(self.gpu)}
 
     @property
     def retried(self) -> int | None:
@@ -275,7 +301,7 @@ class RayExecutor:
         if not total:
             return []
         shared_refs = [ray.put(value) for value in shared]
-        task = ray.remote(max_retries=MAX_RETRIES)(_attempted)
+        task = ray.remote(max_retries=MAX_RETRIES, **self.task_resources())(_attempted)
         function = ray.put(fn)
         place = {task.remote(function, item, *shared_refs): i for i, item in enumerate(items)}
         results: list[Any] = [None] * total
@@ -415,12 +441,12 @@ def _label(items: Sequence[Any]) -> str:
 EXECUTORS = ("local", "ray")
 
 
-def make_executor(name: str = "local", *, address: str | None = None) -> Executor:
-    """The executor called ``name`` (:data:`EXECUTORS`)."""
+def make_executor(name: str = "local", *, address: str | None = None, device: str | None = None) -> Executor:
+    """The executor called ``name`` (:data:`EXECUTORS`); ``device``: the audit's (Ray: a GPU per task on cuda)."""
     if name == "local":
         if address is not None:
             raise InputError("a Ray address goes with the ray executor")
         return LocalExecutor()
     if name == "ray":
-        return RayExecutor(address)
+        return RayExecutor(address, device=device)
     raise InputError(f"executor {name!r}: expected one of {', '.join(EXECUTORS)}")
