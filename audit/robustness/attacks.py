@@ -104,8 +104,8 @@ def tabular_constraints(preprocessor, X_train_encoded: np.ndarray, *, immutable=
     movable, integer, scale, offset = _movable_columns(preprocessor, held)
     applied = _applied_rules(model_spec, held, whole=bool(integer))
     if not movable.any():
-        raise InputError(f"{model_spec.name}: no numeric feature is left mutable; "
-                         "nothing for a tabular attack to change")
+        raise InputError(f"{model_spec.name}: no numeric feature is left mutable (protected attributes and immutable "
+                         "columns are held); nothing to perturb or put noise on")
     return Constraints(lower=lower, upper=upper, mutable=movable, integer=np.asarray(integer, dtype=np.int64),
                        scale=np.asarray(scale), offset=np.asarray(offset), applied=tuple(applied))
 

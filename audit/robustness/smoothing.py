@@ -364,18 +364,17 @@ def table_noise(dataset, preprocessor=None, *, immutable=(), mutable=()) -> tupl
     Returns:
         (mask, scale): bool and float64 arrays over the encoded columns.
     """
-    from scrutiny.audit.robustness.attacks import _check_named_features, _held_features, _movable_columns
+    from scrutiny.audit.robustness.attacks import tabular_constraints
 
     preprocessor = preprocessor or dataset.preprocessor
-    model_spec = preprocessor.spec
-    _check_named_features(model_spec, immutable=immutable, mutable=mutable)
-    held = _held_features(dataset.spec, model_spec.feature_names, immutable=immutable, mutable=mutable)
-    movable = _movable_columns(preprocessor, held)[0]
-    scale = np.asarray(preprocessor.transform(dataset.train.X), dtype=np.float64).std(axis=0)
+    encoded = np.asarray(preprocessor.transform(dataset.train.X), dtype=np.float64)
+    movable = np.array(tabular_constraints(preprocessor, encoded, immutable=immutable, mutable=mutable,
+                                           spec=dataset.spec).mutable, dtype=bool)
+    scale = encoded.std(axis=0)
     movable &= scale > 0
     if not movable.any():
-        raise InputError(f"{model_spec.name}: no numeric feature is left mutable (protected attributes and immutable "
-                         "columns are held); nothing to put noise on")
+        raise InputError(f"{preprocessor.spec.name}: no numeric feature is left mutable (protected attributes and immutable "
+                         "columns are held, and the others are constant in training); nothing to put noise on")
     return movable, np.where(movable, scale, 1.0)
 
 
