@@ -9,7 +9,14 @@ import streamlit as st
 from scrutiny.app.runs import arrays
 from scrutiny.app.text import literal
 from scrutiny.audit.plots import subplots
-from scrutiny.audit.robustness.details import ARRAYS, CURVE_FIGURE, MIN_EPS_FIGURE, RobustnessDetails
+from scrutiny.audit.robustness.details import (
+    ARRAYS,
+    CERTIFIED_FIGURE,
+    CURVE_FIGURE,
+    MIN_EPS_FIGURE,
+    CertificationDetails,
+    RobustnessDetails,
+)
 
 
 def curve_table(details: RobustnessDetails) -> pd.DataFrame:
@@ -19,6 +26,25 @@ def curve_table(details: RobustnessDetails) -> pd.DataFrame:
     table = frame.pivot(index="attack", columns="eps", values="robust_accuracy")
     order = [*details.attacks, "worst case"]
     return table.loc[[a for a in order if a in table.index]]
+
+
+def contributions_table(details: RobustnessDetails) -> pd.DataFrame:
+    """What each attack of the ensemble added, one row per radius and attack (empty for runs
+    written before the contributions were recorded)."""
+    return pd.DataFrame([{"eps": e.eps, "attack": e.attack,
+                          "ran on": "rows left standing" if e.chained else "every row",
+                          "rows attacked": e.attacked, "rows broken": e.broken} for e in details.contributions],
+                        columns=["eps", "attack", "ran on", "rows attacked", "rows broken"])
+
+
+def bounds_table(certification: CertificationDetails) -> pd.DataFrame:
+    """Both bounds of the smoothed classifier's robust accuracy per L2 radius, and the gap."""
+    return pd.DataFrame([{"L2 radius": e.radius, "certified (lower bound)": e.certified_accuracy,
+                          "under attack (upper bound)": e.attacked_accuracy,
+                          "gap": e.attacked_accuracy - e.certified_accuracy,
+                          "rows certified": e.certified, "rows": e.n} for e in certification.table],
+                        columns=["L2 radius", "certified (lower bound)", "under attack (upper bound)", "gap",
+                                 "rows certified", "rows"])
 
 
 def show(run) -> None:
@@ -43,6 +69,16 @@ def show(run) -> None:
     else:
         st.line_chart(table.T, x_label="eps", y_label="robust accuracy")
     st.dataframe(table, width="stretch", key="curve")
+    if details.contributions:
+        st.subheader("What each attack added")
+        st.caption("Per eps, the rows each attack broke of those it attacked: the rows the model gets right that the "
+                   "attacks before it left standing (the chain's members in its order, then the other attacks). A "
+                   "later member of the chain that still breaks many rows means the gradient attacks before it had "
+                   "not converged (or their gradients are masked); the weak-evaluation checks flag it when it breaks "
+                   "over 2 % of the rows it attacked.")
+        contributions = contributions_table(details)
+        st.dataframe(contributions, hide_index=True, width="stretch", key="contributions",
+                     height=min(35 * (len(contributions) + 1) + 3, 720))  # every row, up to about 20
     if run.has(MIN_EPS_FIGURE):
         st.image(str(run.file(MIN_EPS_FIGURE)), width=640)
     for warning in details.warnings:
@@ -56,6 +92,8 @@ def show(run) -> None:
         st.subheader("Would an autoencoder notice the attack?")
         st.dataframe(pd.DataFrame([entry.to_dict() for entry in details.ood]), hide_index=True, width="stretch",
                      key="ood")
+    if details.certification is not None:
+        _certification(run, details.certification)
     st.subheader("Adversarial examples")
     examples = details.examples
     if not examples:
@@ -75,6 +113,50 @@ def show(run) -> None:
     else:
         st.dataframe(pd.DataFrame(example.changes, columns=["feature", "before", "after"]), hide_index=True,
                      width="stretch", key="changes")
+
+
+def _certification(run, c: CertificationDetails) -> None:
+    st.subheader(f"Certified robustness (randomized smoothing, sigma={c.sigma:g})")
+    gated = next((e for e in c.table if e.radius == c.gated_radius), None)
+    cells = st.columns(5)
+    if gated is not None:
+        cells[0].metric(f"certified at radius={c.gated_radius:g}", f"{gated.certified_accuracy:.1%}")
+    cells[1].metric("smoothed accuracy", f"{c.smoothed_accuracy:.1%}")
+    cells[2].metric("base accuracy (no noise)", f"{c.base_accuracy:.1%}")
+    cells[3].metric("abstained", f"{c.abstention_rate:.1%}")
+    cells[4].metric("median certified radius", _g(c.median_radius))
+    if run.has(CERTIFIED_FIGURE):
+        st.image(str(run.file(CERTIFIED_FIGURE)), width=640)
+    percent = st.column_config.NumberColumn(format="percent")
+    st.dataframe(bounds_table(c), hide_index=True, width="stretch", key="certified",
+                 column_config={name: percent for name in ("certified (lower bound)", "under attack (upper bound)",
+                                                           "gap")})
+    rows = c.table[0].n if c.table else 0
+    upper = (f"an attack on the same smoothed classifier ({literal(c.attack)}) gives the upper bound: its robust accuracy "
+             "lies between the two." if c.attack else "no attack gave an upper bound: it needs gradients the model "
+             "lacks.")
+    st.caption(f"Gaussian noise sigma={c.sigma:g}; of {rows} attacked rows, each classified by n0={c.n0:,} noisy copies "
+               f"and certified with n={c.n:,} more, alpha={c.alpha:g} (a row's certificate is wrong with probability "
+               f"at most alpha). Radii in {literal(c.units)}. Certified accuracy is a lower bound on the smoothed classifier's "
+               f"robust accuracy; {upper} Smoothed accuracy counts abstentions as errors; base accuracy is the model's "
+               f"on the same rows without noise. Median certified radius over the rows certified correct: "
+               f"{_g(c.median_radius_correct)}.")
+    if c.noised:
+        st.info("Only these columns get noise, and the certificate covers moves of these columns only: "
+                + ", ".join(literal(name) for name in c.noised))
+    if c.trained_sigma is None:
+        st.warning("The model was not trained with noise (scrutiny train --noise-sigma): smoothing a model trained "
+                   "without it certifies little.")
+    elif np.isclose(c.trained_sigma, c.sigma, rtol=0, atol=1e-12):
+        st.caption(f"The model was trained with Gaussian noise of sigma={c.trained_sigma:g}.")
+    else:
+        st.warning(f"The model was trained with Gaussian noise of sigma={c.trained_sigma:g}, not the "
+                   f"sigma={c.sigma:g} certified here.")
+
+
+def _g(value: float) -> str:
+    """Three significant digits; n/a for NaN (no rows certified correct)."""
+    return f"{value:.3g}" if np.isfinite(value) else "n/a"
 
 
 def _side_by_side(x: np.ndarray, x_adv: np.ndarray):

@@ -132,8 +132,10 @@ def certified_figure(certification, *, base_curve=None):
             label="certified (lower bound)")
     upper = [e for e in c.table if np.isfinite(e.attacked_accuracy)]
     if upper:
-        ax.plot([e.radius for e in upper], [e.attacked_accuracy for e in upper], marker="o", color="#b3261e", lw=1.4,
-                label="smoothed classifier under attack (upper bound)")
+        # robust accuracy falls as the radius grows: an upper bound at r_i holds up to the next radius
+        ax.step([e.radius for e in upper] + [top], [e.attacked_accuracy for e in upper] + [upper[-1].attacked_accuracy],
+                where="post", color="#b3261e", lw=1.4, label="smoothed classifier under attack (upper bound)")
+        ax.plot([e.radius for e in upper], [e.attacked_accuracy for e in upper], "o", color="#b3261e")
         ax.vlines([e.radius for e in upper], [e.certified_accuracy for e in upper],
                   [e.attacked_accuracy for e in upper], color="#b3261e", alpha=0.35, lw=6,
                   label="left open by the two bounds")
@@ -145,7 +147,7 @@ def certified_figure(certification, *, base_curve=None):
     ax.set_xlim(0, top)
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper right")
+    ax.legend(fontsize=7, loc="lower left")
     ax.set_title(f"Randomized smoothing, sigma = {c.sigma:g}: robust accuracy between the bounds", fontsize=10)
     fig.tight_layout()
     return fig

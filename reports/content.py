@@ -49,8 +49,9 @@ class Num:
     """A number shown in a report and where in the run it comes from."""
 
     value: float | None
-    source: str          # "findings" or "manifest"
-    path: str            # JSON pointer into that file
+    source: str          # "findings", "manifest" or "arrays"
+    path: str            # JSON pointer into that file (arrays: FILE#NAME[ROW,COLUMN]); a difference of two
+                         # values of the file: "POINTER - POINTER" (a pointer escapes "/", so " - /" splits it)
     style: str = "fixed"  # fixed, percent, signed, int, g, count (an expected count: 2,435.0)
 
     @property
@@ -159,6 +160,9 @@ def report_content(run, mapping: Mapping, *, card: dict | None = None) -> Conten
         ("robustness", robustness.CURVE_FIGURE, "Robust accuracy against the perturbation radius"),
         ("min_eps", robustness.MIN_EPS_FIGURE, "Minimal perturbations: share of rows flipped by at most eps"),
         ("adversarial", robustness.EXAMPLES_FIGURE, "Adversarial examples beside their perturbation"),
+        ("certified", robustness.CERTIFIED_FIGURE,
+         "Randomized smoothing: certified accuracy (lower bound, steps) and accuracy under an attack on the smoothed "
+         "classifier (upper bound, measured at the points and held to the next) against the L2 radius"),
         ("fairness", fairness.METRICS_FIGURE, "Fairness metrics with 95 % bootstrap intervals"),
     )}
     rows = []
@@ -363,8 +367,55 @@ def _robustness(attacked: _At | None, mapping: Mapping) -> dict | None:
         "search_eps": attacked.num("search_eps", style="g"),
         "large_eps_accuracy": attacked.num("large_eps_accuracy", style="percent"),
         "constraints": d.constraints, "warnings": d.warnings, "ood": ood,
+        "contributions": _contributions(attacked),
+        "certification": _certification(attacked.at("certification")) if d.certification is not None else None,
         "examples": d.examples[:8], "classes": None,
         "clauses": mapping.for_section("robustness_examples"),
+    }
+
+
+def _contributions(attacked: _At) -> list[dict]:
+    """What each attack of the ensemble added, one row per attack (in the order they were counted)
+    and one cell per radius: the rows it broke of those it attacked. Empty for runs written before
+    the contributions were recorded."""
+    rows: dict[str, dict] = {}
+    for i, entry in enumerate(attacked.node.contributions):
+        at = attacked.at("contributions", i)
+        row = rows.setdefault(entry.attack, {"attack": entry.attack, "chained": set(), "cells": {}})
+        row["chained"].add(entry.chained)
+        row["cells"][entry.eps] = {"broken": at.num("broken", style="int"), "attacked": at.num("attacked", style="int")}
+    for row in rows.values():
+        chained = row.pop("chained")
+        row["ran_on"] = ("the rows left standing" if chained == {True} else
+                         "every row" if chained == {False} else "every row at some radii, the rows left at others")
+    return list(rows.values())
+
+
+def _certification(certified: _At) -> dict:
+    """Randomized smoothing's settings, both bounds per radius and the gap between them, and its headline numbers."""
+    c = certified.node
+    table = []
+    for i, entry in enumerate(c.table):
+        at = certified.at("table", i)
+        lower, upper = at.num("certified_accuracy", style="percent"), at.num("attacked_accuracy", style="percent")
+        gap = None if lower.value is None or upper.value is None else upper.value - lower.value
+        table.append({"radius": at.num("radius", style="g"), "gated": entry.radius == c.gated_radius,
+                      "lower": lower, "upper": upper,
+                      # a difference of two values of findings.json: both pointers name it
+                      "gap": Num(gap, "findings", f"{upper.path} - {lower.path}", style="percent"),
+                      "certified": at.num("certified", style="int"), "n": at.num("n", style="int")})
+    return {
+        "sigma": certified.num("sigma", style="g"), "n0": certified.num("n0", style="int"),
+        "n": certified.num("n", style="int"), "alpha": certified.num("alpha", style="g"),
+        "units": c.units, "noised": c.noised, "gated_radius": certified.num("gated_radius", style="g"),
+        "rows": table[0]["n"] if table else None, "table": table, "attack": c.attack,
+        "smoothed_accuracy": certified.num("smoothed_accuracy", style="percent"),
+        "base_accuracy": certified.num("base_accuracy", style="percent"),
+        "abstention_rate": certified.num("abstention_rate", style="percent"),
+        "median_radius": certified.num("median_radius", style="g"),
+        "median_radius_correct": certified.num("median_radius_correct", style="g"),
+        "trained_sigma": certified.num("trained_sigma", style="g") if c.trained_sigma is not None else None,
+        "same_sigma": c.trained_sigma is not None and math.isclose(c.trained_sigma, c.sigma, abs_tol=1e-12),
     }
 
 

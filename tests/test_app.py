@@ -33,7 +33,7 @@ MAIN = Path(__file__).resolve().parents[1] / "app" / "main.py"
 PAGES = ["Runs", "Explanations", "Robustness", "Fairness", "Compare"]
 GOOD_RUNS = ("adult", "adult-seed1", "digits")
 
-ADULT = audit_configs.TABULAR
+ADULT = audit_configs.TABULAR + audit_configs.CERTIFICATION
 # (fairness.mitigate = "sex" retrains the MLP: +5 s of the 90 s budget; the Fairness page's
 # mitigation table is tested on a run given a mitigation block instead, see test_mitigation_table)
 
@@ -49,7 +49,7 @@ samples = 40
 detector = false
 """
 
-DIGITS = audit_configs.IMAGE
+DIGITS = audit_configs.IMAGE + audit_configs.CERTIFICATION
 
 _BUILT: dict[str, Path] = {}
 
@@ -392,6 +392,99 @@ def test_robustness_curve_and_metrics_equal_the_details(RUNS, run):
     assert metrics["rows never flipped"] == f"{details['never_flipped']:.1%}"
 
 
+@pytest.mark.parametrize("run", ["adult", "digits"])
+def test_contributions_table_equals_the_details(RUNS, run):
+    at = ok(app("robustness", run))
+    details = findings_of(RUNS, run)["details"]["robustness"]
+    entries = details["contributions"]
+    assert len(entries) == len(details["attacks"]) * len(details["eps"])
+    shown = frame(at, "eps", "attack", "ran on", "rows attacked", "rows broken", exact=True)
+    assert shown["attack"].tolist() == [e["attack"] for e in entries]
+    same(shown["eps"], [e["eps"] for e in entries])
+    same(shown["rows attacked"], [e["attacked"] for e in entries])
+    same(shown["rows broken"], [e["broken"] for e in entries])
+    assert shown["ran on"].tolist() == ["rows left standing" if e["chained"] else "every row" for e in entries]
+    # the attacks together broke the rows the model gets right less those the worst case leaves
+    for eps in details["eps"]:
+        worst = next(p for p in details["curve"] if p["attack"] == "worst case" and p["eps"] == eps)
+        broken = shown.loc[shown["eps"] == eps, "rows broken"].sum()
+        assert broken == round(worst["clean_accuracy"] * worst["n"]) - round(worst["robust_accuracy"] * worst["n"])
+    assert any("weak-evaluation checks flag it" in c for c in texts(at.caption))
+
+
+@pytest.mark.parametrize("run", ["adult", "digits"])
+def test_certification_bounds_and_headline_equal_the_details(RUNS, run):
+    at = ok(app("robustness", run))
+    findings = findings_of(RUNS, run)
+    cert = findings["details"]["robustness"]["certification"]
+    assert [s.value for s in at.subheader if s.value.startswith("Certified robustness")] == [
+        f"Certified robustness (randomized smoothing, sigma={cert['sigma']:g})"]
+    table = frame(at, "L2 radius", "certified (lower bound)", "under attack (upper bound)", "gap", "rows certified",
+                  "rows", exact=True)
+    entries = cert["table"]
+    same(table["L2 radius"], [e["radius"] for e in entries])
+    same(table["certified (lower bound)"], [e["certified_accuracy"] for e in entries])
+    same(table["under attack (upper bound)"], [e["attacked_accuracy"] for e in entries])
+    same(table["gap"], [e["attacked_accuracy"] - e["certified_accuracy"] for e in entries])
+    same(table["rows certified"], [e["certified"] for e in entries])
+    same(table["rows"], [e["n"] for e in entries])
+    assert all(e["certified_accuracy"] <= e["attacked_accuracy"] for e in entries)  # lower bound below upper
+    metrics = {m.label: m.value for m in at.metric}
+    gated = cert["gated_radius"]
+    finding = next(f for f in findings["findings"] if f["id"] == f"robustness.certified_accuracy[radius={gated:g}]")
+    assert metrics[f"certified at radius={gated:g}"] == f"{finding['value']:.1%}"
+    assert metrics["smoothed accuracy"] == f"{cert['smoothed_accuracy']:.1%}"
+    assert metrics["base accuracy (no noise)"] == f"{cert['base_accuracy']:.1%}"
+    assert metrics["abstained"] == f"{cert['abstention_rate']:.1%}"
+    assert metrics["median certified radius"] == f"{cert['median_radius']:.3g}"
+    caption = next(c for c in texts(at.caption) if c.startswith("Gaussian noise sigma="))
+    assert f"n0={cert['n0']:,}" in caption and f"n={cert['n']:,}" in caption and f"alpha={cert['alpha']:g}" in caption
+    assert f"Radii in {literal(cert['units'])}." in caption and literal(cert["attack"]) in caption
+    # the suite's models were trained without noise
+    assert "trained_sigma" not in cert and any("not trained with noise" in w for w in texts(at.warning))
+    noised = [i for i in texts(at.info) if "covers moves of these columns only" in i]
+    if run == "adult":
+        assert cert["noised"] and noised == ["Only these columns get noise, and the certificate covers moves of these "
+                                             "columns only: " + ", ".join(literal(n) for n in cert["noised"])]
+    else:
+        assert cert["noised"] == [] and not noised
+
+
+def test_a_run_written_before_contributions_and_certification_shows_neither(RUNS, tmp_path, monkeypatch):
+    root = tmp_path / "runs"
+    shutil.copytree(RUNS / "digits", root / "old")
+    findings = findings_of(RUNS, "digits")
+    del findings["details"]["robustness"]["contributions"], findings["details"]["robustness"]["certification"]
+    rewrite_findings(root / "old", findings)
+    monkeypatch.setenv("SCRUTINY_RUNS_DIR", str(root))
+    at = ok(app("robustness", "old"))
+    assert not at.error
+    subheaders = texts(at.subheader)
+    assert not [s for s in subheaders if s.startswith(("What each attack added", "Certified robustness"))]
+    assert any(s.startswith("Robust accuracy") for s in subheaders)
+    assert not [d for d in at.dataframe if "rows broken" in d.value.columns or "gap" in d.value.columns]
+    assert len(at.image) == 2 + 1  # the curve and the minimal perturbations (no certified figure), the example
+
+
+def test_certification_without_an_upper_bound_and_with_another_trained_sigma(RUNS, tmp_path, monkeypatch):
+    root = tmp_path / "runs"
+    shutil.copytree(RUNS / "digits", root / "edited")
+    findings = findings_of(RUNS, "digits")
+    cert = findings["details"]["robustness"]["certification"]
+    cert["attack"], cert["trained_sigma"] = "", 0.5
+    for entry in cert["table"]:
+        entry["attacked_accuracy"] = None
+    rewrite_findings(root / "edited", findings)
+    monkeypatch.setenv("SCRUTINY_RUNS_DIR", str(root))
+    at = ok(app("robustness", "edited"))
+    table = frame(at, "L2 radius", "under attack (upper bound)", "gap")
+    assert table["under attack (upper bound)"].isna().all() and table["gap"].isna().all()
+    assert any("no attack gave an upper bound" in c for c in texts(at.caption))
+    assert any(f"trained with Gaussian noise of sigma=0.5, not the sigma={cert['sigma']:g}" in w
+               for w in texts(at.warning))
+    assert not any("not trained with noise" in w for w in texts(at.warning))
+
+
 def test_adversarial_examples_and_their_changes(RUNS):
     at = ok(app("robustness", "adult"))
     findings = findings_of(RUNS, "adult")
@@ -416,10 +509,11 @@ def test_digits_examples_are_images(RUNS):
     examples = findings_of(RUNS, "digits")["details"]["robustness"]["examples"]
     assert len(at.selectbox(key="example").options) == len(examples)
     ok(at.selectbox(key="example").set_value(len(examples) - 1).run())
-    # the run's own figures (the curve, the minimal perturbations), then the example: original, adversarial,
-    # perturbation
-    run_figures = sum((RUNS / "digits" / "figures" / name).exists() for name in ("robustness.png", "min_eps.png"))
-    assert run_figures == 2
+    # the run's own figures (the curve, the minimal perturbations, the certified bounds), then the example:
+    # original, adversarial, perturbation
+    run_figures = sum((RUNS / "digits" / "figures" / name).exists()
+                      for name in ("robustness.png", "min_eps.png", "certified.png"))
+    assert run_figures == 3
     assert len(at.image) == run_figures + 1
     assert not [d for d in at.dataframe if "feature" in d.value.columns]
 
@@ -561,10 +655,14 @@ def test_compare_two_adult_runs(RUNS):
     assert at.selectbox(key="compare_a").value == "adult" and at.selectbox(key="compare_b").value == "adult-seed1"
     table = frame(at, "check", "changed")
     _check_comparison(table, RUNS, "adult", "adult-seed1")
-    # same model and data: performance values equal; attributions only in adult: absent and changed
+    # same model and data: performance values equal; attributions, fairness and certification only in adult:
+    # absent and changed
     assert not table.set_index("check").loc["performance.balanced_accuracy", "changed"]
     absent = table[table["status adult-seed1"] == "absent"]
-    assert set(absent["check"].str.split(".").str[0]) == {"attributions", "fairness"} and absent["changed"].all()
+    certified = [f["id"] for f in findings_of(RUNS, "adult")["findings"] if f["check"] == "robustness.certified_accuracy"]
+    assert len(certified) == 1 and [c for c in absent["check"] if c.startswith("robustness.")] == certified
+    assert set(absent["check"].str.split(".").str[0]) == {"attributions", "fairness", "robustness"}
+    assert absent["changed"].all()
     # Gaussian noise drawn with another seed: a value present in both runs that differs
     robust = table[table["check"].str.startswith("robustness.robust_accuracy")]
     assert len(robust) and robust["adult"].notna().all() and robust["adult-seed1"].notna().all()

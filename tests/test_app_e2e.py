@@ -199,8 +199,10 @@ def test_page_in_headless_chromium(server, browser, tmp_path, page, run, header)
     if page == "explanations" and run in ("adult", "digits"):
         assert shown("stImage") >= 2, f"{what}: no attribution figure"  # this row's, the importance figure
     if page == "robustness":
-        # the run's own figures (curve, minimal perturbations); then the example, an image for digits only
-        assert shown("stImage") == 2 + (run == "digits"), f"{what}: a figure or the example is missing"
+        # the run's own figures (curve, minimal perturbations, certified bounds); then the example, an image
+        # for digits only
+        assert shown("stImage") == 3 + (run == "digits"), f"{what}: a figure or the example is missing"
+        assert "What each attack added" in body and "Certified robustness" in body, f"{what}: a section is missing"
     if page in ("runs", "fairness", "compare") and run == "adult":
         assert browser.find_elements(By.CSS_SELECTOR, '[data-testid="stMain"] [data-testid="stDataFrame"]'), \
             f"{what}: no table"

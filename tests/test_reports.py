@@ -31,9 +31,9 @@ from scrutiny.cli import main
 
 from . import audit_configs
 
-ADULT_CONFIG = audit_configs.TABULAR
+ADULT_CONFIG = audit_configs.TABULAR + audit_configs.CERTIFICATION
 
-DIGITS_CONFIG = audit_configs.IMAGE
+DIGITS_CONFIG = audit_configs.IMAGE + audit_configs.CERTIFICATION
 
 # written out here, not imported from the code under test
 SECTIONS = [
@@ -158,7 +158,11 @@ def rendered(request) -> Rendered:
 
 
 def pointer(document, path: str):
-    """RFC 6901 JSON pointer."""
+    """RFC 6901 JSON pointer; ``A - B``: the difference of two values (None when either is null). A
+    pointer escapes its tokens' slashes, so " - /" can only be the separator."""
+    if " - /" in path:
+        minuend, subtrahend = (pointer(document, part) for part in re.split(r" - (?=/)", path))
+        return None if minuend is None or subtrahend is None else minuend - subtrahend
     assert path.startswith("/"), path
     node = document
     for token in path[1:].split("/"):
@@ -292,6 +296,7 @@ def test_every_number_in_the_html_is_the_runs_value_correctly_rounded(adult):
     assert len(spans) >= 300
     assert sources.get("findings", 0) >= 200 and sources.get("manifest", 0) >= 3 and sources.get("arrays", 0) >= 10
     assert any(span.attrs.get("data-style") == "count" for span in spans)  # the fairness support table's counts
+    assert any(" - /" in span.attrs["data-path"] for span in spans)  # the certification's gaps, recomputed above
 
 
 def test_digits_numbers_equal_the_run_too(digits):
@@ -660,6 +665,161 @@ def test_a_run_written_before_the_scoring_rates_reports_without_them(adult, tmp_
     assert "Impact ratios (NYC" in html and "Scoring rates (NYC" not in html
     markdown = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
     assert "| selection rate | impact ratio |" in markdown and "| scoring rate |" not in markdown
+
+
+# ------------------------------------------------------------------ the attack ensemble and certification
+
+
+def cells(row: Node) -> list[Node]:
+    return [c for c in row.children if isinstance(c, Node) and c.tag in ("td", "th")]
+
+
+def part(node: Node, tag: str, **attrs) -> Node:
+    found = node.find(tag, **attrs)
+    assert found is not None, f"no <{tag} {attrs}>"
+    return found
+
+
+def words(node: Node) -> str:
+    """The node's text with runs of white space (and line breaks, <br>) as one space."""
+    def text(n: Node) -> str:
+        return " " if n.tag == "br" else "".join(c if isinstance(c, str) else text(c) for c in n.children)
+
+    return " ".join(text(node).split())
+
+
+def test_contributions_table_shows_what_each_attack_broke_per_radius(rendered):
+    details = rendered.run.findings["details"]["robustness"]
+    entries = details["contributions"]
+    attacks = list(dict.fromkeys(e["attack"] for e in entries))
+    assert attacks == details["attacks"] and len(entries) == len(attacks) * len(details["eps"])
+    table = part(section(rendered.html, "robustness"), "table", id="contributions")
+    assert [words(c) for c in cells(part(part(table, "thead"), "tr"))] == [
+        "attack", "ran on", *(f"ε = {eps} broken / attacked" for eps in details["eps"])]
+    rows = list(part(table, "tbody").iter("tr"))
+    assert [words(cells(r)[0]) for r in rows] == attacks
+    for i, entry in enumerate(entries):
+        row = cells(rows[attacks.index(entry["attack"])])
+        assert words(row[1]) == ("the rows left standing" if entry["chained"] else "every row")
+        cell = row[2 + details["eps"].index(entry["eps"])]
+        at = f"/details/robustness/contributions/{i}"
+        assert [s.attrs["data-path"] for s in num_spans(cell)] == [f"{at}/broken", f"{at}/attacked"]
+        assert words(cell) == f"{entry['broken']} / {entry['attacked']}"
+    # independently of the table: at each radius the attacks broke, together, the rows the model gets
+    # right less those the worst case leaves (the curve's counts)
+    for eps in details["eps"]:
+        worst = next(p for p in details["curve"] if p["attack"] == "worst case" and p["eps"] == eps)
+        right, left = round(worst["clean_accuracy"] * worst["n"]), round(worst["robust_accuracy"] * worst["n"])
+        assert sum(e["broken"] for e in entries if e["eps"] == eps) == right - left, eps
+    assert "weak-evaluation checks flag it" in words(section(rendered.html, "robustness"))
+    # the Markdown shows the same cells
+    markdown = next(t for t in md_tables(rendered.md) if t[0].startswith("| attack | ran on |"))
+    assert [c.strip() for c in md_cells(markdown[0])][2:] == [f"eps = {eps}: broken / attacked" for eps in details["eps"]]
+    assert [[c.strip() for c in md_cells(line)] for line in markdown[2:]] == [[words(c) for c in cells(r)] for r in rows]
+
+
+def test_certification_shows_both_bounds_per_radius_and_its_settings(rendered):
+    findings = rendered.run.findings
+    cert = findings["details"]["robustness"]["certification"]
+    base = "/details/robustness/certification"
+    robustness = section(rendered.html, "robustness")
+    rows = list(part(part(robustness, "table", id="certified"), "tbody").iter("tr"))
+    assert len(rows) == len(cert["table"]) >= 3
+    for i, (row, entry) in enumerate(zip(rows, cert["table"])):
+        row_cells, at = cells(row), f"{base}/table/{i}"
+        assert [[s.attrs["data-path"] for s in num_spans(c)] for c in row_cells] == [
+            [f"{at}/radius"], [f"{at}/certified_accuracy"], [f"{at}/attacked_accuracy"],
+            [f"{at}/attacked_accuracy - {at}/certified_accuracy"], [f"{at}/certified", f"{at}/n"]]
+        lower, upper = entry["certified_accuracy"], entry["attacked_accuracy"]
+        assert upper is not None and lower <= upper, entry  # the model has gradients: both bounds, in order
+        gap = num_spans(row_cells[3])[0]
+        assert float(gap.attrs["data-value"]) == upper - lower and gap.text() == f"{upper - lower:.1%}"
+        assert words(row_cells[4]) == f"{entry['certified']} of {entry['n']}" and entry["n"] == 8
+        assert entry["certified"] == round(lower * entry["n"])
+        assert ("(policy)" in row_cells[0].text()) == (entry["radius"] == cert["gated_radius"])
+    gated = next(e for e in cert["table"] if e["radius"] == cert["gated_radius"])
+    finding = next(f for f in findings["findings"] if f["id"] == f"robustness.certified_accuracy[radius={cert['gated_radius']:g}]")
+    assert finding["value"] == gated["certified_accuracy"]
+    assert sum("(policy)" in r.text() for r in rows) == 1
+    shown = {s.attrs["data-path"] for s in num_spans(robustness)}
+    assert {f"{base}/{key}" for key in ("sigma", "n0", "n", "alpha", "gated_radius", "smoothed_accuracy", "base_accuracy",
+                                        "abstention_rate", "median_radius", "median_radius_correct")} <= shown
+    text = words(robustness)
+    assert f"Radii in {cert['units']}" in text
+    assert "trained_sigma" not in cert and "The model was not trained with noise" in text  # the suite's models
+    covered = "the certificate covers moves of these columns only"
+    if rendered.run.findings["subject"]["data"]["task"] == "tabular":
+        assert cert["noised"] and covered in text and ", ".join(cert["noised"]) in text
+    else:
+        assert cert["noised"] == [] and covered not in text
+    figure = (rendered.path / "figures" / "certified.png").read_bytes()
+    assert figure in {data_uri_bytes(i.attrs["src"]) for i in robustness.iter("img")}
+    # the Markdown: the same rows, and the settings
+    markdown = next(t for t in md_tables(rendered.md) if t[0].startswith("| L2 radius |"))
+    assert [[c.strip() for c in md_cells(line)] for line in markdown[2:]] == [[words(c) for c in cells(r)] for r in rows]
+    assert f"sigma = {cert['sigma']:.3g}, n0 = {cert['n0']:,}, n = {cert['n']:,}, alpha = {cert['alpha']:.3g}" in rendered.md
+
+
+def _rewritten(run: Path, edit) -> None:
+    """``edit`` the run's findings.json in place and record its new hash in the manifest."""
+    from scrutiny.hashing import sha256_file
+
+    document = json.loads((run / "findings.json").read_text())
+    edit(document)
+    (run / "findings.json").write_text(to_json(document))
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["files"]["findings.json"] = sha256_file(run / "findings.json")
+    (run / "manifest.json").write_text(to_json(manifest))
+
+
+def test_a_run_written_before_contributions_and_certification_reports_without_them(digits, tmp_path, capsys):
+    run = copy_run(digits.path, tmp_path / "run")
+
+    def old(document):
+        del document["details"]["robustness"]["contributions"], document["details"]["robustness"]["certification"]
+
+    _rewritten(run, old)
+    code, _, err = report([str(run), "--format", "html,md", "--out", str(tmp_path / "out")], capsys)
+    assert code == 0, err
+    html = parse_html((tmp_path / "out" / "report.html").read_text(encoding="utf-8"))
+    robustness = section(html, "robustness")
+    assert robustness.find("table", id="contributions") is None and robustness.find("table", id="certified") is None
+    assert "What each attack added" not in robustness.text() and "Certified robustness" not in robustness.text()
+    assert (run / "figures" / "certified.png").read_bytes() not in {data_uri_bytes(i.attrs["src"]) for i in html.iter("img")}
+    assert "worst case" in robustness.text()  # the rest of the section is there
+    markdown = (tmp_path / "out" / "report.md").read_text(encoding="utf-8").split("## 4. ")[1].split("## 5. ")[0]
+    assert "| attack | eps = " in markdown and "| attack | ran on |" not in markdown and "| L2 radius |" not in markdown
+
+
+@pytest.mark.parametrize("trained_sigma, words_html, words_md", [
+    (0.5, "trained with Gaussian noise of σ = 0.5, not the σ certified here", "Trained with noise sigma = 0.5, not the"),
+    (0.25, "trained with Gaussian noise of σ = 0.25.", "Trained with noise sigma = 0.25."),
+], ids=["another-sigma", "the-same-sigma"])
+def test_certification_without_an_upper_bound_and_with_a_trained_sigma(digits, tmp_path, capsys, trained_sigma,
+                                                                        words_html, words_md):
+    """A model without gradients has no attack on its smoothed classifier: the upper bounds and gaps
+    are n/a; the σ the model was trained with is named, and whether it is the one certified."""
+    run = copy_run(digits.path, tmp_path / "run")
+
+    def edit(document):
+        cert = document["details"]["robustness"]["certification"]
+        assert cert["sigma"] == 0.25
+        cert["attack"], cert["trained_sigma"] = "", trained_sigma
+        for entry in cert["table"]:
+            entry["attacked_accuracy"] = None
+
+    _rewritten(run, edit)
+    code, _, err = report([str(run), "--format", "html,md", "--out", str(tmp_path / "out")], capsys)
+    assert code == 0, err
+    robustness = section(parse_html((tmp_path / "out" / "report.html").read_text(encoding="utf-8")), "robustness")
+    rows = list(part(part(robustness, "table", id="certified"), "tbody").iter("tr"))
+    assert rows and all([words(c) for c in cells(r)][2:4] == ["n/a", "n/a"] for r in rows)
+    text = words(robustness)
+    assert "no attack gave an upper bound" in text and words_html in text
+    assert ("not the σ certified here" in text) == (trained_sigma != 0.25)
+    markdown = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+    assert "no attack gave an upper bound" in markdown and words_md in markdown
+    assert ("not the sigma certified here" in markdown) == (trained_sigma != 0.25)
 
 
 # ------------------------------------------------------------------ 6. the digits run
