@@ -7,7 +7,7 @@ the commands, so that ``--help`` and usage errors answer without loading torch.
 Exit codes:
 
 - 0: done (for ``audit``: a run was written and no policy check failed);
-- 1: ``audit`` wrote a run and a policy check failed;
+- 1: ``audit`` wrote a run and a policy check failed; ``verify`` found a problem (one line each);
 - 2: bad input or usage, including model code that raised or called ``sys.exit``, and
   running out of memory; one ``error:`` line on stderr, nothing written;
 - 3: an internal error, a bug in scrutiny (one ``error: internal error:`` line; set
@@ -787,6 +787,62 @@ def report(
         written = write_reports(run, formats=asked, out=out, mapping=mapping, card=card)
     for path in written:
         console.print(f"report written to {path}", markup=False)
+
+
+@app.command()
+def sign(
+    run: Path = typer.Argument(..., help="A run folder written by scrutiny audit."),
+    name: str = typer.Option(..., "--name", help="Who signs."),
+    role: str = typer.Option(..., "--role", help="validator, approver or owner."),
+    decision: str = typer.Option(..., "--decision", help="accept, reject or accept-with-conditions. accept needs every failed check named by --accept-exception."),
+    reason: str = typer.Option(..., "--reason", help="Why; for accept-with-conditions, the conditions."),
+    accept_exception: list[str] | None = typer.Option(None, "--accept-exception", metavar="CHECK", help="A check (fairness.disparate_impact) or finding id (fairness.disparate_impact[sex]) of the run that fails, warns or was not decided, accepted as an exception; repeat for more."),
+    key: Path | None = typer.Option(None, "--key", help="Sign the record with this Ed25519 private key (unencrypted PEM, as `openssl genpkey -algorithm ed25519` writes); pip install \"scrutiny[sign]\". Default: unsigned."),
+    policy: Path | None = typer.Option(None, "--policy", help="The policy file the run was audited under (its thresholds must be the run's). Default: the file the run's manifest names; the shipped default policy for runs audited without --policy."),
+) -> None:
+    """Sign a run off: append a record (who, role, UTC time, decision, reason, accepted exceptions, the
+    SHA-256 of findings.json, manifest.json and the policy, the previous record's hash) to RUN/signoffs.jsonl."""
+    from scrutiny.audit.run.signoff import DECISIONS, ROLES, SIGNOFFS, OpenFailures, sign_run
+
+    if role not in ROLES:
+        raise errors.InputError(f"--role {role}: expected one of {', '.join(ROLES)}")
+    if decision not in DECISIONS:
+        raise errors.InputError(f"--decision {decision}: expected one of {', '.join(DECISIONS)}")
+    if policy is not None and not policy.is_file():
+        raise errors.InputError(f"--policy {policy}: no such file")
+    try:
+        record = sign_run(run, name=name, role=role, decision=decision, reason=reason,
+                          accept_exceptions=accept_exception or [], key=key, policy=policy)
+    except OpenFailures as exc:
+        raise errors.InputError(f"--decision accept: {', '.join(exc.failing)} "
+                                f"{'fails' if len(exc.failing) == 1 else 'fail'}; name "
+                                f"{'it' if len(exc.failing) == 1 else 'each'} with --accept-exception, or decide "
+                                "accept-with-conditions or reject") from None
+    signed = "signed with an Ed25519 key" if "signature" in record else "unsigned"
+    console.print(f"sign-off written to {run / SIGNOFFS}: {record['role']} {record['name']}, {record['decision']} "
+                  f"({signed}); record SHA-256 {record['record_sha256']}", markup=False)
+
+
+@app.command()
+def verify(
+    run: Path = typer.Argument(..., help="A run folder written by scrutiny audit."),
+    public_key: list[Path] | None = typer.Option(None, "--public-key", metavar="PEM", help="An Ed25519 public key (PEM, as `openssl pkey -pubout` writes): every record must be signed by one of the keys given; repeat for several signers."),
+    policy: Path | None = typer.Option(None, "--policy", help="Where the policy file the records signed is now, if it moved. Default: where each record names it."),
+) -> int:
+    """Check a run: every file against its manifest, the sign-off records against the files and the
+    policy, the chain of records and their signatures. Exit 0 when it verifies, else 1 with one line per problem."""
+    from scrutiny.audit.run.signoff import load_public_key, verify_run
+
+    if policy is not None and not policy.is_file():
+        raise errors.InputError(f"--policy {policy}: no such file")
+    keys = [load_public_key(path) for path in public_key or []]
+    result = verify_run(run, public_keys=keys, policy=policy)
+    for problem in result.problems:
+        console.print(problem, markup=False)
+    if result.problems:
+        return 1
+    console.print(result.summary(), markup=False)
+    return 0
 
 
 @app.command("app")

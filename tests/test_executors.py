@@ -104,7 +104,8 @@ def test_ray_on_one_and_two_workers_and_a_two_node_cluster_gives_the_same_findin
     expected = local["adult"]
     try:
         for cpus in (1, 2):  # the Adult audit: every family (the digits one is tested in reverse order above)
-            run = audited(trained, "adult", RayExecutor(num_cpus=cpus), progress=cpus == 2)
+            # tasks declare one CPU so that two run at once on two (each still at the caller's threads)
+            run = audited(trained, "adult", RayExecutor(num_cpus=cpus, task_cpus=1), progress=cpus == 2)
             assert run.findings == expected.findings, cpus
             assert run.manifest["chunks"] == expected.manifest["chunks"], cpus
             assert run.manifest["executor"] == {"name": "ray", "retried_tasks": 0}
@@ -322,10 +323,10 @@ def test_ray_tasks_ask_for_the_callers_threads_so_a_machine_is_never_oversubscri
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        assert _overlaps(RayExecutor(task_cpus=1).map(_interval, work_chunks(("demo", "threads"), 3, 1)))
+        assert _overlaps(RayExecutor(task_cpus=1).map(_interval, work_chunks(("demo", "threads"), 2, 1)))
         executor = RayExecutor()
         assert executor.task_resources() == {"num_cpus": 2, "num_gpus": 0}
-        assert not _overlaps(executor.map(_interval, work_chunks(("demo", "threads"), 3, 1)))
+        assert not _overlaps(executor.map(_interval, work_chunks(("demo", "threads"), 2, 1)))
         assert RayExecutor(task_cpus=8).task_resources()["num_cpus"] == 2  # capped at the largest node: it fits
     finally:
         torch.set_num_threads(threads)
