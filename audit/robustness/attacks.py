@@ -233,6 +233,7 @@ class _Projector:
         self.x, self.eps, self.norm = x, eps, norm
         self.lower, self.upper = torch.minimum(lower, x), torch.maximum(upper, x)
         self.constraints = constraints
+        self._whole: tuple[Tensor, Tensor, Tensor] | None = None  # whole-number columns, their scale and offset
         if norm == "linf":  # ball ∩ range ∩ mutable is one box; immutable positions get lo = hi = x
             reach = eps * self.mutable
             self.box = torch.maximum(x - reach, self.lower), torch.minimum(x + reach, self.upper)
@@ -251,9 +252,11 @@ class _Projector:
         c = self.constraints
         if not len(c.integer):
             return x_adv
-        idx = torch.as_tensor(c.integer, device=x_adv.device)
-        scale = torch.as_tensor(c.scale, dtype=torch.float64, device=x_adv.device)
-        offset = torch.as_tensor(c.offset, dtype=torch.float64, device=x_adv.device)
+        if self._whole is None:
+            self._whole = (torch.as_tensor(c.integer, device=x_adv.device),
+                           torch.as_tensor(c.scale, dtype=torch.float64, device=x_adv.device),
+                           torch.as_tensor(c.offset, dtype=torch.float64, device=x_adv.device))
+        idx, scale, offset = self._whole
         flat, flat_x = x_adv.flatten(1).clone(), self.x.flatten(1)
         value = flat[:, idx].double() * scale + offset
         original = flat_x[:, idx].double() * scale + offset
@@ -703,6 +706,8 @@ def square(model: nn.Module, x: Tensor, y: Tensor, eps, *, norm: str = "linf", c
     all_rows = torch.arange(len(x), device=x.device)
     margin = evaluate(x_adv, all_rows)
     positions = mutable.flatten().nonzero().squeeze(1)
+    sub: _Projector | None = None
+    sub_rows = all_rows
     for it in range(queries - 1):
         active = (margin > 0).nonzero().squeeze(1)
         if not len(active):
@@ -724,7 +729,8 @@ def square(model: nn.Module, x: Tensor, y: Tensor, eps, *, norm: str = "linf", c
             flat = delta.flatten(1).clone()
             flat[:, chosen] = signs((len(active), count)) * radius[active].flatten(1)
             delta = flat.view_as(delta)
-        sub = _Projector(x[active], radius[active], "linf", constraints)
+        if sub is None or not torch.equal(sub_rows, active):  # rows standing change seldom: reuse their box
+            sub, sub_rows = _Projector(x[active], radius[active], "linf", constraints), active
         candidate = sub.finalise(sub(x[active] + delta))
         new_margin = evaluate(candidate, active)
         better = new_margin < margin[active]
