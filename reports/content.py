@@ -37,8 +37,10 @@ SECTIONS = (
     ("fairness", "Fairness"),
     ("adverse_action", "Adverse-action reasons"),
     ("compliance", "Compliance mapping"),
+    ("signoff", "Sign-off"),
     ("reproducibility", "Reproducibility appendix"),
 )
+SIGNING_ROLES = ("owner", "validator", "approver")  # the lines to sign on a run no one has signed yet
 
 
 _BOUND_WORDS = {"fail_below": "fail <", "fail_above": "fail >", "warn_below": "warn <", "warn_above": "warn >"}
@@ -140,6 +142,7 @@ class Content:
     absent: dict          # family -> why its section is empty (no details): left out, or not assessed
     adverse_action: dict
     compliance: list
+    signoff: dict
     reproducibility: dict
     figures: dict[str, Figure | None] = field(default_factory=dict)  # None: the run has no such figure
 
@@ -213,6 +216,7 @@ def report_content(run, mapping: Mapping, *, card: dict | None = None) -> Conten
         fairness=_fairness(fairness_details, f),
         adverse_action=_adverse_action(run, mapping),
         compliance=_compliance(mapping, findings["findings"]),
+        signoff=_signoff(run),
         reproducibility={
             "command": " ".join(run.manifest.get("command") or []),
             "seed": m.num("seed", style="int"),
@@ -229,6 +233,26 @@ def report_content(run, mapping: Mapping, *, card: dict | None = None) -> Conten
         },
         figures=figures,
     )
+
+
+def _signoff(run) -> dict:
+    """The run's sign-off records (``scrutiny sign``) and whether the run verifies now: its files
+    against the manifest, the records' chain, hashes and signatures; the roles still to sign."""
+    from scrutiny.audit.run.signoff import read_signoffs, verify_run
+
+    records = read_signoffs(run.path)
+    checked = verify_run(run.path)
+    return {
+        "records": [{"name": r.get("name"), "role": r.get("role"), "decision": r.get("decision"),
+                     "time": r.get("time"), "reason": r.get("reason"),
+                     "exceptions": list(r.get("accepted_exceptions") or []), "signed": "signature" in r,
+                     "sha256": r.get("record_sha256")} for r in records],
+        "verified": checked.ok, "problems": list(checked.problems),
+        "summary": checked.summary() if checked.ok else
+        f"NOT VERIFIED: {len(checked.problems)} problem(s) with the files or the sign-off records since they were "
+        "written (scrutiny verify RUN lists the same):",
+        "unsigned_roles": [role for role in SIGNING_ROLES if role not in {r.get("role") for r in records}],
+    }
 
 
 def _absent(run) -> dict[str, str]:

@@ -30,6 +30,7 @@ from scrutiny.audit.run.run_folder import Run, load_run, to_json
 from scrutiny.cli import main
 
 from . import audit_configs
+from .test_cli import cli
 
 ADULT_CONFIG = audit_configs.TABULAR + audit_configs.CERTIFICATION
 
@@ -44,6 +45,7 @@ SECTIONS = [
     ("fairness", "Fairness"),
     ("adverse_action", "Adverse-action reasons"),
     ("compliance", "Compliance mapping"),
+    ("signoff", "Sign-off"),
     ("reproducibility", "Reproducibility appendix"),
 ]
 HEADINGS = [f"{i}. {title}" for i, (_, title) in enumerate(SECTIONS, start=1)]
@@ -665,6 +667,44 @@ def test_a_run_written_before_the_scoring_rates_reports_without_them(adult, tmp_
     assert "Impact ratios (NYC" in html and "Scoring rates (NYC" not in html
     markdown = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
     assert "| selection rate | impact ratio |" in markdown and "| scoring rate |" not in markdown
+
+
+# ------------------------------------------------------------------ sign-off
+
+
+def test_the_signoff_section_shows_lines_to_sign_then_the_records_and_whether_the_run_verifies(adult, tmp_path,
+                                                                                               capsys):
+    run = copy_run(adult.path, tmp_path / "run")
+
+    def rendered(out: str) -> tuple[Node, str]:
+        code, _, err = report([str(run), "--format", "html,md", "--out", str(tmp_path / out)], capsys)
+        assert code == 0, err
+        html = parse_html((tmp_path / out / "report.html").read_text(encoding="utf-8"))
+        return part(html, "section", id="signoff"), (tmp_path / out / "report.md").read_text(encoding="utf-8")
+
+    section, markdown = rendered("unsigned")
+    assert "No one has signed this run." in section.text() and "verified: 0 sign-off records" in section.text()
+    assert [cells(row)[0].text() for row in part(section, "table").iter("tr")] == ["owner", "validator", "approver"]
+    assert "| validator | | | | |" in markdown
+    name = "Ada <b>Validator</b> | x"  # data-derived text stays text in both formats
+    code, _, err = cli(capsys, "sign", run, "--name", name, "--role", "validator", "--decision", "reject",
+                       "--reason", "fails the four-fifths rule")
+    assert code == 0, err
+    record = json.loads((run / "signoffs.jsonl").read_text().splitlines()[0])
+    section, markdown = rendered("signed")
+    rows = list(part(section, "table").iter("tr"))
+    assert [c.text() for c in cells(rows[1])][:5] == [name, "validator", "reject", record["time"],
+                                                      "fails the four-fifths rule"]
+    assert record["record_sha256"] in cells(rows[1])[6].text()
+    assert "verified: 1 sign-off record" in section.text() and "Not yet signed by every role." in section.text()
+    assert "<b>" not in markdown and "| Ada &lt;b&gt;Validator&lt;/b&gt; \\| x | validator | reject |" in markdown
+    # a changed file of the run stops the report itself (load_run); a record edited after signing is shown
+    edited = (run / "signoffs.jsonl").read_text().replace("fails the four-fifths rule", "passes")
+    (run / "signoffs.jsonl").write_text(edited)
+    section, _ = rendered("tampered")
+    problems = [li.text() for li in section.iter("li")]
+    assert len(problems) == 1 and "record 1" in problems[0], problems
+    assert "fail" in part(section, "p").classes() and "verified:" not in part(section, "p").text()
 
 
 # ------------------------------------------------------------------ the attack ensemble and certification
