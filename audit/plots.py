@@ -97,9 +97,11 @@ def heatmap_figure(images: np.ndarray, values: dict[str, np.ndarray], *, titles:
     return fig
 
 
-def robustness_figure(curve, *, norm: str, clean_accuracy: float):
+def robustness_figure(curve, *, norm: str, clean_accuracy: float, unit: str = "", gated_eps: float | None = None,
+                      bounds: dict[str, float] | None = None):
     """Robust accuracy against ε, one line per attack (dashed: noise baselines), the per-row
-    worst case in bold."""
+    worst case in bold; ``unit`` names ε's unit on the axis, and the policy's radius
+    (``gated_eps``) and its fail/warn bounds on the worst case (``bounds``) are drawn."""
     fig, ax = subplots(figsize=(6.0, 4.0))
     attacks = list(dict.fromkeys(p.attack for p in curve))
     for name in attacks:
@@ -108,11 +110,17 @@ def robustness_figure(curve, *, norm: str, clean_accuracy: float):
         worst = name == "worst case"
         ax.plot(eps, acc, marker="o", lw=2.6 if worst else 1.4, color="black" if worst else None,
                 ls="-" if worst or name in REAL_ATTACKS else "--", label=name)
-    ax.set_xlabel(f"eps ({'L∞' if norm == 'linf' else 'L2'})")
+    if gated_eps is not None:
+        ax.axvline(gated_eps, color="black", ls=":", lw=1.0, label=f"policy eps = {gated_eps:g}")
+    for key, colour in (("fail_below", "#b3261e"), ("warn_below", "#c77700")):
+        if bounds and key in bounds:
+            ax.axhline(bounds[key], color=colour, ls="-.", lw=0.9,
+                       label=f"{key.split('_')[0]} below {bounds[key]:g} (worst case)")
+    ax.set_xlabel(f"eps ({'L∞' if norm == 'linf' else 'L2'}{', ' + unit if unit else ''})")
     ax.set_ylabel("robust accuracy")
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
     ax.set_title("Accuracy under attack (eps 0 = clean)", fontsize=11)
     fig.tight_layout()
     return fig

@@ -430,8 +430,9 @@ def attack(
     if plot is not None:
         from scrutiny.audit import plots
 
-        written = [plots.save_figure(plots.robustness_figure(result.curve, norm=norm,
-                                                             clean_accuracy=result.curve[0].clean_accuracy), plot)]
+        figure = plots.robustness_figure(result.curve, norm=norm, clean_accuracy=result.curve[0].clean_accuracy,
+                                         unit=modality(dataset.spec.task).eps_unit)
+        written = [plots.save_figure(figure, plot)]
         if "adversarial" in modality(dataset.spec.task).figures and result.examples:
             figure = plots.adversarial_figure(result.examples[:6], dataset.spec.classes)
             written.append(plots.save_figure(figure, plot.with_name(f"{plot.stem}-examples{plot.suffix}")))

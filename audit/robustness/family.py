@@ -105,7 +105,9 @@ def run(context: AuditContext) -> FamilyResult:
         stored["examples_x_adv"] = np.stack([e.x_adv for e in result.examples]).astype(np.float32)
     figures = {
         CURVE_FIGURE: plots.robustness_figure(result.curve, norm=result.norm,
-                                              clean_accuracy=result.curve[0].clean_accuracy),
+                                              clean_accuracy=result.curve[0].clean_accuracy, unit=kind.eps_unit,
+                                              gated_eps=gated,
+                                              bounds=c.policy.threshold("robustness.robust_accuracy")),
     }
     if searched:
         figures[MIN_EPS_FIGURE] = plots.min_eps_figure(result.min_eps, norm=result.norm, search_eps=result.search_eps,
