@@ -255,7 +255,7 @@ def test_explain_is_the_same_whatever_order_the_chunks_run_in(breast_cancer):
 def ray_executor():
     import ray
 
-    executor = RayExecutor(num_cpus=2)
+    executor = RayExecutor(num_cpus=2, task_cpus=1)  # two tasks at once, each at the caller's threads
     yield executor
     ray.shutdown()
 

@@ -165,7 +165,7 @@ def test_ray_workers_give_the_local_result(digits):
     local = assess_robustness(model, dataset, **SETTINGS)
     started = not ray.is_initialized()
     try:
-        remote = assess_robustness(model, dataset, executor=RayExecutor(num_cpus=2), **SETTINGS)
+        remote = assess_robustness(model, dataset, executor=RayExecutor(num_cpus=2, task_cpus=1), **SETTINGS)
     finally:
         if started:
             ray.shutdown()
