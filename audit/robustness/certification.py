@@ -112,8 +112,6 @@ def assess_certification(model: nn.Module, x: torch.Tensor, y: torch.Tensor, row
         radii: L2 radii of the table (0 is added).
         samples: rows to certify, a seeded subset of ``rows`` (all when fewer).
     """
-    from .assess import _threads
-
     pick = np.sort(chunk_rng(seed, *WORK).choice(len(rows), size=min(samples, len(rows)), replace=False))
     keys, xs, ys = np.asarray(rows)[pick], x[pick], y[pick]
     dev = resolve_device(device)
@@ -122,9 +120,8 @@ def assess_certification(model: nn.Module, x: torch.Tensor, y: torch.Tensor, row
                    noise_scale=noise_scale, mutable=mutable)
     attacker = (gradient_model if gradient_model is not None else model) if attack else None
     executor = executor if executor is not None else LocalExecutor()
-    with _threads(setup.threads):
-        parts = executor.map(_certify_chunk, work_chunks(WORK, len(keys), chunk_rows), model, attacker, xs, ys,
-                             keys, setup)
+    parts = executor.map(_certify_chunk, work_chunks(WORK, len(keys), chunk_rows), model, attacker, xs, ys, keys,
+                         setup)
     cert = _joined([p.certification for p in parts])
     labels = ys.numpy()
     summary = summarize(cert, labels, setup.radii)
