@@ -19,12 +19,12 @@ from scrutiny.audit.run.policy import CHECKS
 from scrutiny.errors import InputError
 from scrutiny.toml_file import read_toml
 
-__all__ = ["Clause", "Mapping", "load_mapping", "by_framework", "DEFAULT_MAPPING", "SECTIONS", "CLAUSE_FIELDS"]
+__all__ = ["Clause", "Mapping", "load_mapping", "by_framework", "DEFAULT_MAPPING", "SECTIONS", "CLAUSE_FIELDS", "compliance_section"]
 
 DEFAULT_MAPPING = Path(__file__).with_name("compliance.toml")
 
 # the report sections that are evidence in themselves
-SECTIONS = ("model_card", "adverse_action", "reproducibility", "robustness_examples")
+SECTIONS = ("model_card", "adverse_action", "reproducibility", "robustness_examples", "signoff", "monitoring")
 CLAUSE_FIELDS = ("framework", "reference", "title", "summary")
 _TOP_LEVEL = ("version", "clauses", "checks", "sections")
 _LINK_KEYS = ("clauses", "why")
@@ -120,6 +120,30 @@ def by_framework(mapping: Mapping, checks: list[str]) -> dict[str, list[tuple[Cl
         if evidence:
             grouped.setdefault(clause.framework, []).append((clause, evidence))
     return grouped
+
+
+def compliance_section(mapping: Mapping, run) -> list:
+    """The report's compliance section for ``run``: per framework and clause, each check that bears on it
+    with its subjects grouped by status."""
+    entries = run.findings["findings"]
+    by_check: dict[str, list] = {}
+    for entry in entries:
+        by_check.setdefault(entry["check"], []).append(entry)
+    out = []
+    for framework, items in by_framework(mapping, list(by_check)).items():
+        clauses = []
+        for clause, checks in items:
+            evidence = []
+            for check in checks:
+                groups = []
+                for status in ("fail", "warn", "insufficient", "pass"):
+                    subjects = [e["subject"] or "overall" for e in by_check[check] if e["status"] == status]
+                    if subjects:
+                        groups.append((status, subjects))
+                evidence.append({"check": check, "groups": groups})
+            clauses.append({"clause": clause, "checks": evidence})
+        out.append({"framework": framework, "clauses": clauses})
+    return out
 
 
 # ------------------------------------------------------------------ reading and checking

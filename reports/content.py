@@ -25,7 +25,7 @@ from scrutiny.audit.robustness import details as robustness
 from scrutiny.audit.run.details import Details
 from scrutiny.audit.run.findings import STATUS_WORDS, STATUSES
 from scrutiny.reports.adverse_action import stored_notices
-from scrutiny.reports.compliance import Mapping, by_framework
+from scrutiny.reports.compliance import Mapping, compliance_section
 
 __all__ = ["Num", "report_content", "SECTIONS"]
 
@@ -215,7 +215,7 @@ def report_content(run, mapping: Mapping, *, card: dict | None = None) -> Conten
         robustness=_robustness(_details(run, "robustness"), mapping),
         fairness=_fairness(fairness_details, f),
         adverse_action=_adverse_action(run, mapping),
-        compliance=_compliance(mapping, findings["findings"]),
+        compliance=compliance_section(mapping, run),
         signoff=_signoff(run),
         reproducibility={
             "command": " ".join(run.manifest.get("command") or []),
@@ -554,25 +554,3 @@ def _adverse_action(run, mapping: Mapping) -> dict:
             "n_cannot_issue": summary.num("n_cannot_issue", style="int"),
             "n_explained": summary.num("n_explained", style="int"),
             "prohibited_bases": stored.prohibited_bases, "clauses": clauses}
-
-
-def _compliance(mapping: Mapping, entries: list) -> list:
-    """Per framework and clause, each check that bears on it with its subjects grouped by status."""
-    by_check: dict[str, list] = {}
-    for entry in entries:
-        by_check.setdefault(entry["check"], []).append(entry)
-    out = []
-    for framework, items in by_framework(mapping, list(by_check)).items():
-        clauses = []
-        for clause, checks in items:
-            evidence = []
-            for check in checks:
-                groups = []
-                for status in ("fail", "warn", "insufficient", "pass"):
-                    subjects = [e["subject"] or "overall" for e in by_check[check] if e["status"] == status]
-                    if subjects:
-                        groups.append((status, subjects))
-                evidence.append({"check": check, "groups": groups})
-            clauses.append({"clause": clause, "checks": evidence})
-        out.append({"framework": framework, "clauses": clauses})
-    return out
