@@ -29,16 +29,19 @@ from scrutiny.reports.compliance import Mapping, compliance_section
 
 __all__ = ["Num", "report_content", "SECTIONS"]
 
-SECTIONS = (
-    ("summary", "Summary"),
-    ("model_card", "Model card"),
-    ("explainability", "Explainability"),
-    ("robustness", "Robustness"),
-    ("fairness", "Fairness"),
-    ("adverse_action", "Adverse-action reasons"),
-    ("compliance", "Compliance mapping"),
-    ("signoff", "Sign-off"),
-    ("reproducibility", "Reproducibility appendix"),
+SECTIONS = (  # key, title, whether it is an appendix
+    ("summary", "Executive summary", False),
+    ("findings", "Findings that need attention", False),
+    ("model_card", "Model card", False),
+    ("explainability", "Explainability", False),
+    ("robustness", "Robustness", False),
+    ("fairness", "Fairness", False),
+    ("adverse_action", "Adverse-action reasons", False),
+    ("compliance", "Compliance mapping", False),
+    ("signoff", "Sign-off", False),
+    ("passes", "Checks that passed", True),
+    ("clauses", "Clause texts", True),
+    ("reproducibility", "Reproducibility", True),
 )
 SIGNING_ROLES = ("owner", "validator", "approver")  # the lines to sign on a run no one has signed yet
 
@@ -133,7 +136,7 @@ class Content:
     run_name: str
     verdict: str
     counts: dict
-    sections: list[tuple[str, str]]
+    sections: list[tuple[str, str, str]]  # key, title, heading ("3. Fairness", "Appendix A. Checks that passed")
     summary: dict
     model_card: dict
     explainability: dict | None
@@ -142,6 +145,7 @@ class Content:
     absent: dict          # family -> why its section is empty (no details): left out, or not assessed
     adverse_action: dict
     compliance: list
+    clause_texts: list    # every clause of the mapping, in its order (the appendix)
     signoff: dict
     reproducibility: dict
     figures: dict[str, Figure | None] = field(default_factory=dict)  # None: the run has no such figure
@@ -172,7 +176,7 @@ def report_content(run, mapping: Mapping, *, card: dict | None = None) -> Conten
     for i, entry in enumerate(findings["findings"]):
         interval = entry["interval"]
         rows.append({
-            "id": entry["id"], "family": entry["family"], "metric": entry["metric"], "status": entry["status"],
+            "index": i, "id": entry["id"], "family": entry["family"], "metric": entry["metric"], "status": entry["status"],
             "status_text": STATUS_WORDS[entry["status"]],
             "value": f.num("findings", i, "value", style="g"),
             "low": f.num("findings", i, "interval", "low", style="g") if interval else None,
@@ -191,12 +195,13 @@ def report_content(run, mapping: Mapping, *, card: dict | None = None) -> Conten
         verdict=findings["verdict"],
         # runs written before the insufficient status have no count of it
         counts={k: f.num("counts", k, style="int") for k in STATUSES if k in findings["counts"]},
-        sections=list(SECTIONS),
+        sections=_headings(),
         summary={
             "model": model, "data": data, "date": run.manifest.get("finished", ""),
             "weights_sha256": model["weights_sha256"], "data_sha256": data["sha256"],
             "decisions": run.manifest["model"].get("decisions"),  # an audit of logged predictions: how they were made
             "n_test": f.num("subject", "data", "n_test", style="int"), "rows": rows,
+            "attention": [r for r in rows if r["status"] != "pass"], "passes": [r for r in rows if r["status"] == "pass"],
         },
         model_card={
             "intended_use": card.get("intended_use"), "out_of_scope": card.get("out_of_scope"),
@@ -216,6 +221,7 @@ def report_content(run, mapping: Mapping, *, card: dict | None = None) -> Conten
         fairness=_fairness(fairness_details, f),
         adverse_action=_adverse_action(run, mapping),
         compliance=compliance_section(mapping, run),
+        clause_texts=list(mapping.clauses.values()),
         signoff=_signoff(run),
         reproducibility={
             "command": " ".join(run.manifest.get("command") or []),
@@ -233,6 +239,19 @@ def report_content(run, mapping: Mapping, *, card: dict | None = None) -> Conten
         },
         figures=figures,
     )
+
+
+def _headings() -> list[tuple[str, str, str]]:
+    """Each section's key, title and heading: numbered in the body, lettered in the appendices."""
+    out, body, appendix = [], 0, 0
+    for key, title, is_appendix in SECTIONS:
+        if is_appendix:
+            appendix += 1
+            out.append((key, title, f"Appendix {chr(ord('A') + appendix - 1)}. {title}"))
+        else:
+            body += 1
+            out.append((key, title, f"{body}. {title}"))
+    return out
 
 
 def _signoff(run) -> dict:

@@ -263,7 +263,7 @@ def test_markdown_model_card_holds_every_card_field_of_the_html(reports):
 
     md, report_html = reports
     card = tomllib.loads(CARD)
-    md_card = md.split("## 2. ")[1].split("## 3. ")[0]
+    md_card = next(p for p in re.split(r"(?m)^## ", md) if p.split("\n", 1)[0].endswith("Model card"))
     html_card = report_html.split('<section id="model_card">')[1].split("</section>")[0]
     shown_md, shown_html = _card_text(commonmark(md_card)), _card_text(html_card)
     for key, value in card.items():

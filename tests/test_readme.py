@@ -313,7 +313,7 @@ def _assert_card_in_markdown(card: Path, md: str) -> None:
 
     from scrutiny.reports.render import load_card
 
-    shown = MarkdownIt("commonmark").render(md.split("## 2. ")[1].split("## 3. ")[0])
+    shown = MarkdownIt("commonmark").render(next(p for p in re.split(r"(?m)^## ", md) if p.split("\n", 1)[0].endswith("Model card")))
     text = " ".join(re.sub(r"<[^>]+>", " ", shown).replace("&lt;", "<").replace("&gt;", ">").split())
     for key, value in load_card(card).items():
         for item in value if isinstance(value, list) else [value]:

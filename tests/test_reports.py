@@ -38,17 +38,27 @@ DIGITS_CONFIG = audit_configs.IMAGE + audit_configs.CERTIFICATION
 
 # written out here, not imported from the code under test
 SECTIONS = [
-    ("summary", "Summary"),
-    ("model_card", "Model card"),
-    ("explainability", "Explainability"),
-    ("robustness", "Robustness"),
-    ("fairness", "Fairness"),
-    ("adverse_action", "Adverse-action reasons"),
-    ("compliance", "Compliance mapping"),
-    ("signoff", "Sign-off"),
-    ("reproducibility", "Reproducibility appendix"),
+    ("summary", "1. Executive summary"),
+    ("findings", "2. Findings that need attention"),
+    ("model_card", "3. Model card"),
+    ("explainability", "4. Explainability"),
+    ("robustness", "5. Robustness"),
+    ("fairness", "6. Fairness"),
+    ("adverse_action", "7. Adverse-action reasons"),
+    ("compliance", "8. Compliance mapping"),
+    ("signoff", "9. Sign-off"),
+    ("passes", "Appendix A. Checks that passed"),
+    ("clauses", "Appendix B. Clause texts"),
+    ("reproducibility", "Appendix C. Reproducibility"),
 ]
-HEADINGS = [f"{i}. {title}" for i, (_, title) in enumerate(SECTIONS, start=1)]
+HEADINGS = [heading for _, heading in SECTIONS]
+
+
+def md_section(md: str, title: str) -> str:
+    """The Markdown section whose heading ends with ``title`` (numbers and letters change, titles do not)."""
+    parts = [p for p in re.split(r"(?m)^## ", md) if p.split("\n", 1)[0].strip().endswith(title)]
+    assert len(parts) == 1, title
+    return parts[0]
 
 
 # ------------------------------------------------------------------ a small HTML tree (stdlib only)
@@ -334,13 +344,15 @@ def test_rounding_check_itself_catches_wrong_numbers():
             check_rounding(text, value, "bad")
 
 
-def test_every_finding_is_a_row_of_the_summary_table(rendered):
+def test_every_finding_is_a_row_of_the_attention_or_the_passes_table(rendered):
+    """Failures, warnings, insufficient data and not assessed first; passes in the appendix."""
     findings = rendered.run.findings["findings"]
-    summary = section(rendered.html, "summary")
-    table = next(t for t in summary.iter("table") if "findings" in t.classes())
-    body_rows = list(table.find("tbody").iter("tr"))
-    assert len(body_rows) == len(findings) > 5
+    tables = {key: [t for t in section(rendered.html, key).iter("table") if "findings" in t.classes()]
+              for key in ("findings", "passes")}
+    body_rows = {key: [tr for t in found for tr in t.find("tbody").iter("tr")] for key, found in tables.items()}
+    assert sum(map(len, body_rows.values())) == len(findings) > 5
     for i, finding in enumerate(findings):
+        summary = section(rendered.html, "passes" if finding["status"] == "pass" else "findings")
         row = summary.find("tr", id=f"finding-{i}")
         assert row is not None, finding["id"]
         cells = list(row.iter("td"))
@@ -360,7 +372,7 @@ def test_every_finding_is_a_row_of_the_summary_table(rendered):
     assert counts == {f"/counts/{k}": sum(f["status"] == k for f in findings) for k in STATUSES}
 
 
-# ------------------------------------------------------------------ 2. self-contained HTML, 8 sections
+# ------------------------------------------------------------------ 2. self-contained HTML, its sections in order
 
 
 def test_html_is_self_contained_with_valid_inline_pngs(rendered):
@@ -393,7 +405,7 @@ def test_html_is_self_contained_with_valid_inline_pngs(rendered):
         assert (rendered.path / name).read_bytes() in shown, name
 
 
-def test_html_has_the_eight_sections_in_order(rendered):
+def test_html_has_its_sections_in_order(rendered):
     sections = list(rendered.html.iter("section"))
     assert [s.attrs.get("id") for s in sections] == [key for key, _ in SECTIONS]
     for s, heading in zip(sections, HEADINGS):
@@ -489,7 +501,7 @@ def test_pdf_first_page_is_not_blank(rendered, tmp_path):
 
 def test_markdown_headings_findings_and_tables(rendered):
     md = rendered.md
-    assert re.findall(r"^## (\d+\. .+?)\s*$", md, re.MULTILINE) == HEADINGS
+    assert re.findall(r"^## (.+?)\s*$", md, re.MULTILINE) == HEADINGS
     assert md.startswith("# ")
     for finding in rendered.run.findings["findings"]:
         assert f"`{finding['id']}`" in md, finding["id"]
@@ -505,9 +517,13 @@ def test_markdown_headings_findings_and_tables(rendered):
 
 def test_markdown_summary_values_match_the_html(rendered):
     """Each finding's row in the Markdown shows the same value text and status as the HTML."""
-    html_values = {s.attrs["data-path"]: s.text() for s in num_spans(section(rendered.html, "summary"))}
+    html_values = {s.attrs["data-path"]: s.text() for key in ("findings", "passes")
+                   for s in num_spans(section(rendered.html, key))}
     rows = {}
-    for line in rendered.md.splitlines():
+    parts = re.split(r"(?m)^## ", rendered.md)
+    tables = [p for p in parts if p.startswith((HEADINGS[1], HEADINGS[-3]))]  # attention and passes
+    assert len(tables) == 2
+    for line in "".join(tables).splitlines():
         match = re.match(r"\| `([^`]+)` \|", line)
         if match and match.group(1) not in rows:
             rows[match.group(1)] = [c.strip() for c in md_cells(line)]
@@ -619,7 +635,7 @@ def test_adverse_action_section_shows_each_notice(adult):
                 [r.feature for r in notice.reasons if r.feature in ADULT_PROHIBITED]
         else:
             assert [item.rsplit(" (", 1)[0] for item in items] == [f"{r.feature} = {r.value}" for r in notice.reasons]
-    md = adult.md.split("## 6. ")[1].split("## 7. ")[0]
+    md = md_section(adult.md, "Adverse-action reasons")
     assert f"{len(stored.notices)} of {stored.n_unfavourable} unfavourable rows shown" in md
     for notice in stored.notices:
         assert re.search(rf"^\| {notice.test_row} \| (<|&lt;)=50K \|", md, re.MULTILINE)
@@ -631,7 +647,7 @@ def test_no_adverse_action_reasons_for_digits(digits):
     assert stored_notices(digits.run) is None
     node = section(digits.html, "adverse_action")
     assert "No adverse-action reasons" in node.text() and node.find("table") is None
-    assert "None for this run." in digits.md.split("## 6. ")[1].split("## 7. ")[0]
+    assert "None for this run." in md_section(digits.md, "Adverse-action reasons")
 
 
 def test_scoring_rate_table_points_at_each_rate_and_the_median(adult):
@@ -645,7 +661,7 @@ def test_scoring_rate_table_points_at_each_rate_and_the_median(adult):
         for field in ("n", "scoring_rate", "impact_ratio"):
             assert f"/details/fairness/scoring_rates/{i}/{field}" in paths, (i, field)
     assert "Scoring rates" in fairness.text() and "does not count" in fairness.text()
-    markdown = adult.md.split("## 5. ")[1].split("## 6. ")[0]
+    markdown = md_section(adult.md, "Fairness")
     assert "| attribute | category | n | scoring rate | impact ratio | flag |" in markdown
     assert markdown.count("\n| ") >= 2 * len(details["scoring_rates"])
 
@@ -827,7 +843,7 @@ def test_a_run_written_before_contributions_and_certification_reports_without_th
     assert "What each attack added" not in robustness.text() and "Certified robustness" not in robustness.text()
     assert (run / "figures" / "certified.png").read_bytes() not in {data_uri_bytes(i.attrs["src"]) for i in html.iter("img")}
     assert "worst case" in robustness.text()  # the rest of the section is there
-    markdown = (tmp_path / "out" / "report.md").read_text(encoding="utf-8").split("## 4. ")[1].split("## 5. ")[0]
+    markdown = md_section((tmp_path / "out" / "report.md").read_text(encoding="utf-8"), "Robustness")
     assert "| attack | eps = " in markdown and "| attack | ran on |" not in markdown and "| L2 radius |" not in markdown
 
 
@@ -870,7 +886,7 @@ def test_digits_report_has_no_fairness_and_shows_its_image_figures(digits):
     assert "not part of this audit" in fairness.text()
     assert fairness.find("table") is None
     assert not [s for s in num_spans(digits.html) if s.attrs["data-path"].startswith("/details/fairness")]
-    assert "Not part of this audit" in digits.md.split("## 5. ")[1].split("## 6. ")[0]
+    assert "Not part of this audit" in md_section(digits.md, "Fairness")
     shown = {data_uri_bytes(i.attrs["src"]): i for i in digits.html.iter("img")}
     for name, where in (("heatmaps", "explainability"), ("adversarial", "robustness")):
         relative = f"figures/{name}.png"
