@@ -74,11 +74,31 @@ class ProtectedAttribute:
         return values.isin(list(self.privileged_values)).to_numpy()
 
     def describe(self) -> str:
+        """The privileged group (or the reference category) in words: ``sex: Male``,
+        ``race: White or Asian-Pac-Islander``, ``age ≥ 25``, ``race: Caucasian``."""
         if self.privileged_min is not None:
-            return f"{self.name} >= {self.privileged_min:g}"
+            return f"{self.name} ≥ {self.privileged_min:g}"
         if self.reference is not None:
-            return f"{self.name} = {self.reference}"
-        return f"{self.name} in {{{', '.join(map(str, self.privileged_values))}}}"
+            return f"{self.name}: {self.reference}"
+        return f"{self.name}: {_either(self.privileged_values)}"
+
+    def describe_rest(self) -> str:
+        """Every row outside the privileged group, in words: ``sex: not Male``, ``race: neither
+        White nor Asian-Pac-Islander``, ``age < 25``; for a reference attribute, the other categories."""
+        if self.privileged_min is not None:
+            return f"{self.name} < {self.privileged_min:g}"
+        values = [str(v) for v in (self.privileged_values or (self.reference,))]
+        if len(values) == 1:
+            return f"{self.name}: not {values[0]}"
+        if len(values) == 2:
+            return f"{self.name}: neither {values[0]} nor {values[1]}"
+        return f"{self.name}: none of {_either(values)}"
+
+
+def _either(values) -> str:
+    """``A``, ``A or B``, ``A, B or C``."""
+    words = [str(v) for v in values]
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
 
 
 @dataclass(frozen=True)

@@ -201,6 +201,7 @@ def test_assess_fairness_on_german(predictions):
     result = assess_fairness(model, dataset, n_boot=200, seed=0)
     assert [c.attribute for c in result.model] == ["sex", "age", "sex × age"]
     sex_group, age_group = (p.describe() for p in dataset.spec.protected)
+    assert (sex_group, age_group) == ("sex: male", "age ≥ 25")
     assert [c.levels for c in result.model] == [(("sex", sex_group),), (("age", age_group),),
                                                 (("sex", sex_group), ("age", age_group))]
     assert result.model[2].privileged == f"{sex_group} and {age_group}"
@@ -266,8 +267,34 @@ def test_intersections_are_pairs_of_attribute_and_value_whatever_the_values_hold
         cell = (groups["race"] == race).to_numpy() & (groups["sex"] == sex).to_numpy()
         assert r.n == cell.sum() and r.selection_rate == selected[cell].mean(), r.levels
     group = protected_groups(spec, groups)["race × sex"]
-    assert group.levels == (("race", "race in {w × v}"), ("sex", "sex in {m and f}"))
+    assert group.levels == (("race", "race: w × v"), ("sex", "sex: m and f"))
     assert (group.mask == ((groups["race"] == "w × v") & (groups["sex"] == "m and f")).to_numpy()).all()
+
+
+def test_groups_are_named_in_words():
+    """A group's name is words, not set notation: the privileged group, and every row outside it."""
+    from scrutiny.models import DatasetSpec, Feature, ProtectedAttribute
+
+    cases = [
+        (ProtectedAttribute("sex", ("Male",)), "sex: Male", "sex: not Male"),
+        (ProtectedAttribute("race", ("White", "Asian-Pac-Islander")), "race: White or Asian-Pac-Islander",
+         "race: neither White nor Asian-Pac-Islander"),
+        (ProtectedAttribute("race", ("a", "b", "c")), "race: a, b or c", "race: none of a, b or c"),
+        (ProtectedAttribute("age", privileged_min=25), "age ≥ 25", "age < 25"),
+        (ProtectedAttribute("age", privileged_min=2.5), "age ≥ 2.5", "age < 2.5"),
+        (ProtectedAttribute("race", reference="Caucasian"), "race: Caucasian", "race: not Caucasian"),
+    ]
+    for attribute, privileged, rest in cases:
+        assert (attribute.describe(), attribute.describe_rest()) == (privileged, rest)
+    groups = pd.DataFrame({"sex": ["Male", "Female", "Male", None], "age": [30, 20, 25, 40]})
+    spec = DatasetSpec(name="t", task="tabular", label="y", classes=("no", "yes"), favourable_label="yes",
+                       features=(Feature("sex", "binary"), Feature("age", "numeric")),
+                       protected=(ProtectedAttribute("sex", ("Male",)), ProtectedAttribute("age", privileged_min=25)))
+    pair = protected_groups(spec, groups)["sex × age"]
+    assert pair.levels == (("sex", "sex: Male"), ("age", "age ≥ 25"))
+    assert pair.mask.tolist() == [True, False, True, False] and pair.compared.tolist() == [False, True, False, False]
+    categories = {r.category for r in impact_ratios(spec, groups, np.array([1, 0, 1, 1]), ["age"])}
+    assert categories == {"age ≥ 25", "age < 25"}
 
 
 def test_bad_protected_attributes_are_clear_errors(load):

@@ -108,7 +108,7 @@ def test_image_heatmaps(load, tmp_path):
     model = build_model("cnn", input_shape=(1, 8, 8), n_classes=10).eval()
     found = explain(model, digits, methods=["saliency", "occlusion"], samples=3, n_boot=50)
     figure = plots.heatmap_figure(digits.test.X[found.rows], {m: a.values for m, a in found.attributions.items()})
-    assert len(figure.axes) == 3 * 3
+    assert len(figure.axes) == 3 * 3 + 3  # 3 samples × (input + 2 methods), and a colour bar per row
     assert plots.save_figure(figure, tmp_path / "h.svg").read_text().startswith("<?xml")
 
 

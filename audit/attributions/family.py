@@ -126,7 +126,8 @@ def run(context: AuditContext) -> FamilyResult:
                   for r, t in zip(result.rows[shown], first.target[shown])]
         figures[HEATMAPS_FIGURE] = plots.heatmap_figure(c.dataset.test.X[result.rows[shown]],
                                                          {m: a.values[shown] for m, a in result.attributions.items()},
-                                                         titles=titles)
+                                                         titles=titles,
+                                                         outputs={m: a.output for m, a in result.attributions.items()})
     return FamilyResult(findings=findings, details=details, arrays=arrays, tables=tables, figures=figures)
 
 

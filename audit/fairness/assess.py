@@ -244,17 +244,10 @@ def _categories(attribute: ProtectedAttribute, groups: pd.DataFrame, where: str)
     mask = attribute.is_privileged(values) & known
     if mask[known].all() or not mask.any():
         raise DataError(f"{where}: protected attribute '{name}' has a single group (every row is "
-                        f"{'privileged' if mask[known].all() else 'unprivileged'} under {attribute.describe()}); "
+                        f"{'in' if mask[known].all() else 'outside'} the privileged group, {attribute.describe()}); "
                         "fairness compares two")
     privileged = attribute.describe()
-    return _Categories(attribute, np.where(mask, privileged, np.where(known, _rest(attribute), "")), privileged)
-
-
-def _rest(attribute: ProtectedAttribute) -> str:
-    """The unprivileged group of a privileged-group attribute, in words."""
-    if attribute.privileged_min is not None:
-        return f"{attribute.name} < {attribute.privileged_min:g}"
-    return f"{attribute.name} not in {{{', '.join(map(str, attribute.privileged_values))}}}"
+    return _Categories(attribute, np.where(mask, privileged, np.where(known, attribute.describe_rest(), "")), privileged)
 
 
 def _pairs(names: tuple[str, ...], crossed: list[_Categories]) -> list[GroupPair]:
@@ -406,8 +399,7 @@ def impact_ratios(spec, groups: pd.DataFrame, selected: np.ndarray, attributes, 
     def categories_of(name: str) -> np.ndarray:
         attribute = declared[name]
         if attribute.privileged_min is not None:
-            below = f"{name} < {attribute.privileged_min:g}"
-            return np.where(attribute.is_privileged(groups[name]), attribute.describe(), below)
+            return np.where(attribute.is_privileged(groups[name]), attribute.describe(), attribute.describe_rest())
         return groups[name].astype(str).to_numpy()
 
     columns = {name: categories_of(name).astype(str) for name in attributes}

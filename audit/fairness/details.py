@@ -17,7 +17,9 @@ METRICS_FIGURE = "figures/fairness.png"  # the model's fairness metrics with the
 @dataclass
 class Level(Details):
     """One attribute's part of a group or category: the attribute and its category there, in words
-    (a value such as ``Male``, or a condition such as ``sex in {Male}`` or ``age >= 25``)."""
+    (a value such as ``Male``, or a group such as ``sex: Male``, ``sex: not Male`` or ``age ≥ 25``;
+    runs written before issue 18 name groups as ``sex in {Male}``, ``sex not in {Male}``,
+    ``age >= 25``, and still load: the value is display text, never parsed)."""
 
     attribute: str
     value: str

@@ -110,7 +110,8 @@ def run(context: AuditContext) -> FamilyResult:
             for m in mitigate(c.module, c.dataset, cfg.mitigate, preprocessor=c.preprocessor, n_boot=cfg.n_boot,
                               confidence=cfg.confidence, seed=c.config.seed, device=c.device)
         ]
-    return FamilyResult(findings=findings, details=details, figures={METRICS_FIGURE: plots.fairness_figure(compared)})
+    figure = plots.fairness_figure(compared, thresholds={m: c.policy.threshold(f"fairness.{m}") for m in GATED})
+    return FamilyResult(findings=findings, details=details, figures={METRICS_FIGURE: figure})
 
 
 def _rests_on(c: AuditContext, counts: np.ndarray, metric: str) -> Comparison:

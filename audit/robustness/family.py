@@ -111,7 +111,7 @@ def run(context: AuditContext) -> FamilyResult:
     }
     if searched:
         figures[MIN_EPS_FIGURE] = plots.min_eps_figure(result.min_eps, norm=result.norm, search_eps=result.search_eps,
-                                                       gated_eps=gated)
+                                                       gated_eps=gated, unit=kind.eps_unit)
     if "adversarial" in kind.figures and result.examples:
         figures[EXAMPLES_FIGURE] = plots.adversarial_figure(result.examples[:6], spec.classes)
     if cfg.certification.sigma > 0:
