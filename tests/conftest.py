@@ -145,3 +145,19 @@ def pytest_terminal_summary(terminalreporter):
             terminalreporter.line(f"{nodeid}: {reason}")
         terminalreporter.line(f"only tests that need a CUDA GPU may skip; install what the reasons name "
                               f"(README, \"Run the tests\") or set {ALLOW_SKIPS_ENV}=1 to accept the skips")
+
+
+@pytest.fixture(scope="session")
+def adult_report(trained, tmp_path_factory):
+    """The Adult MLP audited (small config) and rendered in every format, once per session."""
+    from .report_runs import ADULT_CONFIG, audit_and_render
+
+    return audit_and_render(trained, tmp_path_factory, "adult", "mlp", ADULT_CONFIG)
+
+
+@pytest.fixture(scope="session")
+def digits_report(trained, tmp_path_factory):
+    """The digits CNN audited (small config) and rendered in every format, once per session."""
+    from .report_runs import DIGITS_CONFIG, audit_and_render
+
+    return audit_and_render(trained, tmp_path_factory, "digits", "cnn", DIGITS_CONFIG)

@@ -1,6 +1,6 @@
 """`scrutiny report`: a run folder rendered as self-contained HTML, PDF and Markdown.
 
-Two audits run once per module (the Adult MLP and the digits CNN, small configs) and each is
+Two audits run once per session (tests/report_runs.py) (the Adult MLP and the digits CNN, small configs) and each is
 rendered once in every format; the tests read those files. Every number the HTML shows
 carries its source (findings.json, manifest.json or an array of the run) and exact value, so
 each is checked against the run and against its rounding; the PDF's bookmarks and first page,
@@ -11,30 +11,37 @@ folders and bad options are checked as well.
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import os
 import re
 import shutil
 import subprocess
-from dataclasses import dataclass
-from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from scrutiny.audit.run.findings import STATUS_WORDS, STATUSES
-from scrutiny.audit.run.run_folder import Run, load_run, to_json
-from scrutiny.cli import main
+from scrutiny.audit.run.run_folder import load_run, to_json
 
-from . import audit_configs
+from .report_runs import (
+    ARRAY_PATH,
+    Node,
+    Rendered,
+    check_rounding,
+    copy_run,
+    data_uri_bytes,
+    md_cells,
+    md_section,
+    md_tables,
+    num_spans,
+    parse_html,
+    pointer,
+    report,
+    section,
+)
 from .test_cli import cli
-
-ADULT_CONFIG = audit_configs.TABULAR + audit_configs.CERTIFICATION
-
-DIGITS_CONFIG = audit_configs.IMAGE + audit_configs.CERTIFICATION
 
 # written out here, not imported from the code under test
 SECTIONS = [
@@ -54,216 +61,22 @@ SECTIONS = [
 HEADINGS = [heading for _, heading in SECTIONS]
 
 
-def md_section(md: str, title: str) -> str:
-    """The Markdown section whose heading ends with ``title`` (numbers and letters change, titles do not)."""
-    parts = [p for p in re.split(r"(?m)^## ", md) if p.split("\n", 1)[0].strip().endswith(title)]
-    assert len(parts) == 1, title
-    return parts[0]
+# ------------------------------------------------------------------ the session's two runs (tests/report_runs.py)
 
 
-# ------------------------------------------------------------------ a small HTML tree (stdlib only)
-
-VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
-
-
-class Node:
-    def __init__(self, tag: str, attrs: dict, parent: Node | None):
-        self.tag, self.attrs, self.parent = tag, attrs, parent
-        self.children: list = []
-
-    def iter(self, tag: str | None = None):
-        if tag is None or self.tag == tag:
-            yield self
-        for child in self.children:
-            if isinstance(child, Node):
-                yield from child.iter(tag)
-
-    def text(self) -> str:
-        return "".join(c if isinstance(c, str) else c.text() for c in self.children)
-
-    def classes(self) -> set[str]:
-        return set((self.attrs.get("class") or "").split())
-
-    def find(self, tag: str, **attrs) -> Node | None:
-        return next((n for n in self.iter(tag) if all(n.attrs.get(k) == v for k, v in attrs.items())), None)
+@pytest.fixture
+def adult(adult_report) -> Rendered:
+    return adult_report
 
 
-class _Builder(HTMLParser):
-    def __init__(self):
-        super().__init__(convert_charrefs=True)
-        self.root = Node("#document", {}, None)
-        self.stack = [self.root]
-
-    def handle_starttag(self, tag, attrs):
-        node = Node(tag, dict(attrs), self.stack[-1])
-        self.stack[-1].children.append(node)
-        if tag not in VOID:
-            self.stack.append(node)
-
-    def handle_startendtag(self, tag, attrs):
-        self.stack[-1].children.append(Node(tag, dict(attrs), self.stack[-1]))
-
-    def handle_endtag(self, tag):
-        for depth in range(len(self.stack) - 1, 0, -1):
-            if self.stack[depth].tag == tag:
-                del self.stack[depth:]
-                return
-
-    def handle_data(self, data):
-        self.stack[-1].children.append(data)
-
-
-def parse_html(text: str) -> Node:
-    builder = _Builder()
-    builder.feed(text)
-    builder.close()
-    return builder.root
-
-
-# ------------------------------------------------------------------ the module's two runs
-
-
-@dataclass
-class Rendered:
-    path: Path
-    run: Run
-    dataset: object
-    html_text: str
-    html: Node
-    md: str
-    pdf: Path
-    code: int
-
-
-def _audit_and_render(trained, tmp_path_factory, data: str, arch: str, config: str) -> Rendered:
-    dataset, _, checkpoint = trained(data, arch)
-    folder = tmp_path_factory.mktemp(f"report-{data}")
-    config_path = folder / "audit.toml"
-    config_path.write_text(config)
-    out = folder / "run"
-    code = main(["audit", str(checkpoint), "--data", data, "--config", str(config_path), "--out", str(out),
-                 "--device", "cpu"])
-    assert code in (0, 1), f"audit of {data} exited {code}"
-    assert main(["report", str(out), "--format", "html,pdf,md"]) == 0
-    report = out / "report"
-    html_text = (report / "report.html").read_text(encoding="utf-8")
-    return Rendered(path=out, run=load_run(out), dataset=dataset, html_text=html_text, html=parse_html(html_text),
-                    md=(report / "report.md").read_text(encoding="utf-8"), pdf=report / "report.pdf", code=code)
-
-
-@pytest.fixture(scope="module")
-def adult(trained, tmp_path_factory) -> Rendered:
-    return _audit_and_render(trained, tmp_path_factory, "adult", "mlp", ADULT_CONFIG)
-
-
-@pytest.fixture(scope="module")
-def digits(trained, tmp_path_factory) -> Rendered:
-    return _audit_and_render(trained, tmp_path_factory, "digits", "cnn", DIGITS_CONFIG)
+@pytest.fixture
+def digits(digits_report) -> Rendered:
+    return digits_report
 
 
 @pytest.fixture(params=["adult", "digits"])
 def rendered(request) -> Rendered:
     return request.getfixturevalue(request.param)
-
-
-# ------------------------------------------------------------------ helpers
-
-
-def pointer(document, path: str):
-    """RFC 6901 JSON pointer; ``A - B``: the difference of two values (None when either is null). A
-    pointer escapes its tokens' slashes, so " - /" can only be the separator."""
-    if " - /" in path:
-        minuend, subtrahend = (pointer(document, part) for part in re.split(r" - (?=/)", path))
-        return None if minuend is None or subtrahend is None else minuend - subtrahend
-    assert path.startswith("/"), path
-    node = document
-    for token in path[1:].split("/"):
-        token = token.replace("~1", "/").replace("~0", "~")
-        node = node[int(token)] if isinstance(node, list) else node[token]
-    return node
-
-
-ARRAY_PATH = re.compile(r"(arrays/[\w.-]+\.npz)#(\w+)\[(\d+),(\d+)\]")
-SHOWN = re.compile(r"([+-]?)(\d+)(?:\.(\d+))?(?:e([+-]\d+))?")
-
-
-def shown_number(text: str) -> tuple[float, float]:
-    """(the number a displayed text stands for, half a unit of its last shown digit)."""
-    body = text.strip()
-    percent = body.endswith("%")
-    if percent:
-        body = body[:-1]
-    if "," in body:
-        assert re.fullmatch(r"[+-]?\d{1,3}(,\d{3})+(\.\d+)?", body), f"misplaced thousands separators in {text!r}"
-        body = body.replace(",", "")
-    match = SHOWN.fullmatch(body)
-    assert match, f"{text!r} is not a displayed number"
-    decimals = len(match.group(3) or "")
-    exponent = int(match.group(4) or 0)
-    number, half = float(body), 0.5 * 10.0 ** (exponent - decimals)
-    if percent:
-        number, half = number / 100, half / 100
-    return number, half
-
-
-def check_rounding(text: str, value: float, where: str, count: bool = False) -> None:
-    number, half = shown_number(text)
-    assert abs(number - value) <= half * (1 + 1e-9) + 1e-15, f"{where}: {text!r} is not {value!r} rounded"
-    # and it is one of the report's formats, at full precision (not e.g. a 1-digit rounding)
-    formats = {f"{value:.3f}", f"{value:.3g}", f"{value:+.3f}", f"{value:.1%}"}
-    if count:  # an expected count (a span marked data-style="count"): one decimal, thousands separated
-        formats = {f"{value:,.1f}"}
-    if float(value).is_integer():
-        formats.add(f"{int(value):,}")
-    assert text in formats, f"{where}: {text!r} is none of {sorted(formats)} for {value!r}"
-
-
-def num_spans(root: Node) -> list[Node]:
-    return [n for n in root.iter("span") if "num" in n.classes()]
-
-
-def section(root: Node, key: str) -> Node:
-    node = root.find("section", id=key)
-    assert node is not None, f"no <section id={key}>"
-    return node
-
-
-def data_uri_bytes(uri: str) -> bytes:
-    prefix = "data:image/png;base64,"
-    assert uri.startswith(prefix), uri[:60]
-    return base64.b64decode(uri[len(prefix):], validate=True)
-
-
-def md_cells(line: str) -> list[str]:
-    """Cells of a Markdown table row: split at pipes that are not escaped."""
-    stripped = line.strip()
-    assert stripped.startswith("|") and stripped.endswith("|") and not stripped.endswith("\\|"), line
-    return re.split(r"(?<!\\)\|", stripped)[1:-1]
-
-
-def md_tables(md: str) -> list[list[str]]:
-    tables, current = [], []
-    for line in md.splitlines():
-        if line.lstrip().startswith("|"):
-            current.append(line)
-        elif current:
-            tables.append(current)
-            current = []
-    if current:
-        tables.append(current)
-    return tables
-
-
-def report(argv: list[str], capsys) -> tuple[int, str, str]:
-    code = main(["report", *argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def copy_run(source: Path, destination: Path) -> Path:
-    """The run folder without the module's rendered report."""
-    shutil.copytree(source, destination, ignore=shutil.ignore_patterns("report"))
-    return destination
 
 
 # ------------------------------------------------------------------ 1. every number equals the run
