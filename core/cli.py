@@ -619,7 +619,7 @@ def fairness(
                        "calibration error", title="per group")
         for c in result.model:
             for group, f in c.per_group.items():
-                name = c.privileged if group == "privileged" else (c.compared or f"not {c.privileged}")
+                name = c.privileged if group == "privileged" else (c.compared or "all others")
                 groups.add_row(escape(c.subject), escape(name), str(f["n"]), *(f"{f[k]:.3f}" for k in (
                     "selection_rate", "true_positive_rate", "false_positive_rate", "accuracy", "roc_auc",
                     "calibration_error")))
@@ -788,6 +788,26 @@ def report(
         written = write_reports(run, formats=asked, out=out, mapping=mapping, card=card)
     for path in written:
         console.print(f"report written to {path}", markup=False)
+
+
+@app.command()
+def trend(
+    runs: list[Path] = typer.Argument(..., help="Two or more run folders written by scrutiny audit, oldest first: audits of one model lineage or of successive data windows. Taken in the order given."),
+    out: Path = typer.Option(..., "--out", help="Folder for the trend reports (trend.html, .pdf, .md): a new or empty folder, or one holding earlier trend reports."),
+    formats: str = typer.Option("html", "--format", help="Comma-separated: html, pdf, md."),
+    mapping: Path | None = typer.Option(None, "--mapping", help="Compliance mapping (TOML) replacing the shipped reports/compliance.toml; its monitoring clauses are listed."),
+) -> None:
+    """Monitoring over time: every gated metric over the runs with its interval and the policy's bands,
+    status transitions, drift of the data and the score between runs (PSI, Kolmogorov-Smirnov), and alerts."""
+    from scrutiny.reports.render import check_formats
+    from scrutiny.reports.trend import check_trend_folder, write_trend
+
+    asked = check_formats(formats.split(","), what="--format")
+    _check_out(check_trend_folder, out, inputs=(*runs, mapping))
+    with console.status("rendering the trend report…"):
+        written = write_trend(runs, out, formats=asked, mapping=mapping)
+    for path in written:
+        console.print(f"trend report written to {path}", markup=False)
 
 
 @app.command()

@@ -8,7 +8,7 @@ from scrutiny.audit import row_counts
 from scrutiny.audit.run.details import Estimate
 from scrutiny.audit.run.family import AuditContext, FamilyResult
 
-from .details import PREDICTIONS, PerformanceDetails
+from .details import DATA_PROFILE, PREDICTIONS, PerformanceDetails
 
 __all__ = ["run", "NEEDS_MODEL"]
 
@@ -77,7 +77,38 @@ def run(context: AuditContext) -> FamilyResult:
         stored["proba"] = proba.astype(np.float32)
     if weights is not None:
         stored["weight"] = weights
-    return FamilyResult(findings=findings, details=details, arrays={PREDICTIONS: stored})
+    arrays = {PREDICTIONS: stored}
+    profile = data_profile(c.dataset)
+    if profile is not None:
+        arrays[DATA_PROFILE] = profile
+    return FamilyResult(findings=findings, details=details, arrays=arrays)
+
+
+def data_profile(dataset) -> dict[str, np.ndarray] | None:
+    """The audited rows' features in original units (:data:`~.details.DATA_PROFILE`), for the drift
+    between runs; None for images and for logged decisions without feature columns."""
+    import pandas as pd
+
+    X = dataset.test.X
+    if not isinstance(X, pd.DataFrame):
+        return None
+    features = [f for f in dataset.spec.features if f.name in X.columns]
+    if not features:
+        return None
+    arrays: dict[str, np.ndarray] = {"feature": np.array([f.name for f in features], dtype=str),
+                                     "kind": np.array([f.kind for f in features], dtype=str)}
+    for i, feature in enumerate(features):
+        column = X[feature.name]
+        if feature.kind == "numeric":
+            arrays[f"f{i}"] = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+            continue
+        missing = column.isna().to_numpy()
+        text = column.astype(object).where(~missing, None).map(lambda v: None if v is None else str(v))
+        categories = sorted({v for v in text if v is not None})
+        index = {c: j for j, c in enumerate(categories)}
+        arrays[f"f{i}"] = np.array([-1 if v is None else index[v] for v in text], dtype=np.int32)
+        arrays[f"f{i}_categories"] = np.array(categories, dtype=str) if categories else np.array([], dtype="<U1")
+    return arrays
 
 
 def _outputs(c: AuditContext) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
