@@ -278,7 +278,7 @@ def test_run_folder_layout_and_hashes(runs, name):
     run = runs[name][0]
     assert (run.path / "manifest.json").is_file() and (run.path / "findings.json").is_file()
     assert sorted(p.name for p in (run.path / "arrays").glob("*.npz")) == sorted(
-        (["adverse_action.npz", "data_profile.npz"] if name == "adult" else [])
+        (["adverse_action.npz", "data_profile.npz", "fairness_groups.npz"] if name == "adult" else [])
         + ["attributions.npz", "predictions.npz", "robustness.npz"])
     figures = sorted((run.path / "figures").glob("*.png"))
     assert {"importance.png", "agreement.png", "robustness.png"} <= {p.name for p in figures}

@@ -7,11 +7,16 @@ from dataclasses import dataclass
 from scrutiny.audit.run.details import Details, Estimate, optional
 
 __all__ = ["FairnessDetails", "GroupComparisonEntry", "GroupFigures", "ImpactRatioEntry", "Level", "MitigationEntry",
-           "ScoringRateEntry", "DETAILS", "METRICS_FIGURE"]
+           "ScoringRateEntry", "DETAILS", "METRICS_FIGURE", "GROUPS"]
 
 Setting = int | float | str | bool | None
 
 METRICS_FIGURE = "figures/fairness.png"  # the model's fairness metrics with their intervals
+# which group each audited row is in, per comparison of the model's decisions, in the order of the rows of
+# arrays/predictions.npz (whose ``weight`` applies to them too): ``model_<i>`` (int8) for ``model[i]`` of the
+# details: 1 the reference (privileged) group, 0 the compared group, -1 neither (an unknown value, or another
+# category). What a report's threshold what-if recomputes the groups' selection rates from.
+GROUPS = "arrays/fairness_groups.npz"
 
 
 @dataclass

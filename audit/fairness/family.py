@@ -11,6 +11,7 @@ from scrutiny.audit.run.findings import Comparison, Finding
 
 from . import group_metrics as gm
 from .details import (
+    GROUPS,
     METRICS_FIGURE,
     FairnessDetails,
     GroupComparisonEntry,
@@ -38,7 +39,7 @@ def run(context: AuditContext) -> FamilyResult:
         >>> [(f.check, f.subject, f.status) for f in result.findings][:1]  # doctest: +SKIP
         [('fairness.data.disparate_impact', 'sex', 'fail')]
     """
-    from .assess import assess_fairness, mitigate
+    from .assess import assess_fairness, mitigate, protected_groups
 
     c = context
     cfg = c.config.fairness
@@ -111,7 +112,14 @@ def run(context: AuditContext) -> FamilyResult:
                               confidence=cfg.confidence, seed=c.config.seed, device=c.device)
         ]
     figure = plots.fairness_figure(compared, thresholds={m: c.policy.threshold(f"fairness.{m}") for m in GATED})
-    return FamilyResult(findings=findings, details=details, figures={METRICS_FIGURE: figure})
+    # the same pairs assess_fairness compared (cheap: masks of the group columns), stored per row
+    pairs = list(protected_groups(c.dataset.spec, c.dataset.test.groups, cfg.attributes or None,
+                                  intersections=cfg.intersections, where=f"{c.dataset.spec.name} test split").values())
+    assert [p.subject for p in pairs] == [entry.subject for entry in model]
+    groups = {f"model_{i}": np.where(p.mask, 1, np.where(p.compared, 0, -1)).astype(np.int8)
+              for i, p in enumerate(pairs)}
+    return FamilyResult(findings=findings, details=details, figures={METRICS_FIGURE: figure},
+                        arrays={GROUPS: groups} if groups else {})
 
 
 def _rests_on(c: AuditContext, counts: np.ndarray, metric: str) -> Comparison:

@@ -19,7 +19,7 @@ from scrutiny.errors import InputError
 from scrutiny.modality import MODALITIES
 from scrutiny.toml_file import read_toml
 
-__all__ = ["CHECKS", "CHECK_INFO", "CheckInfo", "GROUP_KEYS", "Policy", "load_policy", "DEFAULT_POLICY"]
+__all__ = ["CHECKS", "CHECK_INFO", "CheckInfo", "EVIDENCE", "GROUP_KEYS", "Policy", "load_policy", "DEFAULT_POLICY"]
 
 DEFAULT_POLICY = Path(__file__).with_name("default_policy.toml")
 
@@ -35,6 +35,11 @@ class CheckInfo:
             the policy's ``[groups]`` minimums apply to.
         extra_keys: keys its policy table takes beyond the bounds (and must have).
         opt_in: made only when the audit config asks for it (no "not assessed" finding otherwise).
+        about: what a failure says something about: ``"model"`` (the model falls short: its
+            accuracy, robustness, fairness, its reliance on protected inputs) or ``"evidence"`` (the
+            audit's own evidence cannot be relied on: explanation methods that fail their sanity
+            checks, an attack evaluation flagged as weak, a twin that differs from the model). The
+            report gives a verdict on each apart.
     """
 
     family: str
@@ -42,23 +47,25 @@ class CheckInfo:
     compares_groups: bool = False
     extra_keys: tuple[str, ...] = ()
     opt_in: bool = False
+    about: str = "model"
 
 
+EVIDENCE = "evidence"  # CheckInfo.about of a check on the audit's own evidence (the rest: "model")
 GROUPS = "protected attribute or pair"  # "sex", or "sex × race"
 # every check an audit makes, in the order families list them
 CHECK_INFO: dict[str, CheckInfo] = {
     "performance.balanced_accuracy": CheckInfo("performance"),
     "performance.calibration_error": CheckInfo("performance"),
-    "performance.twin_difference": CheckInfo("performance"),
-    "attributions.completeness": CheckInfo("attributions", subject="method"),
-    "attributions.sampling_error": CheckInfo("attributions", subject="method"),
-    "attributions.agreement": CheckInfo("attributions", subject="pair of methods"),
-    "attributions.randomisation": CheckInfo("attributions", subject="method"),
-    "attributions.deletion": CheckInfo("attributions", subject="method"),
+    "performance.twin_difference": CheckInfo("performance", about=EVIDENCE),
+    "attributions.completeness": CheckInfo("attributions", subject="method", about=EVIDENCE),
+    "attributions.sampling_error": CheckInfo("attributions", subject="method", about=EVIDENCE),
+    "attributions.agreement": CheckInfo("attributions", subject="pair of methods", about=EVIDENCE),
+    "attributions.randomisation": CheckInfo("attributions", subject="method", about=EVIDENCE),
+    "attributions.deletion": CheckInfo("attributions", subject="method", about=EVIDENCE),
     "attributions.protected_reliance": CheckInfo("attributions", subject="protected input"),
     "attributions.prohibited_basis_notices": CheckInfo("attributions"),
     "robustness.robust_accuracy": CheckInfo("robustness", subject="radius", extra_keys=("at_eps",)),
-    "robustness.weak_evaluation": CheckInfo("robustness"),
+    "robustness.weak_evaluation": CheckInfo("robustness", about=EVIDENCE),
     "robustness.certified_accuracy": CheckInfo("robustness", subject="radius", extra_keys=("at_radius",),
                                                        opt_in=True),
     "fairness.data.disparate_impact": CheckInfo("fairness", subject=GROUPS, compares_groups=True),
