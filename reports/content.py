@@ -26,6 +26,8 @@ from scrutiny.audit.run.details import Details
 from scrutiny.audit.run.findings import STATUS_WORDS, STATUSES
 from scrutiny.reports.adverse_action import stored_notices
 from scrutiny.reports.compliance import Mapping, compliance_section
+from scrutiny.reports.remediation import remediation
+from scrutiny.reports.summary import executive_summary
 
 __all__ = ["Num", "report_content", "SECTIONS"]
 
@@ -37,9 +39,10 @@ SECTIONS = (  # key, title, whether it is an appendix
     ("robustness", "Robustness", False),
     ("fairness", "Fairness", False),
     ("adverse_action", "Adverse-action reasons", False),
-    ("compliance", "Compliance mapping", False),
     ("signoff", "Sign-off", False),
+    ("compliance", "Compliance mapping", False),
     ("passes", "Checks that passed", True),
+    ("groups", "Group tables: NYC LL144 rates and group sizes", True),
     ("clauses", "Clause texts", True),
     ("reproducibility", "Reproducibility", True),
 )
@@ -57,7 +60,8 @@ class Num:
     source: str          # "findings", "manifest" or "arrays"
     path: str            # JSON pointer into that file (arrays: FILE#NAME[ROW,COLUMN]); a difference of two
                          # values of the file: "POINTER - POINTER" (a pointer escapes "/", so " - /" splits it)
-    style: str = "fixed"  # fixed, percent, signed, int, g, count (an expected count: 2,435.0)
+    style: str = "fixed"  # fixed, percent, signed, int, g, value, count (one decimal, thousands separated:
+                          # expected counts, seconds)
 
     @property
     def text(self) -> str:
@@ -74,6 +78,8 @@ class Num:
             return f"{v:.3g}"
         if self.style == "count":
             return f"{v:,.1f}"
+        if self.style == "value":  # a check's value or bound: a count as a whole number, a rate or ratio fixed
+            return f"{int(v):,}" if float(v).is_integer() and abs(v) >= 1 else f"{v:.3f}"
         return f"{v:.3f}"
 
 
@@ -144,7 +150,7 @@ class Content:
     fairness: dict | None
     absent: dict          # family -> why its section is empty (no details): left out, or not assessed
     adverse_action: dict
-    compliance: list
+    compliance: dict
     clause_texts: list    # every clause of the mapping, in its order (the appendix)
     signoff: dict
     reproducibility: dict
@@ -178,17 +184,21 @@ def report_content(run, mapping: Mapping, *, card: dict | None = None) -> Conten
         rows.append({
             "index": i, "id": entry["id"], "family": entry["family"], "metric": entry["metric"], "status": entry["status"],
             "status_text": STATUS_WORDS[entry["status"]],
-            "value": f.num("findings", i, "value", style="g"),
-            "low": f.num("findings", i, "interval", "low", style="g") if interval else None,
-            "high": f.num("findings", i, "interval", "high", style="g") if interval else None,
-            "threshold": [(_BOUND_WORDS[k], f.num("findings", i, "threshold", k, style="g"))
+            "value": f.num("findings", i, "value", style="value"),
+            "low": f.num("findings", i, "interval", "low", style="value") if interval else None,
+            "high": f.num("findings", i, "interval", "high", style="value") if interval else None,
+            "threshold": [(_BOUND_WORDS[k], f.num("findings", i, "threshold", k, style="value"))
                           for k in entry["threshold"]],
+            "bounds": _bounds(f, i, entry["threshold"]),
             "explanation": entry["explanation"], "caveats": entry["caveats"],
             "clauses": [c.id for c in mapping.for_check(entry["check"])],
         })
     architecture = run.manifest["model"].get("architecture") or {}
     card = card or {}
-    limitations = [f"{r['id']}: {r['explanation']}" for r in rows if r["status"] == "fail"]
+    remedies = remediation(run, rows)
+    for row in rows:
+        row["remediation"] = remedies.get(row["index"])
+    limitations = [f"{r['id']}: fails the policy (see {SECTIONS[1][1]})" for r in rows if r["status"] == "fail"]
     return Content(
         title=f"Audit of {model.get('architecture') or model['source']} on {data['name']}",
         run_name=run.name,
@@ -201,6 +211,7 @@ def report_content(run, mapping: Mapping, *, card: dict | None = None) -> Conten
             "weights_sha256": model["weights_sha256"], "data_sha256": data["sha256"],
             "decisions": run.manifest["model"].get("decisions"),  # an audit of logged predictions: how they were made
             "n_test": f.num("subject", "data", "n_test", style="int"), "rows": rows,
+            "executive": executive_summary(run, rows, card),
             "attention": [r for r in rows if r["status"] != "pass"], "passes": [r for r in rows if r["status"] == "pass"],
         },
         model_card={
@@ -213,6 +224,8 @@ def report_content(run, mapping: Mapping, *, card: dict | None = None) -> Conten
             "performance": _performance(_details(run, "performance")),
             "groups": _group_performance(fairness_details),
             "limitations": [*card.get("limitations", []), *limitations],
+            "stated_limitations": list(card.get("limitations", [])),
+            "failing": [r["id"] for r in rows if r["status"] == "fail"],
             "clauses": mapping.for_section("model_card"),
         },
         absent=_absent(run),
@@ -233,12 +246,23 @@ def report_content(run, mapping: Mapping, *, card: dict | None = None) -> Conten
             "libraries": run.manifest.get("libraries", {}), "device": run.manifest.get("device"),
             "platform": run.manifest.get("platform"),
             "started": run.manifest.get("started"), "finished": run.manifest.get("finished"),
-            "seconds": [(k, m.num("seconds", k, style="g")) for k in run.manifest.get("seconds", {})],
+            "seconds": [(k, m.num("seconds", k, style="count")) for k in run.manifest.get("seconds", {})],
             "files": run.manifest.get("files", {}),
             "clauses": mapping.for_section("reproducibility"),
         },
         figures=figures,
     )
+
+
+def _bounds(f: _At, i: int, threshold: dict) -> list[tuple[str, list[tuple[str, Num]]]]:
+    """A finding's thresholds by level, for one line each: [("fail", [("<", 0.8), (">", 1.25)]), ("warn", …)]."""
+    out = []
+    for level in ("fail", "warn"):
+        sides = [(mark, f.num("findings", i, "threshold", f"{level}_{side}", style="value"))
+                 for side, mark in (("below", "<"), ("above", ">")) if f"{level}_{side}" in threshold]
+        if sides:
+            out.append((level, sides))
+    return out
 
 
 def _headings() -> list[tuple[str, str, str]]:
@@ -308,7 +332,7 @@ def _group_performance(fairness_details: _At | None) -> list:
             continue
         for side in comparison.per_group:
             name = comparison.privileged if side == "privileged" else \
-                (comparison.compared or f"outside {comparison.privileged}")
+                (comparison.compared or "all others")
             if (comparison.attribute, name) in seen:  # a reference category heads each of its comparisons
                 continue
             seen.add((comparison.attribute, name))
@@ -331,6 +355,7 @@ def _explainability(explained: _At | None, run) -> dict | None:
         importance.append({"method": method, "rows": [
             {"feature": d.features[j], "mean": at.num("mean", int(j), style="g"),
              "low": at.num("low", int(j), style="g"), "high": at.num("high", int(j), style="g")} for j in order]})
+    importance_table = _importance_table(explained)
     agreement = []
     for i, pair in enumerate(d.agreement):
         at = explained.at("agreement", i)
@@ -354,8 +379,28 @@ def _explainability(explained: _At | None, run) -> dict | None:
                         "sampling_error": at.num("sampling_error_p95", style="percent")
                         if entry.sampling_error_p95 is not None else None})
     return {"n": explained.num("n", style="int"), "output": d.output, "methods": methods, "importance": importance,
+            "importance_table": importance_table,
             "agreement": agreement, "quality": quality, "local": _local_figure(run, d),
             "not_assessed": sorted((d.not_assessed or {}).items())}
+
+
+def _importance_table(explained: _At, top: int = 10) -> dict:
+    """One table of global importance: a row per feature in any method's top ``top`` (ordered by the
+    first method's mean |attribution|), a column per method."""
+    d = explained.node
+    methods = list(d.importance)
+    means = {m: np.asarray(d.importance[m].mean, dtype=float) for m in methods}
+    chosen = {int(j) for m in methods for j in np.argsort(-means[m], kind="stable")[:top]}
+    order = sorted(chosen, key=lambda j: (-means[methods[0]][j], j))
+    rows = []
+    for j in order:
+        cells = {}
+        for m in methods:
+            at = explained.at("importance", m)
+            cells[m] = {"mean": at.num("mean", j, style="g"), "low": at.num("low", j, style="g"),
+                        "high": at.num("high", j, style="g")}
+        rows.append({"feature": d.features[j], "cells": cells})
+    return {"methods": methods, "rows": rows, "top": top}
 
 
 def _local_figure(run, details: attributions.AttributionsDetails) -> str | None:

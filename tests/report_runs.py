@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
+
 from scrutiny.audit.run.run_folder import Run, load_run
 from scrutiny.cli import main
 
@@ -136,6 +138,37 @@ def pointer(document, path: str):
 
 
 ARRAY_PATH = re.compile(r"(arrays/[\w.-]+\.npz)#(\w+)\[(\d+),(\d+)\]")
+WHATIF_PATH = re.compile(r"threshold_whatif\((arrays/predictions\.npz), (arrays/[\w.-]+\.npz)#(model_\d+), "
+                         r"reference=([0-9.e+-]+), compared=([0-9.e+-]+)\)\.(\w+)")
+
+
+def threshold_whatif(run, path: str) -> float:
+    """A report's threshold what-if number, recomputed here from the run's arrays: favourable where
+    P(favourable) is above the threshold of the row's group (the reference threshold for the
+    reference group and for rows in neither group, the compared one for the compared group), rows
+    counted by ``weight`` where stored."""
+    match = WHATIF_PATH.fullmatch(path)
+    assert match, f"not a threshold what-if: {path}"
+    predictions, groups = run.arrays(match.group(1)), run.arrays(match.group(2))
+    code = groups[match.group(3)]
+    reference, compared, quantity = float(match.group(4)), float(match.group(5)), match.group(6)
+    if quantity == "reference_threshold":
+        return reference
+    if quantity == "compared_threshold":
+        return compared
+    p = predictions["proba"][:, 1].astype(np.float64)
+    y = predictions["y_true"] == 1
+    w = predictions["weight"].astype(np.float64) if "weight" in predictions else np.ones(len(p))
+    favourable = np.where(code == 0, p > compared, p > reference)
+
+    def share(among: np.ndarray) -> float:
+        return float(np.sum(w[among & favourable]) / np.sum(w[among]))
+
+    rate = {g: share(code == g) for g in (0, 1)}
+    tpr = {g: share((code == g) & y) for g in (0, 1)}
+    return {"selection_rate_reference": rate[1], "selection_rate_compared": rate[0],
+            "disparate_impact": rate[0] / rate[1], "equal_opportunity_difference": tpr[0] - tpr[1],
+            "accuracy": float(np.sum(w[favourable == y]) / np.sum(w))}[quantity]
 SHOWN = re.compile(r"([+-]?)(\d+)(?:\.(\d+))?(?:e([+-]\d+))?")
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from datetime import date
 
 import pytest
 
@@ -57,14 +58,19 @@ def test_every_check_is_mapped_to_defined_clauses(mapping):
         assert len({c.id for c in clauses}) == len(clauses)
 
 
-def test_every_clause_is_used_and_every_used_clause_is_defined(mapping):
+def test_every_clause_is_used_or_says_why_no_audit_can_be_and_every_used_clause_is_defined(mapping):
     used = {i for ids in [*mapping.checks.values(), *mapping.sections.values()] for i in ids}
-    assert used == set(mapping.clauses)
+    outside = {i for i, c in mapping.clauses.items() if c.outside_audit}
+    assert used | outside == set(mapping.clauses)
+    assert not used & outside
+    assert outside  # the process clauses (EU AI Act Art. 9(1)-(2), Art. 12, ISO A.6.2.8)
     for clause_id, clause in mapping.clauses.items():
         assert clause.id == clause_id
         assert re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", clause_id), clause_id
         for value in (clause.framework, clause.reference, clause.title, clause.summary):
             assert isinstance(value, str) and value.strip() and "\n" not in value
+        for value in (clause.note, clause.outside_audit):
+            assert value is None or (value.strip() and "\n" not in value)
 
 
 def test_every_section_is_mapped(mapping):
@@ -98,8 +104,18 @@ def test_checks_point_at_the_clauses_they_measure(mapping):
     assert {("EU AI Act", "Art. 15(1)"), ("EU AI Act", "Art. 15(5)"), ("NIST AI RMF 1.0", "MEASURE 2.7")} <= robust
     impact = refs("fairness.impact_ratio")
     assert ("EEOC Uniform Guidelines", "29 CFR 1607.4(D)") in impact
-    assert any(f == "NYC Local Law 144" for f, _ in impact)
-    assert {r for r in impact if r[0] == "NYC Local Law 144"} <= refs("fairness.scoring_rate_impact_ratio")
+    # a selecting tool's bias audit is §5-301(b); a scoring tool's, with scoring rates, §5-301(c)
+    nyc_select = {r for f, r in impact if f == "NYC Local Law 144"}
+    nyc_score = {r for f, r in refs("fairness.scoring_rate_impact_ratio") if f == "NYC Local Law 144"}
+    assert any(r.startswith("6 RCNY §5-301(b)") for r in nyc_select)
+    assert not any(r.startswith("6 RCNY §5-301(c)") for r in nyc_select)
+    assert any(r.startswith("6 RCNY §5-301(c)") for r in nyc_score)
+    assert not any(r.startswith("6 RCNY §5-301(b)") for r in nyc_score)
+    for check in ("performance.balanced_accuracy", "robustness.robust_accuracy", "fairness.impact_ratio"):
+        assert ("EU AI Act", "Art. 9(6)-(8)") in refs(check), check
+    for check in ("performance.balanced_accuracy", "performance.calibration_error"):
+        assert {r for f, r in refs(check) if f.startswith("US model risk")} == {
+            "SR 26-2: model validation", "SR 26-2: outcomes analysis"}, check
     assert ("EEOC Uniform Guidelines", "29 CFR 1607.4(D)") in refs("fairness.disparate_impact")
     data = refs("fairness.data.disparate_impact")
     assert {("EU AI Act", "Art. 10(2)(f)"), ("EU AI Act", "Art. 10(2)(g)")} <= data
@@ -115,6 +131,60 @@ def test_checks_point_at_the_clauses_they_measure(mapping):
     for check in CHECKS:
         if CHECKS[check] == "fairness":
             assert ("NIST AI RMF 1.0", "MEASURE 2.11") in refs(check), check
+
+
+def test_the_refreshed_clauses_and_their_status_as_of_the_files_date(mapping):
+    """Issue 18: SR 26-2 (SR 11-7 rescinded), ISO/IEC 42001 Annex A, EU AI Act Art. 9, 12, 17, 72 and
+    Annex IV(9) with the Omnibus date, NIST MANAGE 4.1 beside MEASURE, §5-301(c), the CFPB's status."""
+    assert mapping.as_of == date(2026, 12, 2)
+    refs = {(c.framework, c.reference) for c in mapping.clauses.values()}
+    eu = {r for f, r in refs if f == "EU AI Act"}
+    for article in ("Art. 9(", "Art. 12(", "Art. 17(", "Art. 72(", "Annex IV(9)"):
+        assert any(r.startswith(article) for r in eu), article
+    nist = {r for f, r in refs if f == "NIST AI RMF 1.0"}
+    assert "MANAGE 4.1" in nist and any(r.startswith("MEASURE") for r in nist)
+    iso = {r for f, r in refs if f == "ISO/IEC 42001:2023"}
+    assert {f"Annex A, A.6.2.{k}" for k in (4, 5, 6, 7, 8)} <= iso
+    mrm = [c for c in mapping.clauses.values() if c.framework.startswith("US model risk")]
+    assert {c.reference for c in mrm} >= {"SR 26-2: model validation", "SR 26-2: outcomes analysis",
+                                         "SR 26-2: ongoing monitoring"}
+    assert all("not enforceable" in c.summary for c in mrm)
+    notes = mapping.notes
+    assert "SR 11-7 rescinded 17 April 2026" in notes[mrm[0].framework]
+    assert "2 December 2027" in notes["EU AI Act"] and "no harmonised standard" in notes["EU AI Act"]
+    assert "2022-03" in notes["ECOA / Regulation B"] and "withdrawn May 2025" in notes["ECOA / Regulation B"]
+    assert "1002.9" in notes["ECOA / Regulation B"]
+    assert "§5-301(c)" in notes["NYC Local Law 144"]
+    assert "withdrawn" in mapping.clauses["ecoa-reg-b-1002-9-b-2"].note
+    assert "prEN 18286" in mapping.clauses["eu-ai-act-art-17-1-d"].note
+    # the monitoring clauses come from the trend report (section monitoring)
+    monitoring = {(c.framework, c.reference) for c in mapping.for_section("monitoring")}
+    assert {("EU AI Act", "Art. 72(1)-(2)"), ("EU AI Act", "Annex IV(9)"), ("NIST AI RMF 1.0", "MANAGE 4.1"),
+            ("ISO/IEC 42001:2023", "Annex A, A.6.2.6")} <= monitoring
+    assert ("EU AI Act", "Art. 17(1)(d), (k)") in {(c.framework, c.reference) for c in mapping.for_section("signoff")}
+
+
+@pytest.mark.parametrize("text, expected", [
+    ('as_of = "2026-12-02"\n', date(2026, 12, 2)),
+    ("as_of = 2025-01-31\n", date(2025, 1, 31)),  # a TOML date
+    ("", None),
+])
+def test_as_of_is_a_date_or_absent(tmp_path, text, expected):
+    path = tmp_path / "m.toml"
+    path.write_text(text + CLAUSE, encoding="utf-8")
+    assert load_mapping(path).as_of == expected
+
+
+def test_optional_clause_fields_and_framework_notes_are_read(tmp_path):
+    path = tmp_path / "m.toml"
+    path.write_text(CLAUSE.replace('summary = "S"', 'summary = "S"\nnote = """withdrawn\n  2025"""\n'
+                                   'outside_audit = "a process clause"')
+                    + '\n[frameworks."F"]\nnote = "as of today"\n', encoding="utf-8")
+    mapping = load_mapping(path)
+    assert mapping.clauses["c1"].note == "withdrawn 2025"          # one line
+    assert mapping.clauses["c1"].outside_audit == "a process clause"
+    assert mapping.notes == {"F": "as of today"}
+    assert load_mapping().clauses["eu-ai-act-art-15-1"].note is None
 
 
 # ------------------------------------------------------------------ a user's file
@@ -188,6 +258,19 @@ MALFORMED = {
     "unknown key in a check": (CLAUSE + "\n[checks.\"fairness.impact_ratio\"]\nclauses = [\"c1\"]\nnote = \"x\"\n",
                                "note"),
     "checks not tables": (CLAUSE + "\nchecks = [\"fairness.impact_ratio\"]\n", "checks"),
+    "as_of not a date": ("as_of = \"02/12/2026\"\n" + CLAUSE, "as_of"),
+    "as_of an impossible date": ("as_of = \"2026-13-01\"\n" + CLAUSE, "as_of"),
+    "as_of a date and time": ("as_of = 2026-12-02T10:00:00\n" + CLAUSE, "as_of"),
+    "as_of a number": ("as_of = 2026\n" + CLAUSE, "as_of"),
+    "clause note not text": (CLAUSE + "note = 3\n", "note"),
+    "clause outside_audit empty": (CLAUSE + "outside_audit = \" \"\n", "outside_audit"),
+    "outside_audit clause named by a check": (CLAUSE + "outside_audit = \"a process\"\n\n[checks.\"fairness.impact_ratio\"]\n"
+                                              "clauses = [\"c1\"]\n", "outside_audit"),
+    "outside_audit clause named by a section": (CLAUSE + "outside_audit = \"a process\"\n\n[sections.\"signoff\"]\n"
+                                                "clauses = [\"c1\"]\n", "signoff"),
+    "framework note for no clause": (CLAUSE + "\n[frameworks.\"Nope Act\"]\nnote = \"x\"\n", "Nope Act"),
+    "framework table with an unknown key": (CLAUSE + "\n[frameworks.\"F\"]\nurl = \"x\"\n", "url"),
+    "framework note missing": (CLAUSE + "\n[frameworks.\"F\"]\n", "note"),
 }
 
 

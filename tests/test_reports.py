@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import re
 import shutil
@@ -40,6 +41,7 @@ from .report_runs import (
     pointer,
     report,
     section,
+    threshold_whatif,
 )
 from .test_cli import cli
 
@@ -52,11 +54,12 @@ SECTIONS = [
     ("robustness", "5. Robustness"),
     ("fairness", "6. Fairness"),
     ("adverse_action", "7. Adverse-action reasons"),
-    ("compliance", "8. Compliance mapping"),
-    ("signoff", "9. Sign-off"),
+    ("signoff", "8. Sign-off"),
+    ("compliance", "9. Compliance mapping"),
     ("passes", "Appendix A. Checks that passed"),
-    ("clauses", "Appendix B. Clause texts"),
-    ("reproducibility", "Appendix C. Reproducibility"),
+    ("groups", "Appendix B. Group tables: NYC LL144 rates and group sizes"),
+    ("clauses", "Appendix C. Clause texts"),
+    ("reproducibility", "Appendix D. Reproducibility"),
 ]
 HEADINGS = [heading for _, heading in SECTIONS]
 
@@ -98,6 +101,13 @@ def test_every_number_in_the_html_is_the_runs_value_correctly_rounded(adult):
             expected = pointer(findings if source == "findings" else manifest, path)
         else:
             assert source == "arrays", where
+            if path.startswith("threshold_whatif("):  # a remediation's what-if, recomputed from the arrays
+                expected = threshold_whatif(run, path)
+                assert value != "" and math.isclose(float(value), expected, rel_tol=1e-9, abs_tol=1e-12), \
+                    f"{where}: data-value {value} != {expected!r}"
+                check_rounding(text, float(value), where)
+                sources["whatif"] = sources.get("whatif", 0) + 1
+                continue
             match = ARRAY_PATH.fullmatch(path)
             assert match, where
             file, name, row, column = match.group(1), match.group(2), int(match.group(3)), int(match.group(4))
@@ -122,6 +132,7 @@ def test_every_number_in_the_html_is_the_runs_value_correctly_rounded(adult):
     assert sources.get("findings", 0) >= 200 and sources.get("manifest", 0) >= 3 and sources.get("arrays", 0) >= 10
     assert any(span.attrs.get("data-style") == "count" for span in spans)  # the fairness support table's counts
     assert any(" - /" in span.attrs["data-path"] for span in spans)  # the certification's gaps, recomputed above
+    assert sources.get("whatif", 0) >= 10  # the fairness remediation's threshold what-ifs, recomputed above
 
 
 def test_digits_numbers_equal_the_run_too(digits):
@@ -137,7 +148,7 @@ def test_digits_numbers_equal_the_run_too(digits):
             assert value == "" and span.text() == "n/a", path
             continue
         assert float(value) == float(expected), path
-        check_rounding(span.text(), float(expected), path)
+        check_rounding(span.text(), float(expected), path, count=span.attrs.get("data-style") == "count")
 
 
 def test_rounding_check_itself_catches_wrong_numbers():
@@ -162,7 +173,8 @@ def test_every_finding_is_a_row_of_the_attention_or_the_passes_table(rendered):
     findings = rendered.run.findings["findings"]
     tables = {key: [t for t in section(rendered.html, key).iter("table") if "findings" in t.classes()]
               for key in ("findings", "passes")}
-    body_rows = {key: [tr for t in found for tr in t.find("tbody").iter("tr")] for key, found in tables.items()}
+    body_rows = {key: [tr for t in found for tr in t.find("tbody").iter("tr") if "finding" in tr.classes()]
+                 for key, found in tables.items()}
     assert sum(map(len, body_rows.values())) == len(findings) > 5
     for i, finding in enumerate(findings):
         summary = section(rendered.html, "passes" if finding["status"] == "pass" else "findings")
@@ -334,7 +346,8 @@ def test_markdown_summary_values_match_the_html(rendered):
                    for s in num_spans(section(rendered.html, key))}
     rows = {}
     parts = re.split(r"(?m)^## ", rendered.md)
-    tables = [p for p in parts if p.startswith((HEADINGS[1], HEADINGS[-3]))]  # attention and passes
+    headings = dict(SECTIONS)
+    tables = [p for p in parts if p.startswith((headings["findings"], headings["passes"]))]
     assert len(tables) == 2
     for line in "".join(tables).splitlines():
         match = re.match(r"\| `([^`]+)` \|", line)
@@ -466,7 +479,7 @@ def test_no_adverse_action_reasons_for_digits(digits):
 def test_scoring_rate_table_points_at_each_rate_and_the_median(adult):
     """LL144's scoring-rate table sits beside the impact ratios, each number a pointer into the run."""
     details = adult.run.findings["details"]["fairness"]
-    fairness = section(adult.html, "fairness")
+    fairness = section(adult.html, "groups")  # the LL144 tables are an appendix
     paths = {s.attrs["data-path"] for s in num_spans(fairness)}
     assert "/details/fairness/median_score" in paths
     assert details["scoring_rates"]
@@ -474,7 +487,7 @@ def test_scoring_rate_table_points_at_each_rate_and_the_median(adult):
         for field in ("n", "scoring_rate", "impact_ratio"):
             assert f"/details/fairness/scoring_rates/{i}/{field}" in paths, (i, field)
     assert "Scoring rates" in fairness.text() and "does not count" in fairness.text()
-    markdown = md_section(adult.md, "Fairness")
+    markdown = md_section(adult.md, "Group tables: NYC LL144 rates and group sizes")
     assert "| attribute | category | n | scoring rate | impact ratio | flag |" in markdown
     assert markdown.count("\n| ") >= 2 * len(details["scoring_rates"])
 
