@@ -103,7 +103,7 @@ def data_profile(dataset) -> dict[str, np.ndarray] | None:
             arrays[f"f{i}"] = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
             continue
         missing = column.isna().to_numpy()
-        text = column.astype(object).where(~missing, None).map(lambda v: None if v is None else str(v))
+        text = [None if gone else str(v) for v, gone in zip(column.astype(object).tolist(), missing, strict=True)]
         categories = sorted({v for v in text if v is not None})
         index = {c: j for j, c in enumerate(categories)}
         arrays[f"f{i}"] = np.array([-1 if v is None else index[v] for v in text], dtype=np.int32)
