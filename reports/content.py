@@ -79,7 +79,7 @@ class Num:
         if self.style == "count":
             return f"{v:,.1f}"
         if self.style == "value":  # a check's value or bound: a count as a whole number, a rate or ratio fixed
-            return f"{int(v):,}" if float(v).is_integer() and abs(v) >= 1 else f"{v:.3f}"
+            return f"{int(v):,}" if float(v).is_integer() else f"{v:.3f}"
         return f"{v:.3f}"
 
 

@@ -1,8 +1,8 @@
 """Adverse-action notices: computed by the audit for every unfavourable explained row, never
 stating a prohibited basis as a reason, counted in a gated finding and read back by the report.
 
-One audit of the Adult MLP (performance and KernelSHAP attributions on 40 rows) runs once per
-module; the tests recompute by hand, from the run's own predictions and attributions, which
+The report tests' Adult run (tests/report_runs.py: KernelSHAP and IG attributions of 12 rows) is
+read; the tests recompute by hand, from the run's own predictions and attributions, which
 rows are unfavourable and which of them rest on a prohibited basis. A small user table checks
 the spec's ``prohibited`` key.
 """
@@ -24,6 +24,7 @@ from scrutiny.cli import main
 # written out here, not imported from the code under test (12 CFR 1002.2(z) and proxies)
 ADULT_PROHIBITED = {"sex", "race", "marital-status", "relationship", "native-country", "age"}
 CHECK = "attributions.prohibited_basis_notices"
+EXPLAINED = 12  # attributions.samples of tests/audit_configs.py TABULAR, which the report tests' Adult run uses
 CONFIG = """
 seed = 0
 families = ["performance", "attributions"]
@@ -52,11 +53,9 @@ def _audit(tmp: Path, model: Path, data: list[str], config: str = CONFIG) -> Pat
 
 
 @pytest.fixture(scope="module")
-def adult(trained, tmp_path_factory) -> Audited:
-    dataset, _, checkpoint = trained("adult", "mlp")
-    out = _audit(tmp_path_factory.mktemp("aa-adult"), checkpoint, ["--data", "adult"])
-    assert main(["report", str(out), "--format", "md"]) == 0
-    return Audited(path=out, run=load_run(out), dataset=dataset, md=(out / "report" / "report.md").read_text())
+def adult(adult_report) -> Audited:
+    """The report tests' Adult run (tests/report_runs.py), whose KernelSHAP explains 12 rows."""
+    return Audited(path=adult_report.path, run=adult_report.run, dataset=adult_report.dataset, md=adult_report.md)
 
 
 def by_hand(run: Run, prohibited: set[str]) -> tuple[list[int], dict[int, list[int]], set[int]]:
@@ -85,7 +84,7 @@ def test_every_unfavourable_row_is_stored_with_its_reasons(adult):
     assert stored["position"].tolist() == unfavourable
     assert stored["test_row"].tolist() == [int(rows[i]) for i in unfavourable]
     summary = run.findings["details"]["attributions"]["adverse_action"]
-    assert summary["n_unfavourable"] == len(unfavourable) and summary["n_explained"] == len(rows) == 40
+    assert summary["n_unfavourable"] == len(unfavourable) and summary["n_explained"] == len(rows) == EXPLAINED
     assert summary["method"] == "kernel_shap"
     values = run.arrays("arrays/attributions.npz")["kernel_shap"]
     features = run.findings["details"]["attributions"]["features"]

@@ -25,17 +25,15 @@ from scrutiny.audit.run.findings import STATUS_WORDS, STATUSES
 from scrutiny.audit.run.run_folder import to_json
 from scrutiny.cli import main
 
-from . import audit_configs
-
 pytestmark = pytest.mark.filterwarnings(r"ignore:`torch\.jit\.\w+` is deprecated:DeprecationWarning")
 
 MAIN = Path(__file__).resolve().parents[1] / "app" / "main.py"
 PAGES = ["Runs", "Explanations", "Robustness", "Fairness", "Compare"]
 GOOD_RUNS = ("adult", "adult-seed1", "digits")
 
-ADULT = audit_configs.TABULAR + audit_configs.CERTIFICATION
-# (fairness.mitigate = "sex" retrains the MLP: +5 s of the 90 s budget; the Fairness page's
-# mitigation table is tested on a run given a mitigation block instead, see test_mitigation_table)
+# adult and digits are the report tests' session runs (audit_configs.TABULAR and IMAGE, each with
+# CERTIFICATION); fairness.mitigate = "sex" would retrain the MLP, so the Fairness page's mitigation
+# table is tested on a run given a mitigation block instead, see test_mitigation_table
 
 # the second Adult run, for Compare: same model and data, another seed; robustness by Gaussian
 # noise only (its values change with the seed), no attributions nor fairness (checks absent in B)
@@ -49,12 +47,10 @@ samples = 40
 detector = false
 """
 
-DIGITS = audit_configs.IMAGE + audit_configs.CERTIFICATION
-
 _BUILT: dict[str, Path] = {}
 
 
-def build_runs(trained, tmp_path_factory) -> Path:
+def build_runs(trained, tmp_path_factory, request) -> Path:
     """RUNS: the audit runs the app tests read, written once per session.
 
     adult, adult-seed1, digits   complete runs
@@ -67,9 +63,11 @@ def build_runs(trained, tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("app").resolve()  # the app names runs by their resolved path
     runs = work / "RUNS"
     runs.mkdir()
-    (_, _, adult), (_, _, digits) = trained("adult", "mlp"), trained("digits", "cnn")
-    for name, checkpoint, data, config in (("adult", adult, "adult", ADULT), ("adult-seed1", adult, "adult", ADULT_SEED1),
-                                           ("digits", digits, "digits", DIGITS)):
+    (_, _, adult), _ = trained("adult", "mlp"), trained("digits", "cnn")
+    # adult and digits: the report tests' session runs (the same configs), without their report folders
+    for name, fixture in (("adult", "adult_report"), ("digits", "digits_report")):
+        shutil.copytree(request.getfixturevalue(fixture).path, runs / name, ignore=shutil.ignore_patterns("report"))
+    for name, checkpoint, data, config in (("adult-seed1", adult, "adult", ADULT_SEED1),):
         path = work / f"{name}.toml"
         path.write_text(config)
         with contextlib.redirect_stdout(io.StringIO()) as printed:  # the audit's own table of findings
@@ -89,8 +87,8 @@ def build_runs(trained, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def RUNS(trained, tmp_path_factory):
-    runs = build_runs(trained, tmp_path_factory)
+def RUNS(trained, tmp_path_factory, request):
+    runs = build_runs(trained, tmp_path_factory, request)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SCRUTINY_RUNS_DIR", str(runs))
         yield runs

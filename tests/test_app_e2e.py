@@ -59,9 +59,9 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(trained, tmp_path_factory):
+def server(trained, tmp_path_factory, request):
     """`scrutiny app RUNS --port N` in its own process group; the URL once /_stcore/health says ok."""
-    runs = build_runs(trained, tmp_path_factory)
+    runs = build_runs(trained, tmp_path_factory, request)
     outside = runs.parent / "outside"  # a complete run beside RUNS_DIR, which ?run=../outside must not open
     if not outside.exists():
         shutil.copytree(runs / "digits", outside)
