@@ -9,6 +9,10 @@ The public API, importable from here::
     result = scrutiny.run_audit(model, data)          # in memory: nothing written
     result.verdict, result.findings[0]
     result.save("runs/adult-mlp")                      # the run folder, as `scrutiny audit` writes it
+    scrutiny.write_reports("runs/adult-mlp", formats=["html", "pdf"])  # what `scrutiny report` writes
+    scrutiny.sign_run("runs/adult-mlp", name="A. Validator", role="validator", decision="reject", reason="…")
+    scrutiny.verify_run("runs/adult-mlp").ok
+    scrutiny.write_trend(["runs/2026-q1", "runs/2026-q2"], "trend/adult")  # what `scrutiny trend` writes
 
 The names are imported on first use (PEP 562), so ``import scrutiny`` and ``scrutiny --help``
 load neither torch nor pandas. Subpackages: :mod:`scrutiny.models` (data sets, architectures,
@@ -33,6 +37,9 @@ _EXPORTS = {
     **dict.fromkeys(["AuditResult", "Finding", "FamilyResult", "Policy", "AuditConfig", "load_config", "load_policy",
                      "load_run", "run_audit"], "scrutiny.audit"),
     **dict.fromkeys(["Attribution", "attribute"], "scrutiny.audit.attributions"),
+    **dict.fromkeys(["sign_run", "verify_run"], "scrutiny.audit.run.signoff"),
+    "write_reports": "scrutiny.reports.render",
+    "write_trend": "scrutiny.reports.trend",
 }
 
 __all__ = ["__version__", *_EXPORTS]

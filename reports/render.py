@@ -10,6 +10,7 @@ so a failed render leaves nothing half-written and no empty folder.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from markupsafe import Markup, escape
@@ -153,7 +154,7 @@ def check_report_folder(folder: str | os.PathLike, *, inputs=()) -> Path:
     return check_destination(folder, kind=REPORT_FOLDER, overwrite=True, inputs=inputs)
 
 
-def write_reports(run_path: str | Path, *, formats=("html",), out: str | Path | None = None,
+def write_reports(run_path: str | Path, *, formats: Sequence[str] = ("html",), out: str | Path | None = None,
                   mapping: str | Path | None = None, card: str | Path | None = None) -> list[Path]:
     """Render the run at ``run_path`` in each of ``formats`` into ``out`` (default: the run's own
     ``report/`` folder, which the run's manifest does not list). Returns the files written."""

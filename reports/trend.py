@@ -41,6 +41,7 @@ import base64
 import hashlib
 import io
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -501,8 +502,8 @@ def check_trend_folder(folder: str | os.PathLike, *, inputs=()) -> Path:
     return check_destination(folder, kind=TREND_FOLDER, overwrite=True, inputs=inputs)
 
 
-def write_trend(runs, out: str | os.PathLike, *, formats=("html",), mapping: str | os.PathLike | None = None
-                ) -> list[Path]:
+def write_trend(runs: Sequence[str | os.PathLike], out: str | os.PathLike, *, formats: Sequence[str] = ("html",),
+                mapping: str | os.PathLike | None = None) -> list[Path]:
     """Render the trend over the run folders ``runs`` (in the order given) into ``out`` as
     ``trend.html``, ``trend.pdf``, ``trend.md``; returns the files written.
 

@@ -262,7 +262,7 @@ def test_every_artifact_a_command_reads_is_written_by_an_earlier_command():
 
 
 @pytest.fixture(scope="module")
-def workspace(trained, tmp_path_factory):
+def workspace(trained, tmp_path_factory, request):
     """A scratch folder holding what the README's train and audit commands write there, and the
     repository's examples/ (the README's --card file)."""
     from scrutiny.models import DATASETS
@@ -277,7 +277,7 @@ def workspace(trained, tmp_path_factory):
                 continue  # an example table's commands: tests/test_multiclass.py runs them
             _, _, checkpoint = trained(params["data"], params["arch"] or "mlp")
             shutil.copytree(checkpoint, folder / params["out"])
-    runs = build_runs(trained, tmp_path_factory)  # the app tests' Adult audit of the Adult MLP
+    runs = build_runs(trained, tmp_path_factory, request)  # the app tests' Adult audit of the Adult MLP
     for command in COMMANDS:
         if command.name == "audit":
             params = parse(command.argv).params
