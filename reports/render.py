@@ -157,7 +157,12 @@ def check_report_folder(folder: str | os.PathLike, *, inputs=()) -> Path:
 def write_reports(run_path: str | Path, *, formats: Sequence[str] = ("html",), out: str | Path | None = None,
                   mapping: str | Path | None = None, card: str | Path | None = None) -> list[Path]:
     """Render the run at ``run_path`` in each of ``formats`` into ``out`` (default: the run's own
-    ``report/`` folder, which the run's manifest does not list). Returns the files written."""
+    ``report/`` folder, which the run's manifest does not list). Returns the files written.
+
+    Example:
+        >>> write_reports("runs/adult-mlp", formats=["html", "md"])  # doctest: +SKIP
+        [PosixPath('runs/adult-mlp/report/report.html'), PosixPath('runs/adult-mlp/report/report.md')]
+    """
     formats = check_formats(formats)
     inputs = (run_path, mapping, card)
     if out is not None:

@@ -155,7 +155,7 @@ def test_the_tests_named_as_covering_a_command_exist():
 def test_ci_runs_exactly_the_readme_test_command():
     text = README.read_text(encoding="utf-8")
     block = text.split("Run the tests", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0].strip()
-    assert block.endswith("python -m pytest"), block
+    assert block.endswith("python -m pytest -n 2 --dist loadfile"), block
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").strip().splitlines()
     assert ci[-1].strip() == block, (ci[-1], block)
 

@@ -143,6 +143,12 @@ def sign_run(run: str | os.PathLike[str], *, name: str, role: str, decision: str
     Example:
         >>> sign_run("runs/adult-mlp", name="A. Validator", role="validator", decision="reject",
         ...          reason="fails disparate impact on sex")  # doctest: +SKIP
+
+    Example:
+        >>> record = sign_run("runs/adult-mlp", name="A. Validator", role="validator", decision="reject",
+        ...                   reason="disparate impact on sex fails the policy")  # doctest: +SKIP
+        >>> record["record_sha256"][:12]  # doctest: +SKIP
+        '3f9c0a51d2e4'
     """
     if not isinstance(run, (str, os.PathLike)):
         raise TypeError(f"run must be a str or os.PathLike, got {type(run).__name__}")
@@ -390,6 +396,11 @@ def verify_run(run: str | os.PathLike[str], *, public_keys: Iterable[str] = (),
     Raises:
         RunError: ``run`` is not a folder, or neither a run folder (no ``manifest.json``) nor a
             folder of sign-off records.
+
+    Example:
+        >>> checked = verify_run("runs/adult-mlp")  # doctest: +SKIP
+        >>> checked.ok, checked.problems  # doctest: +SKIP
+        (True, [])
     """
     if not isinstance(run, (str, os.PathLike)):
         raise TypeError(f"run must be a str or os.PathLike, got {type(run).__name__}")
