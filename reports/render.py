@@ -10,7 +10,7 @@ so a failed render leaves nothing half-written and no empty folder.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from markupsafe import Markup, escape
@@ -170,19 +170,28 @@ def write_reports(run_path: str | Path, *, formats: Sequence[str] = ("html",), o
     run = load_run(run_path)
     folder = check_report_folder(out if out is not None else run.path / "report", inputs=inputs)
     content = report_content(run, load_mapping(mapping), card=load_card(card))
-    html = render_html(content) if {"html", "pdf"} & set(formats) else ""  # the PDF is printed from the HTML
+    return write_formats(folder, "report", REPORT_FOLDER, formats, lambda: render_html(content),
+                         lambda: render_markdown(content))
+
+
+def write_formats(folder: Path, stem: str, kind: Kind, formats: Sequence[str], html: Callable[[], str],
+                  markdown: Callable[[], str]) -> list[Path]:
+    """Render ``formats`` (the PDF printed from the HTML) and write them as ``folder/STEM.FORMAT``:
+    every format is rendered before anything is written; a new folder appears complete or not at
+    all (``kind`` names what it may hold), in an existing one each file is replaced by one rename."""
+    page = html() if {"html", "pdf"} & set(formats) else ""
     rendered = {}
-    for kind in formats:
-        if kind == "html":
-            rendered[kind] = html.encode("utf-8")
-        elif kind == "md":
-            rendered[kind] = render_markdown(content).encode("utf-8")
+    for fmt in formats:
+        if fmt == "html":
+            rendered[fmt] = page.encode("utf-8")
+        elif fmt == "md":
+            rendered[fmt] = markdown().encode("utf-8")
         else:
-            rendered[kind] = render_pdf(html)
+            rendered[fmt] = render_pdf(page)
     if folder.is_dir():
-        return [write_file(folder / f"report.{kind}", data) for kind, data in rendered.items()]
-    with Staging(folder, kind=REPORT_FOLDER) as staging:
-        for kind, data in rendered.items():
-            (staging.path / f"report.{kind}").write_bytes(data)
+        return [write_file(folder / f"{stem}.{fmt}", data) for fmt, data in rendered.items()]
+    with Staging(folder, kind=kind) as staging:
+        for fmt, data in rendered.items():
+            (staging.path / f"{stem}.{fmt}").write_bytes(data)
         staging.commit()
-    return [folder / f"report.{kind}" for kind in rendered]
+    return [folder / f"{stem}.{fmt}" for fmt in rendered]

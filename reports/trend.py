@@ -55,7 +55,7 @@ from scrutiny.errors import InputError
 from scrutiny.reports import drift
 from scrutiny.reports.compliance import Mapping, load_mapping
 from scrutiny.reports.content import Num
-from scrutiny.safe_write import DestinationError, Kind, Staging, check_destination, shown, write_file
+from scrutiny.safe_write import DestinationError, Kind, check_destination, shown
 
 __all__ = ["RunNum", "TrendContent", "trend_content", "write_trend", "check_trend_folder", "TREND_FOLDER",
            "TREND_FILES", "render_trend_html", "render_trend_markdown"]
@@ -516,7 +516,7 @@ def write_trend(runs: Sequence[str | os.PathLike], out: str | os.PathLike, *, fo
         >>> write_trend(["runs/2024-q1", "runs/2024-q2", "runs/2024-q3"], "trend", formats=["html", "md"])  # doctest: +SKIP
         [PosixPath('trend/trend.html'), PosixPath('trend/trend.md')]
     """
-    from scrutiny.reports.render import check_formats, render_pdf
+    from scrutiny.reports.render import check_formats, write_formats
 
     if isinstance(runs, (str, os.PathLike)):
         raise TypeError("runs must be a list of run folders, not one path")
@@ -526,19 +526,5 @@ def write_trend(runs: Sequence[str | os.PathLike], out: str | os.PathLike, *, fo
     folder = check_trend_folder(out, inputs=inputs)
     loaded = _load_runs(runs)
     content = trend_content(loaded, load_mapping(mapping))
-    html = render_trend_html(content) if {"html", "pdf"} & set(formats) else ""
-    rendered = {}
-    for kind in formats:
-        if kind == "html":
-            rendered[kind] = html.encode("utf-8")
-        elif kind == "md":
-            rendered[kind] = render_trend_markdown(content).encode("utf-8")
-        else:
-            rendered[kind] = render_pdf(html)
-    if folder.is_dir():
-        return [write_file(folder / f"trend.{kind}", data) for kind, data in rendered.items()]
-    with Staging(folder, kind=TREND_FOLDER) as staging:
-        for kind, data in rendered.items():
-            (staging.folder / f"trend.{kind}").write_bytes(data)
-        staging.commit()
-    return [folder / f"trend.{kind}" for kind in rendered]
+    return write_formats(folder, "trend", TREND_FOLDER, formats, lambda: render_trend_html(content),
+                         lambda: render_trend_markdown(content))
