@@ -45,8 +45,11 @@ def _environment(markdown: bool):
             return n.text
         value = "" if n.value is None else repr(float(n.value))
         style = f' data-style="{escape(n.style)}"' if n.style == "count" else ""  # the one style tests must know
-        return Markup(f'<span class="num" data-source="{escape(n.source)}" data-path="{escape(n.path)}" '
-                      f'data-value="{value}"{style}>{escape(n.text)}</span>')
+        # a trend report's number also names its run (or the two runs of a drift) and what it measures
+        runs = f' data-run="{" ".join(str(r) for r in n.runs)}"' if hasattr(n, "runs") else ""
+        measure = f' data-measure="{escape(n.measure)}"' if getattr(n, "measure", "") else ""
+        return Markup(f'<span class="num" data-source="{escape(n.source)}" data-path="{escape(n.path)}"'
+                      f'{runs}{measure} data-value="{value}"{style}>{escape(n.text)}</span>')
 
     def md(text) -> str:
         """Data-derived text (names, categories, card statements) as Markdown that shows it as typed.

@@ -46,7 +46,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from markupsafe import Markup, escape
 
 from scrutiny.audit.performance.details import DATA_PROFILE, PREDICTIONS, read_profile
 from scrutiny.audit.run.findings import STATUS_WORDS
@@ -455,22 +454,7 @@ def trend_content(runs: list[Run], mapping: Mapping) -> TrendContent:
 def _env(markdown: bool):
     from scrutiny.reports.render import _environment
 
-    env = _environment(markdown)
-
-    def num(n: Num | None):
-        if n is None:
-            return "" if markdown else Markup("")
-        if markdown:
-            return n.text
-        value = "" if n.value is None else repr(float(n.value))
-        runs = " ".join(str(r) for r in getattr(n, "runs", ()))
-        measure = getattr(n, "measure", "")
-        extra = f' data-measure="{escape(measure)}"' if measure else ""
-        return Markup(f'<span class="num" data-source="{escape(n.source)}" data-path="{escape(n.path)}" '
-                      f'data-run="{runs}"{extra} data-value="{value}">{escape(n.text)}</span>')
-
-    env.filters["num"] = num
-    return env
+    return _environment(markdown)
 
 
 def render_trend_html(content: TrendContent) -> str:
