@@ -26,8 +26,6 @@ from scrutiny.audit.run.details import Details
 from scrutiny.audit.run.findings import STATUS_WORDS, STATUSES
 from scrutiny.reports.adverse_action import stored_notices
 from scrutiny.reports.compliance import Mapping, compliance_section
-from scrutiny.reports.remediation import remediation
-from scrutiny.reports.summary import executive_summary
 
 __all__ = ["Num", "report_content", "SECTIONS"]
 
@@ -159,6 +157,10 @@ class Content:
 
 def report_content(run, mapping: Mapping, *, card: dict | None = None) -> Content:
     """Everything the report shows, from ``run`` and the compliance ``mapping``."""
+    # the summary and the remediation read findings with this module's pointers: imported here, not above
+    from scrutiny.reports.remediation import remediation
+    from scrutiny.reports.summary import executive_summary
+
     f = _At(run.findings)
     m = _At(run.manifest, source="manifest")
     findings = run.findings
@@ -182,7 +184,7 @@ def report_content(run, mapping: Mapping, *, card: dict | None = None) -> Conten
     for i, entry in enumerate(findings["findings"]):
         interval = entry["interval"]
         rows.append({
-            "index": i, "id": entry["id"], "family": entry["family"], "metric": entry["metric"], "status": entry["status"],
+            "index": i, "id": entry["id"], "subject": entry["subject"], "family": entry["family"], "metric": entry["metric"], "status": entry["status"],
             "status_text": STATUS_WORDS[entry["status"]],
             "value": f.num("findings", i, "value", style="value"),
             "low": f.num("findings", i, "interval", "low", style="value") if interval else None,

@@ -27,17 +27,18 @@ from typing import Any
 import numpy as np
 
 from scrutiny.audit.performance.details import PREDICTIONS
+from scrutiny.audit.run.policy import CHECK_INFO, CHECKS, EVIDENCE
+from scrutiny.reports.content import Num, _At, _details
 
 __all__ = ["remediation", "whatif_path", "WHATIF_STEP"]
 
 WHATIF_STEP = 0.005            # the thresholds a what-if tries: multiples of this in (0, 1)
 ARGMAX_RULE = "argmax (P(favourable) > 0.5)"
 
-EXPLANATION_CHECKS = ("attributions.completeness", "attributions.sampling_error", "attributions.randomisation",
-                      "attributions.deletion", "attributions.agreement")
-MODEL_FAIRNESS = ("fairness.disparate_impact", "fairness.statistical_parity_difference",
-                  "fairness.equal_opportunity_difference", "fairness.average_odds_difference",
-                  "fairness.impact_ratio", "fairness.scoring_rate_impact_ratio")
+# from the policy's registry: the explanation methods' own checks (evidence checks of the attributions
+# family: sanity checks and agreement), and the checks of the model's decisions by group
+EXPLANATION_CHECKS = tuple(c for c, family in CHECKS.items() if family == "attributions" and CHECK_INFO[c].about == EVIDENCE)
+MODEL_FAIRNESS = tuple(c for c, family in CHECKS.items() if family == "fairness" and not c.startswith("fairness.data."))
 
 _EXPLANATION_WORDS = {
     "attributions.completeness": "its attributions do not add up to the change of the output they explain",
@@ -49,14 +50,10 @@ _EXPLANATION_WORDS = {
 }
 
 
-def _num(value, path: str, style: str = "fixed", source: str = "findings"):
-    from scrutiny.reports.content import Num
-
+def _num(value, path: str, style: str = "fixed", source: str = "arrays") -> Num:
+    """A what-if number: computed from the run's arrays, its path names the computation (values read
+    from findings.json come through :class:`~scrutiny.reports.content._At`, value and pointer together)."""
     return Num(None if value is None else float(value), source, path, style)
-
-
-def _esc(token) -> str:
-    return str(token).replace("~", "~0").replace("/", "~1")
 
 
 def whatif_path(groups: str, comparison: int, reference: float, compared: float, quantity: str) -> str:
@@ -264,11 +261,11 @@ def _protected_inputs(run, members, findings) -> dict:
         notice = next(r for r in members if findings[r["index"]]["check"] == "attributions.prohibited_basis_notices")
         means += [notice["value"], " unfavourable decisions cannot get an adverse-action notice: their principal "
                   "reasons include a prohibited basis."]
-        at = "/details/attributions/adverse_action/cannot_issue_by_basis/"
+        counts = _details(run, "attributions").at("adverse_action", "cannot_issue_by_basis")
         for basis, count in summary.cannot_issue_by_basis.items():
             if not count:
                 continue
-            by_basis += [f"{basis} ", _num(count, at + _esc(basis), "int"), " notices"]
+            by_basis += [f"{basis} ", counts.num(basis, style="int"), " notices"]
             by_basis.append("; ")
         by_basis = by_basis[:-1]
         proxies = list(summary.prohibited_inputs)
@@ -297,7 +294,7 @@ def _robust_accuracy(run, members, findings) -> dict:
     r = members[0]
     details = run.details("robustness")
     radius: list = ["the gated radius"] if details is None else \
-        ["radius ", _num(details.gated_eps, "/details/robustness/gated_eps", "g"), f" ({details.norm})"]
+        ["radius ", _details(run, "robustness").num("gated_eps", style="g"), f" ({details.norm})"]
     return {
         "title": "Small perturbations change the model's decisions",
         "means": ["Under the audit's attacks at ", *radius, " only a share of ", _share(r), " of the attacked rows stay "
@@ -317,9 +314,9 @@ def _weak_evaluation(run, members, findings) -> dict:
     r = members[0]
     details = run.details("robustness")
     current: list = []
-    if details is not None and "steps" in details.settings:
-        current = [" (this run: ", _num(details.settings["steps"], "/details/robustness/settings/steps", "int"),
-                   " steps, ", _num(details.settings.get("restarts"), "/details/robustness/settings/restarts", "int"),
+    if details is not None and {"steps", "restarts"} <= set(details.settings):  # written together
+        settings = _details(run, "robustness").at("settings")
+        current = [" (this run: ", settings.num("steps", style="int"), " steps, ", settings.num("restarts", style="int"),
                    " restart(s))"]
     return {
         "title": "The attack evaluation is weak",
@@ -347,7 +344,7 @@ def _certified(run, members, findings) -> dict:
     command = "scrutiny train --data DATA --noise-sigma SIGMA --out CHECKPOINT"
     text: list = ["Train the base model with noise of the smoothing's sigma, then audit again:"]
     if cert is not None:
-        sigma = _num(cert.sigma, "/details/robustness/certification/sigma", "g")
+        sigma = _details(run, "robustness").num("certification", "sigma", style="g")
         text = ["Train the base model with noise of the smoothing's sigma (this run: ", sigma,
                 ") and audit again with the same sigma; certifying more rows narrows the interval:"]
         if cert.trained_sigma is None:
@@ -369,10 +366,10 @@ def _mitigate_option(run, attributes: list[str]) -> tuple[list[dict], list[dict]
         if mit.attribute not in attributes:
             continue
         attribute = mit.attribute
-        at = f"/details/fairness/mitigation/{k}"
-        tables.append({"method": mit.method, "rows": mit.rows, "n": _num(mit.n, at + "/n", "int"), "metrics": [
-            {"metric": name.replace("_", " "), "before": _num(mit.before[name].value, f"{at}/before/{name}/value"),
-             "after": _num(mit.after[name].value, f"{at}/after/{name}/value")}
+        at = _details(run, "fairness").at("mitigation", k)
+        tables.append({"method": mit.method, "rows": mit.rows, "n": at.num("n", style="int"), "metrics": [
+            {"metric": name.replace("_", " "), "before": at.num("before", name, "value"),
+             "after": at.num("after", name, "value")}
             for name in ("disparate_impact", "statistical_parity_difference", "equal_opportunity_difference",
                          "average_odds_difference", "accuracy") if name in mit.before and name in mit.after]})
     if tables:
@@ -503,7 +500,7 @@ def _threshold_whatif(run, i: int, comparison, found: dict, index: int) -> dict 
     compared_t = next((t for t in grid if meets(rates(0.5, t))), None)
     global_t = next((t for t in grid if meets(rates(t, t))), None)
     groups_file = GROUPS
-    at = f"/details/fairness/model/{i}"
+    at = _details(run, "fairness").at("model", i)
 
     def row(label: str, reference: float, compared: float) -> dict:
         values = _whatif_values(score, y, w, code, reference, compared)
@@ -522,16 +519,12 @@ def _threshold_whatif(run, i: int, comparison, found: dict, index: int) -> dict 
                                            "fixed", "arrays"),
                "compared_threshold": _num(0.5, whatif_path(groups_file, i, 0.5, 0.5, "compared_threshold"),
                                           "fixed", "arrays"),
-               "selection_rate_reference": _num(comparison.per_group["privileged"].selection_rate,
-                                                f"{at}/per_group/privileged/selection_rate", "percent"),
-               "selection_rate_compared": _num(comparison.per_group["unprivileged"].selection_rate,
-                                               f"{at}/per_group/unprivileged/selection_rate", "percent"),
-               "disparate_impact": _num(comparison.metrics["disparate_impact"].value,
-                                        f"{at}/metrics/disparate_impact/value"),
-               "equal_opportunity_difference": _num(comparison.metrics["equal_opportunity_difference"].value,
-                                                    f"{at}/metrics/equal_opportunity_difference/value"),
-               "accuracy": _num(run.details("performance").accuracy.value, "/details/performance/accuracy/value",
-                                "percent") if run.details("performance") is not None
+               "selection_rate_reference": at.num("per_group", "privileged", "selection_rate", style="percent"),
+               "selection_rate_compared": at.num("per_group", "unprivileged", "selection_rate", style="percent"),
+               "disparate_impact": at.num("metrics", "disparate_impact", "value"),
+               "equal_opportunity_difference": at.num("metrics", "equal_opportunity_difference", "value"),
+               "accuracy": _details(run, "performance").num("accuracy", "value", style="percent")
+               if run.details("performance") is not None
                else _whatif_row_accuracy(score, y, w, code, groups_file, i)}
     table = [audited]
     lowest = grid[-1]
@@ -544,7 +537,7 @@ def _threshold_whatif(run, i: int, comparison, found: dict, index: int) -> dict 
         table.append(row("a threshold for the compared group only", 0.5, compared_t))
     reference_name, compared_name = comparison.privileged, comparison.compared or "all others"
     return {"subject": comparison.subject, "reference": reference_name, "compared": compared_name,
-            "target": _num(target, f"/findings/{index}/threshold/{key}"), "id": found["id"],
+            "target": _At(run.findings).num("findings", index, "threshold", key), "id": found["id"],
             "reached_globally": global_t is not None, "reached_by_group": compared_t is not None,
             "direction": "lowered" if raising else "raised", "table": table}
 

@@ -23,6 +23,8 @@ from typing import Any
 from scrutiny.audit.run.findings import STATUS_WORDS
 from scrutiny.audit.run.policy import CHECK_INFO, EVIDENCE
 from scrutiny.audit.run.signoff import read_signoffs
+from scrutiny.reports.content import _At, _details
+from scrutiny.reports.remediation import EXPLANATION_CHECKS, MODEL_FAIRNESS, attributes_of
 
 __all__ = ["executive_summary", "kind_of", "MODEL_STATUSES", "EVIDENCE_ORDER", "MAX_WORST"]
 
@@ -32,8 +34,8 @@ MODEL_STATUSES = ("pass", "warn", "fail")  # a model check's status that speaks 
 EVIDENCE_ORDER = ("pass", "not_assessed", "insufficient", "warn", "fail")
 ATTENTION_ORDER = ("fail", "warn", "insufficient", "not_assessed")  # the worst findings' order, worst first
 MAX_WORST = 5
-SANITY = ("attributions.completeness", "attributions.sampling_error", "attributions.randomisation",
-          "attributions.deletion")  # an explanation method's own sanity checks (subject: the method)
+# an explanation method's own sanity checks (subject: the method); agreement compares two methods
+SANITY = tuple(c for c in EXPLANATION_CHECKS if c != "attributions.agreement")
 
 Part = Any  # str, or a Num
 
@@ -51,8 +53,6 @@ def executive_summary(run, rows: list[dict], card: dict) -> dict:
     each with a plain-units sentence, whether it blocks use, and an accepted exception where a
     sign-off names one) and ``next_steps`` (sentences).
     """
-    from scrutiny.reports.content import _At
-
     f = _At(run.findings)
     findings = run.findings["findings"]
     checks = {r["index"]: findings[r["index"]]["check"] for r in rows}
@@ -111,8 +111,7 @@ def _evidence_sentence(status: str | None, rows: list[dict], checks: dict[int, s
                 "shows no sign of weakness."]
     gaps = []
     for bad, words in (("fail", "must not be relied on"), ("warn", "are to be read with care")):
-        methods = list(dict.fromkeys(r["id"][len(checks[r["index"]]) + 1:-1] for r in rows
-                                     if checks[r["index"]] in SANITY and r["status"] == bad))
+        methods = list(dict.fromkeys(r["subject"] for r in rows if checks[r["index"]] in SANITY and r["status"] == bad))
         if methods:
             failed = ", ".join(r["id"] for r in rows if checks[r["index"]] in SANITY and r["status"] == bad)
             gaps.append(f"the explanations of {', '.join(methods)} {words} ({failed}: {bad})")
@@ -201,10 +200,7 @@ class _Plain:
         self.task = run.findings["subject"]["data"]["task"]
 
     def details(self, family: str):
-        from scrutiny.reports.content import _At
-
-        typed = self.run.details(family)
-        return None if typed is None else _At(typed, f"/details/{family}")
+        return _details(self.run, family)
 
     def sentence(self, i: int, finding: dict) -> list[Part]:
         if finding["status"] == "not_assessed" or finding.get("value") is None:
@@ -398,13 +394,10 @@ def _next_steps(run, f, rows: list[dict], checks: dict[int, str], kinds: dict[in
                 records: list[dict]) -> list[list[Part]]:
     steps: list[list[Part]] = []
     failing = [r for r in rows if r["status"] == "fail"]
-    fairness_fails = [r for r in failing if checks[r["index"]].startswith("fairness.")
-                      and not checks[r["index"]].startswith("fairness.data.")]
+    fairness_fails = [r for r in failing if checks[r["index"]] in MODEL_FAIRNESS]
     if fairness_fails:
         details = run.details("fairness")
         mitigated = list(dict.fromkeys(m.attribute for m in (details.mitigation or []))) if details else []
-        from scrutiny.reports.remediation import attributes_of
-
         attribute = (attributes_of(run, [fairness_fails[0]["index"]]) or ["ATTRIBUTE"])[0]
         if mitigated:
             steps.append([f"Fairness fails: the Fairness section shows what reweighing and equalized-odds "
@@ -417,8 +410,8 @@ def _next_steps(run, f, rows: list[dict], checks: dict[int, str], kinds: dict[in
     if sanity:
         explained = run.details("attributions")
         methods = list(explained.methods) if explained is not None else []
-        bad = list(dict.fromkeys(r["id"][len(checks[r["index"]]) + 1:-1] for r in sanity if r["status"] == "fail"))
-        doubtful = {r["id"][len(checks[r["index"]]) + 1:-1] for r in sanity}
+        bad = list(dict.fromkeys(r["subject"] for r in sanity if r["status"] == "fail"))
+        doubtful = {r["subject"] for r in sanity}
         good = [m for m in methods if m not in doubtful]
         if bad:
             steps.append([f"Do not rely on the explanations of {', '.join(bad)}: they fail a sanity check. "
@@ -426,13 +419,10 @@ def _next_steps(run, f, rows: list[dict], checks: dict[int, str], kinds: dict[in
                              if good else "No method of this run passes every sanity check: add others to "
                              "methods in the [attributions] table of the audit config and audit again.")])
     weak = [r for r in rows if checks[r["index"]] == "robustness.weak_evaluation" and r["status"] in ("fail", "warn")]
-    attacked = run.details("robustness")
-    if weak and attacked is not None and "steps" in attacked.settings:
-        from scrutiny.reports.content import _At
-
-        at = _At(attacked, "/details/robustness")
+    attacked = _details(run, "robustness")
+    if weak and attacked is not None and "steps" in attacked.node.settings:
         steps.append(["Strengthen the attack evaluation before trusting robust accuracy: raise steps (now ",
-                      at.num("settings", "steps", style="int"),
+                      attacked.num("settings", "steps", style="int"),
                       ") or restarts in the [robustness] table of the audit config and audit again."])
     small = [r["id"] for r in rows if r["status"] == "insufficient"]
     if small:
