@@ -143,12 +143,14 @@ def load_card(path: str | Path | None, *, what: str = "card") -> dict | None:
     return card
 
 
-def _is_report_folder(folder: Path) -> bool:
-    return all(p.name in REPORT_FILES or p.name.startswith(".report.") for p in folder.iterdir())
+def rendered_folder(stem: str, name: str) -> Kind:
+    """What :func:`write_formats` writes as ``STEM.FORMAT``: a folder holding only those files (and
+    its ``.STEM.`` staging folders while it writes)."""
+    files = tuple(f"{stem}.{fmt}" for fmt in FORMATS)
+    return Kind(name, lambda folder: all(p.name in files or p.name.startswith(f".{stem}.") for p in folder.iterdir()))
 
 
-REPORT_FILES = tuple(f"report.{kind}" for kind in FORMATS)
-REPORT_FOLDER = Kind("report folder", _is_report_folder)  # one holding only report.html, .pdf, .md
+REPORT_FOLDER = rendered_folder("report", "report folder")  # one holding only report.html, .pdf, .md
 
 
 def check_report_folder(folder: str | os.PathLike, *, inputs=()) -> Path:

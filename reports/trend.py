@@ -53,18 +53,16 @@ from scrutiny.audit.run.run_folder import Run, RunError, load_run, to_json
 from scrutiny.errors import InputError
 from scrutiny.reports import drift
 from scrutiny.reports.compliance import Mapping, load_mapping
-from scrutiny.reports.content import Num
-from scrutiny.safe_write import DestinationError, Kind, check_destination, shown
+from scrutiny.reports.content import _BOUND_WORDS, Num
+from scrutiny.reports.render import _environment, check_formats, rendered_folder, write_formats
+from scrutiny.safe_write import DestinationError, check_destination, shown
 
 __all__ = ["RunNum", "TrendContent", "trend_content", "write_trend", "check_trend_folder", "TREND_FOLDER",
-           "TREND_FILES", "render_trend_html", "render_trend_markdown"]
+           "render_trend_html", "render_trend_markdown"]
 
-FORMATS = ("html", "pdf", "md")
-TREND_FILES = tuple(f"trend.{kind}" for kind in FORMATS)
 NOT_IN_RUN = "not in run"
 # how bad a status is, for the alerts: a move up to warn or fail is an alert
 _SEVERITY = {"pass": 0, "not_assessed": 1, "insufficient": 1, "absent": 1, "warn": 2, "fail": 3}
-_BOUND_WORDS = {"fail_below": "fail <", "fail_above": "fail >", "warn_below": "warn <", "warn_above": "warn >"}
 
 
 @dataclass(frozen=True)
@@ -451,25 +449,15 @@ def trend_content(runs: list[Run], mapping: Mapping) -> TrendContent:
     )
 
 
-def _env(markdown: bool):
-    from scrutiny.reports.render import _environment
-
-    return _environment(markdown)
-
-
 def render_trend_html(content: TrendContent) -> str:
-    return _env(False).get_template("trend.html.j2").render(c=content)
+    return _environment(False).get_template("trend.html.j2").render(c=content)
 
 
 def render_trend_markdown(content: TrendContent) -> str:
-    return _env(True).get_template("trend.md.j2").render(c=content)
+    return _environment(True).get_template("trend.md.j2").render(c=content)
 
 
-def _is_trend_folder(folder: Path) -> bool:
-    return all(p.name in TREND_FILES or p.name.startswith(".trend.") for p in folder.iterdir())
-
-
-TREND_FOLDER = Kind("trend report folder", _is_trend_folder)  # one holding only trend.html, .pdf, .md
+TREND_FOLDER = rendered_folder("trend", "trend report folder")  # one holding only trend.html, .pdf, .md
 
 
 def check_trend_folder(folder: str | os.PathLike, *, inputs=()) -> Path:
@@ -500,8 +488,6 @@ def write_trend(runs: Sequence[str | os.PathLike], out: str | os.PathLike, *, fo
         >>> write_trend(["runs/2024-q1", "runs/2024-q2", "runs/2024-q3"], "trend", formats=["html", "md"])  # doctest: +SKIP
         [PosixPath('trend/trend.html'), PosixPath('trend/trend.md')]
     """
-    from scrutiny.reports.render import check_formats, write_formats
-
     if isinstance(runs, (str, os.PathLike)):
         raise TypeError("runs must be a list of run folders, not one path")
     runs = list(runs)
