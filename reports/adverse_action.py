@@ -52,7 +52,7 @@ class StoredNotices:
     notices: list[Notice]    # the first ones, in the order of the explained rows
 
 
-def stored_notices(run, *, max_rows: int = 10) -> StoredNotices | None:
+def stored_notices(run, *, max_rows: int = 6) -> StoredNotices | None:
     """The first ``max_rows`` notices of ``run`` and the counts over all; None when the run
     stores none (not a binary tabular data set, no attributions, or audited before scrutiny
     stored notices)."""

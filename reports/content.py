@@ -40,7 +40,8 @@ SECTIONS = (  # key, title, whether it is an appendix
     ("signoff", "Sign-off", False),
     ("compliance", "Compliance mapping", False),
     ("passes", "Checks that passed", True),
-    ("groups", "Group tables: NYC LL144 rates and group sizes", True),
+    ("groups", "Group tables: fairness per comparison, NYC LL144 rates and group sizes", True),
+    ("importance", "Global importance and agreement between methods", True),
     ("clauses", "Clause texts", True),
     ("reproducibility", "Reproducibility", True),
 )
@@ -415,7 +416,7 @@ def _local_figure(run, details: attributions.AttributionsDetails) -> str | None:
     method = next(iter(details.methods))
     values, rows, target = stored[method], stored["rows"], stored["target"]
     classes = run.findings["subject"]["data"]["classes"]
-    shown = min(4, len(rows))
+    shown = min(2, len(rows))
     columns = min(2, shown)
     grid = (shown + columns - 1) // columns
     fig, axes = subplots(grid, columns, figsize=(4.6 * columns, 2.6 * grid), squeeze=False)
@@ -459,7 +460,7 @@ def _robustness(attacked: _At | None, mapping: Mapping) -> dict | None:
         "constraints": d.constraints, "warnings": d.warnings, "ood": ood,
         "contributions": _contributions(attacked),
         "certification": _certification(attacked.at("certification")) if d.certification is not None else None,
-        "examples": d.examples[:8], "classes": None,
+        "examples": d.examples[:5], "classes": None,
         "clauses": mapping.for_section("robustness_examples"),
     }
 

@@ -514,7 +514,7 @@ def _threshold_whatif(run, i: int, comparison, found: dict, index: int) -> dict 
                                                                    "compared_threshold"), "fixed", "arrays"),
                 **cells}
 
-    audited = {"label": "as audited (the model's argmax)",
+    audited = {"label": "as audited (argmax)",
                "reference_threshold": _num(0.5, whatif_path(groups_file, i, 0.5, 0.5, "reference_threshold"),
                                            "fixed", "arrays"),
                "compared_threshold": _num(0.5, whatif_path(groups_file, i, 0.5, 0.5, "compared_threshold"),
@@ -529,12 +529,12 @@ def _threshold_whatif(run, i: int, comparison, found: dict, index: int) -> dict 
     table = [audited]
     lowest = grid[-1]
     if global_t is not None:
-        table.append(row("one threshold for everyone", global_t, global_t))
+        table.append(row("one for everyone", global_t, global_t))
     else:
-        table.append(row(f"one threshold for everyone (none reaches the bound: the {'lowest' if raising else 'highest'}"
-                         " tried)", lowest, lowest))
+        table.append(row(f"one for everyone, the {'lowest' if raising else 'highest'} tried (none reaches the bound)",
+                         lowest, lowest))
     if compared_t is not None:
-        table.append(row("a threshold for the compared group only", 0.5, compared_t))
+        table.append(row("compared group only", 0.5, compared_t))
     reference_name, compared_name = comparison.privileged, comparison.compared or "all others"
     return {"subject": comparison.subject, "reference": reference_name, "compared": compared_name,
             "target": _At(run.findings).num("findings", index, "threshold", key), "id": found["id"],
