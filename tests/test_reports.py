@@ -305,6 +305,18 @@ def test_pdf_bookmarks_pages_and_first_page_text(rendered):
     assert rendered.run.findings["subject"]["data"]["name"] in first
 
 
+def test_adult_pdf_body_fits_twelve_pages(adult):
+    """The body (everything before the first appendix) of the Adult report fits in 12 pages; this fixture's
+    audit adds randomized-smoothing certification (about a page) to the default audit, so 13 here."""
+    import pypdf
+
+    reader = pypdf.PdfReader(adult.pdf)
+    sections = next(item for item in reader.outline if isinstance(item, list))
+    first_appendix = next(item for item in sections if not isinstance(item, list) and item.title.startswith("Appendix"))
+    assert "Certified robustness" in adult.html.text()
+    assert reader.get_destination_page_number(first_appendix) <= 13  # 0-based: the appendix starts by page 14
+
+
 def test_pdf_first_page_is_not_blank(rendered, tmp_path):
     from PIL import Image
 
