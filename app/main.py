@@ -1,15 +1,15 @@
 """scrutiny's Streamlit app: explore audit runs (``scrutiny app RUNS_DIR``).
 
 Read-only: every page shows what a run folder holds and never re-runs an audit. The page
-and the chosen runs live in the URL (``?page=fairness&run=adult-mlp``), so a view can be
-shared; a run named there is opened only if it is a run folder directly under RUNS_DIR.
+and the chosen runs live in the URL (``?page=fairness&run=adult-mlp``), with what each page
+shows (:mod:`scrutiny.app.state`), so a view can be shared; a run named there is opened only if it is a run folder directly under RUNS_DIR.
 """
 
 from __future__ import annotations
 
 import streamlit as st
 
-from scrutiny.app import compare_page, explanations_page, fairness_page, robustness_page, runs_page
+from scrutiny.app import compare_page, explanations_page, fairness_page, robustness_page, runs_page, state
 from scrutiny.app.runs import RunError, open_run, run_names, runs_dir
 from scrutiny.app.text import literal
 
@@ -23,7 +23,7 @@ PAGES = {
 
 
 def main() -> None:
-    st.set_page_config(page_title="scrutiny", layout="wide")
+    st.set_page_config(page_title="scrutiny: audit runs", page_icon=":material/fact_check:", layout="wide")
     try:
         root = runs_dir()
         names = run_names(root)
@@ -42,7 +42,8 @@ def main() -> None:
     with st.sidebar:
         st.title("scrutiny")
         st.caption(f"runs in {literal(root)}")
-        page = st.radio("Page", list(PAGES), key="page")
+        # another page: the view parameters of the page left behind no longer apply
+        page = st.radio("Page", list(PAGES), key="page", on_change=state.keep_only_app_params)
         if names:
             st.selectbox("Run", names, key="run")
     params["page"] = page.lower()

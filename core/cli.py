@@ -880,7 +880,9 @@ def app_command(
     _check_can_listen(address, port)
     script = Path(scrutiny.app.__file__).with_name("main.py")
     command = [sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(port),
-               "--server.address", address, "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+               "--server.address", address, "--server.headless", "true", "--browser.gatherUsageStats", "false",
+               # an audit tool has nothing to deploy: the toolbar keeps only what a viewer needs
+               "--client.toolbarMode", "minimal"]
     console.print(f"scrutiny app on http://{address}:{port} over {runs.resolve()} (Ctrl-C to stop)", markup=False)
     sys.stdout.flush()
     # become the server, so that Ctrl-C and SIGTERM (kill, supervisors, docker stop) reach it directly

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Reason", "Notice", "StoredNotices", "stored_notices"]
+__all__ = ["Reason", "Notice", "StoredNotices", "stored_notices", "SHOWN_NOTICES"]
+
+SHOWN_NOTICES = 6  # notices the report lists; the run stores them all
 
 
 @dataclass
@@ -52,7 +54,7 @@ class StoredNotices:
     notices: list[Notice]    # the first ones, in the order of the explained rows
 
 
-def stored_notices(run, *, max_rows: int = 6) -> StoredNotices | None:
+def stored_notices(run, *, max_rows: int = SHOWN_NOTICES) -> StoredNotices | None:
     """The first ``max_rows`` notices of ``run`` and the counts over all; None when the run
     stores none (not a binary tabular data set, no attributions, or audited before scrutiny
     stored notices)."""

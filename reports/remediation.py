@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from scrutiny.audit.fairness.whatif import whatif_values as _whatif_values
 from scrutiny.audit.performance.details import PREDICTIONS
 from scrutiny.audit.run.policy import CHECK_INFO, CHECKS, EVIDENCE
 from scrutiny.reports.content import Num, _At, _details
@@ -540,23 +541,6 @@ def _threshold_whatif(run, i: int, comparison, found: dict, index: int) -> dict 
             "target": _At(run.findings).num("findings", index, "threshold", key), "id": found["id"],
             "reached_globally": global_t is not None, "reached_by_group": compared_t is not None,
             "direction": "lowered" if raising else "raised", "table": table}
-
-
-def _whatif_values(score, y, w, code, reference: float, compared: float) -> dict[str, float]:
-    decided = score > np.where(code == 0, compared, reference)
-    out = {}
-    sel = {}
-    tpr = {}
-    for g, side in ((1, "reference"), (0, "compared")):
-        rows = code == g
-        sel[side] = float(w[rows] @ decided[rows] / w[rows].sum())
-        positive = rows & (y == 1)
-        tpr[side] = float(w[positive] @ decided[positive] / w[positive].sum()) if w[positive].sum() else float("nan")
-        out[f"selection_rate_{side}"] = sel[side]
-    out["disparate_impact"] = sel["compared"] / sel["reference"] if sel["reference"] > 0 else float("nan")
-    out["equal_opportunity_difference"] = tpr["compared"] - tpr["reference"]
-    out["accuracy"] = float(w @ (decided.astype(np.int64) == y) / w.sum())
-    return out
 
 
 def _whatif_row_accuracy(score, y, w, code, groups_file, i):

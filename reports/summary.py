@@ -21,28 +21,19 @@ import math
 from typing import Any
 
 from scrutiny.audit.run.findings import STATUS_WORDS
-from scrutiny.audit.run.policy import CHECK_INFO, EVIDENCE
+from scrutiny.audit.run.policy import EVIDENCE, EVIDENCE_ORDER, MODEL_STATUSES, kind_of
 from scrutiny.audit.run.signoff import read_signoffs
 from scrutiny.reports.content import _At, _details
 from scrutiny.reports.remediation import EXPLANATION_CHECKS, MODEL_FAIRNESS, attributes_of
 
-__all__ = ["executive_summary", "kind_of", "MODEL_STATUSES", "EVIDENCE_ORDER", "MAX_WORST"]
+__all__ = ["executive_summary", "MAX_WORST"]
 
-MODEL_STATUSES = ("pass", "warn", "fail")  # a model check's status that speaks about the model, best first
-# the evidence verdict's order, best first: a comparison too small to judge or a check not made is a
-# gap in the evidence, smaller than an evidence check that warns or fails
-EVIDENCE_ORDER = ("pass", "not_assessed", "insufficient", "warn", "fail")
 ATTENTION_ORDER = ("fail", "warn", "insufficient", "not_assessed")  # the worst findings' order, worst first
 MAX_WORST = 5
 # an explanation method's own sanity checks (subject: the method); agreement compares two methods
 SANITY = tuple(c for c in EXPLANATION_CHECKS if c != "attributions.agreement")
 
 Part = Any  # str, or a Num
-
-
-def kind_of(check: str) -> str:
-    """``"model"`` or ``"evidence"``: what a finding of ``check`` says something about."""
-    return CHECK_INFO[check].about if check in CHECK_INFO else "model"
 
 
 def executive_summary(run, rows: list[dict], card: dict) -> dict:

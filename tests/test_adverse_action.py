@@ -126,7 +126,9 @@ def test_the_report_never_states_a_prohibited_basis_as_a_reason(adult):
     rows = run.arrays("arrays/attributions.npz")["rows"]
     features = run.findings["details"]["attributions"]["features"]
     section = next(p for p in re.split(r"(?m)^## ", adult.md) if p.split("\n", 1)[0].endswith("Adverse-action reasons"))
-    shown = min(10, len(unfavourable))
+    from scrutiny.reports.adverse_action import SHOWN_NOTICES
+
+    shown = min(SHOWN_NOTICES, len(unfavourable))
     assert f"{shown} of {len(unfavourable)} unfavourable rows shown" in section
     assert f"**{len(resting)} of {len(unfavourable)} notices cannot be issued**" in section
     lines = [line for line in section.splitlines() if re.match(r"\| \d+ \|", line)]

@@ -308,7 +308,7 @@ def test_a_ray_worker_that_dies_on_every_try_ends_the_audit_with_one_error_and_n
 
 def _interval(chunk: Chunk) -> tuple[float, float]:
     start = time.time()
-    time.sleep(1.0)  # long enough for Ray to start a second worker when it may
+    time.sleep(2.0)  # long enough for Ray to start a second worker when it may, even on a loaded machine
     return start, time.time()
 
 

@@ -413,7 +413,7 @@ ADULT_PROHIBITED = {"sex", "race", "marital-status", "relationship", "native-cou
 
 
 def test_adverse_action_reasons_against_a_hand_computation(adult):
-    from scrutiny.reports.adverse_action import stored_notices
+    from scrutiny.reports.adverse_action import SHOWN_NOTICES, stored_notices
 
     run, dataset = adult.run, adult.dataset
     classes = run.findings["subject"]["data"]["classes"]
@@ -427,7 +427,7 @@ def test_adverse_action_reasons_against_a_hand_computation(adult):
     unfavourable = [i for i, row in enumerate(rows) if predictions["y_pred"][row] == 0]
     assert unfavourable and len(unfavourable) < len(rows)  # some rows of each kind: the filter matters
     assert stored.n_unfavourable == len(unfavourable)
-    assert [n.test_row for n in stored.notices] == [int(rows[i]) for i in unfavourable][:6]
+    assert [n.test_row for n in stored.notices] == [int(rows[i]) for i in unfavourable][:SHOWN_NOTICES]
     raw = dataset.test.X
     cannot = 0
     for i in unfavourable:

@@ -19,7 +19,8 @@ from scrutiny.errors import InputError
 from scrutiny.modality import MODALITIES
 from scrutiny.toml_file import read_toml
 
-__all__ = ["CHECKS", "CHECK_INFO", "CheckInfo", "EVIDENCE", "GROUP_KEYS", "Policy", "load_policy", "DEFAULT_POLICY"]
+__all__ = ["CHECKS", "CHECK_INFO", "CheckInfo", "EVIDENCE", "GROUP_KEYS", "Policy", "load_policy", "DEFAULT_POLICY",
+           "MODEL_STATUSES", "EVIDENCE_ORDER", "kind_of", "is_model_finding", "verdicts"]
 
 DEFAULT_POLICY = Path(__file__).with_name("default_policy.toml")
 
@@ -51,6 +52,10 @@ class CheckInfo:
 
 
 EVIDENCE = "evidence"  # CheckInfo.about of a check on the audit's own evidence (the rest: "model")
+MODEL_STATUSES = ("pass", "warn", "fail")  # a model check's status that speaks about the model, best first
+# the evidence verdict's order, best first: a comparison too small to judge or a check not made is a
+# gap in the evidence, smaller than an evidence check that warns or fails
+EVIDENCE_ORDER = ("pass", "not_assessed", "insufficient", "warn", "fail")
 GROUPS = "protected attribute or pair"  # "sex", or "sex × race"
 # every check an audit makes, in the order families list them
 CHECK_INFO: dict[str, CheckInfo] = {
@@ -189,3 +194,24 @@ def _check_radius(where: str, key: str, value) -> None:
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 or (v == 0 and not zero):
             raise InputError(f"{where}: {key} must be a {'number >= 0' if zero else 'positive number'} (per data type), "
                              f"got {v!r}")
+
+
+def kind_of(check: str) -> str:
+    """``"model"`` or ``"evidence"``: what a finding of ``check`` says something about."""
+    return CHECK_INFO[check].about if check in CHECK_INFO else "model"
+
+
+def is_model_finding(finding: dict) -> bool:
+    """A finding that speaks about the model: a model check that passed, warned or failed (a model
+    check with insufficient data or not assessed is a gap in the evidence)."""
+    return kind_of(finding["check"]) == "model" and finding["status"] in MODEL_STATUSES
+
+
+def verdicts(findings: list[dict]) -> dict[str, str]:
+    """The verdict on the model and the verdict on the evidence, each a status (``"not_assessed"``
+    where no finding speaks to it), from findings.json entries."""
+    model = [f["status"] for f in findings if is_model_finding(f)]
+    evidence = [f["status"] for f in findings if not is_model_finding(f)]
+    return {"model": max(model, key=MODEL_STATUSES.index, default="not_assessed"),
+            "evidence": max(evidence, key=EVIDENCE_ORDER.index, default="not_assessed")}
+
