@@ -372,7 +372,7 @@ def category_figure(categories: pd.DataFrame, attribute: str):
     bound = part["band_low"].dropna()
     if len(bound):
         ax.axvline(float(bound.iloc[0]), color="#d62728", linestyle="--", linewidth=1,
-                   label="impact-ratio bound × highest rate")
+                   label="the impact-ratio bound times the highest rate")
         ax.legend(fontsize=7, loc="lower right", frameon=False)
     ax.set_yticks(y, part["category"].tolist(), fontsize=8)
     ax.set_xlim(0, 1.25)

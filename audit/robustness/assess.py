@@ -181,6 +181,7 @@ def assess_robustness(
     search_steps: int = SEARCH_STEPS,
     detector: nn.Module | None = None,
     max_examples: int = 16,
+    examples_per_point: int | None = None,
     seed: int = 0,
     device: str | torch.device | None = None,
     progress: bool = False,
@@ -208,7 +209,11 @@ def assess_robustness(
             least 10 and at most :data:`SEARCH_PGD_STEPS`);
             0 leaves the search out (its radii and accuracy NaN).
         detector: an autoencoder for the out-of-distribution score; None skips the score.
-        max_examples: adversarial examples kept for reports.
+        max_examples: adversarial examples kept for reports, from the primary attack (or the chain),
+            spread over the ε grid; unused when ``examples_per_point`` is given.
+        examples_per_point: keep up to this many adversarial examples per attack and ε, from every
+            attack (a member of the chain: the rows it broke), ordered by attack (as run) then ε:
+            what the audit keeps, so that each attack's examples can be shown at each radius.
         seed: seeds the row sample and, with each chunk's index, every attack.
         device: where to attack: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``. Default: CUDA when present.
         gradient_model: the model white-box attacks differentiate, for a ``model`` without gradients
@@ -233,6 +238,8 @@ def assess_robustness(
     for name, value in (("samples", samples), ("steps", steps), ("restarts", restarts), ("queries", queries),
                         ("seed", seed), ("chunk_rows", chunk_rows)):
         check_int(name, value)
+    if examples_per_point is not None:
+        check_int("examples_per_point", examples_per_point, limit="samples")
     constraints = constraints_for(dataset, preprocessor, immutable=immutable, mutable=mutable)
     dev = resolve_device(device)
     preprocessor = preprocessor or dataset.preprocessor
@@ -276,8 +283,12 @@ def assess_robustness(
                                     stats=grid.stats)
         primary = primary_attack(attacks)
         shown = ENSEMBLE_LABEL.join(chain) if primary in chain else primary
-        examples = _examples(grid, shown, eps, x_all, y_all, clean_pred, rows, max_examples,
-                             preprocessor if task != "image" else None)
+        tabular = preprocessor if task != "image" else None
+        if examples_per_point is None:
+            examples = _examples(grid, shown, eps, x_all, y_all, clean_pred, rows, max_examples, tabular)
+        else:
+            examples = _examples_per_point(grid, attacks, chain, eps, x_all, y_all, clean_pred, rows,
+                                           examples_per_point, tabular)
         ood = None
         if detector is not None:
             start = time.perf_counter()
@@ -708,6 +719,29 @@ def _examples(grid: _Grid, attack: str, eps, x, y, clean_pred, rows, cap, prepro
             changes = _changes(preprocessor, x[i].numpy(), x_adv[i].numpy()) if preprocessor is not None else []
             examples.append(Example(int(rows[i]), attack if by is None else str(by[i]), radius, int(y[i]),
                                     int(clean_pred[i]), int(after[i]), x[i].numpy(), x_adv[i].numpy(), changes))
+    return examples
+
+
+def _examples_per_point(grid: _Grid, attacks: Sequence[str], chain: tuple[str, ...], eps, x, y, clean_pred, rows,
+                        per_point: int, preprocessor) -> list[Example]:
+    """Up to ``per_point`` rows flipped by each attack at each ε (the first in sample order), by
+    attack (in ``attacks``' order) then ε. An attack outside the chain: the rows it flipped that
+    the model gets right, its own adversarial inputs; a member of the chain: the rows it broke (the
+    earlier members left them standing), its inputs."""
+    label = ENSEMBLE_LABEL.join(chain) if chain else ""
+    right = (clean_pred == y).numpy()
+    examples: list[Example] = []
+    for attack in attacks:
+        for radius in eps:
+            x_adv, after = grid.adversarial[attack, radius], grid.predictions[attack, radius]
+            if attack in chain:
+                flipped = np.flatnonzero(grid.broken_by[label, radius] == attack)
+            else:
+                flipped = np.flatnonzero(right & (after != y).numpy())
+            for i in flipped[:per_point].tolist():
+                changes = _changes(preprocessor, x[i].numpy(), x_adv[i].numpy()) if preprocessor is not None else []
+                examples.append(Example(int(rows[i]), attack, radius, int(y[i]), int(clean_pred[i]), int(after[i]),
+                                        x[i].numpy(), x_adv[i].numpy(), changes))
     return examples
 
 

@@ -170,6 +170,11 @@ class RobustnessDetails(Details):
         warnings: signs that the evaluation is weak.
         gradient: shares of rows with all-zero or non-finite input gradients.
         ood: one entry per radius when the detector ran.
+        examples: adversarial examples, their inputs ``examples_x`` and ``examples_x_adv`` of
+            :data:`ARRAYS` in the same order: up to
+            :data:`~scrutiny.audit.robustness.family.EXAMPLES_PER_POINT` per attack and radius, from
+            every attack, by attack (as run) then radius (runs written before: up to 16 of the first
+            attack, or the chain, spread over the radii).
         certification: when the config asks for it (:class:`CertificationDetails`).
     """
 

@@ -23,7 +23,10 @@ from .details import (
 )
 from .registry import WHITE_BOX, chain_of
 
-__all__ = ["run"]
+__all__ = ["run", "EXAMPLES_PER_POINT"]
+
+EXAMPLES_PER_POINT = 4
+"""Adversarial examples a run keeps per attack and ε (the first rows each attack flipped there)."""
 
 
 def run(context: AuditContext) -> FamilyResult:
@@ -59,7 +62,7 @@ def run(context: AuditContext) -> FamilyResult:
         preprocessor=c.preprocessor, immutable=tuple(cfg.immutable), mutable=tuple(cfg.mutable), steps=cfg.steps,
         restarts=cfg.restarts, queries=cfg.queries, detector=detector, seed=c.config.seed, device=c.device,
         gradient_model=twin, search_steps=SEARCH_STEPS if searched else 0, executor=c.executor,
-        chunk_rows=c.config.chunk_rows,
+        chunk_rows=c.config.chunk_rows, examples_per_point=EXAMPLES_PER_POINT,
     )
     worst = result.point("worst case", gated)
     chain = chain_of(result.attacks)
@@ -113,7 +116,7 @@ def run(context: AuditContext) -> FamilyResult:
         figures[MIN_EPS_FIGURE] = plots.min_eps_figure(result.min_eps, norm=result.norm, search_eps=result.search_eps,
                                                        gated_eps=gated, unit=kind.eps_unit)
     if "adversarial" in kind.figures and result.examples:
-        figures[EXAMPLES_FIGURE] = plots.adversarial_figure(result.examples[:6], spec.classes)
+        figures[EXAMPLES_FIGURE] = plots.adversarial_figure(_spread(result.examples, 6), spec.classes)
     if cfg.certification.sigma > 0:
         certification, finding, arrays = _certify(c, result)
         details.certification = certification
@@ -192,6 +195,18 @@ def _certify(c: AuditContext, attacked) -> tuple[CertificationDetails, Finding, 
     if found.robust_upper is not None:
         arrays["robust_upper"] = found.robust_upper
     return details, finding, arrays
+
+
+def _spread(examples: list, count: int) -> list:
+    """``count`` of ``examples`` taken in turn from each (attack, ε), in their order: a figure
+    that shows every attack and radius it can."""
+    groups: dict[tuple[str, float], list] = {}
+    for example in examples:
+        groups.setdefault((example.attack, example.eps), []).append(example)
+    taken: list = []
+    for rank in range(max((len(g) for g in groups.values()), default=0)):
+        taken += [g[rank] for g in groups.values() if rank < len(g)]
+    return taken[:count]
 
 
 def wilson(p: float, n: int, z: float = 1.959964) -> tuple[float, float]:
