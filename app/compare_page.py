@@ -18,7 +18,7 @@ import streamlit as st
 
 from scrutiny.app import state
 from scrutiny.app.runs import open_run
-from scrutiny.app.text import literal
+from scrutiny.app.text import literal, number
 from scrutiny.audit.run.findings import STATUS_WORDS
 
 __all__ = ["CHANGES", "change_of", "comparison", "curves", "fairness_points", "show"]
@@ -180,7 +180,9 @@ def show(root: Path, names: list[str]) -> None:
         fill = COLOURS[row["change"]]
         return [f"background-color: {fill}" if fill else ""] * len(row)
 
-    st.dataframe(shown.style.apply(colour, axis=1), hide_index=True, width="stretch", key="comparison")
+    numbers = [c for c in shown.columns if pd.api.types.is_float_dtype(shown[c])]
+    st.dataframe(shown.style.apply(colour, axis=1).format({c: number for c in numbers}, na_rep=""), hide_index=True,
+                 width="stretch", key="comparison")
     _overlays(a, b)
 
 

@@ -1,4 +1,13 @@
-"""Explanations: one sample's attributions by every method, global importance, agreement, quality."""
+"""Explanations: explore the explained rows, one decision's waterfall per method, the beeswarm and
+dependence views, global importance, agreement and quality.
+
+The view lives in the URL (:mod:`scrutiny.app.state`): ``method`` (the method the top-k filter,
+the sort and the dependence view read), ``topk`` (an attribute, or ``prohibited``: the rows where
+it is among the method's top-4 by |attribution|, or whose adverse-action reasons include a
+prohibited basis), ``sort`` (``row``, ``p_low``, ``p_high``, ``error``, ``protected``,
+``disagreement``), ``row`` (the test row shown) and ``feature`` (the dependence view's). A value
+the run does not have is ignored with a one-line warning.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +15,39 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from scrutiny.app import state
+from scrutiny.app.explanation_views import (
+    PAGE_ROWS,
+    TOP_K,
+    UNITS,
+    bars_figure,
+    beeswarm_figure,
+    beeswarm_sample,
+    dependence_figure,
+    heatmaps_figure,
+    one_minus_spearman,
+    sign_conflicts,
+    top_k,
+    waterfall,
+    waterfall_figure,
+)
 from scrutiny.app.runs import arrays, table
 from scrutiny.app.text import literal
-from scrutiny.audit.attributions.details import ARRAYS, EXPLAINED_ROWS, IMPORTANCE_FIGURE
+from scrutiny.audit.attributions.adverse_action import value_text
+from scrutiny.audit.attributions.details import ARRAYS, BASE_SUFFIX, EXPLAINED_ROWS, FX_SUFFIX, IMPORTANCE_FIGURE
+from scrutiny.audit.attributions.registry import METHOD_INFO, RELIANCE_METHODS
 from scrutiny.audit.performance.details import PREDICTIONS
-from scrutiny.audit.plots import subplots
+
+PROHIBITED = "prohibited"
+SORTS = {
+    "row": "test row",
+    "p_low": "P(prediction), lowest first",
+    "p_high": "P(prediction), highest first",
+    "error": "errors first (most confident first)",
+    "protected": f"protected attribute in the top {TOP_K}",
+    "disagreement": "method disagreement",
+}
+BASE_COLUMNS = ("test row", "prediction", "label", "P(prediction)", "correct")
 
 
 def samples(run) -> pd.DataFrame:
@@ -40,16 +77,75 @@ def group_columns(run, raw: pd.DataFrame) -> list[str]:
     return [n for n in names if n in raw.columns]
 
 
-def row_attributions(run, position: int) -> pd.DataFrame:
-    """Per-feature attributions of one explained row, one column per method."""
+def per_method(run) -> dict[str, np.ndarray]:
+    """Each method's stored per-feature attributions, (N, F), in the details' method order."""
     details = run.details("attributions")
+    stored = arrays(run, ARRAYS)
+    return {m: np.asarray(stored[m], dtype=np.float64) for m in details.methods}
+
+
+def preferred_method(methods: list[str]) -> str:
+    """The method the reliance findings read: the first additive one of the registry's preference."""
+    return next((m for m in RELIANCE_METHODS if m in methods), methods[0])
+
+
+def protected_features(run) -> list[str]:
+    """The protected attributes among the features: those the fairness family compared, the
+    prohibited bases the model reads, the subjects of the protected-reliance findings."""
+    details = run.details("attributions")
+    names = []
+    if run.has(EXPLAINED_ROWS):
+        names += group_columns(run, table(run, EXPLAINED_ROWS))
+    if details.adverse_action is not None:
+        names += details.adverse_action.prohibited_inputs
+    names += [f["subject"] for f in run.findings["findings"] if f["check"] == "attributions.protected_reliance"]
+    return [f for f in dict.fromkeys(names) if f in details.features]
+
+
+def prohibited_positions(run) -> np.ndarray | None:
+    """Positions (rows of the attribution arrays) whose adverse-action reasons include a
+    prohibited basis; None when the run has no such notices or no prohibited basis is an input."""
+    summary = run.details("attributions").adverse_action
+    if summary is None or not summary.prohibited_inputs or not run.has(summary.file):
+        return None
+    notices = arrays(run, summary.file)
+    return np.asarray(notices["position"])[np.asarray(notices["cannot_issue"], dtype=bool)]
+
+
+def row_attributions(run, position: int) -> pd.DataFrame:
+    """Per-feature attributions of one explained row, one column per method, and whether two
+    methods give the feature opposite signs."""
+    details = run.details("attributions")
+    values = per_method(run)
     stored = arrays(run, ARRAYS)
     frame = pd.DataFrame({method: stored[method][position] for method in details.methods},
                          index=pd.Index(details.features, name="feature"))
     if run.has(EXPLAINED_ROWS):
         raw = table(run, EXPLAINED_ROWS)
         frame.insert(0, "value", [str(raw.iloc[position][f]) for f in details.features])
+    if len(details.methods) > 1:
+        frame["opposite signs"] = sign_conflicts({m: v[position:position + 1] for m, v in values.items()})[0][0]
     return frame
+
+
+def units(run) -> dict[str, str]:
+    """What each method's attributions are in (its details' ``output``)."""
+    return {m: UNITS.get(e.output, e.output.replace("_", "-")) for m, e in run.details("attributions").methods.items()}
+
+
+def _url_choice(name: str, key: str, options: list, *, what: str, encode=str) -> None:
+    """Preselect the widget ``key`` from the URL's ``name`` on a session's first run; a value the
+    run does not have is ignored, with one warning line."""
+    if key in st.session_state:
+        return
+    wanted = state.get(name)
+    if wanted is None:
+        return
+    match = [o for o in options if encode(o) == wanted]
+    if match:
+        st.session_state[key] = match[0]
+    else:
+        st.warning(f"Ignored {name}={literal(wanted)} from the URL: this run has no such {what}.")
 
 
 def show(run) -> None:
@@ -60,14 +156,50 @@ def show(run) -> None:
         return
     for reason in (details.not_assessed or {}).values():
         st.info(f"Not assessed: {literal(reason)}.")
+    methods = list(details.methods)
+    values = per_method(run)
     frame = samples(run)
+    image = run.findings["subject"]["data"]["task"] == "image"
+
+    # ---------------------------------------------------------------- choosing rows
+    _url_choice("method", "method", methods, what="attribution method")
+    if "method" not in st.session_state:
+        st.session_state["method"] = preferred_method(methods)
+    method = st.selectbox("Method (top-k, sorting, dependence)", methods, key="method")
+    state.put("method", method)
     filters = st.columns(3)
     predicted = filters[0].selectbox("Prediction", ["any", *sorted(frame["prediction"].unique())], key="filter_prediction")
     correctness = filters[1].selectbox("Correctness", ["any", "correct", "wrong"], key="filter_correct")
-    group_names = [c for c in frame.columns if c not in ("test row", "prediction", "label", "P(prediction)", "correct")]
+    group_names = [c for c in frame.columns if c not in BASE_COLUMNS]
     # an option is None (any group) or a pair (attribute, value), shown as "attribute = value"
     group = filters[2].selectbox("Group", [None, *[(g, v) for g in group_names for v in sorted(frame[g].unique())]],
                                  format_func=lambda o: "any" if o is None else f"{o[0]} = {o[1]}", key="filter_group")
+    prohibited = prohibited_positions(run)
+    topk_options: list[str | None] = [None, *([PROHIBITED] if prohibited is not None else []), *details.features]
+    protected = protected_features(run)
+    sorts = [s for s in SORTS if (s != "protected" or protected) and (s != "disagreement" or len(methods) > 1)]
+    _url_choice("topk", "topk", topk_options[1:], what=f"feature (or prohibited-basis notices) for the top-{TOP_K} filter")
+    _url_choice("sort", "sort", sorts, what="sort order")
+    searches = st.columns(2)
+    wanted_top = searches[0].selectbox(
+        f"Among the top {TOP_K} reasons", topk_options, key="topk",
+        format_func=lambda o: "any" if o is None else (
+            f"a prohibited basis (adverse-action reasons, {details.adverse_action.method})" if o == PROHIBITED
+            and details.adverse_action is not None else o))
+    sort = str(searches[1].selectbox("Sort rows by", sorts, format_func=lambda s: SORTS[s], key="sort"))
+    state.put("topk", wanted_top)
+    state.put("sort", None if sort == "row" else sort)
+
+    chosen_top = top_k(values[method])
+    names = np.asarray(details.features, dtype=object)
+    frame[f"top {TOP_K} ({method})"] = [", ".join(names[j] for j in row if j >= 0) for row in chosen_top]
+    if protected:
+        is_protected = np.isin(chosen_top, [details.features.index(p) for p in protected])
+        frame[f"protected in top {TOP_K}"] = is_protected.sum(axis=1)
+    if len(methods) > 1:
+        frame["sign conflicts"] = sign_conflicts(values)[1]
+        frame["1 - Spearman"] = one_minus_spearman(values)
+
     keep = np.ones(len(frame), dtype=bool)
     if predicted != "any":
         keep &= frame["prediction"] == predicted
@@ -76,27 +208,155 @@ def show(run) -> None:
     if group is not None:
         name, value = group
         keep &= frame[name] == value
-    matching = frame[keep]
+    if wanted_top == PROHIBITED and prohibited is not None:
+        keep &= np.isin(np.arange(len(frame)), prohibited)
+    elif wanted_top is not None:
+        keep &= np.any(chosen_top == details.features.index(wanted_top), axis=1)
+    matching = frame[keep].iloc[_order(frame[keep], sort)]
     st.caption(f"{len(matching)} of {len(frame)} explained test rows match")
     if not len(matching):
         st.warning("No explained row matches these filters.")
     else:
-        row = st.selectbox("Sample (test row)", matching["test row"].tolist(), key="sample")
-        position = int(np.flatnonzero(frame["test row"].to_numpy() == row)[0])
-        chosen = frame.iloc[position]
-        cells = st.columns(3)
-        cells[0].metric("prediction", literal(chosen["prediction"]))
-        cells[1].metric("label", literal(chosen["label"]))
-        cells[2].metric("P(prediction)", f"{chosen['P(prediction)']:.3f}")
-        explained = run.findings["subject"]["data"]["classes"][details.target[position]]
-        st.caption(f"Attributions explain the {literal(details.output.replace('_', '-'))} of the explained class "
-                   f"{literal(explained)}.")
-        if run.findings["subject"]["data"]["task"] == "image":
-            st.pyplot(_heatmaps(run, position), clear_figure=True)
-        else:
-            values = row_attributions(run, position)
-            st.pyplot(_bars(values), clear_figure=True)
-            st.dataframe(values, width="stretch", key="row_attributions")
+        shown = matching.iloc[:PAGE_ROWS]
+        st.dataframe(shown, hide_index=True, width="stretch", key="matching_rows")
+        if len(matching) > len(shown):
+            st.caption(f"showing the first {len(shown)} of the {len(matching)} matching rows; narrow the filters or "
+                       f"change the order to see others")
+        options = shown["test row"].tolist()
+        _url_choice("row", "sample", options, what="test row among the rows shown")
+        row = st.selectbox("Sample (test row)", options, key="sample")
+        state.put("row", str(row))
+        _row_view(run, int(np.flatnonzero(frame["test row"].to_numpy() == row)[0]), frame, values, image)
+
+    if not image and run.has(EXPLAINED_ROWS):
+        _summary(run, method, values)
+    _global(run)
+
+
+def _order(frame: pd.DataFrame, sort: str) -> np.ndarray:
+    """Positions of ``frame``'s rows in the chosen order (ties: by test row)."""
+    p, row = frame["P(prediction)"].to_numpy(dtype=float), frame["test row"].to_numpy()
+    if sort == "p_low":
+        keys = [row, p]
+    elif sort == "p_high":
+        keys = [row, -p]
+    elif sort == "error":
+        keys = [row, -p, frame["correct"].to_numpy(dtype=int)]
+    elif sort == "protected":
+        keys = [row, -frame[f"protected in top {TOP_K}"].to_numpy()]
+    elif sort == "disagreement":
+        keys = [row, -np.nan_to_num(frame["1 - Spearman"].to_numpy(dtype=float), nan=-np.inf),
+                -frame["sign conflicts"].to_numpy()]
+    else:
+        keys = [row]
+    return np.lexsort(keys)
+
+
+def _row_view(run, position: int, frame: pd.DataFrame, values: dict[str, np.ndarray], image: bool) -> None:
+    details = run.details("attributions")
+    chosen = frame.iloc[position]
+    cells = st.columns(3)
+    cells[0].metric("prediction", literal(chosen["prediction"]))
+    cells[1].metric("label", literal(chosen["label"]))
+    cells[2].metric("P(prediction)", f"{chosen['P(prediction)']:.3f}")
+    explained = run.findings["subject"]["data"]["classes"][details.target[position]]
+    unit = units(run)
+    said = "; ".join(f"{literal(m)}: the {unit[m]} of {literal(explained)}" for m in details.methods)
+    st.caption(f"Attributions explain, per method, {said}.")
+    stored = arrays(run, ARRAYS)
+    if image:
+        pixels = {m: stored[f"{m}__pixels"][position][0] for m in details.methods}
+        st.pyplot(heatmaps_figure(stored["inputs"][position][0], pixels, unit), clear_figure=True)
+        st.caption("red pushes the explained output up, blue down; one symmetric colour scale for the row's heat maps")
+        return
+    attributions = row_attributions(run, position)
+    conflicts = [f for f in attributions.index if len(details.methods) > 1 and attributions.loc[f, "opposite signs"]]
+    in_top = {details.features[j] for m in details.methods for j in top_k(values[m][position:position + 1])[0] if j >= 0}
+    flagged = [f for f in conflicts if f in in_top]
+    if flagged:
+        st.warning(f"The methods give opposite signs to {len(flagged)} of the features in their top {TOP_K}: "
+                   f"{', '.join(literal(f) for f in flagged)}.")
+    columns = st.columns(len(details.methods))
+    for cell, method in zip(columns, _first(details.methods, st.session_state.get("method"))):
+        with cell:
+            _waterfall(run, method, position, attributions, stored, unit[method], explained)
+    st.dataframe(attributions, width="stretch", key="row_attributions")
+
+
+def _first(methods, method: str | None) -> list[str]:
+    if method is None or method not in methods:
+        return list(methods)
+    return [method, *[m for m in methods if m != method]]
+
+
+def _waterfall(run, method: str, position: int, attributions: pd.DataFrame, stored, unit: str, explained) -> None:
+    """One method's waterfall for the row, or its bars and why there is no waterfall."""
+    has_ends = method + FX_SUFFIX in stored and method + BASE_SUFFIX in stored
+    values = attributions[method].astype(float)
+    if run.has(EXPLAINED_ROWS):
+        raw = table(run, EXPLAINED_ROWS).iloc[position]
+        labels = [f"{f} = {value_text(raw[f])}" for f in attributions.index]
+    else:
+        labels = list(attributions.index)
+    if not has_ends:
+        st.pyplot(bars_figure(pd.Series(values.to_numpy(), index=labels), title=method, units=unit), clear_figure=True)
+        st.caption(f"{literal(method)}: no base value: this run was written before f(x) and the base values were "
+                   f"stored, so the bars start from 0.")
+        return
+    fx, base = float(stored[method + FX_SUFFIX][position]), float(stored[method + BASE_SUFFIX][position])
+    if not np.isfinite(base):
+        st.pyplot(bars_figure(pd.Series(values.to_numpy(), index=labels), title=method, units=unit), clear_figure=True)
+        why = ("its weights are the slopes of a local linear model of the probability, which do not add up to f(x)"
+               if method == "lime" else "its values do not add up to f(x) minus a base value")
+        st.caption(f"{literal(method)}: f(x) = {fx:.4g} ({unit} of {literal(explained)}); no waterfall: {why}.")
+        return
+    steps = waterfall(values.to_numpy(), labels, base, fx)
+    st.pyplot(waterfall_figure(steps, title=method, units=f"{unit} of {explained}"), clear_figure=True)
+    total = float(values.sum())
+    gap = total - (fx - base)
+    additivity = METHOD_INFO[method].additivity if method in METHOD_INFO else "none"
+    how = {"exact": "exactly (Shapley values)", "checked": "up to the completeness gap",
+           "expected": "in expectation over baseline draws"}.get(additivity, "")
+    st.caption(f"{literal(method)}: base {base:.4g} + attributions {total:+.4g} vs f(x) {fx:.4g} ({unit}); the "
+               f"attributions add up to f(x) - base {how}: gap {gap:+.2g}.")
+    table_ = steps[["step", "contribution", "cumulative"]].rename(
+        columns={"contribution": method, "cumulative": "running total"})
+    st.dataframe(table_, hide_index=True, width="stretch", key=f"waterfall_{method}")
+
+
+def _summary(run, method: str, values: dict[str, np.ndarray]) -> None:
+    """The beeswarm over the explained rows and the dependence view of one feature."""
+    details = run.details("attributions")
+    raw = table(run, EXPLAINED_ROWS)
+    st.subheader("Summary over the explained rows")
+    sample = beeswarm_sample(len(details.rows))
+    unit = units(run)
+    classes = run.findings["subject"]["data"]["classes"]
+    if len(classes) == 2:  # each row explains its own class; the other's log-odds (probability) mirror it
+        sign = np.where(np.asarray(details.target) == 1, 1.0, -1.0)[:, None]
+        values = {m: v * sign for m, v in values.items()}
+        toward = f"toward {literal(classes[1])} (rows explaining {literal(classes[0])} mirrored)"
+    else:
+        toward = "toward each row's explained class"
+    sampled = {m: v[sample] for m, v in values.items()}
+    st.pyplot(beeswarm_figure(sampled, raw.iloc[sample].reset_index(drop=True), details.features, unit),
+              clear_figure=True)
+    st.caption(f"one dot per explained row ({len(sample)} of {len(details.rows)}"
+               f"{', a seeded sample' if len(sample) < len(details.rows) else ''}), at its attribution, coloured by "
+               f"the feature's value; attributions {toward}")
+    order = np.argsort(-np.abs(values[method]).mean(axis=0), kind="stable")
+    features = [details.features[j] for j in order]
+    _url_choice("feature", "dependence", features, what="feature")
+    feature = st.selectbox("Dependence of", features, key="dependence")
+    state.put("feature", feature)
+    j = details.features.index(feature)
+    st.pyplot(dependence_figure(raw[feature].iloc[sample].reset_index(drop=True),
+                                {m: v[:, j] for m, v in sampled.items()}, unit), clear_figure=True)
+    st.caption(f"the value of {literal(feature)} against its attribution {toward}, per method")
+
+
+def _global(run) -> None:
+    details = run.details("attributions")
     st.subheader("Global importance")
     for method, entry in details.importance.items():
         importance = pd.DataFrame({"feature": details.features, "mean |attribution|": entry.mean,
@@ -105,7 +365,7 @@ def show(run) -> None:
         with st.expander(literal(method), expanded=method == next(iter(details.importance))):
             st.dataframe(importance, hide_index=True, width="stretch", key=f"importance_{method}")
     if run.has(IMPORTANCE_FIGURE):
-        st.image(str(run.file(IMPORTANCE_FIGURE)), caption="mean |attribution| with 95 % bootstrap intervals")
+        st.image(str(run.file(IMPORTANCE_FIGURE)), caption="mean |attribution| with 95 % bootstrap intervals", width=760)
     if details.agreement:
         st.subheader("Agreement between methods")
         methods = list(details.methods)
@@ -125,38 +385,3 @@ def show(run) -> None:
         st.dataframe(quality, hide_index=True, width="stretch", key="quality")
         st.caption("deletion ratio < 1: the attribution order beats random orders; low randomisation rho: the "
                    "explanation depends on the trained weights (Adebayo et al., 2018)")
-
-
-def _bars(values: pd.DataFrame):
-    methods = [c for c in values.columns if c != "value"]
-    fig, axes = subplots(1, len(methods), figsize=(4.2 * len(methods), 3.4), squeeze=False)
-    order = values[methods[0]].abs().sort_values().index[-10:]
-    for ax, method in zip(axes[0], methods):
-        shown = values.loc[order, method]
-        ax.barh(list(shown.index), shown.to_numpy(), color=["#b2182b" if v < 0 else "#2166ac" for v in shown])
-        ax.axvline(0, color="black", linewidth=0.6)
-        ax.set_title(method, fontsize=10)
-        ax.tick_params(labelsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def _heatmaps(run, position: int):
-    details = run.details("attributions")
-    stored = arrays(run, ARRAYS)
-    image = stored["inputs"][position][0]
-    methods = list(details.methods)
-    fig, axes = subplots(1, len(methods) + 1, figsize=(2.4 * (len(methods) + 1), 2.6), squeeze=False)
-    axes[0][0].imshow(image, cmap="gray_r")
-    axes[0][0].set_title("input", fontsize=9)
-    for ax, method in zip(axes[0][1:], methods):
-        values = stored[f"{method}__pixels"][position][0]
-        bound = float(np.abs(values).max()) or 1.0
-        ax.imshow(image, cmap="gray_r", alpha=0.35)
-        ax.imshow(values, cmap="RdBu_r", vmin=-bound, vmax=bound, alpha=0.75)
-        ax.set_title(method, fontsize=9)
-    for ax in axes[0]:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.tight_layout()
-    return fig

@@ -385,7 +385,7 @@ def category_figure(categories: pd.DataFrame, attribute: str):
 def curves_figure(curves: list[np.ndarray], subjects: list[str], threshold: float):
     """Selection rates of each comparison's two groups against the threshold; the audited 0.5 and the
     what-if's threshold marked."""
-    fig, axes = subplots(1, len(curves), figsize=(3.2 * len(curves), 2.6), squeeze=False, sharey=True)
+    fig, axes = subplots(1, len(curves), figsize=(max(7.5, 3.6 * len(curves)), 2.8), squeeze=False, sharey=True)
     for ax, rates, subject in zip(axes[0], curves, subjects, strict=True):
         ax.plot(GRID, rates[0], color="#8c8c8c", label="reference")
         ax.plot(GRID, rates[1], color="#1f77b4", label="compared")

@@ -199,7 +199,7 @@ def _attacks(run, details: RobustnessDetails, unit: str) -> None:
     table = curve_table(details)
     chosen_column = next(c for c in table.columns if np.isclose(c, eps))
     st.dataframe(table.style.apply(lambda column: [HIGHLIGHT if column.name == chosen_column else ""] * len(column),
-                                   axis=0),
+                                   axis=0).format("{:.1%}").format_index("eps = {:g}", axis=1),
                  width="stretch", key="curve")
     if run.has(CURVE_FIGURE):  # the audit's own plot: the policy's radius and bounds drawn
         with st.expander("The audit's figure (as in the report: the policy's eps and bounds)"):

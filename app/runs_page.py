@@ -5,13 +5,12 @@ from __future__ import annotations
 from html import escape
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 
 from scrutiny.app import state
 from scrutiny.app.runs import open_run
-from scrutiny.app.text import literal
+from scrutiny.app.text import literal, number
 from scrutiny.audit.run.findings import STATUS_WORDS, STATUSES
 from scrutiny.audit.run.policy import is_model_finding, verdicts
 
@@ -40,7 +39,8 @@ def overview(root: Path, names: list[str]) -> pd.DataFrame:
             **{s: counts.get(s, 0) for s in STATUSES},
             "problem": "",
         })
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    return frame.astype({s: "Int64" for s in STATUSES})  # whole counts; an unreadable run's are missing
 
 
 ORDER = ("fail", "warn", "insufficient", "not_assessed", "pass")  # worst first
@@ -68,13 +68,6 @@ def findings_table(run) -> pd.DataFrame:
 def status_style(value) -> str:
     colour = STATUS_COLOURS.get(value)
     return f"color: {colour}; font-weight: bold" if colour else ""
-
-
-def number(value) -> str:
-    """A check's value as the report prints it: a count whole, a rate or ratio with three decimals."""
-    if value is None or (isinstance(value, float) and not np.isfinite(value)):
-        return ""
-    return f"{int(value):,}" if float(value).is_integer() else f"{value:.3f}"
 
 
 def show(root: Path, names: list[str]) -> None:

@@ -10,9 +10,10 @@ Markdown construct whose content is never interpreted, so no escape list has to 
 
 from __future__ import annotations
 
+import math
 import re
 
-__all__ = ["literal"]
+__all__ = ["literal", "number"]
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _BACKTICKS = re.compile(r"`+")
@@ -32,3 +33,10 @@ def literal(value: object) -> str:
     if text.strip(" ") and (text[0] in "` " or text[-1] in "` "):
         text = f" {text} "
     return f"{fence}{text}{fence}"
+
+
+def number(value) -> str:
+    """A check's value as the report prints it: a count whole, a rate or ratio with three decimals."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return ""
+    return f"{int(value):,}" if float(value).is_integer() else f"{value:.3f}"

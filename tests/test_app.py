@@ -14,6 +14,7 @@ import contextlib
 import io
 import json
 import shutil
+from html import escape
 from pathlib import Path
 
 import numpy as np
@@ -209,18 +210,37 @@ def test_runs_table_lists_the_runs_with_verdict_and_counts(RUNS):
         assert any(e.startswith(f"{literal(name)}: ") and "findings.json" in e for e in texts(at.error)), texts(at.error)
 
 
+WORST_FIRST = ["fail", "warn", "insufficient", "not_assessed", "pass"]
+
+
+def worst_first(findings: list[dict]) -> list[dict]:
+    return sorted(findings, key=lambda f: WORST_FIRST.index(f["status"]))  # stable: file order within a status
+
+
 @pytest.mark.parametrize("run", GOOD_RUNS)
 def test_findings_table_equals_findings_json(RUNS, run):
+    from scrutiny.audit.run.policy import CHECK_INFO
+
     at = ok(app("runs", run))
     findings = findings_of(RUNS, run)
     assert texts(at.subheader)[0].startswith(f"{literal(run)}: ")
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics == {"verdict": findings["verdict"], **{STATUS_WORDS[s]: str(findings["counts"][s]) for s in STATUSES}}
-    table = frame(at, "check", "family", "value", "low", "high", "threshold", "status")
-    expected = findings["findings"]
+    # the two verdicts, recomputed here from the registry's "about" of each check
+    about = [(CHECK_INFO[f["check"]].about == "model" and f["status"] in ("pass", "warn", "fail"), f["status"])
+             for f in findings["findings"]]
+    model = max((s for m, s in about if m), key=["pass", "warn", "fail"].index, default="not_assessed")
+    evidence = max((s for m, s in about if not m), key=["pass", "not_assessed", "insufficient", "warn", "fail"].index,
+                   default="not_assessed")
+    assert metrics == {"verdict": STATUS_WORDS[findings["verdict"]], "verdict on the model": STATUS_WORDS[model],
+                       "verdict on the evidence": STATUS_WORDS[evidence],
+                       **{STATUS_WORDS[s]: str(findings["counts"][s]) for s in STATUSES}}
+    table = frame(at, "check", "family", "value", "low", "high", "threshold", "status", "about", "evidence")
+    expected = worst_first(findings["findings"])
     assert table["check"].tolist() == [f["id"] for f in expected]
     assert table["family"].tolist() == [f["family"] for f in expected]
     assert table["status"].tolist() == [STATUS_WORDS[f["status"]] for f in expected]
+    assert table["about"].tolist() == ["model" if m else "evidence" for m, _ in
+                                       (about[findings["findings"].index(f)] for f in expected)]
     assert table["caveats"].tolist() == ["; ".join(f["caveats"]) for f in expected]
     assert table["explanation"].tolist() == [f["explanation"] for f in expected]
     same(table["value"], [f["value"] for f in expected])
@@ -229,11 +249,12 @@ def test_findings_table_equals_findings_json(RUNS, run):
     for shown, f in zip(table["threshold"], expected):
         for key, value in f["threshold"].items():
             assert f"{key.replace('_', ' ')} {value:g}" in shown
+    assert all(link.startswith("?page=") and f"run={run}" in link for link in table["evidence"])
 
 
 def test_status_and_family_filters_narrow_the_findings(RUNS):
     at = ok(app("runs", "adult"))
-    findings = findings_of(RUNS, "adult")["findings"]
+    findings = worst_first(findings_of(RUNS, "adult")["findings"])
     statuses = at.multiselect(key="statuses")
     assert statuses.options == statuses.value == ["fail", "warn", "insufficient data", "not assessed", "pass"]
     for chosen in (["fail"], ["warn", "pass"], ["insufficient"]):
@@ -245,6 +266,55 @@ def test_status_and_family_filters_narrow_the_findings(RUNS):
     assert frame(at, "check", "status")["check"].tolist() == [f["id"] for f in findings if f["family"] == "fairness"]
     ok(at.multiselect(key="statuses").set_value([]).run())
     assert frame(at, "check", "status").empty
+
+
+def test_each_finding_links_to_the_view_of_its_evidence(RUNS):
+    from urllib.parse import parse_qs
+
+    findings = findings_of(RUNS, "adult")["findings"]
+    table = frame(ok(app("runs", "adult")), "check", "evidence").set_index("check")
+    for f in findings:
+        query = {k: v[0] for k, v in parse_qs(table.loc[f["id"], "evidence"].lstrip("?")).items()}
+        assert query.pop("run") == "adult"
+        page = query.pop("page")
+        if f["family"] == "fairness":
+            assert (page, query) == ("fairness", {"focus": f["subject"]})
+        elif f["check"] == "attributions.protected_reliance":
+            assert (page, query) == ("explanations", {"topk": f["subject"]})
+        elif f["check"] == "robustness.robust_accuracy":
+            assert (page, query) == ("robustness", {"eps": f["subject"].split("=")[1]})
+            assert float(query["eps"]) in findings_of(RUNS, "adult")["details"]["robustness"]["eps"]
+        elif f["family"] == "performance":
+            assert (page, query) == ("runs", {"focus": f["id"]})
+        else:
+            assert page == f["family"] or (page, f["family"]) == ("explanations", "attributions"), (f["id"], page)
+
+
+def test_a_finding_opens_from_the_url_and_its_button_opens_the_evidence(RUNS):
+    findings = findings_of(RUNS, "adult")["findings"]
+    target = next(f for f in findings if f["check"] == "fairness.disparate_impact" and f["subject"] == "race")
+    at = ok(runs_page_at(target["id"]))
+    assert at.selectbox(key="finding").value == target["id"]
+    assert any(escape(target["explanation"]) in h.proto.body for h in at.get("html"))  # shown whole, as text
+    ok(at.button(key="open_evidence").click().run())
+    assert at.sidebar.radio(key="page").value == "Fairness" and texts(at.header) == ["Fairness"]
+    assert at.query_params["focus"] == "race" and at.query_params["page"] == "fairness"
+
+
+def runs_page_at(focus: str):
+    """The Runs page of adult opened from a URL that names a finding."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(MAIN), default_timeout=60)
+    at.query_params.update({"page": "runs", "run": "adult", "focus": focus})
+    return at.run()
+
+
+def test_choosing_another_page_drops_the_view_parameters(RUNS):
+    at = ok(runs_page_at("performance.balanced_accuracy"))
+    assert at.query_params["focus"] == "performance.balanced_accuracy"
+    go(at, "Robustness")
+    assert "focus" not in at.query_params and at.query_params["page"] == "robustness"
 
 
 def test_reproducibility_expander_shows_the_manifest(RUNS):
@@ -269,7 +339,9 @@ def test_row_attributions_equal_the_stored_arrays(RUNS):
         ok(at.selectbox(key="sample").set_value(details["rows"][position]).run())
         table = frame(at, *details["methods"], index="feature")
         assert table.index.tolist() == details["features"]
-        assert list(table.columns) == ["value", *details["methods"]]
+        assert list(table.columns) == ["value", *details["methods"], "opposite signs"]
+        signs = np.sign([stored[m][position] for m in details["methods"]])
+        assert table["opposite signs"].tolist() == np.asarray((signs > 0).any(axis=0) & (signs < 0).any(axis=0)).tolist()
         for method in details["methods"]:
             assert np.allclose(table[method].to_numpy(dtype=float), stored[method][position], rtol=0, atol=0), method
         assert table["value"].tolist() == [str(raw.iloc[position][f]) for f in details["features"]]
@@ -461,7 +533,8 @@ def test_a_run_written_before_contributions_and_certification_shows_neither(RUNS
     assert not [s for s in subheaders if s.startswith(("What each attack added", "Certified robustness"))]
     assert any(s.startswith("Robust accuracy") for s in subheaders)
     assert not [d for d in at.dataframe if "rows broken" in d.value.columns or "gap" in d.value.columns]
-    assert len(at.image) == 2 + 1  # the curve and the minimal perturbations (no certified figure), the example
+    # the curve (in an expander) and the minimal perturbations (no certified figure), the examples at the policy's eps
+    assert len(at.image) == 2 + 1
 
 
 def test_certification_without_an_upper_bound_and_with_another_trained_sigma(RUNS, tmp_path, monkeypatch):
@@ -489,26 +562,27 @@ def test_adversarial_examples_and_their_changes(RUNS):
     classes = findings["subject"]["data"]["classes"]
     examples = findings["details"]["robustness"]["examples"]
     assert examples, "the Adult run has no adversarial example to show"
-    selector = at.selectbox(key="example")
-    assert len(selector.options) == len(examples)
-    assert selector.options[0].startswith(f"test row {examples[0]['row']}: {examples[0]['attack']}")
-    for index, example in enumerate(examples):
-        ok(at.selectbox(key="example").set_value(index).run())
+    # every (attack, eps) the run kept examples at: the examples there, each row's changes in original units
+    for attack, eps in dict.fromkeys((e["attack"], e["eps"]) for e in examples):
+        at.select_slider(key="robustness_eps").set_value(eps)
+        ok(at.selectbox(key="robustness_attack").set_value(attack).run())
+        kept = [e for e in examples if (e["attack"], e["eps"]) == (attack, eps)]
+        shown = frame(at, "test row", "true label", "prediction before", "prediction after")
+        assert shown["test row"].tolist() == [e["row"] for e in kept]
+        assert shown["true label"].tolist() == [classes[e["label"]] for e in kept]
+        assert shown["prediction before"].tolist() == [classes[e["before"]] for e in kept]
+        assert shown["prediction after"].tolist() == [classes[e["after"]] for e in kept]
         changes = frame(at, "feature", "before", "after")
-        assert changes.values.tolist() == [list(map(str, c)) for c in example["changes"]]
-        metrics = {m.label: m.value for m in at.metric}
-        assert metrics["true label"] == literal(classes[example["label"]])
-        assert metrics["prediction before"] == literal(classes[example["before"]])
-        assert metrics["prediction after"] == literal(classes[example["after"]])
+        assert changes.values.tolist() == [[e["row"], *map(str, c)] for e in kept for c in e["changes"]]
 
 
 def test_digits_examples_are_images(RUNS):
     at = ok(app("robustness", "digits"))
     examples = findings_of(RUNS, "digits")["details"]["robustness"]["examples"]
-    assert len(at.selectbox(key="example").options) == len(examples)
-    ok(at.selectbox(key="example").set_value(len(examples) - 1).run())
-    # the run's own figures (the curve, the minimal perturbations, the certified bounds), then the example:
-    # original, adversarial, perturbation
+    at.select_slider(key="robustness_eps").set_value(examples[-1]["eps"])
+    ok(at.selectbox(key="robustness_attack").set_value(examples[-1]["attack"]).run())
+    # the run's own figures (the curve, the minimal perturbations, the certified bounds), then one figure of the
+    # examples at that attack and eps: original, adversarial, perturbation with its colour bar
     run_figures = sum((RUNS / "digits" / "figures" / name).exists()
                       for name in ("robustness.png", "min_eps.png", "certified.png"))
     assert run_figures == 3
@@ -621,6 +695,10 @@ def test_fairness_attribute_filter(RUNS):
     model = next(d.value for d in at.dataframe if "privileged" in d.value.columns)
     assert set(model["attribute"]) == {attributes[0]}
     assert len(model) == len(details["model"][0]["metrics"])
+    # every table, not only the first (tests/test_app_fairness.py checks each of them)
+    impact = frame(at, "impact_ratio", "category")
+    assert impact["category"].tolist() == [r["category"] for r in details["impact_ratios"]
+                                           if r["attribute"] == attributes[0]]
 
 
 def test_digits_has_no_fairness_results(RUNS):
@@ -641,11 +719,12 @@ def _check_comparison(table: pd.DataFrame, runs: Path, a: str, b: str) -> None:
     same(table[b], [right[i]["value"] if i in right else None for i in ids])
     assert table[f"status {a}"].tolist() == [STATUS_WORDS[left[i]["status"]] if i in left else "absent" for i in ids]
     assert table[f"status {b}"].tolist() == [STATUS_WORDS[right[i]["status"]] if i in right else "absent" for i in ids]
-    for i, changed in zip(ids, table["changed"]):
+    for i, changed, change in zip(ids, table["changed"], table["change"]):
         fa, fb = left.get(i), right.get(i)
-        differs = (fa is None) != (fb is None) or fa["status"] != fb["status"] or (
-            fa["value"] is not None and fb["value"] is not None and fa["value"] != fb["value"])
-        assert bool(changed) == differs, i
+        status = (fa is None) != (fb is None) or fa["status"] != fb["status"]
+        differs = status or fa["value"] != fb["value"]  # a value measured in one run only differs too
+        assert bool(changed) == differs and (change == "status change") == status, i
+        assert (change == "unchanged") == (not differs), i
 
 
 def test_compare_two_adult_runs(RUNS):
@@ -669,7 +748,8 @@ def test_compare_two_adult_runs(RUNS):
     ok(at.checkbox(key="only_changed").check().run())
     only = frame(at, "check", "changed")
     assert only["check"].tolist() == table[table["changed"]]["check"].tolist()
-    assert f"{int(table['changed'].sum())} of {len(table)} checks differ (value or status)" in texts(at.caption)
+    assert any(c.startswith(f"{int(table['changed'].sum())} of {len(table)} checks differ (value or status)")
+               for c in texts(at.caption))
 
 
 def test_compare_adult_with_digits(RUNS):

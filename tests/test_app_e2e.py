@@ -190,7 +190,7 @@ def test_page_in_headless_chromium(server, browser, tmp_path, page, run, header)
         assert str(runs / "corrupt" / "findings.json") in body.replace("\n", " "), body[:2000]
     if run.startswith(".."):
         assert f"'{run}' is not a run folder" in body and "(test row)" in body, body[:2000]
-        assert browser.current_url.endswith("run=adult"), browser.current_url
+        assert "&run=adult&" in browser.current_url + "&", browser.current_url
     if page == "fairness" and run == "digits":
         assert "no fairness results" in body
     def shown(testid: str) -> int:
@@ -207,3 +207,82 @@ def test_page_in_headless_chromium(server, browser, tmp_path, page, run, header)
         assert browser.find_elements(By.CSS_SELECTOR, '[data-testid="stMain"] [data-testid="stDataFrame"]'), \
             f"{what}: no table"
     assert "Traceback" not in log.read_text(errors="replace"), log.read_text(errors="replace")[-3000:]
+
+
+# drill-down views, each opened from a shared link: (query, the page's header)
+VIEWS = [
+    ("page=runs&run=adult&focus=fairness.disparate_impact%5Brace%5D", "Runs"),
+    ("page=fairness&run=adult&focus=sex%20%C3%97%20race&threshold=0.3", "Fairness"),
+    ("page=explanations&run=adult&topk=sex", "Explanations"),
+    ("page=explanations&run=adult&sort=disagreement", "Explanations"),
+    ("page=explanations&run=adult&topk=prohibited", "Explanations"),
+    ("page=robustness&run=adult&eps=0.25", "Robustness"),
+    ("page=robustness&run=digits&radius=0.25", "Robustness"),
+    ("page=compare&run=adult&a=adult&b=adult-seed1", "Compare two runs"),
+    ("page=compare&run=adult&a=adult&b=adult", "Compare two runs"),
+]
+
+
+def no_exception(driver, what: str, shot: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    exceptions = driver.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]')
+    assert not exceptions, f"{what}: Streamlit exception on the page (screenshot {shot}):\n" + "\n".join(
+        e.text for e in exceptions)
+    unreadable = ("corrupt: ", "no-findings: ")  # the Runs page names the unreadable runs, each with its reason
+    errors = [e for e in alerts(driver, "stAlertContentError") if not e.startswith(unreadable)]
+    assert not errors, f"{what}: {errors}"
+
+
+@pytest.mark.parametrize("query, header", VIEWS, ids=[f"view{i}" for i in range(len(VIEWS))])
+def test_drill_down_view_in_headless_chromium(server, browser, tmp_path, query, header):
+    from selenium.webdriver.common.by import By
+
+    url, _, log = server
+    browser.get(f"{url}/?{query}")
+    wait_rendered(browser, header, query)
+    shot = screenshot(browser, f"view{VIEWS.index((query, header)):02d}-{query.split('&')[0][5:]}", tmp_path)
+    no_exception(browser, query, shot)
+    # the view's parameters survive the first run of the page: the link can be shared as it is
+    for pair in query.split("&"):
+        assert pair.split("=")[0] in browser.current_url, (pair, browser.current_url)
+    # an audit tool has nothing to deploy: Streamlit's deploy button is hidden (client.toolbarMode)
+    assert not browser.find_elements(By.CSS_SELECTOR, '[data-testid="stAppDeployButton"]')
+    assert "Traceback" not in log.read_text(errors="replace"), log.read_text(errors="replace")[-3000:]
+
+
+def test_a_finding_opens_its_evidence_in_headless_chromium(server, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    url, _, _ = server
+    browser.get(f"{url}/?page=runs&run=adult&focus=fairness.disparate_impact%5Bsex%5D")
+    wait_rendered(browser, "Runs", "runs with a finding")
+    button = next(b for b in browser.find_elements(By.CSS_SELECTOR, '[data-testid="stMain"] button')
+                  if b.text.startswith("Open the evidence"))
+    button.click()
+    wait_rendered(browser, "Fairness", "the evidence of fairness.disparate_impact[sex]")
+    shot = screenshot(browser, "evidence-fairness-sex", tmp_path)
+    no_exception(browser, "evidence", shot)
+    assert "page=fairness" in browser.current_url and "focus=sex" in browser.current_url, browser.current_url
+
+
+def test_threshold_slider_moves_in_headless_chromium(server, browser, tmp_path):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    url, _, _ = server
+    browser.get(f"{url}/?page=fairness&run=adult&focus=sex")
+    wait_rendered(browser, "Fairness", "fairness at sex")
+    selector = '[data-testid="stMain"] [data-testid="stSlider"] input[type="range"]'
+    thumb = browser.find_element(By.CSS_SELECTOR, selector)
+    before = float(thumb.get_attribute("value"))
+    browser.execute_script("arguments[0].focus()", thumb)
+    ActionChains(browser).send_keys(*[Keys.ARROW_LEFT] * 10).perform()
+    time.sleep(1.0)
+    wait_rendered(browser, "Fairness", "fairness after the slider moved")
+    after = float(browser.find_element(By.CSS_SELECTOR, selector).get_attribute("value"))
+    assert after < before, (before, after)
+    assert f"threshold={after:g}" in browser.current_url, browser.current_url
+    shot = screenshot(browser, "fairness-slider-moved", tmp_path)
+    no_exception(browser, "the slider", shot)

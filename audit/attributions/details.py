@@ -7,13 +7,17 @@ from dataclasses import dataclass
 from scrutiny.audit.run.details import Details, optional
 
 __all__ = ["AttributionsDetails", "MethodEntry", "ImportanceEntry", "AgreementEntry", "QualityEntry", "QualityCurves",
-           "AdverseActionSummary", "DETAILS", "ARRAYS", "EXPLAINED_ROWS", "ADVERSE_ACTION_ARRAYS", "IMPORTANCE_FIGURE",
+           "AdverseActionSummary", "DETAILS", "ARRAYS", "FX_SUFFIX", "BASE_SUFFIX", "EXPLAINED_ROWS", "ADVERSE_ACTION_ARRAYS", "IMPORTANCE_FIGURE",
            "AGREEMENT_FIGURE", "HEATMAPS_FIGURE"]
 
 Setting = int | float | str | bool
 
 # the run-folder files the family writes
 ARRAYS = "arrays/attributions.npz"                    # rows, target, per-feature attributions of each method
+# in ARRAYS, per method: f(x) of each row's explained class and the base value its attributions start
+# from, in the method's units (MethodEntry.output); base NaN for a method that shares out no f(x).
+# Runs written before these were stored have neither.
+FX_SUFFIX, BASE_SUFFIX = "__fx", "__base"
 EXPLAINED_ROWS = "arrays/explained_rows.parquet"      # tables only: the explained rows' raw values
 ADVERSE_ACTION_ARRAYS = "arrays/adverse_action.npz"   # the adverse-action notices (AdverseActionSummary.file)
 IMPORTANCE_FIGURE = "figures/importance.png"

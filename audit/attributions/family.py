@@ -13,7 +13,9 @@ from . import adverse_action
 from .details import (
     AGREEMENT_FIGURE,
     ARRAYS,
+    BASE_SUFFIX,
     EXPLAINED_ROWS,
+    FX_SUFFIX,
     HEATMAPS_FIGURE,
     IMPORTANCE_FIGURE,
     AgreementEntry,
@@ -106,6 +108,7 @@ def run(context: AuditContext) -> FamilyResult:
     )
     stored = {"rows": result.rows, "target": first.target}
     stored.update({f"{m}": v.astype(np.float32) for m, v in result.per_feature.items()})
+    stored.update(_waterfall_ends(c, result, twin))
     if heatmaps:  # the pixels the heat maps are drawn over
         stored["inputs"] = c.dataset.test.X[result.rows].astype(np.float32)
         stored.update({f"{m}__pixels": a.values.astype(np.float32) for m, a in result.attributions.items()})
@@ -129,6 +132,45 @@ def run(context: AuditContext) -> FamilyResult:
                                                          titles=titles,
                                                          outputs={m: a.output for m, a in result.attributions.items()})
     return FamilyResult(findings=findings, details=details, arrays=arrays, tables=tables, figures=figures)
+
+
+def _waterfall_ends(c: AuditContext, result, twin) -> dict[str, np.ndarray]:
+    """Per method, f(x) of each explained row's target (``{method}__fx``) and the base value its
+    attributions start from (``{method}__base``), in the method's own units (``Attribution.output``):
+    the attributions of an additive method add up to fx - base (exactly for KernelSHAP, up to the
+    completeness gap for integrated gradients and DeepLIFT, in expectation for the sampled
+    gradient methods). The base is what the completeness check already measured against:
+    f(x) - ``output_change`` (f(baseline), or its mean over the baseline rows); KernelSHAP's is
+    its expected value E f(background), as :mod:`.kernel_shap` computes it. Methods with no such
+    property (saliency, LIME's local coefficients…) get a NaN base: they share out no f(x)."""
+    from .methods import ExplainedOutput, batched_outputs
+
+    test = c.dataset.test.X
+    test_X = test.iloc[result.rows] if hasattr(test, "iloc") else test[result.rows]
+    inputs = np.asarray((c.preprocessor or c.dataset.preprocessor).transform(test_X), dtype=np.float32)
+    kind = result.space.kind
+    ends: dict[str, np.ndarray] = {}
+    for name, attribution in result.attributions.items():
+        info = METHOD_INFO[name]
+        model = (twin or c.module) if info.needs_gradients else c.module
+        wrapped = ExplainedOutput(model).eval()
+        target = np.asarray(attribution.target, dtype=np.int64)
+        at = np.arange(len(target))
+        if attribution.output == "probability":
+            fx = batched_outputs(model, inputs, 4096, probabilities=True)[at, target]
+        else:
+            fx = batched_outputs(wrapped, inputs, 4096)[at, target]
+        base = np.full(len(target), np.nan)
+        if attribution.output_change is not None:
+            base = fx - attribution.output_change
+        elif info.additivity == "exact":  # KernelSHAP: E f(background), over the baseline rows (a table)
+            background = attribution.baseline_values                     # or of their mean image
+            if kind != "tabular":
+                background = background.mean(axis=0, keepdims=True)
+            base = batched_outputs(wrapped, background, 8192).mean(axis=0)[target]
+        ends[name + FX_SUFFIX] = fx.astype(np.float64)
+        ends[name + BASE_SUFFIX] = base.astype(np.float64)
+    return ends
 
 
 def _floats(values) -> list[float]:
