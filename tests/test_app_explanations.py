@@ -21,20 +21,15 @@ from scipy.stats import spearmanr
 from scrutiny.app.text import literal
 from scrutiny.audit.run.run_folder import to_json
 
-from .test_app import app, build_runs, findings_of, frame, ok, texts
+from . import test_app
+from .test_app import app, findings_of, frame, ok, texts
 
 pytestmark = pytest.mark.filterwarnings(r"ignore:`torch\.jit\.\w+` is deprecated:DeprecationWarning")
 
 K = 4  # the page's top-k, like the adverse-action notices' principal reasons
 
 
-@pytest.fixture(scope="module")
-def RUNS(trained, tmp_path_factory, request):
-    """tests/test_app.py's runs (built once per session, shared), as its RUNS fixture gives them."""
-    runs = build_runs(trained, tmp_path_factory, request)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SCRUTINY_RUNS_DIR", str(runs))
-        yield runs
+RUNS = test_app.RUNS  # the session runs' fixture (adult, adult-seed1, digits, …)
 
 
 def stored(runs, name: str, file: str = "attributions") -> dict[str, np.ndarray]:
