@@ -21,20 +21,12 @@ Two measurements, in one run, on the same model and the same samples for both si
    target, so the ratio is per unit of work). Stock LIME also runs row by row with ``attribute``'s own settings (``discretize_continuous=False``):
    the same work, which must give the same weights.
 
-3. (``--part estimators``, only when asked) KernelSHAP estimators: mean absolute error against
-   exact Shapley values (2^16 coalitions over the same background rows) as a function of model
-   evaluations per row, for shap's ``KernelExplainer`` (``l1_reg=False``, an nsamples grid
-   including its default 2M + 2048), ``attribute(kernel_shap, estimator="stock")`` and
-   ``estimator="leverage"``, on a seeded synthetic MLP with 16 original features trained through
-   ``train_on``; it prints the evaluations each needs to reach stock shap's error at its default
-   budget, the ratio, and the wall time there.
-
 Times are the best of ``--repeats`` runs, the runs being compared taking turns (other work
 on the machine only ever adds time, and falls on both sides alike).
 
 Usage::
 
-    python bench/attributions.py [--device cpu|cuda] [--samples N] [--threads N] [--part ig|shap|estimators]
+    python bench/attributions.py [--device cpu|cuda] [--samples N] [--threads N]
 """
 
 from __future__ import annotations
@@ -43,7 +35,6 @@ import argparse
 import math
 import sys
 import time
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -454,169 +445,6 @@ def bench_kernel_shap_lime(args, device_request: str) -> dict:
     return out
 
 
-# ------------------------------------------------------------------ 3. KernelSHAP estimators
-
-
-def wide_synthetic_dataset(rows: int, test_rows: int, seed: int):
-    """12 standard-normal numeric features and 4 categorical ones (3 categories each): 16
-    original features, so that exact enumeration (2^16 coalitions) stays cheap. The label is
-    drawn from a logistic model with pairwise and three-way interactions."""
-    rng = np.random.default_rng(seed)
-    n = rows + test_rows
-    num = rng.standard_normal((n, 12))
-    cats = [rng.choice(["a", "b", "c"], n) for _ in range(4)]
-    logit = (1.2 * num[:, 0] - num[:, 1] + 0.8 * num[:, 2] * num[:, 3] + np.sin(2 * num[:, 4])
-             + 0.5 * np.abs(num[:, 5]) + 0.6 * num[:, 6] * num[:, 7] * num[:, 8] - 0.4 * num[:, 9] ** 2
-             + 0.3 * num[:, 10] + np.select([cats[0] == "a", cats[0] == "b"], [1.0, -0.5], 0.0)
-             + 0.7 * (cats[1] == "c") * num[:, 11] - 0.5 * (cats[2] == cats[3]))
-    label = np.where(rng.random(n) < 1 / (1 + np.exp(-logit)), "yes", "no")
-    frame = pd.DataFrame(num, columns=[f"x{i}" for i in range(12)])
-    for i, values in enumerate(cats):
-        frame[f"c{i}"] = values
-    frame["label"] = label
-    spec = DatasetSpec(
-        name="synthetic16", task="tabular", label="label", classes=("no", "yes"), favourable_label="yes",
-        features=tuple(Feature(f"x{i}", "numeric") for i in range(12))
-        + tuple(Feature(f"c{i}", "categorical") for i in range(4)),
-        description="synthetic: 12 numeric + 4 categorical features",
-    )
-    train, test = frame.iloc[:rows].reset_index(drop=True), frame.iloc[rows:].reset_index(drop=True)
-    return tabular_dataset(spec, train, test, sha256="synthetic16")
-
-
-def evaluations_to_reach(evaluations: list[float], errors: list[float], target: float) -> float | None:
-    """Model evaluations per row at which ``errors`` (falling with ``evaluations``) first reach
-    ``target``, interpolated linearly in log-log between the grid points around it; None when
-    the grid never reaches it. Below the grid's first point: that point (an upper bound)."""
-    points = sorted(zip(evaluations, errors))
-    for i, (x, e) in enumerate(points):
-        if e <= target:
-            if i == 0:
-                return x
-            (x0, e0) = points[i - 1]
-            t = (math.log(e0) - math.log(target)) / (math.log(e0) - math.log(e))
-            return math.exp(math.log(x0) + t * (math.log(x) - math.log(x0)))
-    return None
-
-
-def bench_estimators(args, device_request: str) -> dict:
-    """Error against exact Shapley values as a function of model evaluations per row: shap's
-    KernelExplainer (l1_reg=False), attribute(kernel_shap) with estimator="stock" and with
-    estimator="leverage", on the same rows, the same background rows and the same explained
-    output (log-odds of the predicted class), over an nsamples grid and ``--estimator-seeds`` seeds."""
-    import shap
-
-    print(f"\n== 3. KernelSHAP estimators: error vs model evaluations, {args.estimator_rows} rows")
-    dataset = wide_synthetic_dataset(args.rows, max(args.estimator_rows, 1000), args.seed)
-    start = time.perf_counter()
-    trained = train_on(dataset, "mlp", seed=0, progress=False, device=args.device, epochs=args.epochs)
-    print(f"synthetic MLP ({args.rows} training rows, 16 original features, "
-          f"{dataset.preprocessor.n_encoded} encoded columns) trained through train_on in "
-          f"{time.perf_counter() - start:.1f} s (test accuracy {trained.metrics['accuracy']:.3f})")
-    model = trained.model.eval()
-    space, inputs, train_rows, device = explained_rows(model, dataset, args.estimator_rows, args.seed, device_request)
-    M = space.n_features
-    picked = np.sort(np.random.default_rng(args.seed).choice(len(train_rows), args.estimator_background, replace=False))
-    background = train_rows[picked]
-    logits_fn = make_logits(model, space, device)
-    Z, Z_background = space.to_codes(inputs), space.to_codes(background)
-    target = explained(logits_fn(Z)).argmax(axis=1)
-    counter = RowCounter(model)
-
-    start = time.perf_counter()
-    exact, _ = exact_shapley(logits_fn, Z, target, Z_background)
-    exact_s = time.perf_counter() - start
-    exact_rows = counter.take() / len(Z)
-    print(f"exact Shapley values: 2^{M} coalitions x {len(background)} background rows, "
-          f"{exact_rows:,.0f} model rows per explained row, {exact_s:.0f} s")
-
-    def f(z):  # both ExplainedOutput columns, as a model's outputs
-        return explained(logits_fn(z))
-
-    explainer = shap.KernelExplainer(f, Z_background)
-
-    def stock_shap(budget: int, seed: int, **l1_reg) -> np.ndarray:
-        values = np.zeros((len(Z), M))
-        for i in range(len(Z)):
-            np.random.seed(seed * 100_003 + i)  # shap draws from numpy's global generator
-            with warnings.catch_warnings():  # shap warns of a singular regression at the smallest budgets
-                warnings.simplefilter("ignore")
-                phi = explainer.shap_values(Z[i:i + 1], nsamples=budget, silent=True, **l1_reg)
-            values[i] = np.asarray(phi)[0, :, target[i]] if not isinstance(phi, list) else phi[target[i]][0]
-        return values
-
-    def ours(budget: int, seed: int, estimator: str) -> np.ndarray:
-        result = attribute(model, inputs, method="kernel_shap", space=space, background=train_rows,
-                           baselines=background, target=target, n_samples=budget, seed=seed, estimator=estimator)
-        return result.by_feature(space)
-
-    runs = {
-        "shap KernelExplainer(l1_reg=False)": lambda b, s: stock_shap(b, s, l1_reg=False),
-        "scrutiny estimator='stock'": lambda b, s: ours(b, s, "stock"),
-        "scrutiny estimator='leverage'": lambda b, s: ours(b, s, "leverage"),
-    }
-    default = 2 * M + 2048
-    grid = sorted({b for b in (2 * M + 2, 64, 128, 256, 512, 1024, default, 4096, 8192, 16384) if b < 2**M - 2})
-    curves: dict[str, list[tuple[int, float, float, float]]] = {name: [] for name in runs}
-    for budget in grid:
-        for name, run in runs.items():
-            errors, evaluations, seconds = [], [], []
-            for seed in range(args.estimator_seeds):
-                counter.take()
-                start = time.perf_counter()
-                values = run(budget, seed)
-                seconds.append(time.perf_counter() - start)
-                evaluations.append(counter.take() / len(Z))
-                errors.append(float(np.mean(np.abs(values - exact))))
-            curves[name].append((budget, float(np.mean(evaluations)), float(np.mean(errors)), float(np.mean(seconds))))
-        print(f"  nsamples {budget:>5}: " + "  ".join(f"{name.split()[-1]} {curves[name][-1][2]:.2e}" for name in runs),
-              flush=True)
-    counter.take()
-    auto = [float(np.mean(np.abs(stock_shap(default, s) - exact))) for s in range(args.estimator_seeds)]  # its default l1_reg
-    counter.handle.remove()
-    return {"curves": curves, "default": default, "scale": float(np.mean(np.abs(exact))), "features": M,
-            "rows": len(Z), "background": len(background), "seeds": args.estimator_seeds,
-            "shap_auto_mae": float(np.mean(auto)), "exact_s": exact_s, "device": str(device)}
-
-
-def report_estimators(out: dict) -> None:
-    print(f"\nKernelSHAP estimators on {out['rows']} synthetic test rows, {out['features']} original features, "
-          f"{out['background']} background rows ({out['device']}); mean absolute error per feature against exact "
-          f"Shapley values (mean |phi| {out['scale']:.3f}), mean over {out['seeds']} seeds")
-    names = list(out["curves"])
-    header = f"{'nsamples':>8}  " + "  ".join(f"{name:>36}" for name in names)
-    print(header)
-    print(f"{'':>8}  " + "  ".join(f"{'evals/row':>12} {'MAE':>10} {'seconds':>12}" for _ in names))
-    print("-" * len(header))
-    for i, (budget, *_) in enumerate(out["curves"][names[0]]):
-        print(f"{budget:>8}  " + "  ".join(
-            f"{out['curves'][n][i][1]:>12,.0f} {out['curves'][n][i][2]:>10.2e} {out['curves'][n][i][3]:>12.2f}"
-            for n in names))
-    stock = out["curves"][names[0]]
-    at_default = next(row for row in stock if row[0] == out["default"])
-    target_error = at_default[2]
-    print(f"\nstock shap at its default nsamples = 2M + 2048 = {out['default']}: MAE {target_error:.2e} "
-          f"({at_default[1]:,.0f} model evaluations per row); with its default l1_reg='num_features(10)' instead: MAE "
-          f"{out['shap_auto_mae']:.2e}")
-    same_budget = {n: next(row for row in out["curves"][n] if row[0] == out["default"]) for n in names}
-    for name in names:
-        curve = out["curves"][name]
-        needed = evaluations_to_reach([r[1] for r in curve], [r[2] for r in curve], target_error)
-        seconds = None
-        if needed is not None:
-            seconds = math.exp(np.interp(math.log(needed), np.log([r[1] for r in curve]), np.log([r[3] for r in curve])))
-        ratio = "" if needed is None else f", {at_default[1] / needed:.2f}x fewer than stock shap"
-        time_text = "" if seconds is None else f", about {seconds:.2f} s for the {out['rows']} rows"
-        reach = "not reached on the grid" if needed is None else f"{needed:,.0f} evaluations per row"
-        print(f"- {name}: reaches that error at {reach}{ratio}{time_text}; at the same nsamples its MAE is "
-              f"{same_budget[name][2]:.2e} ({target_error / same_budget[name][2]:.2f}x lower than stock shap)")
-    print("notes: evaluations per row are the rows the model's forward saw (coalitions x background rows, plus "
-          "the explained row and, for scrutiny, the background once per call), divided by the rows explained; "
-          "the crossing is interpolated in log-log between grid points (the first grid point when already below). "
-          "The model is a seeded synthetic MLP trained through train_on (German credit's data file is not "
-          "shipped), not the German credit MLP.")
-
-
 # ------------------------------------------------------------------ main
 
 
@@ -634,14 +462,6 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each side; the best counts (default: 3)")
     parser.add_argument("--seed", type=int, default=0, help="seeds the row samples and the methods (default: 0)")
     parser.add_argument("--skip", choices=["ig", "shap"], action="append", default=[], help="leave out a part")
-    parser.add_argument("--part", choices=["ig", "shap", "estimators"], action="append",
-                        help="run only these parts (default: ig and shap; 'estimators' runs only when asked)")
-    parser.add_argument("--estimator-rows", type=int, default=40,
-                        help="test rows of the estimators part (default: 40)")
-    parser.add_argument("--estimator-background", type=int, default=20,
-                        help="background rows of the estimators part (default: 20)")
-    parser.add_argument("--estimator-seeds", type=int, default=3,
-                        help="seeds per budget in the estimators part (default: 3)")
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     args = parser.parse_args()
     if args.threads:
@@ -649,8 +469,7 @@ def main() -> None:
     if args.device == "cuda" and not torch.cuda.is_available():
         print("CUDA is not available here: running on CPU (attribute() runs on CPU)")
         args.device = "cpu"
-    for name in ("samples", "explain_rows", "rows", "epochs", "batch_size", "repeats", "reference_rows",
-                 "estimator_rows", "estimator_background", "estimator_seeds"):
+    for name in ("samples", "explain_rows", "rows", "epochs", "batch_size", "repeats", "reference_rows"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
 
@@ -658,10 +477,8 @@ def main() -> None:
     print(f"{versions(LIBRARIES)}; {hardware}; best of {args.repeats} runs per timing")
     total = time.perf_counter()
 
-    parts = set(args.part or ["ig", "shap"]) - set(args.skip)
-    ig = bench_integrated_gradients(args, args.device) if "ig" in parts else None
-    ks = bench_kernel_shap_lime(args, args.device) if "shap" in parts else None
-    estimators = bench_estimators(args, args.device) if "estimators" in parts else None
+    ig = None if "ig" in args.skip else bench_integrated_gradients(args, args.device)
+    ks = None if "shap" in args.skip else bench_kernel_shap_lime(args, args.device)
 
     if ig:
         print(f"\nIntegrated gradients on {ig['samples']} Adult test rows ({ig['device']}); steps used "
@@ -733,10 +550,8 @@ def main() -> None:
               "ours, row by row: LimeTabularExplainer(discretize_continuous=False, binary features categorical, same "
               "random_state) with attribute()'s model call; its gap is max |weight difference| / max |weight|.")
         print("- 'model rows' counts the rows fed to the model's forward (per run).")
-    if estimators:
-        report_estimators(estimators)
     print(f"\ntotal wall time {time.perf_counter() - total:.0f} s")
-    if ig is None and "ig" in parts:
+    if ig is None and "ig" not in args.skip:
         sys.exit(1)
 
 

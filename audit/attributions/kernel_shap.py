@@ -1,37 +1,19 @@
-"""Batched KernelSHAP: shap's KernelExplainer estimator and a leverage-score estimator,
-vectorised across samples, with an estimate of their sampling error.
+"""Batched KernelSHAP: shap's KernelExplainer estimator, vectorised across samples, with an
+estimate of its sampling error.
 
 shap's ``KernelExplainer`` explains one row at a time: it builds a coalition design (which
 features are "present", with Shapley-kernel weights), evaluates the model on each coalition
 with absent features taken from every background row, and solves a weighted least-squares
 problem constrained so that the values add up to f(x) − E f(background). The design does not
 depend on the row, so here one design serves every row: the model sees all rows' coalitions
-in large batches and one linear solve answers every row at once. Two designs
-(``estimator``), sharing the evaluation, the solve and the bootstrap:
+in large batches and one linear solve answers every row at once.
 
-- ``"stock"``, shap's: with a budget of ``nsamples`` coalitions (shap's default 2M + 2048),
-  subset sizes are enumerated completely, smallest and largest first, while the budget allows;
-  the rest are sampled with replacement by the Shapley kernel's size distribution, each with
-  its complement, a repeated coalition adding weight. Same coalitions and values as shap's for
-  a seed (``tests/test_kernel_shap.py``).
-- ``"leverage"``: paired leverage-score sampling without replacement (Musco & Witter,
-  "Provably Accurate Shapley Value Estimation via Leverage Score Sampling", ICLR 2025). The
-  leverage scores of the Shapley-kernel regression are 1/C(M, k), equal mass per size, so every
-  size gets the same number of coalitions (water-filled: a size whose every coalition fits in
-  its share is enumerated); within a size, distinct coalitions are drawn uniformly without
-  replacement, each with its complement; a coalition's weight is its kernel weight divided by
-  its inclusion probability, so every size keeps exactly its kernel mass. Measured against
-  exact Shapley values at the same number of model evaluations, on seeded MLP-like models with
-  M = 12 and 16 and budgets of 100 to 2M + 2048: mean absolute error 1.1–1.9 times lower than
-  stock (1.6–1.9 at M = 12, 2M + 2048; 1.1–1.2 at M = 16), never higher. The gain is modest
-  because shap's sampler already pairs coalitions and enumerates the smallest sizes (pairing
-  alone makes KernelSHAP exact for games with interactions of order 2); the 5–10× reported in
-  the literature is against unpaired sampling with replacement. ``bench/attributions.py --part
-  estimators`` prints the curve against shap itself.
-
-With either, when the budget covers all 2^M − 2 coalitions the result is the exact Shapley
-value (interventional, over the background rows), as shap's is; the tests check both against
-exact enumeration to 1e-8.
+The design follows shap's: with a budget of ``nsamples`` coalitions (shap's default
+2M + 2048), subset sizes are enumerated completely, smallest and largest first, while the
+budget allows; the rest are sampled by the Shapley kernel's size distribution, each with its
+complement. When the budget covers all 2^M − 2 coalitions the result is the exact Shapley
+value (interventional, over the background rows), as shap's is; ``tests/test_kernel_shap.py``
+checks both against shap and against exact enumeration.
 
 Sampling error. The constraint makes the values add up to f(x) − E f whatever the draws, so
 additivity says nothing about accuracy; what can be wrong is how far the sampled coalitions
@@ -39,10 +21,7 @@ leave each value from the exact Shapley value. That is estimated without a singl
 evaluation, by a bootstrap over the draws: each replicate resamples the sampler's draws (a
 coalition with its complement, as drawn) with replacement, reweights the coalitions already
 evaluated by how often the replicate took them, and solves the same constrained regression;
-the enumerated sizes are not random and keep their weights. For the leverage design the
-resampling is stratified as the draws were: each size class's pairs are resampled within the
-class, so each class keeps its weight (a pooled bootstrap would move weight between sizes,
-which the design fixes). The error of a row is the mean
+the enumerated sizes are not random and keep their weights. The error of a row is the mean
 over replicates of the largest distance, over features, between the replicate's values and
 the estimate: a bootstrap estimate of E max_j |φ̂_j − φ_j|. When no coalition was sampled
 (every size enumerated, e.g. 2^M − 2 ≤ budget, or a single feature) the values are the exact
@@ -60,10 +39,7 @@ largest standard deviation); the spread of two independent halves of the draws,
 row's true error less closely (Spearman 0.52–0.73 where the bootstrap had 0.71–0.85). The 64
 replicates cost a matrix product and 64 eigendecompositions of (M − 1)-square matrices, no
 model evaluation: 0.04–0.15 s for 200 Adult rows at the default budget, next to 54 s of model
-evaluations (0.1–0.3 %). For the leverage estimator (``tests/test_kernel_shap_estimators.py``,
-M = 14, 60 rows, 2 seeds, budgets 100 to 2M + 2048) the median true/estimated largest error was
-0.77–1.01, and the true error lay within a factor 2 of the estimate, either way, for 93–98 % of
-rows.
+evaluations (0.1–0.3 %).
 """
 
 from __future__ import annotations
@@ -75,10 +51,9 @@ from math import comb
 
 import numpy as np
 
-__all__ = ["ESTIMATORS", "KernelShap", "coalition_design", "kernel_shap"]
+__all__ = ["KernelShap", "coalition_design", "kernel_shap"]
 
 N_BOOT = 64
-ESTIMATORS = ("leverage", "stock")
 
 
 @dataclass(frozen=True)
@@ -110,38 +85,22 @@ class _Design:
     weights: np.ndarray    # (S,) kernel weights, summing to 1
     n_enumerated: int      # rows of ``masks`` from enumerated sizes
     draws: np.ndarray      # (n_draws, 2) rows of ``masks`` each sampler draw added weight to; -1: none
-    strata: np.ndarray | None = None  # leverage: (n_draws,) size class of each draw; stock: None (one pool)
 
 
-def coalition_design(n_features: int, nsamples: int | None = None, seed: int = 0, *,
-                     estimator: str = "stock") -> tuple[np.ndarray, np.ndarray]:
-    """Coalitions (S, M) as 0/1 rows and their regression weights (S,), summing to 1.
+def coalition_design(n_features: int, nsamples: int | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Coalitions (S, M) as 0/1 rows and their kernel weights (S,), summing to 1.
 
     Args:
         n_features: M, the number of players.
         nsamples: coalition budget. Default: shap's ``2 * M + 2048``.
         seed: seeds the sampled part.
-        estimator: ``"stock"`` (shap's design) or ``"leverage"`` (module docstring).
-            Default: "stock"
     """
-    design = _design(n_features, nsamples, seed, estimator)
+    design = _design(n_features, nsamples, seed)
     return design.masks, design.weights
 
 
-def _design(m: int, nsamples: int | None, seed: int, estimator: str = "stock") -> _Design:
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"estimator must be one of {', '.join(ESTIMATORS)}; got {estimator!r}")
-    if estimator == "leverage":
-        return _leverage_design(m, nsamples, seed)
-    return _stock_design(m, nsamples, seed)
-
-
-def _budget(m: int, nsamples: int | None) -> int:
-    return min(nsamples or 2 * m + 2048, 2**m - 2 if m <= 30 else 2**30)
-
-
-def _stock_design(m: int, nsamples: int | None, seed: int) -> _Design:
-    budget = _budget(m, nsamples)
+def _design(m: int, nsamples: int | None, seed: int) -> _Design:
+    budget = min(nsamples or 2 * m + 2048, 2**m - 2 if m <= 30 else 2**30)
     sizes = int(np.ceil((m - 1) / 2))
     paired = int(np.floor((m - 1) / 2))
     size_weight = np.array([(m - 1) / (k * (m - k)) for k in range(1, sizes + 1)])
@@ -205,102 +164,6 @@ def _stock_design(m: int, nsamples: int | None, seed: int) -> _Design:
                    n_enumerated=enumerated, draws=np.asarray(draws, dtype=np.int64).reshape(-1, 2))
 
 
-def _leverage_design(m: int, nsamples: int | None, seed: int) -> _Design:
-    """Paired leverage-score sampling without replacement (Musco & Witter 2025), stratified by size.
-
-    A draw ("unit") is a coalition with its complement. Size class k < M/2 holds the C(M, k)
-    pairs of sizes k and M − k, class M/2 (M even) the C(M, M/2)/2 pairs of that size. The
-    leverage scores of the Shapley-kernel regression are 1/C(M, k): equal mass per size, so the
-    budget gives every size the same number of coalitions, water-filled: a class whose every
-    pair fits within its share is enumerated and the rest shared again. The units of a sampled
-    class are distinct pairs drawn uniformly without replacement; each coalition's weight is its
-    kernel weight divided by its inclusion probability (count of its size drawn / C(M, k)), so
-    the sampled normal equations are unbiased for the full ones and, class by class, exact where
-    enumerated. An odd budget spends one coalition less (coalitions come in pairs)."""
-    budget = _budget(m, nsamples)
-    classes = list(range(1, m // 2 + 1))
-    capacity = {k: comb(m, k) // (2 if 2 * k == m else 1) for k in classes}   # units (pairs) in the class
-    share = {k: 0.5 if 2 * k == m else 1.0 for k in classes}                   # units per coalition of one size
-    units_left = max(1, budget // 2)
-    enumerated_classes: list[int] = []
-    active = list(classes)
-    while active:
-        per_size = units_left / sum(share[k] for k in active)
-        full = [k for k in active if capacity[k] <= per_size * share[k] * (1 + 1e-12)]
-        if not full:
-            break
-        for k in full:
-            enumerated_classes.append(k)
-            units_left -= capacity[k]
-            active.remove(k)
-    rng = np.random.default_rng(seed)
-    allocation = dict.fromkeys(active, 0)
-    if active and units_left > 0:
-        ideal = np.array([units_left * share[k] for k in active]) / sum(share[k] for k in active)
-        counts = np.floor(ideal).astype(int)
-        if counts.sum() < units_left:  # largest remainders first; ties and shortfalls broken at random
-            order = np.lexsort((rng.random(len(active)), -(ideal - counts)))
-            counts[order[:units_left - counts.sum()]] += 1
-        allocation = {k: int(c) for k, c in zip(active, counts)}
-
-    masks: list[np.ndarray] = []
-    weights: list[float] = []
-    for k in sorted(enumerated_classes):
-        w = (m - 1) / (comb(m, k) * k * (m - k))
-        for players in combinations(range(m), k):
-            if 2 * k == m and 0 not in players:
-                continue  # the other member of a pair already added
-            mask = np.zeros(m)
-            mask[list(players)] = 1
-            masks += [mask, 1 - mask]
-            weights += [w, w]
-    enumerated = len(masks)
-    draws: list[list[int]] = []
-    strata: list[int] = []
-    for k in sorted(active):  # contiguous classes, in order (the bootstrap relies on it)
-        n_units = allocation[k]
-        if not n_units:
-            continue
-        per_coalition = (m - 1) / (k * (m - k)) / (n_units * (2 if 2 * k == m else 1))  # w(z) / P(z drawn)
-        for chosen in _distinct_subsets(m, k, n_units, rng):
-            draws.append([len(masks), len(masks) + 1])
-            strata.append(k)
-            masks += [chosen, 1 - chosen]
-            weights += [per_coalition, per_coalition]
-    weight_array = np.asarray(weights, dtype=np.float64)
-    return _Design(masks=np.asarray(masks, dtype=np.float64).reshape(-1, m), weights=weight_array / weight_array.sum(),
-                   n_enumerated=enumerated, draws=np.asarray(draws, dtype=np.int64).reshape(-1, 2),
-                   strata=np.asarray(strata, dtype=np.int64))
-
-
-def _distinct_subsets(m: int, k: int, n: int, rng: np.random.Generator) -> np.ndarray:
-    """``n`` distinct pairs {S, complement} with |S| = k drawn uniformly without replacement, as
-    (n, M) 0/1 rows of S (for k = M/2, the member holding player 0)."""
-    pair_class = 2 * k == m
-    total = comb(m, k) // (2 if pair_class else 1)
-    if 2 * n > total:  # a large share of a small class: choose among all of them
-        pool = [p for p in combinations(range(m), k) if not pair_class or 0 in p]
-        out = np.zeros((n, m))
-        for row, index in enumerate(rng.choice(len(pool), n, replace=False)):
-            out[row, list(pool[index])] = 1
-        return out
-    seen: dict[bytes, np.ndarray] = {}
-    while len(seen) < n:
-        batch = 2 * (n - len(seen)) + 8
-        if pair_class:  # player 0 and k − 1 of the others
-            order = np.argsort(rng.random((batch, m - 1)), axis=1)[:, :k - 1] + 1
-            order = np.concatenate([np.zeros((batch, 1), dtype=order.dtype), order], axis=1)
-        else:
-            order = np.argsort(rng.random((batch, m)), axis=1)[:, :k]
-        rows = np.zeros((batch, m))
-        np.put_along_axis(rows, order, 1.0, axis=1)
-        for drawn in rows:
-            key = drawn.tobytes()
-            if key not in seen and len(seen) < n:
-                seen[key] = drawn
-    return np.asarray(list(seen.values()))
-
-
 def kernel_shap(
     predict: Callable[[np.ndarray], np.ndarray],
     inputs: np.ndarray,
@@ -312,7 +175,6 @@ def kernel_shap(
     seed: int = 0,
     max_rows: int = 262_144,
     n_boot: int = N_BOOT,
-    estimator: str = "stock",
 ) -> KernelShap:
     """KernelSHAP values of every row at once, with their estimated sampling error.
 
@@ -327,12 +189,7 @@ def kernel_shap(
         max_rows: model rows evaluated per batch (bounds memory).
         n_boot: bootstrap replicates of the sampling error.
             Default: 64
-        estimator: ``"leverage"`` (paired leverage-score sampling without replacement) or
-            ``"stock"`` (shap's design, the same coalitions and values as shap's for a seed).
-            Default: "stock"
     """
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"estimator must be one of {', '.join(ESTIMATORS)}; got {estimator!r}")
     n, d = inputs.shape
     m = len(groups)
     rows = np.arange(n)
@@ -340,7 +197,7 @@ def kernel_shap(
     expected = predict(background).mean(axis=0)[target]
     if m == 1:
         return KernelShap((fx - expected)[:, None], fx, expected, np.zeros(n), coalitions=0, exact=True)
-    design = _design(m, nsamples, seed, estimator)
+    design = _design(m, nsamples, seed)
     masks = design.masks
     present = np.zeros((len(masks), d), dtype=bool)  # coalition → input positions taken from x
     for g, positions in enumerate(groups):
@@ -399,17 +256,14 @@ def _bootstrap_error(design: _Design, x_design, y, delta, phi, *, n_boot: int, s
     total = np.zeros(n)
     for start in range(0, n_boot, batch):
         size = min(batch, n_boot - start)
-        if design.strata is None:  # stock: the draws of one pool, reweighted to the sampled share
-            picks = rng.integers(0, n_draws, (size, n_draws))
-            taken_times = np.zeros((size, n_draws))
-            np.add.at(taken_times, (np.arange(size)[:, None], picks), 1.0)
-            counts = np.zeros((size, len(x_design)))
-            np.add.at(counts, (np.arange(size)[:, None], coalition[None, :]), taken_times[:, draw_of])  # integer counts: exact
-            weights = np.broadcast_to(design.weights, counts.shape).copy()
-            sampled = counts[:, design.n_enumerated:]
-            weights[:, design.n_enumerated:] = sampled / sampled.sum(axis=1, keepdims=True) * (1 - fixed)
-        else:  # leverage: each size class's pairs resampled within the class, as they were drawn
-            weights = _stratified_weights(design, rng, size)
+        picks = rng.integers(0, n_draws, (size, n_draws))
+        taken_times = np.zeros((size, n_draws))
+        np.add.at(taken_times, (np.arange(size)[:, None], picks), 1.0)
+        counts = np.zeros((size, len(x_design)))
+        np.add.at(counts, (np.arange(size)[:, None], coalition[None, :]), taken_times[:, draw_of])  # integer counts: exact
+        weights = np.broadcast_to(design.weights, counts.shape).copy()
+        sampled = counts[:, design.n_enumerated:]
+        weights[:, design.n_enumerated:] = sampled / sampled.sum(axis=1, keepdims=True) * (1 - fixed)
         weighted = weights[:, :, None] * x_design[None]                               # (b, S, M−1)
         normal = np.swapaxes(weighted, 1, 2) @ x_design                               # (b, M−1, M−1)
         rhs = (np.swapaxes(weighted, 1, 2).reshape(-1, len(x_design)) @ y.T).reshape(size, m - 1, n)
@@ -419,21 +273,3 @@ def _bootstrap_error(design: _Design, x_design, y, delta, phi, *, n_boot: int, s
         phi_rest = vectors @ (inverse[:, :, None] * (np.swapaxes(vectors, 1, 2) @ rhs))  # (b, M−1, N)
         total += np.abs(_complete(np.swapaxes(phi_rest, 1, 2), delta) - phi).max(axis=2).sum(axis=0)
     return total / n_boot
-
-
-def _stratified_weights(design: _Design, rng: np.random.Generator, size: int) -> np.ndarray:
-    """(size, S) replicate weights of a leverage design: in each size class, its n pairs
-    resampled n times with replacement; a coalition's weight is its design weight times how
-    often its pair was taken (so every class keeps its total weight)."""
-    assert design.strata is not None
-    # one uniform per draw and replicate (row by row: the same stream however replicates are
-    # batched), turned into a draw of the same class: the classes' draws are contiguous
-    _, first, members = np.unique(design.strata, return_index=True, return_counts=True)
-    start, count = np.repeat(first, members), np.repeat(members, members)
-    picks = start + np.minimum((rng.random((size, len(design.draws))) * count).astype(np.int64), count - 1)
-    taken_times = np.zeros((size, len(design.draws)))
-    np.add.at(taken_times, (np.arange(size)[:, None], picks), 1.0)
-    weights = np.broadcast_to(design.weights, (size, len(design.weights))).copy()
-    for column in range(design.draws.shape[1]):
-        weights[:, design.draws[:, column]] *= taken_times
-    return weights
