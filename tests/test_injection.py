@@ -202,8 +202,11 @@ def test_names_from_folders_and_data_are_shown_as_text(hostile_run, monkeypatch,
         assert at.subheader[0].value.startswith(f"{literal(FOLDER)}: ")
     if page == "fairness":  # the protected attribute's name, in a warning about a small group
         assert literal(LINK) in shown
-    if page in ("explanations", "robustness"):  # class names, as metric values
+    if page == "explanations":  # class names, as metric values
         assert {literal("yes"), literal(IMG)} & {m.value for m in at.metric}
+    if page == "robustness":  # class names, in the examples' table (a data grid: text, never Markdown)
+        cells = {str(v) for d in at.dataframe for v in d.value.to_numpy().ravel()}
+        assert {"yes", IMG} & cells, cells
     for kind, body in bodies:
         assert_text_only(body, f"{page}: {kind}")
 
