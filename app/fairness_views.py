@@ -10,7 +10,6 @@ comparison), so a run of a million predictions stays responsive.
 
 from __future__ import annotations
 
-from pathlib import Path
 from statistics import NormalDist
 
 import numpy as np
@@ -18,12 +17,13 @@ import pandas as pd
 import streamlit as st
 from matplotlib.patches import Patch
 
+from scrutiny.app.runs import stamp
 from scrutiny.audit.fairness import group_metrics as gm
 from scrutiny.audit.fairness.details import GROUPS, FairnessDetails, GroupComparisonEntry, ImpactRatioEntry
 from scrutiny.audit.fairness.whatif import whatif_counts
 from scrutiny.audit.performance.details import PREDICTIONS
 from scrutiny.audit.plots import subplots
-from scrutiny.audit.run.run_folder import MANIFEST, Run
+from scrutiny.audit.run.run_folder import Run
 
 __all__ = ["ARGMAX_RULE", "BAR_METRICS", "WHATIF_METRICS", "wilson", "group_bars", "category_bars",
            "stored_counts", "confusion_table", "whatif_table", "whatif_curves", "whatif_unavailable",
@@ -42,14 +42,6 @@ WHATIF_METRICS = ("disparate_impact", "statistical_parity_difference", "equal_op
                   "average_odds_difference")
 SIDES = (("privileged", "reference"), ("unprivileged", "compared"))  # per_group key -> the page's word
 HATCH = "///"
-
-
-def stamp(run: Run) -> float:
-    """Changes when the run is rewritten, so that the cache does not serve the old run's aggregates."""
-    try:
-        return (Path(run.path) / MANIFEST).stat().st_mtime_ns
-    except OSError:
-        return 0.0
 
 
 # ------------------------------------------------------------------ intervals
@@ -212,7 +204,7 @@ def _counts(path: str, stamp: float, n: int, _run: Run) -> list[np.ndarray] | st
 def stored_counts(run: Run, details: FairnessDetails) -> list[np.ndarray] | str:
     """Per model comparison, the (group, true label, decision) counts of the stored decisions (group 1
     the reference), or a one-line reason why there are none. Cached per run."""
-    return _counts(str(run.path), stamp(run), len(details.model), run)
+    return _counts(str(run.path), stamp(run.path), len(details.model), run)
 
 
 def confusion_table(details: FairnessDetails, counts: list[np.ndarray]) -> pd.DataFrame:
@@ -273,7 +265,7 @@ def whatif_table(run: Run, details: FairnessDetails, threshold: float) -> pd.Dat
     the two groups' selection rates, the gated fairness metrics (the audit's formulas:
     :func:`~scrutiny.audit.fairness.group_metrics.metrics_from_counts`) and the accuracy over every row;
     at 0.5 the audited model's values. Cached per run and threshold."""
-    table = _whatif(str(run.path), stamp(run), float(threshold), len(details.model), run)
+    table = _whatif(str(run.path), stamp(run.path), float(threshold), len(details.model), run)
     return table.assign(subject=[details.model[i].subject for i in table["comparison"]])
 
 
@@ -302,7 +294,7 @@ def _curves(path: str, stamp: float, n: int, _run: Run) -> list[np.ndarray]:
 def whatif_curves(run: Run, details: FairnessDetails) -> list[np.ndarray]:
     """Per model comparison, (2, len(GRID)) selection rates of the reference and the compared group
     against the threshold. Cached per run."""
-    return _curves(str(run.path), stamp(run), len(details.model), run)
+    return _curves(str(run.path), stamp(run.path), len(details.model), run)
 
 
 # ------------------------------------------------------------------ figures

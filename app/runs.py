@@ -16,7 +16,7 @@ import streamlit as st
 from scrutiny.app import RUNS_ENV
 from scrutiny.audit.run.run_folder import MANIFEST, Run, RunError, list_runs, load_run
 
-__all__ = ["ENV", "runs_dir", "run_names", "open_run", "arrays", "table", "RunError"]
+__all__ = ["ENV", "runs_dir", "run_names", "open_run", "arrays", "table", "stamp", "RunError"]
 
 ENV = RUNS_ENV
 
@@ -34,7 +34,7 @@ def run_names(root: Path) -> list[str]:
     return [p.name for p in list_runs(root) if p.resolve().parent == root]
 
 
-def _stamp(path: Path) -> float:
+def stamp(path: Path) -> float:
     """Changes when the run is rewritten (--overwrite), so the cache does not serve the old one."""
     try:
         return (path / MANIFEST).stat().st_mtime_ns
@@ -57,7 +57,7 @@ def open_run(root: Path, name: str | None) -> tuple[Run | None, str | None]:
     if name not in run_names(root):
         return None, f"'{name}' is not a run folder in {root}"
     path = root / name
-    return _load(str(path), _stamp(path))
+    return _load(str(path), stamp(path))
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -67,7 +67,7 @@ def _arrays(path: str, stamp: float, relative: str) -> dict[str, np.ndarray]:
 
 def arrays(run: Run, relative: str) -> dict[str, np.ndarray]:
     """An .npz file of the run, loaded on first use and cached."""
-    return _arrays(str(run.path), _stamp(run.path), relative)
+    return _arrays(str(run.path), stamp(run.path), relative)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -79,4 +79,4 @@ def _table(path: str, stamp: float, relative: str):
 
 def table(run: Run, relative: str):
     """A .parquet table of the run, loaded on first use and cached."""
-    return _table(str(run.path), _stamp(run.path), relative)
+    return _table(str(run.path), stamp(run.path), relative)

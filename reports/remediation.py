@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from scrutiny.audit.fairness.whatif import decide
 from scrutiny.audit.fairness.whatif import whatif_values as _whatif_values
 from scrutiny.audit.performance.details import PREDICTIONS
 from scrutiny.audit.run.policy import CHECK_INFO, CHECKS, EVIDENCE
@@ -488,7 +489,7 @@ def _threshold_whatif(run, i: int, comparison, found: dict, index: int) -> dict 
     raising = key.endswith("below")  # the compared group must be selected more often
 
     def rates(reference: float, compared: float) -> float:
-        decided = score > np.where(code == 0, compared, reference)
+        decided = decide(score, code, reference, compared)
         sel = [float(w[(code == g)] @ decided[code == g] / w[code == g].sum()) for g in (1, 0)]
         return sel[1] / sel[0] if sel[0] > 0 else float("nan")
 

@@ -149,17 +149,21 @@ def _waterfall_ends(c: AuditContext, result, twin) -> dict[str, np.ndarray]:
     test_X = test.iloc[result.rows] if hasattr(test, "iloc") else test[result.rows]
     inputs = np.asarray((c.preprocessor or c.dataset.preprocessor).transform(test_X), dtype=np.float32)
     kind = result.space.kind
+    outputs: dict[tuple[int, bool], np.ndarray] = {}  # one forward pass per model and unit, whatever the methods
+
+    def explained(model, probabilities: bool) -> np.ndarray:
+        key = (id(model), probabilities)
+        if key not in outputs:
+            outputs[key] = batched_outputs(model, inputs, 4096, probabilities=True) if probabilities else \
+                batched_outputs(ExplainedOutput(model).eval(), inputs, 4096)
+        return outputs[key]
+
     ends: dict[str, np.ndarray] = {}
     for name, attribution in result.attributions.items():
         info = METHOD_INFO[name]
         model = (twin or c.module) if info.needs_gradients else c.module
-        wrapped = ExplainedOutput(model).eval()
         target = np.asarray(attribution.target, dtype=np.int64)
-        at = np.arange(len(target))
-        if attribution.output == "probability":
-            fx = batched_outputs(model, inputs, 4096, probabilities=True)[at, target]
-        else:
-            fx = batched_outputs(wrapped, inputs, 4096)[at, target]
+        fx = explained(model, attribution.output == "probability")[np.arange(len(target)), target]
         base = np.full(len(target), np.nan)
         if attribution.output_change is not None:
             base = fx - attribution.output_change
@@ -167,7 +171,7 @@ def _waterfall_ends(c: AuditContext, result, twin) -> dict[str, np.ndarray]:
             background = attribution.baseline_values                     # or of their mean image
             if kind != "tabular":
                 background = background.mean(axis=0, keepdims=True)
-            base = batched_outputs(wrapped, background, 8192).mean(axis=0)[target]
+            base = batched_outputs(ExplainedOutput(model).eval(), background, 8192).mean(axis=0)[target]
         ends[name + FX_SUFFIX] = fx.astype(np.float64)
         ends[name + BASE_SUFFIX] = base.astype(np.float64)
     return ends

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from scrutiny.audit.fairness.group_metrics import confusion_counts
+
 __all__ = ["decide", "whatif_counts", "whatif_values"]
 
 
@@ -29,8 +31,7 @@ def whatif_counts(score: np.ndarray, y: np.ndarray, w: np.ndarray | None, code: 
     :func:`scrutiny.audit.fairness.group_metrics.confusion_counts` shapes the audit's."""
     decided = decide(score, code, reference, compared)
     rows = (code == 0) | (code == 1)
-    cell = code[rows].astype(np.int64) * 4 + y[rows].astype(np.int64) * 2 + decided[rows]
-    return np.bincount(cell, weights=None if w is None else w[rows], minlength=8).reshape(2, 2, 2).astype(np.float64)
+    return confusion_counts(y[rows], decided[rows], code[rows], None if w is None else w[rows])
 
 
 def whatif_values(score, y, w, code, reference: float, compared: float) -> dict[str, float]:
