@@ -438,6 +438,8 @@ def main() -> None:
 
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     print(f"{versions(LIBRARIES)}; CPU {cpu_name()} ({os.cpu_count()} cores); Python {sys.version.split()[0]}")
+    if args.work is not None and Path(args.work).exists() and not Path(args.work).is_dir():
+        parser.error(f"--work {args.work}: not a folder (give a folder to keep the built runs in, or leave it out)")
     temporary = args.work is None
     work = Path(args.work or tempfile.mkdtemp(prefix="scrutiny-bench-app-")).resolve()
     work.mkdir(parents=True, exist_ok=True)
