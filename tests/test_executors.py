@@ -14,7 +14,10 @@ import io
 import json
 import math
 import os
+import re
 import struct
+import subprocess
+import sys
 import time
 import tomllib
 from dataclasses import dataclass
@@ -345,6 +348,37 @@ def test_an_exception_in_a_ray_task_is_raised_as_it_is(ray_instance):
 
     with pytest.raises(InputError, match=r"^chunk \d: refused$"):
         RayExecutor(num_cpus=2).map(refuses, work_chunks(("demo", "refuse"), 2, 1))
+
+
+_FAILED_MAPS = """
+import gc, sys, time
+from scrutiny.audit.run.executor import RayExecutor, work_chunks
+from scrutiny.errors import InputError
+
+def refuses(chunk):
+    time.sleep(0.5)
+    raise InputError(f"chunk {chunk.index}: refused")
+
+executor = RayExecutor(num_cpus=2)
+for _ in range(3):
+    try:
+        executor.map(refuses, work_chunks(("demo", "refuse"), 8, 1))
+    except InputError as exc:
+        print(exc, file=sys.stderr)
+    gc.collect()
+time.sleep(2)
+gc.collect()
+"""
+
+
+def test_a_failed_ray_map_reads_every_task_error_so_none_is_logged_later():
+    """Ray logs a failed task's error when its unread reference is collected: after a CLI's one
+    error line, or in the middle of a later run. A failed map reads them all before it raises.
+    (Its own process: Ray's logging under pytest does not show what a user's stderr gets.)"""
+    done = subprocess.run([sys.executable, "-c", _FAILED_MAPS], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 3 and all(re.fullmatch(r"chunk \d: refused", line) for line in lines), done.stderr
 
 
 def test_chunk_seeds_name_the_work_not_the_worker():

@@ -33,6 +33,7 @@ __all__ = ["CHUNK_ROWS", "EXECUTORS", "MAX_RETRIES", "Chunk", "Executor", "Local
 
 CHUNK_ROWS = 64  # rows per chunk of per-row work (the config's chunk_rows)
 MAX_RETRIES = 2  # times Ray runs a task again after its worker died
+ABANDON_WAIT_S = 30.0  # how long a failed map waits for its cancelled tasks to end
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -324,14 +325,28 @@ class RayExecutor:
                 if progress is not None:
                     progress(total - len(pending), total)
         finally:
-            for ref in pending:  # after a failure: nothing left running for an audit that has ended
-                try:
-                    ray.cancel(ref)
-                except (ray.exceptions.RayError, ValueError, TypeError):
-                    pass  # done or gone meanwhile
+            if pending:
+                _abandon(ray, pending)
         if self._retried is not None:
             self._retried = None if None in attempts else self._retried + sum(a > 0 for a in attempts if a is not None)
         return results
+
+
+def _abandon(ray: Any, refs: list[Any]) -> None:
+    """After a failed map: cancel what is still running, then read every result, failed or
+    cancelled. Ray logs each task error nobody read when its reference is collected, later and
+    wherever stderr then goes (a traceback after the CLI's one error line)."""
+    for ref in refs:
+        try:
+            ray.cancel(ref)
+        except (ray.exceptions.RayError, ValueError, TypeError):
+            pass  # done or gone meanwhile
+    done, _ = ray.wait(refs, num_returns=len(refs), timeout=ABANDON_WAIT_S)
+    for ref in done:
+        try:
+            ray.get(ref)
+        except ray.exceptions.RayError:
+            pass  # the map has already raised its first failure
 
 
 def _attempted(fn: Callable[..., Result], item: Any, *shared: Any) -> tuple[int | None, Result]:
