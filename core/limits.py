@@ -21,6 +21,7 @@ LIMITS: dict[str, tuple[int, int]] = {
     "batch_size": (1, 1_048_576),
     "samples": (1, 10_000_000),      # rows to explain or attack (capped at the test split anyway)
     "quality_samples": (1, 10_000_000),
+    "stability_rows": (1, 10_000_000),
     "top_k": (1, 100_000),
     "top": (1, 100_000),
     "steps": (1, 100_000),           # PGD iterations

@@ -49,6 +49,10 @@ _EXPLANATION_WORDS = {
                                   "they describe the input, not the model",
     "attributions.deletion": "deleting features in its order lowers the explained probability no faster (or barely "
                              "faster) than deleting them at random: its order is not what the model relies on",
+    "attributions.stability": "its feature ranking changes when the same rows are explained again with other seeds: "
+                              "what it shows depends on the random draw, not on the model",
+    "attributions.reason_stability": "the principal reasons it gives for unfavourable decisions change when the rows "
+                                     "are explained again with other seeds",
 }
 
 
@@ -221,6 +225,9 @@ def _explanations(run, findings) -> dict | None:
                       "the weights")
     if "attributions.deletion" in checks:
         causes.append("a method whose order misses interactions or correlated features the model uses")
+    if checks & {"attributions.stability", "attributions.reason_stability"}:
+        causes.append("too few samples or coalitions per row, or a background sample too small to stand for the "
+                      "data: each seed draws another")
     if "attributions.completeness" in checks:
         causes.append("too few integration steps for a sharply curved model (integrated gradients)")
     if "attributions.sampling_error" in checks:

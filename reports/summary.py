@@ -209,6 +209,8 @@ class _Plain:
             "attributions.completeness": self._completeness,
             "attributions.sampling_error": self._sampling_error,
             "attributions.deletion": self._deletion,
+            "attributions.stability": self._stability,
+            "attributions.reason_stability": self._reason_stability,
             "fairness.impact_ratio": self._impact_ratio,
             "fairness.scoring_rate_impact_ratio": self._impact_ratio,
         }.get(check)
@@ -259,6 +261,16 @@ class _Plain:
         return [f"Deleting features in {finding['subject']}'s order lowers the explained class's probability hardly "
                 "faster than random orders do (area ratio ", self.value(i, "fixed"),
                 *self.bound(i, finding, "fixed", before="; ", after=""), ")."]
+
+    def _stability(self, i, finding):
+        return [f"Explained again with other seeds, {finding['subject']}'s feature rankings keep a median Spearman "
+                "correlation of only ", self.value(i, "fixed"), " with the audit's", *self.bound(i, finding, "fixed"),
+                ": what they show depends on the random draw."]
+
+    def _reason_stability(self, i, finding):
+        return [f"Explained again with other seeds, {finding['subject']} gives the same principal reasons for only ",
+                self.value(i, "percent"), " of the re-explained rows decided unfavourably",
+                *self.bound(i, finding, "percent"), "."]
 
     def _balanced_accuracy(self, i, finding):
         return ["Balanced accuracy (the mean of the recalls of the classes) is ", self.value(i, "percent"),

@@ -7,6 +7,7 @@ seed = 0
 methods = ["integrated_gradients", "kernel_shap"]
 samples = 12
 quality_samples = 5
+stability_rows = 5
 n_boot = 50
 
 [robustness]
@@ -26,6 +27,7 @@ seed = 0
 methods = ["integrated_gradients", "saliency"]
 samples = 12
 quality_samples = 5
+stability_rows = 5
 n_boot = 50
 
 [robustness]

@@ -14,6 +14,7 @@ import io
 import json
 import math
 import os
+import pathlib
 import re
 import struct
 import subprocess
@@ -26,6 +27,8 @@ import numpy as np
 import pytest
 import torch
 
+from scrutiny.audit.attributions.registry import METHOD_INFO
+from scrutiny.audit.attributions.stability import REPEATS
 from scrutiny.audit.run.executor import (
     Chunk,
     LocalExecutor,
@@ -128,16 +131,17 @@ def test_ray_on_one_worker_and_on_two_workers_of_a_two_node_cluster_gives_the_sa
         ray.shutdown()
     # the audit's display (progress=True on the cluster) counted the chunks of every map one by one,
     # up to all of them, as Ray reported them done
-    maps: dict[str, list[tuple[int, int]]] = {}
+    maps: list[tuple[str, list[tuple[int, int]]]] = []
     for label, done, total in shown:
-        maps.setdefault(label, []).append((done, total))
-    chunks = expected.manifest["chunks"]
-    assert set(maps) == {"attributions: integrated_gradients", "attributions: kernel_shap",
-                         "robustness: pgd, gaussian, smallest_eps"}
-    for label, reports in maps.items():
-        family, names = label.split(": ")
-        total = sum(e["chunks"] for e in chunks if e["work"][0] == family and e["work"][1] in names.split(", "))
+        if done == 0:
+            maps.append((label, []))
+        maps[-1][1].append((done, total))
+    assert {label for label, _ in maps} == {"attributions: integrated_gradients", "attributions: kernel_shap",
+                                            "attributions: stability", "robustness: pgd, gaussian, smallest_eps"}
+    for label, reports in maps:
+        total = reports[0][1]
         assert reports == [(done, total) for done in range(total + 1)], label
+    assert sum(reports[0][1] for _, reports in maps) == sum(e["chunks"] for e in expected.manifest["chunks"])
 
 
 def test_the_manifest_counts_the_chunks_of_each_piece_of_work_and_hashes_each(local):
@@ -145,7 +149,11 @@ def test_the_manifest_counts_the_chunks_of_each_piece_of_work_and_hashes_each(lo
         config, details = CONFIGS[name], json.loads(run.findings)["details"]
         explained, attacked = details["attributions"]["n"], details["robustness"]["n"]
         assert (explained, attacked) == (16, 24)
-        expected = [(["attributions", m], explained) for m in config["attributions"]["methods"]]
+        methods = config["attributions"]["methods"]
+        expected = [(["attributions", m], explained) for m in methods]
+        stability = min(config["attributions"]["stability_rows"], explained)
+        expected += [(["attributions", "stability", m, r], stability) for m in methods
+                     for r in range(1, (REPEATS if METHOD_INFO[m].sampled else 1) + 1)]
         expected += [(["robustness", a, k], attacked) for a in config["robustness"]["attacks"]
                      for k in range(len(details["robustness"]["eps"]))]
         expected += [(["robustness", "smallest_eps"], attacked)]
@@ -309,9 +317,15 @@ def test_a_ray_worker_that_dies_on_every_try_ends_the_audit_with_one_error_and_n
     assert sorted(p.name for p in tmp_path.iterdir()) == ["audit.toml"]  # no staging folder left either
 
 
-def _interval(chunk: Chunk) -> tuple[float, float]:
+def _interval(chunk: Chunk, meeting: str, wait: float) -> tuple[float, float]:
+    """The task's start and end: it marks its start in ``meeting`` and ends once every task of
+    the map has started there (tasks that run together) or after ``wait`` seconds (one at a time;
+    also long enough for Ray to start a second worker when it may)."""
     start = time.time()
-    time.sleep(2.0)  # long enough for Ray to start a second worker when it may, even on a loaded machine
+    folder = pathlib.Path(meeting)
+    (folder / str(chunk.index)).touch()
+    while len(list(folder.iterdir())) < 2 and time.time() - start < wait:
+        time.sleep(0.05)
     return start, time.time()
 
 
@@ -320,16 +334,20 @@ def _overlaps(intervals: list[tuple[float, float]]) -> bool:
     return any(later[0] < earlier[1] for earlier, later in zip(ordered, ordered[1:]))
 
 
-def test_ray_tasks_ask_for_the_callers_threads_so_a_machine_is_never_oversubscribed(ray_instance):
+def test_ray_tasks_ask_for_the_callers_threads_so_a_machine_is_never_oversubscribed(ray_instance, tmp_path):
     """Each unit runs at the caller's torch threads: on 2 CPUs, tasks of 2 threads run one at a
     time (Ray would otherwise run two, four threads on two cores); tasks of 1 thread run two at once."""
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        assert _overlaps(RayExecutor(task_cpus=1).map(_interval, work_chunks(("demo", "threads"), 2, 1)))
+        # tasks of one thread meet, however long a loaded machine takes to start the second worker
+        (tmp_path / "one").mkdir()
+        assert _overlaps(RayExecutor(task_cpus=1).map(_interval, work_chunks(("demo", "threads"), 2, 1),
+                                                      str(tmp_path / "one"), 60.0))
         executor = RayExecutor()
         assert executor.task_resources() == {"num_cpus": 2, "num_gpus": 0}
-        assert not _overlaps(executor.map(_interval, work_chunks(("demo", "threads"), 2, 1)))
+        (tmp_path / "two").mkdir()
+        assert not _overlaps(executor.map(_interval, work_chunks(("demo", "threads"), 2, 1), str(tmp_path / "two"), 2.0))
         assert RayExecutor(task_cpus=8).task_resources()["num_cpus"] == 2  # capped at the largest node: it fits
     finally:
         torch.set_num_threads(threads)

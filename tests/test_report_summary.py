@@ -35,7 +35,8 @@ from .report_runs import (
 # the checks whose findings speak about the audit's own evidence; every other check speaks about the model
 EVIDENCE_CHECKS = {
     "performance.twin_difference", "attributions.completeness", "attributions.sampling_error",
-    "attributions.agreement", "attributions.randomisation", "attributions.deletion", "robustness.weak_evaluation",
+    "attributions.agreement", "attributions.randomisation", "attributions.deletion", "attributions.stability",
+    "attributions.reason_stability", "robustness.weak_evaluation",
 }
 MODEL_ORDER = ["pass", "warn", "fail"]
 EVIDENCE_ORDER = ["pass", "not_assessed", "insufficient", "warn", "fail"]  # a gap in the evidence, then its checks

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from scrutiny.audit.run.details import Details, optional
 
 __all__ = ["AttributionsDetails", "MethodEntry", "ImportanceEntry", "AgreementEntry", "QualityEntry", "QualityCurves",
-           "AdverseActionSummary", "DETAILS", "ARRAYS", "FX_SUFFIX", "BASE_SUFFIX", "EXPLAINED_ROWS", "ADVERSE_ACTION_ARRAYS", "IMPORTANCE_FIGURE",
+           "StabilityRun", "StabilityEntry", "AdverseActionSummary", "DETAILS", "ARRAYS", "FX_SUFFIX", "BASE_SUFFIX", "EXPLAINED_ROWS", "ADVERSE_ACTION_ARRAYS", "IMPORTANCE_FIGURE",
            "AGREEMENT_FIGURE", "HEATMAPS_FIGURE"]
 
 Setting = int | float | str | bool
@@ -98,6 +98,44 @@ class QualityEntry(Details):
 
 
 @dataclass
+class StabilityRun(Details):
+    """One re-explanation of the stability rows: its seed, and its sample count where it differs
+    from the audit's (LIME's extra rerun with more samples)."""
+
+    seed: int
+    n_samples: int | None = optional()
+
+
+@dataclass
+class StabilityEntry(Details):
+    """How far one method's attributions move when the same rows are explained again with other
+    seeds (:mod:`scrutiny.audit.attributions.stability`), each rerun against the audit's own.
+
+    Args:
+        n: rows re-explained; ``rows``: their positions among the explained rows.
+        reruns: the re-explanations (one for a method that draws nothing at random).
+        top_k: k of the top-k overlap.
+        spearman_median: median over rows of the row's mean Spearman correlation of |attribution|
+            (NaN, null, when no row has a ranking: every |attribution| equal).
+        spearman_min: the lowest row's mean Spearman correlation.
+        top_k_overlap: mean over rows and reruns of the share of the top-k features kept.
+        n_unfavourable, reasons_unchanged: binary tabular data with a favourable class: the
+            re-explained rows decided unfavourably, and the share of those whose principal-reason
+            set (up to four features) no rerun changed (NaN, null, when there is none).
+    """
+
+    n: int
+    rows: list[int]
+    reruns: list[StabilityRun]
+    top_k: int
+    spearman_median: float
+    spearman_min: float
+    top_k_overlap: float
+    n_unfavourable: int | None = optional()
+    reasons_unchanged: float | None = optional()
+
+
+@dataclass
 class AdverseActionSummary(Details):
     """The counts behind the prohibited-basis finding; the notices are in ``file``."""
 
@@ -124,6 +162,8 @@ class AttributionsDetails(Details):
         methods, importance, quality: per method.
         importance_confidence: the importance intervals' confidence level.
         agreement: one entry per pair of methods.
+        stability: per method, the seed-stability figures; absent when the quality checks were
+            not run (and in runs written before the check existed).
         adverse_action: tabular data with a favourable class only.
         not_assessed: configured methods that could not run, and why (an ONNX model without a
             PyTorch twin has no gradients); absent when every method ran.
@@ -141,6 +181,7 @@ class AttributionsDetails(Details):
     quality: dict[str, QualityEntry]
     adverse_action: AdverseActionSummary | None
     not_assessed: dict[str, str] | None = optional()
+    stability: dict[str, StabilityEntry] | None = optional()
 
 
 DETAILS = AttributionsDetails

@@ -184,6 +184,7 @@ def attribute_in_chunks(
     baselines: str | np.ndarray | None = None,
     n_background: int | None = None,
     progress: bool = False,
+    work: tuple[str | int, ...] | None = None,
     **options: Any,
 ) -> Attribution:
     """:func:`~scrutiny.audit.attributions.methods.attribute` of ``inputs``, chunk by chunk.
@@ -204,6 +205,8 @@ def attribute_in_chunks(
         chunk_rows: rows per chunk. Default: ``CHUNK_ROWS`` (64)
         progress: show a bar over the chunks, each counted when it finishes, wherever it ran (the
             chunks themselves show none: many would interleave).
+        work: the piece of work the chunks belong to, which their seeds and the manifest name.
+            Default: ``("attributions", method)``
         **options: the other settings of ``attribute`` (``n_steps``, ``n_samples``, ``batch_size``, …).
 
     Example:
@@ -229,7 +232,7 @@ def attribute_in_chunks(
     job = _Job(method=method, space=space, base=base, per_row_base=per_row, target=target, seed=seed,
                options=options, compute=_Compute.here())
     start = time.perf_counter()
-    chunks = work_chunks(("attributions", method), n, chunk_rows)
+    chunks = work_chunks(work or ("attributions", method), n, chunk_rows)
     with tqdm(total=len(chunks), desc=method, unit="chunk", disable=not progress) as bar:
         parts = (executor or LocalExecutor()).map(_attribute_chunk, chunks, model, inputs, background, job,
                                                   progress=lambda done, _: bar.update(done - bar.n))

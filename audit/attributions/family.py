@@ -24,8 +24,11 @@ from .details import (
     MethodEntry,
     QualityCurves,
     QualityEntry,
+    StabilityEntry,
+    StabilityRun,
 )
 from .registry import COMPLETENESS_METHODS, METHOD_INFO, RELIANCE_METHODS
+from .stability import Stability
 
 __all__ = ["run"]
 
@@ -89,6 +92,12 @@ def run(context: AuditContext) -> FamilyResult:
     for name, q in (result.quality or {}).items():
         quality[name] = _quality_entry(q)
         findings += _quality_findings(c, name, q, quality[name].deletion_ratio)
+    stability: dict[str, StabilityEntry] | None = None
+    if cfg.quality:  # a sanity check of each method, run with the others
+        stability = {}
+        for name, found in _stability(c, result, twin, notices).items():
+            stability[name] = _stability_entry(found)
+            findings += _stability_findings(c, found, notice_method=notices.method if notices is not None else None)
     details = AttributionsDetails(
         n=len(result.rows),
         rows=result.rows.tolist(),
@@ -105,6 +114,7 @@ def run(context: AuditContext) -> FamilyResult:
         quality=quality,
         adverse_action=notices.summary() if notices is not None else None,
         not_assessed=skipped or None,
+        stability=stability,
     )
     stored = {"rows": result.rows, "target": first.target}
     stored.update({f"{m}": v.astype(np.float32) for m, v in result.per_feature.items()})
@@ -293,3 +303,97 @@ def _quality_findings(c: AuditContext, name: str, q, ratio: float) -> list[Findi
                         f"{'faster' if ratio < 1 else 'no faster'} than random orders do (area ratio {ratio:.2f}).",
         ),
     ]
+
+
+def _stability(c: AuditContext, result, twin, notices) -> dict[str, Stability]:
+    """Each method's attributions of a seeded subset of the explained rows, explained again with
+    other seeds and the audit's own baseline (:mod:`.stability`), against the audit's own; the
+    reason sets on the rows decided unfavourably where notices apply. The reruns run on the
+    audit's executor, each its own piece of work in the manifest."""
+    from .stability import stability
+
+    cfg = c.config.attributions
+    rows = cfg.stability_rows
+    test = c.dataset.test.X
+    encode = (c.preprocessor or c.dataset.preprocessor).transform
+    inputs = np.asarray(encode(test.iloc[result.rows] if hasattr(test, "iloc") else test[result.rows]),
+                        dtype=np.float32)
+    background = np.asarray(encode(c.dataset.train.X), dtype=np.float32)
+    unfavourable = None
+    if notices is not None:
+        unfavourable = np.zeros(len(result.rows), dtype=bool)
+        unfavourable[notices.positions] = True
+    found = {}
+    for name, attribution in result.attributions.items():
+        model = (twin or c.module) if METHOD_INFO[name].needs_gradients else c.module
+        count = attribution.settings.get("num_samples", attribution.settings.get("n_samples"))
+        found[name] = stability(model, inputs, result.per_feature[name], attribution.target, method=name,
+                                space=result.space, background=background, seed=c.config.seed, rows=rows,
+                                n_samples=count if isinstance(count, int) else None, unfavourable=unfavourable,
+                                baselines=attribution.baseline_values, chunk_rows=c.config.chunk_rows,
+                                executor=c.executor)
+    return found
+
+
+def _stability_entry(found: Stability) -> StabilityEntry:
+    rows = found.row_spearman
+    finite = rows[np.isfinite(rows)]
+    kept = found.reasons_unchanged
+    return StabilityEntry(
+        n=len(found.positions), rows=[int(p) for p in found.positions],
+        reruns=[StabilityRun(seed=r.seed, n_samples=r.n_samples) for r in found.reruns], top_k=found.k,
+        spearman_median=found.spearman_median, spearman_min=float(finite.min()) if len(finite) else float("nan"),
+        top_k_overlap=found.top_k_mean,
+        n_unfavourable=int(found.unfavourable.sum()) if found.unfavourable is not None else None,
+        reasons_unchanged=kept,
+    )
+
+
+def _reruns_text(found: Stability) -> str:
+    """How the rows were explained again: "with 2 other seeds and 10,000 samples"; "once more (it
+    draws nothing at random)" for a method without random draws."""
+    if not METHOD_INFO[found.method].sampled:
+        return "once more (it draws nothing at random)"
+    seeds = sum(r.n_samples is None for r in found.reruns)
+    said = f"with {seeds} other seed{'s' if seeds != 1 else ''}"
+    counts = [r.n_samples for r in found.reruns if r.n_samples is not None]
+    if counts:
+        said += " and " + ", ".join(f"{n:,} samples" for n in counts)
+    return said
+
+
+def _stability_findings(c: AuditContext, found: Stability, *, notice_method: str | None) -> list[Finding]:
+    """``attributions.stability[method]`` and, where notices apply, ``attributions.reason_stability[method]``."""
+    name, n = found.method, len(found.positions)
+    value = found.spearman_median
+    flat = int((~np.isfinite(found.row_spearman)).sum())
+    if not np.isfinite(value):
+        findings = [c.not_assessed("attributions.stability", f"every one of the {n} re-explained rows has equal "
+                                   f"|attributions| on every feature: no ranking to compare", subject=name)]
+    else:
+        caveats = [f"{flat} rows whose |attributions| are all equal left out (no ranking)"] if flat else []
+        findings = [c.finding(
+            "attributions.stability", value, subject=name, caveats=caveats,
+            metric="median over re-explained rows of the Spearman correlation of |attribution| between the audit's "
+                   "attributions and reruns with other seeds",
+            explanation=f"Explained again {_reruns_text(found)}, {n} rows keep {name}'s feature "
+                        f"ranking with a median Spearman correlation of {value:.2f}; the top {found.k} features are "
+                        f"the same for {found.top_k_mean:.0%} of them on average.",
+        )]
+    share = found.reasons_unchanged
+    if share is None:  # no adverse-action notices for these data
+        return findings
+    m = len(found.reasons_kept) if found.reasons_kept is not None else 0
+    stated = " (the method behind the adverse-action notices)" if name == notice_method else ""
+    if m == 0:
+        findings.append(c.not_assessed("attributions.reason_stability", f"none of the {n} re-explained rows was "
+                                       f"decided unfavourably: no reasons to compare", subject=name))
+    else:
+        findings.append(c.finding(
+            "attributions.reason_stability", share, subject=name,
+            metric="share of re-explained rows decided unfavourably whose principal-reason set is unchanged in "
+                   "every rerun with other seeds",
+            explanation=f"Of the {m} re-explained rows decided unfavourably, {share:.0%} keep the same principal "
+                        f"reasons from {name}{stated} when explained again {_reruns_text(found)}.",
+        ))
+    return findings

@@ -56,6 +56,7 @@ class AttributionsConfig:
     samples: int = 200                                  # test rows explained
     quality: bool = True                                # deletion, infidelity/sensitivity, randomisation
     quality_samples: int = 20                           # of those rows, how many the quality checks use
+    stability_rows: int = 50                            # of those rows, how many are explained again (stability)
     n_boot: int = 1000                                  # resamples of the importance intervals
     top_k: int = 5                                      # k of the top-k overlap between methods
 
@@ -245,7 +246,8 @@ def _check_families(families: list[str], where: str, *, fairness: bool) -> None:
 def _check_ints(config: AuditConfig, where: str) -> None:
     a, r, f = config.attributions, config.robustness, config.fairness
     for name, value in (("seed", config.seed), ("chunk_rows", config.chunk_rows), ("attributions.samples", a.samples),
-                        ("attributions.quality_samples", a.quality_samples), ("attributions.top_k", a.top_k),
+                        ("attributions.quality_samples", a.quality_samples),
+                        ("attributions.stability_rows", a.stability_rows), ("attributions.top_k", a.top_k),
                         ("attributions.n_boot", a.n_boot), ("robustness.samples", r.samples),
                         ("robustness.steps", r.steps), ("robustness.restarts", r.restarts),
                         ("robustness.queries", r.queries), ("robustness.certification.samples", r.certification.samples),

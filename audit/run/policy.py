@@ -67,6 +67,8 @@ CHECK_INFO: dict[str, CheckInfo] = {
     "attributions.agreement": CheckInfo("attributions", subject="pair of methods", about=EVIDENCE),
     "attributions.randomisation": CheckInfo("attributions", subject="method", about=EVIDENCE),
     "attributions.deletion": CheckInfo("attributions", subject="method", about=EVIDENCE),
+    "attributions.stability": CheckInfo("attributions", subject="method", about=EVIDENCE),
+    "attributions.reason_stability": CheckInfo("attributions", subject="method", about=EVIDENCE),
     "attributions.protected_reliance": CheckInfo("attributions", subject="protected input"),
     "attributions.prohibited_basis_notices": CheckInfo("attributions"),
     "robustness.robust_accuracy": CheckInfo("robustness", subject="radius", extra_keys=("at_eps",)),
