@@ -306,7 +306,7 @@ def _waterfall(run, method: str, position: int, attributions: pd.DataFrame, stor
     fx, base = float(stored[method + FX_SUFFIX][position]), float(stored[method + BASE_SUFFIX][position])
     if not np.isfinite(base):
         st.pyplot(bars_figure(pd.Series(values.to_numpy(), index=labels), title=method, units=unit), clear_figure=True)
-        why = ("its weights are the slopes of a local linear model of the probability, which do not add up to f(x)"
+        why = (f"its weights are the slopes of a local linear model of the {unit}, which do not add up to f(x)"
                if method == "lime" else "its values do not add up to f(x) minus a base value")
         st.caption(f"{literal(method)}: f(x) = {fx:.4g} ({unit} of {literal(explained)}); no waterfall: {why}.")
         return

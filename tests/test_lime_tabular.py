@@ -101,7 +101,7 @@ def test_attribute_lime_equals_stock_lime(n_numeric):
     _assert_same(a.by_feature(space), stock.weights)
     _assert_same(a.error, 1.0 - stock.scores)
     assert a.error_name == "lime_misfit" and a.output == "probability"
-    assert a.settings == {"seed": 5, "num_samples": SAMPLES}
+    assert a.settings == {"seed": 5, "num_samples": SAMPLES, "target": "probability"}
 
 
 def test_weighted_ridge_is_sklearns_ridge():
@@ -126,3 +126,51 @@ def test_explain_rows_needs_every_feature():
     with pytest.raises(ValueError, match="num_features"):
         explain_rows(_explainer(space, encoded, seed=0), Z, lambda z: np.full((len(z), 3), 1 / 3), [0, 1],
                      num_samples=50, num_features=2)
+
+
+@pytest.mark.parametrize("n_classes, output", [(2, "log_odds"), (3, "logit")])
+def test_lime_on_the_log_odds_equals_stock_lime_fitting_them(n_classes, output):
+    """lime_target="log_odds": lime's own fit of the score the other methods explain, computed
+    here from the logits by hand (binary: z1 - z0 for class 1 and its negative for class 0)."""
+    space, encoded, _ = _case(3)
+    torch.manual_seed(11)
+    model = build_model("mlp", input_shape=space.input_shape, n_classes=n_classes, hidden=(16,), dropout=0.0).eval()
+    X, target = encoded[:ROWS], np.arange(ROWS) % n_classes
+
+    def score(z):
+        with torch.no_grad():
+            logits = model(torch.from_numpy(space.from_codes(z).astype(np.float32))).double().numpy()
+        if n_classes == 2:
+            margin = logits[:, 1] - logits[:, 0]
+            return np.stack([-margin, margin], axis=1)
+        return logits
+
+    a = attribute(model, X, method="lime", space=space, background=encoded, target=target, n_samples=SAMPLES,
+                  seed=5, lime_target="log_odds")
+    stock = _stock(_explainer(space, encoded, seed=5), space.to_codes(X), score, target, SAMPLES)
+    np.testing.assert_allclose(a.by_feature(space), stock.weights, rtol=1e-5, atol=1e-6 * np.abs(stock.weights).max())
+    assert a.output == output and a.settings["target"] == "log_odds"
+    probability = attribute(model, X, method="lime", space=space, background=encoded, target=target,
+                            n_samples=SAMPLES, seed=5)
+    assert probability.output == "probability"
+    assert not np.allclose(probability.by_feature(space), a.by_feature(space))
+
+
+def test_an_unknown_lime_target_is_refused():
+    from scrutiny.errors import InputError
+
+    space, encoded, model = _case(3)
+    with pytest.raises(InputError, match="lime_target must be one of 'probability', 'log_odds'; got 'logit'"):
+        attribute(model, encoded[:2], method="lime", space=space, background=encoded, lime_target="logit")
+
+
+def test_the_audit_config_takes_lime_target_and_refuses_others():
+    from scrutiny.audit.run.config import load_config
+    from scrutiny.errors import InputError
+
+    assert load_config(None, task="tabular", fairness=False).attributions.lime_target == "probability"
+    config = load_config({"attributions": {"lime_target": "log_odds"}}, task="tabular", fairness=False)
+    assert config.attributions.lime_target == "log_odds"
+    with pytest.raises(InputError, match=r"^config: 'attributions.lime_target' must be 'probability' or 'log_odds', "
+                                         r"got 'logits'$"):
+        load_config({"attributions": {"lime_target": "logits"}}, task="tabular", fairness=False)

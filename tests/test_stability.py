@@ -129,7 +129,7 @@ def test_the_audit_records_typed_schema_valid_figures_that_match_its_findings(tr
     dataset, result, _ = trained("adult", "mlp")
     config = AuditConfig(seed=0, families=["attributions"], chunk_rows=8,
                          attributions=AttributionsConfig(methods=["integrated_gradients", "lime"], samples=12,
-                                                         quality_samples=3, n_boot=20))
+                                                         quality_samples=3, n_boot=20, lime_target="log_odds"))
     context = AuditContext(model=result.model.eval(), dataset=dataset, preprocessor=dataset.preprocessor,
                            config=config, policy=load_policy(), device="cpu")
     family = run(context)
@@ -146,6 +146,8 @@ def test_the_audit_records_typed_schema_valid_figures_that_match_its_findings(tr
         n_unfavourable = len(family.arrays[ADVERSE_ACTION_ARRAYS]["position"])
         assert entry.n_unfavourable == n_unfavourable > 0
         assert by_id[f"attributions.reason_stability[{method}]"].value == entry.reasons_unchanged
+    # LIME fitted the log-odds, as the config asked, and the run says so
+    assert back.methods["lime"].output == "log_odds" and back.methods["lime"].settings["target"] == "log_odds"
     ig = back.stability["integrated_gradients"]
     assert len(ig.reruns) == 1 and ig.spearman_median == pytest.approx(1.0, abs=1e-12) and ig.reasons_unchanged == 1.0
     assert by_id["attributions.stability[integrated_gradients]"].status == "pass"

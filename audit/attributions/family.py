@@ -62,7 +62,7 @@ def run(context: AuditContext) -> FamilyResult:
     result = explain(c.module, c.dataset, methods=runnable, samples=cfg.samples, preprocessor=c.preprocessor,
                      seed=c.config.seed, top_k=cfg.top_k, n_boot=cfg.n_boot, quality=cfg.quality,
                      quality_samples=cfg.quality_samples, gradient_model=twin, executor=c.executor,
-                     chunk_rows=c.config.chunk_rows)
+                     chunk_rows=c.config.chunk_rows, lime_target=cfg.lime_target)
     first = next(iter(result.attributions.values()))
     methods = {}
     for name, attribution in result.attributions.items():
@@ -331,7 +331,7 @@ def _stability(c: AuditContext, result, twin, notices) -> dict[str, Stability]:
                                 space=result.space, background=background, seed=c.config.seed, rows=rows,
                                 n_samples=count if isinstance(count, int) else None, unfavourable=unfavourable,
                                 baselines=attribution.baseline_values, chunk_rows=c.config.chunk_rows,
-                                executor=c.executor)
+                                executor=c.executor, lime_target=cfg.lime_target)
     return found
 
 

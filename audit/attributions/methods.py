@@ -39,8 +39,8 @@ method                    library    error figure recorded per sample
    tested equal to ``explain_instance`` row by row.
 
 What is explained: for a binary model the log-odds of the target class (z_t − z_other),
-for more classes the target class's logit; LIME explains probabilities, as it must. The
-result records which (``output``). The target defaults to the predicted class.
+for more classes the target class's logit; LIME explains probabilities, lime's own choice,
+or that score with ``lime_target="log_odds"``. The result records which (``output``). The target defaults to the predicted class.
 
 Baselines are explicit and recorded: ``"zeros"``, ``"train_mean"`` (mean of the training
 inputs) or ``"train_sample"`` (a seeded sample of training rows, for the SHAP methods), or an
@@ -62,7 +62,7 @@ from torch import nn
 
 from scrutiny.audit.attributions.feature_space import FeatureSpace
 from scrutiny.audit.attributions.kernel_shap import ESTIMATORS as KERNEL_SHAP_ESTIMATORS
-from scrutiny.audit.attributions.registry import METHOD_INFO, METHODS, default_baseline, methods_for
+from scrutiny.audit.attributions.registry import LIME_TARGETS, METHOD_INFO, METHODS, default_baseline, methods_for
 from scrutiny.errors import InputError
 from scrutiny.modality import modality
 
@@ -158,6 +158,7 @@ def attribute(
     seed: int = 0,
     progress: bool = False,
     estimator: str = "per_background",
+    lime_target: str = "probability",
 ) -> Attribution:
     r"""Attributions of ``model``'s decisions on ``inputs`` by ``method``.
 
@@ -199,6 +200,12 @@ def attribute(
             over all features) or ``"stock"`` (shap's sampler: shap's coalitions for a seed).
             Other methods ignore it.
             Default: "per_background"
+        lime_target: what LIME's local linear model fits: ``"probability"`` (lime's own choice,
+            the target class's probability) or ``"log_odds"`` (the score the other methods
+            explain: the log-odds of a binary model, the logit of a multi-class one), so that its
+            weights are on their scale. Recorded as the attribution's ``output``. Other methods
+            ignore it.
+            Default: "probability"
 
     Example:
         >>> data = load_dataset("breast_cancer")  # doctest: +SKIP
@@ -211,6 +218,9 @@ def attribute(
         ((8, 30), True)
     """
     check_request(model, inputs, method=method, space=space, gradients=False)
+    probability = lime_target == "probability" if method == "lime" else METHOD_INFO[method].explains == "probability"
+    if method == "lime" and lime_target not in LIME_TARGETS:
+        raise InputError(f"lime_target must be one of {', '.join(map(repr, LIME_TARGETS))}; got {lime_target!r}")
     if method == "kernel_shap" and estimator not in KERNEL_SHAP_ESTIMATORS:
         raise InputError(f"estimator must be one of {', '.join(map(repr, KERNEL_SHAP_ESTIMATORS))} for kernel_shap; "
                          f"got {estimator!r}")
@@ -240,7 +250,7 @@ def attribute(
             values, error, error_name, settings = runner(
                 wrapped, inputs, target, base, space=space, background=background, n_steps=n_steps,
                 max_steps=max_steps, tolerance=tolerance, n_samples=n_samples, batch_size=batch_size, seed=seed,
-                progress=progress, estimator=estimator,
+                progress=progress, estimator=estimator, lime_target=lime_target,
             )
         seconds = time.perf_counter() - start
         output_change = None
@@ -253,7 +263,7 @@ def attribute(
         method=method,
         values=np.asarray(values, dtype=np.float64).reshape(inputs.shape),
         target=target,
-        output="probability" if info.explains == "probability" else ExplainedOutput.name(n_classes),
+        output="probability" if probability else ExplainedOutput.name(n_classes),
         baseline=baseline_name,
         baseline_values=base,
         error=None if error is None else np.asarray(error, dtype=np.float64),
@@ -569,14 +579,17 @@ def _shap_gradient(wrapped, inputs, target, base, *, n_samples, batch_size, seed
     return values, gaps, "additivity_gap", {"n_samples": samples}
 
 
-def _lime(wrapped, inputs, target, base, *, space, background, n_samples, batch_size, seed, progress, **_):
+def _lime(wrapped, inputs, target, base, *, space, background, n_samples, batch_size, seed, progress,
+          lime_target="probability", **_):
     from tqdm.auto import tqdm
 
     samples = n_samples or 5000
     model = wrapped.model
 
-    def proba(X: np.ndarray) -> np.ndarray:
-        return batched_outputs(model, X, 4096, probabilities=True)
+    def proba(X: np.ndarray) -> np.ndarray:  # what the local model fits: probabilities, or the explained score
+        if lime_target == "probability":
+            return batched_outputs(model, X, 4096, probabilities=True)
+        return batched_outputs(wrapped, X, 4096)
 
     values = np.zeros((len(inputs), space.n_features))
     misfit = np.zeros(len(inputs))
@@ -619,7 +632,7 @@ def _lime(wrapped, inputs, target, base, *, space, background, n_samples, batch_
             for g, weight in explanation.local_exp[int(target[i])]:
                 values[i, g] = weight
             misfit[i] = 1.0 - _score(explanation, int(target[i]))
-    return space.spread(values, inputs), misfit, "lime_misfit", {"num_samples": samples}
+    return space.spread(values, inputs), misfit, "lime_misfit", {"num_samples": samples, "target": lime_target}
 
 
 def _score(explanation, label: int) -> float:

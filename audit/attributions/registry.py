@@ -26,10 +26,13 @@ from dataclasses import dataclass
 from scrutiny.errors import InputError
 from scrutiny.modality import modality
 
-__all__ = ["MethodInfo", "METHOD_INFO", "METHODS", "ALIASES", "ADDITIVITY", "COMPLETENESS_METHODS",
+__all__ = ["MethodInfo", "METHOD_INFO", "METHODS", "ALIASES", "ADDITIVITY", "COMPLETENESS_METHODS", "LIME_TARGETS",
            "RELIANCE_METHODS", "REASON_METHODS", "default_baseline", "methods_for", "resolve_methods"]
 
 ADDITIVITY = ("exact", "checked", "expected", "none")
+# what LIME's local linear model may fit: the probability (lime's own choice, the default) or the
+# score the other methods explain (log-odds of a binary model, the logit of a multi-class one)
+LIME_TARGETS = ("probability", "log_odds")
 
 
 @dataclass(frozen=True)

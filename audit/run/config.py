@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
-from scrutiny.audit.attributions.registry import resolve_methods
+from scrutiny.audit.attributions.registry import LIME_TARGETS, resolve_methods
 from scrutiny.audit.robustness.registry import DEFAULT_ATTACKS, DEFAULT_QUERIES, DEFAULT_STEPS, NORMS, parse_attacks
 from scrutiny.errors import InputError
 from scrutiny.limits import check_int
@@ -59,6 +59,7 @@ class AttributionsConfig:
     stability_rows: int = 50                            # of those rows, how many are explained again (stability)
     n_boot: int = 1000                                  # resamples of the importance intervals
     top_k: int = 5                                      # k of the top-k overlap between methods
+    lime_target: str = "probability"                    # what LIME fits: "probability" or "log_odds" (the others' score)
 
 
 @dataclass(frozen=True)
@@ -230,6 +231,9 @@ def _check(config: AuditConfig, where: str, *, task: str, fairness: bool, protec
     _check_ints(config, where)
     _check_fairness(config, where, protected=protected, mitigation=mitigation)
     _check_robustness(config, where)
+    if config.attributions.lime_target not in LIME_TARGETS:
+        raise InputError(f"{where}: 'attributions.lime_target' must be {' or '.join(map(repr, LIME_TARGETS))}, "
+                         f"got {config.attributions.lime_target!r}")
     return _resolve_names(config, where)
 
 
