@@ -15,7 +15,8 @@ from scrutiny.audit.plots import subplots
 
 __all__ = ["TOP_K", "WATERFALL_FEATURES", "PAGE_ROWS", "BEESWARM_ROWS", "BEESWARM_SEED", "UNITS", "RED", "BLUE",
            "top_k", "in_top_k", "sign_conflicts", "one_minus_spearman", "waterfall", "waterfall_figure",
-           "bars_figure", "beeswarm_figure", "dependence_figure", "heatmaps_figure", "beeswarm_sample"]
+           "bars_figure", "beeswarm_figure", "dependence_figure", "heatmaps_figure", "beeswarm_sample",
+           "time_profile", "time_feature_figure"]
 
 TOP_K = 4                  # like the adverse-action notices' principal reasons (MAX_REASONS)
 WATERFALL_FEATURES = 10    # features drawn one by one in a waterfall; the rest are summed
@@ -218,4 +219,41 @@ def heatmaps_figure(image: np.ndarray, per_method: dict[str, np.ndarray], units:
                        fraction=0.025, pad=0.02)
     bar.set_label(f"attribution per pixel (±{bound:.3g})", fontsize=7)
     bar.ax.tick_params(labelsize=7)
+    return fig
+
+
+def time_profile(time_share: dict[str, list[float]], time_steps: list[str]) -> pd.DataFrame:
+    """A sequence model's time profiles as a table: a row per method, a column per time step, each
+    step's share of a row's total |attribution| (mean over the explained rows)."""
+    frame = pd.DataFrame([list(map(float, shares)) for shares in time_share.values()], columns=time_steps)
+    frame.insert(0, "method", list(time_share))
+    return frame
+
+
+def time_feature_figure(heat: np.ndarray, time_steps: list[str], features: list[str], *, method: str, unit: str,
+                        time_share: dict[str, list[float]]):
+    """One method's mean |attribution| per time step (rows) and feature (columns), beside every
+    method's time profile (bars: each step's share of |attribution|, mean over rows)."""
+    heat = np.asarray(heat, dtype=np.float64)
+    fig, axes = subplots(1, 2, figsize=(9.0, 3.2), squeeze=False, gridspec_kw={"width_ratios": [1.15, 1]})
+    left, right = axes[0]
+    shown = left.imshow(heat, cmap="viridis", aspect="auto", vmin=0.0)
+    left.set_xticks(range(len(features)), features, rotation=90, fontsize=7)
+    left.set_yticks(range(len(time_steps)), time_steps, fontsize=7)
+    left.set_xlabel("feature", fontsize=8)
+    left.set_ylabel("time step", fontsize=8)
+    left.set_title(f"{method}: mean |attribution| ({unit})", fontsize=9)
+    bar = fig.colorbar(shown, ax=left, fraction=0.05)
+    bar.ax.tick_params(labelsize=7)
+    steps = np.arange(len(time_steps))
+    width = 0.8 / max(1, len(time_share))
+    for k, (name, shares) in enumerate(time_share.items()):
+        right.bar(steps + (k - (len(time_share) - 1) / 2) * width, np.asarray(shares, dtype=np.float64), width=width,
+                  label=name)
+    right.set_xticks(steps, time_steps, fontsize=7)
+    right.tick_params(labelsize=7)
+    right.set_xlabel("time step", fontsize=8)
+    right.set_ylabel("share of |attribution|", fontsize=8)
+    right.legend(fontsize=7)
+    fig.tight_layout()
     return fig

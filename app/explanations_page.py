@@ -27,6 +27,8 @@ from scrutiny.app.explanation_views import (
     heatmaps_figure,
     one_minus_spearman,
     sign_conflicts,
+    time_feature_figure,
+    time_profile,
     top_k,
     waterfall,
     waterfall_figure,
@@ -34,7 +36,14 @@ from scrutiny.app.explanation_views import (
 from scrutiny.app.runs import arrays, table
 from scrutiny.app.text import literal
 from scrutiny.audit.attributions.adverse_action import value_text
-from scrutiny.audit.attributions.details import ARRAYS, BASE_SUFFIX, EXPLAINED_ROWS, FX_SUFFIX, IMPORTANCE_FIGURE
+from scrutiny.audit.attributions.details import (
+    ARRAYS,
+    BASE_SUFFIX,
+    EXPLAINED_ROWS,
+    FX_SUFFIX,
+    IMPORTANCE_FIGURE,
+    TIME_FEATURE_SUFFIX,
+)
 from scrutiny.audit.attributions.registry import METHOD_INFO, RELIANCE_METHODS
 from scrutiny.audit.performance.details import PREDICTIONS
 
@@ -230,6 +239,7 @@ def show(run) -> None:
 
     if not image and run.has(EXPLAINED_ROWS):
         _summary(run, method, values)
+    _sequence(run, method)
     _global(run)
 
 
@@ -353,6 +363,37 @@ def _summary(run, method: str, values: dict[str, np.ndarray]) -> None:
     st.pyplot(dependence_figure(raw[feature].iloc[sample].reset_index(drop=True),
                                 {m: v[:, j] for m, v in sampled.items()}, unit), clear_figure=True)
     st.caption(f"the value of {literal(feature)} against its attribution {toward}, per method")
+
+
+def _sequence(run, method: str) -> None:
+    """A sequence model's attributions per time step and feature, where the run stored them: the
+    chosen method's heat map (the first method's when it has none) beside every method's time
+    profile, and the first-time-step check."""
+    details = run.details("attributions")
+    sequence = details.sequence
+    stored = arrays(run, ARRAYS)
+    shown = [m for m in sequence.time_share if m + TIME_FEATURE_SUFFIX in stored] if sequence is not None else []
+    if not shown:
+        return
+    chosen = method if method in shown else shown[0]
+    st.subheader("Time steps and features")
+    st.pyplot(time_feature_figure(stored[chosen + TIME_FEATURE_SUFFIX], sequence.time_steps, sequence.features,
+                                  method=chosen, unit=units(run)[chosen], time_share=sequence.time_share),
+              clear_figure=True)
+    st.caption(f"the model reads each input row by row: time step t is row t, its features the row's values; left: "
+               f"{literal(chosen)}'s mean |attribution| over {sequence.n[chosen]} explained rows, right: each time "
+               f"step's share of a row's total |attribution|, mean over the rows")
+    st.dataframe(time_profile(sequence.time_share, sequence.time_steps), hide_index=True, width="stretch",
+                 key="time_profile")
+    if sequence.first_step:
+        checks = pd.DataFrame([{"method": m, "baseline": e.baseline, "rows": e.n,
+                                "first step's share (audit's baseline)": e.audit_share,
+                                "first step's share (shuffled time order)": e.shuffled_share,
+                                "difference": e.difference} for m, e in sequence.first_step.items()])
+        st.dataframe(checks, hide_index=True, width="stretch", key="first_step")
+        st.caption("the rows explained again from a baseline holding each row's own time steps in a shuffled order: "
+                   "a first-step share the audit's baseline creates and the shuffled one does not is an artefact of "
+                   "the baseline (captum#594)")
 
 
 def _global(run) -> None:

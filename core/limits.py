@@ -28,6 +28,7 @@ LIMITS: dict[str, tuple[int, int]] = {
     "restarts": (1, 1_000),
     "queries": (1, 10_000_000),      # Square attack queries per row
     "n_boot": (0, 100_000),          # bootstrap resamples (0: no interval)
+    "importance_boot": (1, 100_000), # resamples of the attribution importance intervals (always drawn)
     "boot": (0, 100_000),
     "chunk_rows": (1, 1_000_000),    # rows per unit of per-row work (audit/run/executor.py)
     "batch_rows": (1, 1 << 24),      # rows per record batch of a streamed Parquet file (models/parquet_counts.py)

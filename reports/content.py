@@ -384,7 +384,61 @@ def _explainability(explained: _At | None, run) -> dict | None:
     return {"n": explained.num("n", style="int"), "output": d.output, "methods": methods, "importance": importance,
             "importance_table": importance_table,
             "agreement": agreement, "quality": quality, "local": _local_figure(run, d),
+            "sequence": _sequence(explained, run),
             "not_assessed": sorted((d.not_assessed or {}).items())}
+
+
+def _sequence(explained: _At, run) -> dict | None:
+    """A sequence model's attributions over time steps and features (details ``sequence``; None for
+    other models): the time profile of each method, the first-time-step check, and a figure of the
+    first method's (T, F) heat map beside the time profiles."""
+    d = explained.node.sequence
+    if d is None:
+        return None
+    at = explained.at("sequence")
+    profile = [{"method": m, "shares": [at.num("time_share", m, t, style="percent") for t in range(len(d.time_steps))]}
+               for m in d.time_share]
+    checks = []
+    for m, entry in (d.first_step or {}).items():
+        check = at.at("first_step", m)
+        checks.append({"method": m, "n": check.num("n", style="int"), "baseline": entry.baseline,
+                       "audit": check.num("audit_share", style="percent"),
+                       "shuffled": check.num("shuffled_share", style="percent"),
+                       "difference": check.num("difference", style="percent")})
+    return {"steps": d.time_steps, "profile": profile, "first_step": checks, "figure": _sequence_figure(run, d)}
+
+
+def _sequence_figure(run, d: attributions.SequenceDetails) -> str | None:
+    """The first method's mean |attribution| per time step and feature (the stored heat map),
+    beside every method's time profile."""
+    from scrutiny.audit.plots import subplots
+
+    stored = run.arrays(attributions.ARRAYS)
+    method = next((m for m in d.time_share if m + attributions.TIME_FEATURE_SUFFIX in stored), None)
+    if method is None:
+        return None
+    heat = np.asarray(stored[method + attributions.TIME_FEATURE_SUFFIX], dtype=float)
+    fig, (left, right) = subplots(1, 2, figsize=(8.4, 2.9), gridspec_kw={"width_ratios": [1.15, 1]})
+    shown = left.imshow(heat, cmap="viridis", aspect="auto")
+    left.set_xticks(range(len(d.features)), d.features, rotation=90, fontsize=7)
+    left.set_yticks(range(len(d.time_steps)), d.time_steps, fontsize=7)
+    left.set_xlabel("feature", fontsize=8)
+    left.set_ylabel("time step", fontsize=8)
+    left.set_title(f"{method}: mean |attribution| ({d.n[method]} rows)", fontsize=9)
+    fig.colorbar(shown, ax=left, fraction=0.05)
+    steps = np.arange(len(d.time_steps))
+    width = 0.8 / max(1, len(d.time_share))
+    for k, (m, shares) in enumerate(d.time_share.items()):
+        right.bar(steps + (k - (len(d.time_share) - 1) / 2) * width, shares, width=width, label=m)
+    right.set_xticks(steps, d.time_steps, fontsize=7)
+    right.tick_params(labelsize=7)
+    right.set_xlabel("time step", fontsize=8)
+    right.set_title("share of |attribution| per time step (mean over rows)", fontsize=9)
+    right.legend(fontsize=7)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def _importance_table(explained: _At, top: int = 10) -> dict:

@@ -53,6 +53,8 @@ _EXPLANATION_WORDS = {
                               "what it shows depends on the random draw, not on the model",
     "attributions.reason_stability": "the principal reasons it gives for unfavourable decisions change when the rows "
                                      "are explained again with other seeds",
+    "attributions.first_step": "the weight it puts on a sequence's first time step comes from its baseline: explained "
+                               "again from the row's own time steps in a shuffled order, the first step loses it",
 }
 
 
@@ -228,6 +230,9 @@ def _explanations(run, findings) -> dict | None:
     if checks & {"attributions.stability", "attributions.reason_stability"}:
         causes.append("too few samples or coalitions per row, or a background sample too small to stand for the "
                       "data: each seed draws another")
+    if "attributions.first_step" in checks:
+        causes.append("a baseline no real sequence resembles (a blank input) that drives a recurrent model's state "
+                      "through values real inputs never produce: a train_mean baseline avoids it")
     if "attributions.completeness" in checks:
         causes.append("too few integration steps for a sharply curved model (integrated gradients)")
     if "attributions.sampling_error" in checks:

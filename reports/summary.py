@@ -211,6 +211,7 @@ class _Plain:
             "attributions.deletion": self._deletion,
             "attributions.stability": self._stability,
             "attributions.reason_stability": self._reason_stability,
+            "attributions.first_step": self._first_step,
             "fairness.impact_ratio": self._impact_ratio,
             "fairness.scoring_rate_impact_ratio": self._impact_ratio,
         }.get(check)
@@ -271,6 +272,12 @@ class _Plain:
         return [f"Explained again with other seeds, {finding['subject']} gives the same principal reasons for only ",
                 self.value(i, "percent"), " of the re-explained rows decided unfavourably",
                 *self.bound(i, finding, "percent"), "."]
+
+    def _first_step(self, i, finding):
+        return [f"{finding['subject']} puts ", self.value(i, "percent"), " of its explanations on a sequence's first "
+                "time step that it does not put there when the rows are explained again from their own time steps in "
+                "a shuffled order", *self.bound(i, finding, "percent"), ": that weight comes from the baseline, not "
+                "from the model."]
 
     def _balanced_accuracy(self, i, finding):
         return ["Balanced accuracy (the mean of the recalls of the classes) is ", self.value(i, "percent"),

@@ -129,3 +129,13 @@ def test_explain_with_quality_checks(trained, capsys, monkeypatch):
     assert code == 0 and "explanation quality" in out
     assert ("pass" if q.randomisation.passed else "FAIL") in out
     assert f"{q.deletion.deletion_auc.mean():.3f}" in out
+
+
+def test_the_importance_intervals_need_at_least_one_resample():
+    """attributions.n_boot = 0 was let through and crashed the audit; it is refused in the config."""
+    from scrutiny.audit.run.config import load_config
+    from scrutiny.errors import InputError
+
+    with pytest.raises(InputError, match=r"^config: 'attributions.n_boot' must be from 1 to 100,000, got 0$"):
+        load_config({"attributions": {"n_boot": 0}}, task="tabular", fairness=False)
+    assert load_config({"fairness": {"n_boot": 0}}, task="tabular", fairness=True).fairness.n_boot == 0

@@ -36,7 +36,7 @@ from .report_runs import (
 EVIDENCE_CHECKS = {
     "performance.twin_difference", "attributions.completeness", "attributions.sampling_error",
     "attributions.agreement", "attributions.randomisation", "attributions.deletion", "attributions.stability",
-    "attributions.reason_stability", "robustness.weak_evaluation",
+    "attributions.reason_stability", "attributions.first_step", "robustness.weak_evaluation",
 }
 MODEL_ORDER = ["pass", "warn", "fail"]
 EVIDENCE_ORDER = ["pass", "not_assessed", "insufficient", "warn", "fail"]  # a gap in the evidence, then its checks

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from scrutiny.audit.run.details import Details, optional
 
 __all__ = ["AttributionsDetails", "MethodEntry", "ImportanceEntry", "AgreementEntry", "QualityEntry", "QualityCurves",
-           "StabilityRun", "StabilityEntry", "AdverseActionSummary", "DETAILS", "ARRAYS", "FX_SUFFIX", "BASE_SUFFIX", "EXPLAINED_ROWS", "ADVERSE_ACTION_ARRAYS", "IMPORTANCE_FIGURE",
+           "StabilityRun", "StabilityEntry", "FirstStepEntry", "SequenceDetails", "AdverseActionSummary", "DETAILS", "ARRAYS",
+           "FX_SUFFIX", "BASE_SUFFIX", "TIME_FEATURE_SUFFIX", "EXPLAINED_ROWS", "ADVERSE_ACTION_ARRAYS", "IMPORTANCE_FIGURE",
            "AGREEMENT_FIGURE", "HEATMAPS_FIGURE"]
 
 Setting = int | float | str | bool
@@ -18,6 +19,9 @@ ARRAYS = "arrays/attributions.npz"                    # rows, target, per-featur
 # from, in the method's units (MethodEntry.output); base NaN for a method that shares out no f(x).
 # Runs written before these were stored have neither.
 FX_SUFFIX, BASE_SUFFIX = "__fx", "__base"
+# in ARRAYS, per method, for a sequence model only (SequenceDetails): the (T, F) mean |attribution|
+# per time step and feature over the explained rows (scrutiny.audit.attributions.sequence)
+TIME_FEATURE_SUFFIX = "__time_feature"
 EXPLAINED_ROWS = "arrays/explained_rows.parquet"      # tables only: the explained rows' raw values
 ADVERSE_ACTION_ARRAYS = "arrays/adverse_action.npz"   # the adverse-action notices (AdverseActionSummary.file)
 IMPORTANCE_FIGURE = "figures/importance.png"
@@ -136,6 +140,53 @@ class StabilityEntry(Details):
 
 
 @dataclass
+class FirstStepEntry(Details):
+    """The first-time-step check of one method (:mod:`scrutiny.audit.attributions.sequence`): the
+    rows explained again from a baseline holding each row's own time steps in a shuffled order.
+
+    Args:
+        n: rows compared (total |attribution| at least the floor under both baselines);
+            ``rows``: the re-explained rows' positions among the explained rows.
+        baseline: the audit's baseline, in words.
+        audit_share: mean over the compared rows of the first step's share of |attribution| with
+            the audit's baseline (s0); NaN, null, when no row was compared.
+        shuffled_share: the same with the shuffled-time baseline (s0').
+        difference: the finding's value, ``audit_share - shuffled_share``.
+    """
+
+    n: int
+    rows: list[int]
+    baseline: str
+    audit_share: float
+    shuffled_share: float
+    difference: float
+
+
+@dataclass
+class SequenceDetails(Details):
+    """A sequence model's attributions per time step and feature (a ``RowGRU``: time step t is
+    image row t, its features the row's pixels of every channel); the (T, F) heat maps are in
+    ``ARRAYS`` as ``{method}__time_feature``.
+
+    Args:
+        time_steps, features: the names of the T steps and F features, in the heat maps' order.
+        time_share: per method, the time profile: mean over the explained rows of each step's
+            share of the row's total |attribution| (T values summing to 1).
+        feature_share: per method, the same share per feature, summed over the time steps.
+        n: per method, the rows counted (total |attribution| at least the floor).
+        first_step: per gradient method with one baseline per row, the first-time-step check;
+            absent when the quality checks were not run.
+    """
+
+    time_steps: list[str]
+    features: list[str]
+    time_share: dict[str, list[float]]
+    feature_share: dict[str, list[float]]
+    n: dict[str, int]
+    first_step: dict[str, FirstStepEntry] | None = optional()
+
+
+@dataclass
 class AdverseActionSummary(Details):
     """The counts behind the prohibited-basis finding; the notices are in ``file``."""
 
@@ -165,6 +216,8 @@ class AttributionsDetails(Details):
         stability: per method, the seed-stability figures; absent when the quality checks were
             not run (and in runs written before the check existed).
         adverse_action: tabular data with a favourable class only.
+        sequence: sequence models only (a ``RowGRU``): attributions per time step and feature,
+            and the first-time-step check; absent otherwise (and in runs written before it existed).
         not_assessed: configured methods that could not run, and why (an ONNX model without a
             PyTorch twin has no gradients); absent when every method ran.
     """
@@ -182,6 +235,7 @@ class AttributionsDetails(Details):
     adverse_action: AdverseActionSummary | None
     not_assessed: dict[str, str] | None = optional()
     stability: dict[str, StabilityEntry] | None = optional()
+    sequence: SequenceDetails | None = optional()
 
 
 DETAILS = AttributionsDetails

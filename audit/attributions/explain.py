@@ -142,9 +142,9 @@ def explain(
         True
     """
     methods = resolve_methods(methods)
-    for name, value in (("samples", samples), ("seed", seed), ("top_k", top_k), ("n_boot", n_boot),
-                        ("chunk_rows", chunk_rows)):
+    for name, value in (("samples", samples), ("seed", seed), ("top_k", top_k), ("chunk_rows", chunk_rows)):
         check_int(name, value)
+    check_int("n_boot", n_boot, limit="importance_boot")
     if quality_samples is not None:
         check_int("quality_samples", quality_samples)
     encode = (preprocessor or dataset.preprocessor).transform

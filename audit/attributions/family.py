@@ -18,16 +18,20 @@ from .details import (
     FX_SUFFIX,
     HEATMAPS_FIGURE,
     IMPORTANCE_FIGURE,
+    TIME_FEATURE_SUFFIX,
     AgreementEntry,
     AttributionsDetails,
+    FirstStepEntry,
     ImportanceEntry,
     MethodEntry,
     QualityCurves,
     QualityEntry,
+    SequenceDetails,
     StabilityEntry,
     StabilityRun,
 )
 from .registry import COMPLETENESS_METHODS, METHOD_INFO, RELIANCE_METHODS
+from .sequence import FirstStep
 from .stability import Stability
 
 __all__ = ["run"]
@@ -98,6 +102,11 @@ def run(context: AuditContext) -> FamilyResult:
         for name, found in _stability(c, result, twin, notices).items():
             stability[name] = _stability_entry(found)
             findings += _stability_findings(c, found, notice_method=notices.method if notices is not None else None)
+    sequence: SequenceDetails | None = None
+    time_feature: dict[str, np.ndarray] = {}
+    if _is_sequence(c, twin) and heatmaps:  # reads its (C, H, W) input row by row: time steps × features
+        sequence, time_feature, first_findings = _sequence(c, result, twin)
+        findings += first_findings
     details = AttributionsDetails(
         n=len(result.rows),
         rows=result.rows.tolist(),
@@ -115,8 +124,10 @@ def run(context: AuditContext) -> FamilyResult:
         adverse_action=notices.summary() if notices is not None else None,
         not_assessed=skipped or None,
         stability=stability,
+        sequence=sequence,
     )
     stored = {"rows": result.rows, "target": first.target}
+    stored.update(time_feature)
     stored.update({f"{m}": v.astype(np.float32) for m, v in result.per_feature.items()})
     stored.update(_waterfall_ends(c, result, twin))
     if heatmaps:  # the pixels the heat maps are drawn over
@@ -346,6 +357,82 @@ def _stability_entry(found: Stability) -> StabilityEntry:
         top_k_overlap=found.top_k_mean,
         n_unfavourable=int(found.unfavourable.sum()) if found.unfavourable is not None else None,
         reasons_unchanged=kept,
+    )
+
+
+def _is_sequence(c: AuditContext, twin) -> bool:
+    """The audited model reads its input as a sequence of time steps (a ``RowGRU``); for an ONNX
+    model, its PyTorch twin does, which computes the same function (it agreed with the model)."""
+    from .sequence import is_sequence_model
+
+    return is_sequence_model(c.module) or (twin is not None and is_sequence_model(twin))
+
+
+def _sequence(c: AuditContext, result, twin) -> tuple[SequenceDetails, dict[str, np.ndarray], list[Finding]]:
+    """A sequence model's attributions per time step and feature (:mod:`.sequence`): the profiles
+    (details), the (T, F) heat maps (arrays, ``{method}__time_feature``) and, with the quality
+    checks, the first-time-step check of each gradient method with one baseline per row, on as
+    many rows as the stability check explains again."""
+    from .sequence import FIRST_STEP_METHODS, feature_names, first_step, time_feature_summary, time_names
+
+    cfg = c.config.attributions
+    shape = tuple(result.space.input_shape)
+    summaries = {m: time_feature_summary(a.values) for m, a in result.attributions.items()}
+    arrays = {m + TIME_FEATURE_SUFFIX: s.mean_abs.astype(np.float32) for m, s in summaries.items()}
+    checks: dict[str, FirstStepEntry] | None = None
+    findings: list[Finding] = []
+    checked = [m for m in result.attributions if m in FIRST_STEP_METHODS]
+    if cfg.quality and checked:
+        checks = {}
+        if shape[1] < 2:
+            findings += [c.not_assessed("attributions.first_step", f"the model reads a single time step ({shape[1]} "
+                                        f"image row): no first step to compare", subject=m) for m in checked]
+        else:
+            test = c.dataset.test.X
+            encode = (c.preprocessor or c.dataset.preprocessor).transform
+            inputs = np.asarray(encode(test[result.rows]), dtype=np.float32)
+            background = np.asarray(encode(c.dataset.train.X), dtype=np.float32)
+            for name in checked:
+                attribution = result.attributions[name]
+                found = first_step(twin or c.module, inputs, attribution.values, attribution.target, method=name,
+                                   space=result.space, background=background, baseline=attribution.baseline,
+                                   seed=c.config.seed, rows=cfg.stability_rows, chunk_rows=c.config.chunk_rows,
+                                   executor=c.executor)
+                checks[name] = FirstStepEntry(n=found.n, rows=[int(p) for p in found.positions],
+                                              baseline=found.baseline, audit_share=found.audit_mean,
+                                              shuffled_share=found.shuffled_mean, difference=found.value)
+                findings.append(_first_step_finding(c, found))
+    details = SequenceDetails(time_steps=time_names(shape), features=feature_names(shape),
+                              time_share={m: _floats(s.time_share) for m, s in summaries.items()},
+                              feature_share={m: _floats(s.feature_share) for m, s in summaries.items()},
+                              n={m: s.n for m, s in summaries.items()}, first_step=checks)
+    return details, arrays, findings
+
+
+def _first_step_finding(c: AuditContext, found: FirstStep) -> Finding:
+    """``attributions.first_step[method]``: the first time step's share of |attribution| with the
+    audit's baseline, less its share with a baseline of the row's own time steps reordered."""
+    name, k = found.method, len(found.positions)
+    if found.n == 0:
+        return c.not_assessed("attributions.first_step", f"none of the {k} re-explained rows has a total "
+                              f"|attribution| to share out under both baselines", subject=name)
+    left_out = k - found.n
+    caveats = [f"{left_out} rows with a total |attribution| below the floor under either baseline left out "
+               f"(nothing to share out)"] if left_out else []
+    value, own, shuffled = found.value, found.audit_mean, found.shuffled_mean
+    if value > 0:
+        said = (f"the audit's baseline gives the first step {value:.1%} more of the explanation than a baseline with "
+                f"realistic content at every step does; that part is an artefact of the baseline, not something the "
+                f"model relies on")
+    else:
+        said = "the audit's baseline gives the first step no more of the explanation than a realistic baseline does"
+    return c.finding(
+        "attributions.first_step", value, subject=name, caveats=caveats,
+        metric="mean over re-explained rows of the first time step's share of |attribution| with the audit's "
+               "baseline minus its share with a baseline of the row's own time steps in a shuffled order",
+        explanation=f"Explained again from a baseline holding each row's own time steps in a shuffled order, the "
+                    f"first time step carries {shuffled:.1%} of {name}'s |attribution| on average over {found.n} rows, "
+                    f"against {own:.1%} from the audit's baseline ({found.baseline}): {said}.",
     )
 
 

@@ -257,7 +257,7 @@ def _check_ints(config: AuditConfig, where: str) -> None:
                         ("robustness.queries", r.queries), ("robustness.certification.samples", r.certification.samples),
                         ("robustness.certification.n0", r.certification.n0),
                         ("robustness.certification.n", r.certification.n), ("fairness.n_boot", f.n_boot)):
-        check_int(name, value, where=where)  # bounds in scrutiny.limits.LIMITS
+        check_int(name, value, where=where, limit="importance_boot" if name == "attributions.n_boot" else None)
 
 
 def _check_fairness(config: AuditConfig, where: str, *, protected: tuple[str, ...], mitigation: bool = True) -> None:

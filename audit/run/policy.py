@@ -69,6 +69,7 @@ CHECK_INFO: dict[str, CheckInfo] = {
     "attributions.deletion": CheckInfo("attributions", subject="method", about=EVIDENCE),
     "attributions.stability": CheckInfo("attributions", subject="method", about=EVIDENCE),
     "attributions.reason_stability": CheckInfo("attributions", subject="method", about=EVIDENCE),
+    "attributions.first_step": CheckInfo("attributions", subject="method", about=EVIDENCE),
     "attributions.protected_reliance": CheckInfo("attributions", subject="protected input"),
     "attributions.prohibited_basis_notices": CheckInfo("attributions"),
     "robustness.robust_accuracy": CheckInfo("robustness", subject="radius", extra_keys=("at_eps",)),
