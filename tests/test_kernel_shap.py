@@ -115,3 +115,27 @@ def test_sampled_case_is_as_accurate_as_shap():
     # same estimator, different random draws: errors of the same size (and both small)
     assert np.mean(ours_error) <= 1.5 * np.mean(shap_error) + 1e-3
     assert np.mean(ours_error) < 0.05 * np.abs(ours).mean()
+
+
+@pytest.mark.parametrize("estimator", ["stock", "leverage"])
+def test_features_equal_to_every_background_row_are_left_out_as_shap_does(estimator):
+    """shap leaves out, row by row, the features on which the row equals every background row
+    (Adult's capital gain is 0 in most rows): 12 features of which 4 never vary leave 8 players,
+    254 coalitions, enumerated within the default budget, so the values are shap's and exact."""
+    m = 12
+    predict = _model(m, seed=6)
+    rng = np.random.default_rng(7)
+    background, X = rng.normal(size=(6, m)), rng.normal(size=(3, m))
+    background[:, :4] = X[:, :4] = 0.0
+    X[2, 5] = background[0, 5]  # equal to one background row only: it still varies
+    target = np.array([0, 1, 2])
+    result = kernel_shap(predict, X, background, [[j] for j in range(m)], target, estimator=estimator)
+    for i in range(len(X)):
+        explainer = shap.KernelExplainer(lambda z, t=target[i]: predict(z)[:, t], background)
+        np.random.seed(0)
+        reference = explainer.shap_values(X[i:i + 1], silent=True, l1_reg=False)[0]
+        np.testing.assert_allclose(result.values[i], reference, atol=1e-8)
+    np.testing.assert_array_equal(result.values[:, :4], 0.0)
+    np.testing.assert_array_equal(result.sampling_error, 0.0)  # every row's game enumerated
+    # the settings describe all 12 features, whatever the rows: sampled, at shap's default budget
+    assert not result.exact and result.coalitions in (2 * m + 2048, 2 * m + 2048 - 1)

@@ -437,12 +437,12 @@ def _first_step_finding(c: AuditContext, found: FirstStep) -> Finding:
 
 
 def _reruns_text(found: Stability) -> str:
-    """How the rows were explained again: "with 2 other seeds and 10,000 samples"; "once more (it
+    """How the rows were explained again: "again with 2 other seeds and 10,000 samples"; "once more (it
     draws nothing at random)" for a method without random draws."""
     if not METHOD_INFO[found.method].sampled:
         return "once more (it draws nothing at random)"
     seeds = sum(r.n_samples is None for r in found.reruns)
-    said = f"with {seeds} other seed{'s' if seeds != 1 else ''}"
+    said = f"again with {seeds} other seed{'s' if seeds != 1 else ''}"
     counts = [r.n_samples for r in found.reruns if r.n_samples is not None]
     if counts:
         said += " and " + ", ".join(f"{n:,} samples" for n in counts)
@@ -463,7 +463,7 @@ def _stability_findings(c: AuditContext, found: Stability, *, notice_method: str
             "attributions.stability", value, subject=name, caveats=caveats,
             metric="median over re-explained rows of the Spearman correlation of |attribution| between the audit's "
                    "attributions and reruns with other seeds",
-            explanation=f"Explained again {_reruns_text(found)}, {n} rows keep {name}'s feature "
+            explanation=f"Explained {_reruns_text(found)}, {n} rows keep {name}'s feature "
                         f"ranking with a median Spearman correlation of {value:.2f}; the top {found.k} features are "
                         f"the same for {found.top_k_mean:.0%} of them on average.",
         )]
@@ -481,6 +481,6 @@ def _stability_findings(c: AuditContext, found: Stability, *, notice_method: str
             metric="share of re-explained rows decided unfavourably whose principal-reason set is unchanged in "
                    "every rerun with other seeds",
             explanation=f"Of the {m} re-explained rows decided unfavourably, {share:.0%} keep the same principal "
-                        f"reasons from {name}{stated} when explained again {_reruns_text(found)}.",
+                        f"reasons from {name}{stated} when explained {_reruns_text(found)}.",
         ))
     return findings

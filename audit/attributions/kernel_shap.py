@@ -52,6 +52,11 @@ in large batches and one linear solve answers every row at once. Three estimator
   (PolySHAP, Fumagalli et al. 2025) lowered German's error only 1.28× more (prototype, not
   kept: its (M + C(M,2) + C(M,3))-square solves cost more than they gain).
 
+As shap's ``KernelExplainer`` does, ``"stock"`` and ``"leverage"`` leave out, row by row, the
+features on which the row equals every background row (null players, value 0: Adult's capital
+gain is 0 in most rows and most background samples) and solve the game of the others, with the
+design for that many players; rows with the same number share one design and one solve.
+
 With any of them, when the budget covers all 2^M − 2 coalitions the result is the exact Shapley
 value (interventional, over the background rows), as shap's is; the tests check both against
 exact enumeration to 1e-8.
@@ -375,28 +380,64 @@ def kernel_shap(
         return _per_background(predict, inputs, background, groups, target, fx, background_outputs[:, target].T,
                                nsamples=nsamples or 2 * m + 2048,
                                seed=seed, max_rows=max_rows, n_boot=n_boot)
-    design = _design(m, nsamples, seed, estimator)
-    masks = design.masks
-    present = np.zeros((len(masks), d), dtype=bool)  # coalition → input positions taken from x
+    full = _design(m, nsamples, seed, estimator)
+    # shap's KernelExplainer leaves out, row by row, the features on which the row equals every
+    # background row (null players: their value is 0) and solves the game of the others
+    varying = np.zeros((n, m), dtype=bool)
     for g, positions in enumerate(groups):
-        present[:, positions] = masks[:, [g]] > 0.5
+        same = np.isclose(inputs[:, None, positions], background[None, :, positions], rtol=1e-5, atol=1e-8,
+                          equal_nan=True).all(axis=2)                                # (N, K)
+        varying[:, g] = ~same.all(axis=1)
+    delta = fx - expected
+    phi, error = np.zeros((n, m)), np.zeros(n)
+    counts = varying.sum(axis=1)
+    for size in np.unique(counts):
+        chosen = np.flatnonzero(counts == size)
+        features = np.stack([np.flatnonzero(varying[i]) for i in chosen]) if size else np.zeros((len(chosen), 0), int)
+        if size <= 1:  # nothing to share (size 0: f(x) = E f), or one player takes it all
+            if size == 1:
+                phi[chosen, features[:, 0]] = delta[chosen]
+            continue
+        design = full if size == m else _design(int(size), nsamples, seed, estimator)
+        values, part_error = _solve_rows(predict, inputs[chosen], background, groups, features, target[chosen],
+                                         expected[chosen], delta[chosen], design, max_rows=max_rows, n_boot=n_boot,
+                                         seed=seed)
+        phi[chosen[:, None], features] = values
+        error[chosen] = part_error
+    return KernelShap(phi, fx, expected, error, coalitions=len(full.masks), exact=not len(full.draws))
+
+
+def _solve_rows(predict, inputs: np.ndarray, background: np.ndarray, groups: list[list[int]], features: np.ndarray,
+                target: np.ndarray, expected: np.ndarray, delta: np.ndarray, design: _Design, *, max_rows: int,
+                n_boot: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The values (R, s) of rows whose players are their ``features`` (R, s) (the others
+    equal every background row), by ``design`` over s players, and their sampling error (R,)."""
+    n, d = inputs.shape
+    masks = design.masks
+    m, size = len(groups), features.shape[1]
+    group_of = np.full(d, m)  # input position → its feature (m: in none)
+    for g, positions in enumerate(groups):
+        group_of[positions] = g
+    player = np.full((n, m + 1), size)  # feature → the row's player (size: not one: the background's value)
+    player[np.arange(n)[:, None], features] = np.arange(size)
+    player_of = player[:, group_of]                                                  # (R, D)
+    extended = np.concatenate([masks > 0.5, np.zeros((len(masks), 1), dtype=bool)], axis=1)
     per_row = len(masks) * len(background)
     chunk = max(1, max_rows // per_row)
     value = np.empty((n, len(masks)))
     for start in range(0, n, chunk):
         x = inputs[start:start + chunk]
-        synthetic = np.where(present[None, :, None, :], x[:, None, None, :], background[None, None, :, :])
+        present = np.swapaxes(extended[:, player_of[start:start + chunk]], 0, 1)   # (r, S, D): taken from x
+        synthetic = np.where(present[:, :, None, :], x[:, None, None, :], background[None, None, :, :])
         out = predict(synthetic.reshape(-1, d)).reshape(len(x), len(masks), len(background), -1)
         value[start:start + len(x)] = out[np.arange(len(x)), :, :, target[start:start + len(x)]].mean(axis=2)
-    # weighted least squares with Σφ = f(x) − E f eliminated through the last feature
-    delta = fx - expected
-    y = value - expected[:, None] - masks[:, -1][None, :] * delta[:, None]       # (N, S)
-    x_design = masks[:, :-1] - masks[:, -1:]                                        # (S, M−1)
+    # weighted least squares with Σφ = f(x) − E f eliminated through the last player
+    y = value - expected[:, None] - masks[:, -1][None, :] * delta[:, None]       # (R, S)
+    x_design = masks[:, :-1] - masks[:, -1:]                                        # (S, s−1)
     phi = _solve(x_design, design.weights, y, delta)
     if not len(design.draws):
-        return KernelShap(phi, fx, expected, np.zeros(n), coalitions=len(masks), exact=True)
-    error = _bootstrap_error(design, x_design, y, delta, phi, n_boot=n_boot, seed=seed)
-    return KernelShap(phi, fx, expected, error, coalitions=len(masks), exact=False)
+        return phi, np.zeros(n)
+    return phi, _bootstrap_error(design, x_design, y, delta, phi, n_boot=n_boot, seed=seed)
 
 
 def _solve(x_design: np.ndarray, weights: np.ndarray, y: np.ndarray, delta: np.ndarray) -> np.ndarray:
