@@ -4,7 +4,7 @@ exactness with every coalition, its accuracy per model evaluation, and its error
 
 from __future__ import annotations
 
-from math import comb, factorial
+from math import comb
 
 import numpy as np
 import pytest
@@ -15,6 +15,8 @@ from scrutiny.audit.attributions import kernel_shap as ks
 from scrutiny.audit.attributions.feature_space import FeatureSpace
 from scrutiny.audit.attributions.methods import attribute
 from scrutiny.errors import InputError
+
+from .exact_shapley import exact_shapley
 
 
 def _mlp(m: int, seed: int = 0):
@@ -27,24 +29,6 @@ def _mlp(m: int, seed: int = 0):
     def predict(X):
         return np.tanh(np.maximum(X @ w1 + b1, 0) @ w2) @ w3
     return predict
-
-
-def _exact(predict, X, background, t: int) -> np.ndarray:
-    """Shapley values by the Shapley formula over all 2^M coalitions, v(S) = mean_b f(x_S, b_rest)."""
-    n, m = X.shape
-    codes = np.arange(2**m)
-    bits = (codes[:, None] >> np.arange(m)) & 1
-    v = np.empty((n, 2**m))
-    for i in range(n):
-        rows = np.where(bits[:, None, :] > 0, X[i], background[None])
-        v[i] = predict(rows.reshape(-1, m))[:, t].reshape(2**m, len(background)).mean(axis=1)
-    size = bits.sum(axis=1)
-    weight = np.array([factorial(k) * factorial(m - k - 1) / factorial(m) for k in range(m)])
-    phi = np.zeros((n, m))
-    for j in range(m):
-        without = codes[bits[:, j] == 0]
-        phi[:, j] = (v[:, without | (1 << j)] - v[:, without]) @ weight[size[without]]
-    return phi
 
 
 def _case(m: int, n: int, seed: int = 0):
@@ -102,7 +86,7 @@ def test_every_coalition_gives_exact_values(m, nsamples):
     predict, X, background, target = _case(m, 5, seed=m)
     result = ks.kernel_shap(predict, X, background, _groups(m), target, nsamples=nsamples, estimator="leverage")
     assert result.exact and result.coalitions == 2**m - 2
-    np.testing.assert_allclose(result.values, _exact(predict, X, background, 0), rtol=0, atol=1e-8)
+    np.testing.assert_allclose(result.values, exact_shapley(predict, X, background, 0), rtol=0, atol=1e-8)
     np.testing.assert_array_equal(result.sampling_error, 0.0)
 
 
@@ -111,7 +95,7 @@ def test_one_pair_short_of_every_coalition_is_sampled_and_close():
     predict, X, background, target = _case(m, 5, seed=1)
     result = ks.kernel_shap(predict, X, background, _groups(m), target, nsamples=2**m - 4, estimator="leverage")
     assert not result.exact and result.coalitions == 2**m - 4 and (result.sampling_error > 0).all()
-    exact = _exact(predict, X, background, 0)
+    exact = exact_shapley(predict, X, background, 0)
     assert 0 < np.abs(result.values - exact).max() < 0.05 * np.abs(exact).max()
 
 
@@ -121,7 +105,7 @@ def test_one_pair_short_of_every_coalition_is_sampled_and_close():
 def test_leverage_is_more_accurate_than_stock_at_the_same_evaluations():
     m, n = 12, 40
     predict, X, background, target = _case(m, n, seed=2)
-    exact = _exact(predict, X, background, 0)
+    exact = exact_shapley(predict, X, background, 0)
     errors: dict[str, float] = {}
     for estimator in ("stock", "leverage"):
         runs = [ks.kernel_shap(predict, X, background, _groups(m), target, seed=s, estimator=estimator)
@@ -144,7 +128,7 @@ def calibration():
     """{budget: (estimated, true)} largest error over features of each row, M = 14, 60 rows, 2 seeds."""
     m, n = 14, 60
     predict, X, background, target = _case(m, n, seed=3)
-    exact = _exact(predict, X, background, 0)
+    exact = exact_shapley(predict, X, background, 0)
     out = {}
     for budget in (100, 300, 1000, None):
         runs = [ks.kernel_shap(predict, X, background, _groups(m), target, nsamples=budget, seed=s,
@@ -250,7 +234,7 @@ def test_per_background_with_every_coalition_is_exact(m, nsamples):
     predict, X, background, target = _mixed_case(m, 6, seed=m)
     result = ks.kernel_shap(predict, X, background, _groups(m), target, nsamples=nsamples, estimator="per_background")
     assert result.exact
-    np.testing.assert_allclose(result.values, _exact(predict, X, background, 0), rtol=0, atol=1e-8)
+    np.testing.assert_allclose(result.values, exact_shapley(predict, X, background, 0), rtol=0, atol=1e-8)
     np.testing.assert_array_equal(result.sampling_error, 0.0)
 
 
@@ -271,7 +255,7 @@ def test_per_background_is_exact_where_each_pair_differs_in_few_features():
     assert not result.exact and result.coalitions == 300
     np.testing.assert_array_equal(result.sampling_error, 0.0)
     assert sum(calls) == len(X) + len(background) + len(X) * len(background) * (2**8 - 2)
-    np.testing.assert_allclose(result.values, _exact(predict, X, background, 0), rtol=0, atol=1e-8)
+    np.testing.assert_allclose(result.values, exact_shapley(predict, X, background, 0), rtol=0, atol=1e-8)
     np.testing.assert_array_equal(result.values[:, 8:], 0.0)  # null players
 
 
@@ -298,7 +282,7 @@ def test_per_background_groups_and_efficiency():
 def test_per_background_is_more_accurate_than_stock_at_no_more_evaluations():
     m, n = 12, 30
     predict, X, background, target = _mixed_case(m, n, seed=2)
-    exact = _exact(predict, X, background, 0)
+    exact = exact_shapley(predict, X, background, 0)
     errors: dict[str, float] = {}
     for estimator in ("stock", "per_background"):
         calls: list[int] = []
@@ -318,7 +302,7 @@ def test_per_background_is_more_accurate_than_stock_at_no_more_evaluations():
 def test_per_background_error_estimate_brackets_the_true_error():
     m, n = 14, 40
     predict, X, background, target = _mixed_case(m, n, seed=3)
-    exact = _exact(predict, X, background, 0)
+    exact = exact_shapley(predict, X, background, 0)
     for budget in (100, 1000):
         runs = [ks.kernel_shap(predict, X, background, _groups(m), target, nsamples=budget, seed=s,
                                estimator="per_background") for s in (0, 1)]

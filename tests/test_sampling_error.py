@@ -22,6 +22,8 @@ from scrutiny.audit.run.family import AuditContext
 from scrutiny.audit.run.findings import status_of
 from scrutiny.audit.run.policy import load_policy
 
+from .exact_shapley import exact_shapley
+
 
 def _model(m: int, seed: int = 0):
     """Two outputs; output 0 has a three-way interaction on top of a tanh layer."""
@@ -33,22 +35,6 @@ def _model(m: int, seed: int = 0):
         out[:, 0] += X[:, 0] * X[:, 1] * X[:, 2]
         return out
     return predict
-
-
-def _exact(predict, X, background, t: int) -> np.ndarray:
-    """Shapley values by the Shapley formula over all 2^M coalitions, v(S) = mean_b f(x_S, b_rest)."""
-    n, m = X.shape
-    codes = np.arange(2**m)
-    bits = (codes[:, None] >> np.arange(m)) & 1
-    rows = np.where(bits[None, :, None, :] > 0, X[:, None, None, :], background[None, None])
-    v = predict(rows.reshape(-1, m))[:, t].reshape(n, 2**m, len(background)).mean(axis=2)
-    size = bits.sum(axis=1)
-    weight = np.array([factorial(k) * factorial(m - k - 1) / factorial(m) for k in range(m)])
-    phi = np.zeros((n, m))
-    for j in range(m):
-        without = codes[bits[:, j] == 0]
-        phi[:, j] = (v[:, without | (1 << j)] - v[:, without]) @ weight[size[without]]
-    return phi
 
 
 def _case(m: int, n: int, seed: int = 0):
@@ -78,7 +64,7 @@ def test_enumerated_coalitions_give_exact_values_and_no_error(nsamples):
     predict, X, background, target = _case(5, 6)
     result = ks.kernel_shap(predict, X, background, [[j] for j in range(5)], target, nsamples=nsamples)
     assert result.exact and result.coalitions == 2**5 - 2
-    np.testing.assert_allclose(result.values, _exact(predict, X, background, 0), rtol=0, atol=1e-10)
+    np.testing.assert_allclose(result.values, exact_shapley(predict, X, background, 0), rtol=0, atol=1e-10)
     np.testing.assert_array_equal(result.sampling_error, 0.0)  # by definition, not a small number
 
 
@@ -150,7 +136,7 @@ def sampled():
     """Shares of the row's largest |value|, estimated and true, at four budgets (M = 10, 60 rows,
     2 seeds): {budget: (estimated, true)}."""
     predict, X, background, target = _case(10, 60, seed=1)
-    exact = _exact(predict, X, background, 0)
+    exact = exact_shapley(predict, X, background, 0)
     out = {}
     for budget in (24, 100, 300, 1000):
         runs = [ks.kernel_shap(predict, X, background, [[j] for j in range(10)], target, nsamples=budget, seed=s)
@@ -223,6 +209,35 @@ def test_default_budget_passes_and_enumeration_is_exact(mlp_case):
     assert finding.value == 0.0 and finding.status == "pass" and "exact Shapley values" in finding.explanation
     tiny = attribute(model, X, method="kernel_shap", space=space, background=background, n_samples=28, seed=0)
     assert np.median(tiny.error) > np.median(sampled.error) > 0
+
+
+def test_the_default_budget_doubles_for_rows_above_the_target_error(mlp_case, monkeypatch):
+    """Without n_samples, a row whose estimated error is above the target share of its largest
+    value is explained again with twice the coalitions: here 4,144 of 4,094, so exactly. The
+    others keep the values of the first budget, byte for byte."""
+    from scrutiny.audit.attributions import kernel_shap as module
+    from scrutiny.audit.attributions.family import _refined_text
+
+    model, space, X, background = mlp_case
+    fixed = attribute(model, X, method="kernel_shap", space=space, background=background, n_samples=2 * 12 + 2048,
+                      seed=0)
+    exact = attribute(model, X, method="kernel_shap", space=space, background=background, n_samples=2**12, seed=0)
+    target = float(np.sort(fixed.error)[-4])  # the three rows above the fourth largest error
+    monkeypatch.setattr(module, "TARGET_ERROR", target)
+    auto = attribute(model, X, method="kernel_shap", space=space, background=background, seed=0)
+    above = fixed.error > target
+    assert above.sum() == 3 == auto.settings["rows_refined"]
+    assert auto.settings["coalitions_used"] == {2 * 12 + 2048: 27, 2**12 - 2: 3}  # doubled: every coalition
+    np.testing.assert_array_equal(auto.values[~above], fixed.values[~above])
+    np.testing.assert_array_equal(auto.error[~above], fixed.error[~above])
+    np.testing.assert_array_equal(auto.error[above], 0.0)
+    np.testing.assert_allclose(auto.values[above], exact.values[above], rtol=0, atol=1e-6)
+    assert _refined_text(auto.settings).startswith("; 3 rows above")
+    # a budget the caller chose is kept as it is
+    again = attribute(model, X, method="kernel_shap", space=space, background=background, n_samples=2 * 12 + 2048,
+                      seed=0)
+    assert again.settings["rows_refined"] == 0
+    np.testing.assert_array_equal(again.values, fixed.values)
 
 
 def test_rows_with_nothing_to_explain_are_left_out(mlp_case):

@@ -323,19 +323,22 @@ def _joined(parts: list[Attribution], *, baseline_name: str, base: np.ndarray, s
 
 
 def _joined_settings(settings: list[dict]) -> dict:
-    """One method's settings over its chunks: integrated gradients' ``steps_used`` (rows per step
-    count) added up; every other setting describes the method and is the same in every chunk (the
-    chunk's own ``seed`` aside)."""
+    """One method's settings over its chunks: the row counts added up (integrated gradients'
+    ``steps_used``, rows per step count; KernelSHAP's ``coalitions_used``, rows per budget, and
+    ``rows_refined``); every other setting describes the method and is the same in every chunk
+    (the chunk's own ``seed`` aside)."""
     joined: dict[str, Any] = {}
     for key in settings[0]:
         values = [s[key] for s in settings]
         if key == "seed":
             continue
-        if key == "steps_used":
+        if key in ("steps_used", "coalitions_used"):
             total: Counter[int] = Counter()
             for counts in values:
                 total.update(counts)
             joined[key] = dict(sorted(total.items()))
+        elif key == "rows_refined":
+            joined[key] = sum(values)
         elif all(v == values[0] for v in values):
             joined[key] = values[0]
         else:  # the method's settings cannot depend on the rows: a mistake here, not the user's

@@ -30,6 +30,7 @@ from .details import (
     StabilityEntry,
     StabilityRun,
 )
+from .kernel_shap import TARGET_ERROR
 from .registry import COMPLETENESS_METHODS, METHOD_INFO, RELIANCE_METHODS
 from .sequence import FirstStep
 from .stability import Stability
@@ -245,7 +246,8 @@ def _sampling_error(c: AuditContext, name: str, attribution, entry: MethodEntry)
     else:
         said = (f"For 95% of the {len(shares)} explained rows, the estimated largest error of a {name} attribution "
                 f"against its exact Shapley value is at most {value:.1%} of the row's largest attribution (a bootstrap "
-                f"over the {attribution.settings['coalitions']} coalitions evaluated per row).")
+                f"over the {attribution.settings['coalitions']} coalitions evaluated per row)"
+                f"{_refined_text(attribution.settings)}.")
     return c.finding(
         "attributions.sampling_error", value, subject=name, caveats=caveats,
         metric="95th percentile over rows of the estimated largest sampling error of an attribution / the row's "
@@ -434,6 +436,16 @@ def _first_step_finding(c: AuditContext, found: FirstStep) -> Finding:
                     f"first time step carries {shuffled:.1%} of {name}'s |attribution| on average over {found.n} rows, "
                     f"against {own:.1%} from the audit's baseline ({found.baseline}): {said}.",
     )
+
+
+def _refined_text(settings: dict) -> str:
+    """What the target-error budget did: ", 7 rows explained again with up to 8x the coalitions"."""
+    refined, used = settings.get("rows_refined", 0), settings.get("coalitions_used") or {}
+    if not refined:
+        return ""
+    most = max(used) // settings["coalitions"] if used else 1
+    return (f"; {refined} row{'s' if refined != 1 else ''} above {TARGET_ERROR:.0%} were explained again with up to "
+            f"{most}x the coalitions")
 
 
 def _reruns_text(found: Stability) -> str:

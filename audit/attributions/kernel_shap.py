@@ -107,9 +107,11 @@ from math import comb
 
 import numpy as np
 
-__all__ = ["ESTIMATORS", "KernelShap", "coalition_design", "kernel_shap"]
+__all__ = ["ESTIMATORS", "MAX_DOUBLINGS", "TARGET_ERROR", "KernelShap", "coalition_design", "kernel_shap"]
 
 N_BOOT = 64
+TARGET_ERROR = 0.02   # attribute()'s default budget: a row estimated above this share of its largest value ...
+MAX_DOUBLINGS = 3     # ... is explained again with twice the coalitions, up to this many times (8x)
 ESTIMATORS = ("leverage", "per_background", "stock")
 
 

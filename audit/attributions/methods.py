@@ -63,6 +63,7 @@ from torch import nn
 from scrutiny.audit.attributions.feature_space import FeatureSpace
 from scrutiny.audit.attributions.kernel_shap import ESTIMATORS as KERNEL_SHAP_ESTIMATORS
 from scrutiny.audit.attributions.registry import LIME_TARGETS, METHOD_INFO, METHODS, default_baseline, methods_for
+from scrutiny.audit.run.executor import chunk_seed
 from scrutiny.errors import InputError
 from scrutiny.modality import modality
 
@@ -536,23 +537,43 @@ def _kernel_shap(wrapped, inputs, target, base, *, space, n_samples, batch_size,
     """KernelSHAP over original features (tables) or patches (images), batched across rows
     (:mod:`.kernel_shap`); absent tabular features take each background row's values, absent
     patches the baseline image. The error figure is the estimated sampling error of each row's
-    values as a share of its largest |value| (NaN where that is below ``ATTRIBUTION_FLOOR``)."""
-    from scrutiny.audit.attributions.kernel_shap import kernel_shap
+    values as a share of its largest |value| (NaN where that is below ``ATTRIBUTION_FLOOR``).
+
+    Without ``n_samples`` the budget follows a target error, as integrated gradients' steps do:
+    every row starts at shap's default 2M + 2048 coalitions, and a row whose estimated error is
+    above :data:`~.kernel_shap.TARGET_ERROR` of its largest |value| is explained again with twice
+    the budget (its own seed per doubling), up to :data:`~.kernel_shap.MAX_DOUBLINGS` times;
+    ``coalitions_used`` counts the rows at each budget, ``rows_refined`` those above the first."""
+    from scrutiny.audit.attributions.kernel_shap import MAX_DOUBLINGS, TARGET_ERROR, kernel_shap
 
     def predict(flat: np.ndarray) -> np.ndarray:
         return batched_outputs(wrapped, flat.reshape((-1, *space.input_shape)), max(batch_size, 8192))
 
+    def share_of(result) -> np.ndarray:
+        largest = np.abs(result.values).max(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(largest >= ATTRIBUTION_FLOOR, result.sampling_error / largest, np.nan)
+
     background = base.reshape(len(base), -1) if space.kind == "tabular" else base.mean(axis=0).reshape(1, -1)
-    result = kernel_shap(
-        predict, inputs.reshape(len(inputs), -1), background, [list(g) for g in space.groups], target,
-        nsamples=n_samples, seed=seed, estimator=estimator,
-    )
-    largest = np.abs(result.values).max(axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        share = np.where(largest >= ATTRIBUTION_FLOOR, result.sampling_error / largest, np.nan)
+    flat, groups = inputs.reshape(len(inputs), -1), [list(g) for g in space.groups]
+    result = kernel_shap(predict, flat, background, groups, target, nsamples=n_samples, seed=seed, estimator=estimator)
+    values, share = result.values.copy(), share_of(result)
+    budget = np.full(len(inputs), result.coalitions)
+    for doubling in range(1, MAX_DOUBLINGS + 1 if n_samples is None and not result.exact else 1):
+        again = np.flatnonzero(share > TARGET_ERROR)  # NaN (nothing to explain) is never above it
+        if not len(again):
+            break
+        refined = kernel_shap(predict, flat[again], background, groups, target[again],
+                              nsamples=result.coalitions * 2**doubling, seed=chunk_seed(seed, "refine", doubling),
+                              estimator=estimator)
+        values[again], share[again], budget[again] = refined.values, share_of(refined), refined.coalitions
+        if refined.exact:
+            break
     settings = {"nsamples": n_samples or "2M+2048", "unit": modality(space.kind).feature_unit,
-                "coalitions": result.coalitions, "exact": result.exact, "estimator": estimator}
-    return space.spread(result.values, inputs), share, "sampling_error", settings
+                "coalitions": result.coalitions, "exact": result.exact, "estimator": estimator,
+                "coalitions_used": {int(k): int(v) for k, v in zip(*np.unique(budget, return_counts=True))},
+                "rows_refined": int((budget > result.coalitions).sum())}
+    return space.spread(values, inputs), share, "sampling_error", settings
 
 
 def _shap_gradient(wrapped, inputs, target, base, *, n_samples, batch_size, seed, progress, **_):
