@@ -46,7 +46,7 @@ in large batches and one linear solve answers every row at once. Three estimator
   log-odds of the predicted class), on the German credit MLP (M = 20; a row and a background
   row differ in 7–19 features, median 12) at shap's default nsamples = 2M + 2048 = 2088: mean
   absolute error 1.16e-3 against 3.21e-3 for shap's ``KernelExplainer(l1_reg=False)`` (2.8×
-  lower), 4.39e-3 for ``"stock"`` and 3.35e-3 for ``"leverage"``; at nsamples = 512 its error
+  lower), 3.25e-3 for ``"stock"`` and 2.90e-3 for ``"leverage"``; at nsamples = 512 its error
   (3.18e-3) is already below shap's at 2088, with at most a quarter of its model evaluations. The issue's target (5× lower error, or 10×
   fewer evaluations) is not met. Adding third-order interaction terms to each pair's regression
   (PolySHAP, Fumagalli et al. 2025) lowered German's error only 1.28× more (prototype, not
