@@ -284,3 +284,11 @@ def test_image_patches_exact_when_enumerated_sampled_otherwise():
     a = attribute(large, X, method="kernel_shap", space=patch_groups((1, 8, 8)), background=X, n_samples=200)
     assert not a.settings["exact"] and a.settings["unit"] == "2x2 patches"
     assert ((a.error > 0) & (a.error < 1)).all()
+
+
+def test_per_background_refines_only_within_its_posterior():
+    # past POSTERIOR_MAX_PAIRS pairs the regression takes over, less accurate per coalition than
+    # the posterior at half the budget: doubling into it would raise the error, not lower it
+    within, past = 2 * ks.POSTERIOR_MAX_PAIRS, 2 * ks.POSTERIOR_MAX_PAIRS + 2
+    assert ks.refinable("per_background", within) and not ks.refinable("per_background", past)
+    assert ks.refinable("stock", past) and ks.refinable("leverage", past)

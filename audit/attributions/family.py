@@ -245,8 +245,8 @@ def _sampling_error(c: AuditContext, name: str, attribution, entry: MethodEntry)
                 f"are exact Shapley values, with no sampling error.")
     else:
         said = (f"For 95% of the {len(shares)} explained rows, the estimated largest error of a {name} attribution "
-                f"against its exact Shapley value is at most {value:.1%} of the row's largest attribution (a bootstrap "
-                f"over the {attribution.settings['coalitions']} coalitions evaluated per row)"
+                f"against its exact Shapley value is at most {value:.1%} of the row's largest attribution "
+                f"({_error_basis(attribution.settings)})"
                 f"{_refined_text(attribution.settings)}.")
     return c.finding(
         "attributions.sampling_error", value, subject=name, caveats=caveats,
@@ -436,6 +436,14 @@ def _first_step_finding(c: AuditContext, found: FirstStep) -> Finding:
                     f"first time step carries {shuffled:.1%} of {name}'s |attribution| on average over {found.n} rows, "
                     f"against {own:.1%} from the audit's baseline ({found.baseline}): {said}.",
     )
+
+
+def _error_basis(settings: dict) -> str:
+    """How KernelSHAP's sampling error was estimated, in words, from the attribution's settings."""
+    if settings.get("estimator") == "per_background":
+        return (f"the posterior spread of each background row's game, up to {settings['coalitions']} coalitions per "
+                f"row and background row, no further model evaluation")
+    return f"a bootstrap over the {settings['coalitions']} coalitions evaluated per row"
 
 
 def _refined_text(settings: dict) -> str:
