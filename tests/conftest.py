@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"  # offline fallback only
 CACHE_ENV = "SCRUTINY_TEST_DATA"
@@ -100,21 +103,45 @@ def load(data_dir):
     return _load
 
 
+def built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
+    """The folder ``name``, built by ``build(folder)`` once per test session: under pytest-xdist
+    by the first worker that asks, while the others wait for it and then read what it built (the
+    session's workers share their base folder's parent). Tests read such a folder, never write to it."""
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "built-once"
+    root.mkdir(exist_ok=True)
+    folder, done = root / name, root / f"{name}.done"
+    with FileLock(str(root / f"{name}.lock")):
+        if not done.exists():
+            if folder.exists():  # left by a build of this session that failed half-way
+                shutil.rmtree(folder)
+            build(folder)
+            done.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def trained(load, tmp_path_factory):
     """``trained(data, arch)``: (dataset, TrainedModel, checkpoint path), trained once per
-    session with the default settings and seed 0, as ``scrutiny train`` does."""
-    from scrutiny.models import save_checkpoint, train_on
+    session with the default settings and seed 0, as ``scrutiny train`` does, and read back from
+    its checkpoint (the same weights, whichever worker trained it)."""
+    from scrutiny.models import load_model, save_checkpoint, train_on
+    from scrutiny.models.recipes import TrainedModel
 
     cache = {}
-    root = tmp_path_factory.mktemp("checkpoints")
 
     def _trained(data: str, arch: str):
         if (data, arch) not in cache:
             dataset = load(data)
-            result = train_on(dataset, arch, seed=0, progress=False)
-            path = save_checkpoint(root / f"{data}-{arch}", model=result.model, dataset=dataset,
-                                   metrics=result.metrics, training=result.settings, seed=0)
+
+            def train(folder: Path) -> None:
+                result = train_on(dataset, arch, seed=0, progress=False)
+                save_checkpoint(folder, model=result.model, dataset=dataset, metrics=result.metrics,
+                                training=result.settings, seed=0)
+            path = built_once(tmp_path_factory, f"checkpoint-{data}-{arch}", train)
+            loaded = load_model(path, dataset=dataset)
+            result = TrainedModel(model=loaded.model, metrics=loaded.manifest["metrics"],
+                                  settings=loaded.manifest["training"], seed=loaded.manifest["seed"])
             cache[data, arch] = (dataset, result, path)
         return cache[data, arch]
 

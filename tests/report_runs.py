@@ -105,15 +105,22 @@ class Rendered:
 
 
 def audit_and_render(trained, tmp_path_factory, data: str, arch: str, config: str) -> Rendered:
+    """``data``'s model audited with ``config`` and rendered in every format, once per session."""
+    from .conftest import built_once
+
     dataset, _, checkpoint = trained(data, arch)
-    folder = tmp_path_factory.mktemp(f"report-{data}")
-    config_path = folder / "audit.toml"
-    config_path.write_text(config)
-    out = folder / "run"
-    code = main(["audit", str(checkpoint), "--data", data, "--config", str(config_path), "--out", str(out),
-                 "--device", "cpu"])
-    assert code in (0, 1), f"audit of {data} exited {code}"
-    assert main(["report", str(out), "--format", "html,pdf,md"]) == 0
+
+    def audit(folder: Path) -> None:
+        folder.mkdir()
+        config_path = folder / "audit.toml"
+        config_path.write_text(config)
+        code = main(["audit", str(checkpoint), "--data", data, "--config", str(config_path), "--out",
+                     str(folder / "run"), "--device", "cpu"])
+        assert code in (0, 1), f"audit of {data} exited {code}"
+        assert main(["report", str(folder / "run"), "--format", "html,pdf,md"]) == 0
+        (folder / "exit_code").write_text(str(code))
+    folder = built_once(tmp_path_factory, f"report-{data}-{arch}", audit)
+    out, code = folder / "run", int((folder / "exit_code").read_text())
     report = out / "report"
     html_text = (report / "report.html").read_text(encoding="utf-8")
     return Rendered(path=out, run=load_run(out), dataset=dataset, html_text=html_text, html=parse_html(html_text),

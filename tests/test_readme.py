@@ -72,7 +72,7 @@ COVERED_ELSEWHERE = {
               "test_predictions_audit.py::test_compas_error_rates_of_every_race_equal_propublica_counts",
               "test_onnx_audit.py::test_cli_audit_with_a_twin_records_it",
               "test_multiclass.py::test_the_readme_penguins_commands_run",
-              "test_executors.py::test_ray_on_one_worker_and_on_two_workers_of_a_two_node_cluster_gives_the_same_findings"],
+              "test_executors.py::test_ray_on_two_workers_of_a_two_node_cluster_gives_the_same_findings"],
     "fairness": ["test_fairness.py::test_cli_fairness_data_only_and_model",
                  "test_fairness.py::test_mitigation_before_and_after"],
     "app": ["test_app.py::test_terminating_scrutiny_app_stops_the_server",

@@ -55,7 +55,8 @@ in large batches and one linear solve answers every row at once. Three estimator
   * the covariance of two coalitions depends only on how many players they differ in (a sum of
     Krawtchouk polynomials), so one kernel matrix, factored once, serves every pair sharing a
     design; θ is its maximum-likelihood value per pair and r, per pair, the candidate of
-    ``PRIOR_DECAYS`` with the largest marginal likelihood;
+    ``PRIOR_DECAYS`` with the largest marginal likelihood (one fixed decay, 0.15, was as accurate
+    on German but doubled the error of a 12-feature continuous MLP at 48 coalitions);
   * the posterior mean's Shapley values are a linear map of the pair's observations; they add
     up to Δ (the empty coalition is observed; the nugget's round-off is put back equally); the
     posterior covariance gives the sampling error (below). ``tests/test_kernel_shap_estimators.py``
