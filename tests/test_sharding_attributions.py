@@ -244,9 +244,15 @@ def _assert_same_explanations(a, b):
         assert q.randomisation.spearman_median == other.randomisation.spearman_median
 
 
-def test_explain_is_the_same_whatever_order_the_chunks_run_in(breast_cancer):
+@pytest.fixture(scope="module")
+def forward(breast_cancer):
+    """explain() with the local executor, chunks in order: what the other orders and Ray must equal."""
     dataset, model = breast_cancer
-    forward = explain(model, dataset, executor=LocalExecutor(), **EXPLAIN)
+    return explain(model, dataset, executor=LocalExecutor(), **EXPLAIN)
+
+
+def test_explain_is_the_same_whatever_order_the_chunks_run_in(breast_cancer, forward):
+    dataset, model = breast_cancer
     _assert_same_explanations(forward, explain(model, dataset, executor=LocalExecutor(order="reversed"), **EXPLAIN))
     assert all(a.settings["chunk_rows"] == CHUNK and a.settings["seed"] == 3 for a in forward.attributions.values())
 
@@ -260,12 +266,11 @@ def ray_executor():
     ray.shutdown()
 
 
-def test_ray_gives_the_same_bytes(ray_executor, cases, breast_cancer):
+def test_ray_gives_the_same_bytes(ray_executor, cases, breast_cancer, forward):
     for method, kind in CASES:
         local = _run(cases, method, kind, executor=LocalExecutor())
         remote = _run(cases, method, kind, executor=ray_executor)
         _assert_same(local, remote)
         assert local.settings == remote.settings, method
     dataset, model = breast_cancer
-    _assert_same_explanations(explain(model, dataset, executor=LocalExecutor(), **EXPLAIN),
-                              explain(model, dataset, executor=ray_executor, **EXPLAIN))
+    _assert_same_explanations(forward, explain(model, dataset, executor=ray_executor, **EXPLAIN))
