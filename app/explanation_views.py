@@ -66,10 +66,11 @@ def one_minus_spearman(per_method: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def waterfall(values: np.ndarray, labels: list[str], base: float, fx: float, *,
-              top: int = WATERFALL_FEATURES) -> pd.DataFrame:
+              top: int = WATERFALL_FEATURES, end: str = "f(x)") -> pd.DataFrame:
     """One decision's waterfall: the base value, the ``top`` largest contributions by |value|
-    (the rest summed as one step), f(x). Columns: step, contribution (NaN for the two ends),
-    cumulative (where the bar ends: the base, base + the contributions so far, f(x))."""
+    (the rest summed as one step), f(x) (or what the contributions lead to, named ``end``).
+    Columns: step, contribution (NaN for the two ends), cumulative (where the bar ends: the base,
+    base + the contributions so far, f(x))."""
     values = np.asarray(values, dtype=np.float64)
     order = np.argsort(-np.abs(values), kind="stable")
     shown, rest = order[:top], order[top:]
@@ -78,27 +79,31 @@ def waterfall(values: np.ndarray, labels: list[str], base: float, fx: float, *,
         steps.append((f"other {len(rest)} features", float(values[rest].sum())))
     frame = pd.DataFrame(steps, columns=["step", "contribution"])
     frame["cumulative"] = base + frame["contribution"].fillna(0.0).cumsum()
-    end = pd.DataFrame([{"step": "f(x)", "contribution": np.nan, "cumulative": fx}])
-    return pd.concat([frame, end], ignore_index=True)
+    last = pd.DataFrame([{"step": end, "contribution": np.nan, "cumulative": fx}])
+    return pd.concat([frame, last], ignore_index=True)
 
 
-def waterfall_figure(steps: pd.DataFrame, *, title: str, units: str):
+def waterfall_figure(steps: pd.DataFrame, *, title: str, units: str, fx: float | None = None):
     """shap's waterfall: E at the bottom, f(x) at the top, each contribution a bar from the running
-    total before it to the one after it, red when it pushes the output up, blue when down."""
+    total before it to the one after it, red when it pushes the output up, blue when down. ``fx``:
+    f(x) drawn dashed, where the waterfall ends elsewhere (LIME's model at x)."""
     inner = steps.iloc[1:-1]
-    base, fx = float(steps["cumulative"].iloc[0]), float(steps["cumulative"].iloc[-1])
+    base, end = float(steps["cumulative"].iloc[0]), float(steps["cumulative"].iloc[-1])
     fig, ax = subplots(figsize=(4.6, 0.32 * len(inner) + 1.4))
     starts = (inner["cumulative"] - inner["contribution"]).to_numpy()
     widths = inner["contribution"].to_numpy()
     y = np.arange(len(inner))[::-1]
     ax.barh(y, widths, left=starts, color=[RED if w > 0 else BLUE for w in widths], height=0.7)
-    span = float(max(np.abs(widths).max() if len(widths) else 0.0, abs(fx - base), 1e-12))
+    span = float(max(np.abs(widths).max() if len(widths) else 0.0, abs(end - base), 1e-12))
     for yi, start, width in zip(y, starts, widths):  # the value right of the bar, clear of the feature names
         ax.text(max(start, start + width) + 0.01 * span, yi, f"{width:+.3g}", va="center", ha="left", fontsize=7)
     ax.set_yticks(y, list(inner["step"]), fontsize=7)
     ax.axvline(base, color="grey", linewidth=0.8, linestyle=":")
-    ax.axvline(fx, color="black", linewidth=0.8)
-    ax.set_xlabel(f"{units}: base {base:.3g} → f(x) {fx:.3g}", fontsize=8)
+    ax.axvline(end, color="black", linewidth=0.8)
+    if fx is not None:
+        ax.axvline(fx, color="black", linewidth=0.8, linestyle="--")
+    reference = "" if fx is None else f" (f(x) {fx:.3g}, dashed)"
+    ax.set_xlabel(f"{units}: base {base:.3g} → {steps['step'].iloc[-1]} {end:.3g}{reference}", fontsize=8)
     ax.set_title(title, fontsize=9)
     ax.tick_params(axis="x", labelsize=7)
     ax.margins(x=0.15)

@@ -42,6 +42,7 @@ from scrutiny.audit.attributions.details import (
     EXPLAINED_ROWS,
     FX_SUFFIX,
     IMPORTANCE_FIGURE,
+    TERMS_SUFFIX,
     TIME_FEATURE_SUFFIX,
 )
 from scrutiny.audit.attributions.registry import METHOD_INFO, RELIANCE_METHODS
@@ -314,6 +315,19 @@ def _waterfall(run, method: str, position: int, attributions: pd.DataFrame, stor
                    f"stored, so the bars start from 0.")
         return
     fx, base = float(stored[method + FX_SUFFIX][position]), float(stored[method + BASE_SUFFIX][position])
+    if method + TERMS_SUFFIX in stored:  # LIME: its local linear model at x, which f(x) it approximates
+        terms = np.asarray(stored[method + TERMS_SUFFIX][position], dtype=np.float64)
+        local = base + float(terms.sum())
+        steps = waterfall(terms, labels, base, local, end="LIME's model at x")
+        st.pyplot(waterfall_figure(steps, title=method, units=f"{unit} of {explained}", fx=fx), clear_figure=True)
+        st.caption(f"{literal(method)}: its local linear model, intercept {base:.4g} + each feature's weight × its "
+                   f"value as the model reads it (scaled; 1 for the row's own category) = {local:.4g} at x, "
+                   f"against f(x) {fx:.4g} ({unit}): the model misses it by {local - fx:+.2g}. The weights "
+                   f"are the attributions listed; the terms here are what they add at this row.")
+        table_ = steps[["step", "contribution", "cumulative"]].rename(
+            columns={"contribution": method, "cumulative": "running total"})
+        st.dataframe(table_, hide_index=True, width="stretch", key=f"waterfall_{method}")
+        return
     if not np.isfinite(base):
         st.pyplot(bars_figure(pd.Series(values.to_numpy(), index=labels), title=method, units=unit), clear_figure=True)
         why = (f"its weights are the slopes of a local linear model of the {unit}, which do not add up to f(x)"

@@ -302,3 +302,54 @@ def test_heat_maps_share_one_symmetric_labelled_scale():
     assert all(im.get_clim() == (-bound, bound) for im in overlays)
     colour_bar = fig.axes[-1]
     assert colour_bar.get_ylabel() == f"attribution per pixel (±{bound:.3g})"
+
+
+LIME_ONLY = """
+seed = 0
+families = ["performance", "attributions"]  # the page lists rows with their predictions
+
+[attributions]
+methods = ["lime"]
+samples = 6
+quality = false
+stability_rows = 3
+n_boot = 20
+"""
+
+
+def test_lime_waterfall_runs_from_its_intercept_to_its_own_prediction_at_x(trained, tmp_path, monkeypatch):
+    # LIME's weights are slopes: its waterfall is its local linear model read at x (intercept +
+    # weight × input as the model reads it), which ends at LIME's prediction, not at f(x)
+    import contextlib
+    import io
+
+    from scrutiny.cli import main
+
+    _, _, checkpoint = trained("adult", "mlp")
+    root = tmp_path / "runs"
+    (tmp_path / "lime.toml").write_text(LIME_ONLY)
+    with contextlib.redirect_stdout(io.StringIO()):
+        code = main(["audit", str(checkpoint), "--data", "adult", "--config", str(tmp_path / "lime.toml"),
+                     "--out", str(root / "lime")])
+    assert code in (0, 1)
+    monkeypatch.setenv("SCRUTINY_RUNS_DIR", str(root))
+    arrays = stored(root, "lime")
+    details = findings_of(root, "lime")["details"]["attributions"]
+    at = ok(app("explanations", "lime"))
+    for position in (0, len(details["rows"]) - 1):
+        ok(at.selectbox(key="sample").set_value(details["rows"][position]).run())
+        steps = frame(at, "step", "lime")
+        terms = arrays["lime__terms"][position].astype(np.float64)
+        base, end = float(steps["running total"].iloc[0]), float(steps["running total"].iloc[-1])
+        assert steps["step"].iloc[0] == "base value" and steps["step"].iloc[-1] == "LIME's model at x"
+        assert base == arrays["lime__base"][position]
+        assert end == pytest.approx(base + terms.sum(), abs=1e-12)
+        order = sorted(range(len(terms)), key=lambda j: (-abs(terms[j]), j))[:10]
+        np.testing.assert_allclose(steps["lime"].to_numpy(dtype=float)[1:11], terms[order], rtol=0, atol=1e-12)
+        # the terms are the weights (the attributions) times the row as the model reads it: a
+        # categorical feature reads 1 (the row's own category), so its term is its weight
+        weights = arrays["lime"][position].astype(np.float64)
+        categorical = [j for j, f in enumerate(details["features"]) if f in ("workclass", "education", "sex", "race")]
+        np.testing.assert_allclose(terms[categorical], weights[categorical], rtol=1e-6, atol=1e-9)  # weights: float32
+        caption = " ".join(texts(at.caption))
+        assert f"against f(x) {float(arrays['lime__fx'][position]):.4g}" in caption

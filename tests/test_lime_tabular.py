@@ -50,9 +50,10 @@ def _explainer(space, encoded: np.ndarray, seed: int) -> LimeTabularExplainer:
 
 
 def _stock(explainer: LimeTabularExplainer, Z: np.ndarray, predict, labels, num_samples: int) -> LimeFit:
-    """lime itself: ``explain_instance`` row after row."""
+    """lime itself: ``explain_instance`` row after row; ``instances`` holds what lime's local model
+    predicts at each row, ``explanation.local_pred``, in its first column."""
     n, m = Z.shape
-    fit = LimeFit(weights=np.zeros((n, m)), intercepts=np.zeros(n), scores=np.zeros(n))
+    fit = LimeFit(weights=np.zeros((n, m)), intercepts=np.zeros(n), scores=np.zeros(n), instances=np.zeros((n, 1)))
     for i, label in enumerate(int(t) for t in labels):
         explanation = explainer.explain_instance(Z[i], predict, labels=(label,), num_features=m,
                                                  num_samples=num_samples)
@@ -61,6 +62,7 @@ def _stock(explainer: LimeTabularExplainer, Z: np.ndarray, predict, labels, num_
         for g, weight in explanation.local_exp[label]:
             fit.weights[i, g] = weight
         fit.intercepts[i], fit.scores[i] = explanation.intercept[label], explanation.score
+        fit.instances[i, 0] = explanation.local_pred[0]
     return fit
 
 
@@ -87,6 +89,8 @@ def test_explain_rows_equals_explain_instance_row_by_row(n_numeric):
     _assert_same(fit.weights, stock.weights)
     _assert_same(fit.intercepts, stock.intercepts)
     _assert_same(fit.scores, stock.scores)
+    # the local model read at the row itself is lime's own prediction there
+    _assert_same(fit.intercepts + (fit.weights * fit.instances).sum(axis=1), stock.instances[:, 0])
     # the random stream is left where lime leaves it: a next call continues it alike
     assert ours_explainer.random_state.normal() == stock_explainer.random_state.normal()
 
@@ -100,6 +104,10 @@ def test_attribute_lime_equals_stock_lime(n_numeric):
                    lambda z: batched_outputs(model, space.from_codes(z), 4096, probabilities=True), target, SAMPLES)
     _assert_same(a.by_feature(space), stock.weights)
     _assert_same(a.error, 1.0 - stock.scores)
+    # the waterfall's ends: lime's intercept, and its terms adding up to lime's local_pred
+    assert a.local_intercept is not None and a.local_terms is not None
+    _assert_same(a.local_intercept, stock.intercepts)
+    _assert_same(a.local_intercept + a.local_terms.sum(axis=1), stock.instances[:, 0])
     assert a.error_name == "lime_misfit" and a.output == "probability"
     assert a.settings == {"seed": 5, "num_samples": SAMPLES, "target": "probability"}
 

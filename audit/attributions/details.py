@@ -8,7 +8,7 @@ from scrutiny.audit.run.details import Details, optional
 
 __all__ = ["AttributionsDetails", "MethodEntry", "ImportanceEntry", "AgreementEntry", "QualityEntry", "QualityCurves",
            "StabilityRun", "StabilityEntry", "FirstStepEntry", "SequenceDetails", "AdverseActionSummary", "DETAILS", "ARRAYS",
-           "FX_SUFFIX", "BASE_SUFFIX", "TIME_FEATURE_SUFFIX", "EXPLAINED_ROWS", "ADVERSE_ACTION_ARRAYS", "IMPORTANCE_FIGURE",
+           "FX_SUFFIX", "BASE_SUFFIX", "TERMS_SUFFIX", "TIME_FEATURE_SUFFIX", "EXPLAINED_ROWS", "ADVERSE_ACTION_ARRAYS", "IMPORTANCE_FIGURE",
            "AGREEMENT_FIGURE", "HEATMAPS_FIGURE"]
 
 Setting = int | float | str | bool
@@ -19,6 +19,10 @@ ARRAYS = "arrays/attributions.npz"                    # rows, target, per-featur
 # from, in the method's units (MethodEntry.output); base NaN for a method that shares out no f(x).
 # Runs written before these were stored have neither.
 FX_SUFFIX, BASE_SUFFIX = "__fx", "__base"
+# in ARRAYS, LIME only: its local linear model's terms at each explained row, per feature (N, F); its
+# BASE_SUFFIX array is then that model's intercept, and the intercept plus the terms is LIME's own
+# prediction at x, which misses f(x) by the model's misfit. Runs written before hold neither.
+TERMS_SUFFIX = "__terms"
 # in ARRAYS, per method, for a sequence model only (SequenceDetails): the (T, F) mean |attribution|
 # per time step and feature over the explained rows (scrutiny.audit.attributions.sequence)
 TIME_FEATURE_SUFFIX = "__time_feature"

@@ -319,6 +319,7 @@ def _joined(parts: list[Attribution], *, baseline_name: str, base: np.ndarray, s
         baseline=baseline_name, baseline_values=base, error=rows("error"), error_name=first.error_name,
         output_change=rows("output_change"), seconds=seconds,
         settings={**_joined_settings([p.settings for p in parts]), "seed": seed, "chunk_rows": chunk_rows},
+        local_intercept=rows("local_intercept"), local_terms=rows("local_terms"),
     )
 
 
@@ -352,7 +353,8 @@ def _first(result: Attribution, k: int) -> Attribution:
         return None if a is None else a[:k]
 
     return replace(result, values=result.values[:k], target=result.target[:k], error=head(result.error),
-                   output_change=head(result.output_change))
+                   output_change=head(result.output_change), local_intercept=head(result.local_intercept),
+                   local_terms=head(result.local_terms))
 
 
 def _weightless(model: nn.Module) -> bool:

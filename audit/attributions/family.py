@@ -18,6 +18,7 @@ from .details import (
     FX_SUFFIX,
     HEATMAPS_FIGURE,
     IMPORTANCE_FIGURE,
+    TERMS_SUFFIX,
     TIME_FEATURE_SUFFIX,
     AgreementEntry,
     AttributionsDetails,
@@ -163,8 +164,10 @@ def _waterfall_ends(c: AuditContext, result, twin) -> dict[str, np.ndarray]:
     completeness gap for integrated gradients and DeepLIFT, in expectation for the sampled
     gradient methods). The base is what the completeness check already measured against:
     f(x) - ``output_change`` (f(baseline), or its mean over the baseline rows); KernelSHAP's is
-    its expected value E f(background), as :mod:`.kernel_shap` computes it. Methods with no such
-    property (saliency, LIME's local coefficients…) get a NaN base: they share out no f(x)."""
+    its expected value E f(background), as :mod:`.kernel_shap` computes it. LIME's base is its local
+    model's intercept, with that model's terms at x (``{method}__terms``): they add up to LIME's own
+    prediction at x, not to f(x). Methods with no such property (saliency…) get a NaN base: they
+    share out no f(x)."""
     from .methods import ExplainedOutput, batched_outputs
 
     test = c.dataset.test.X
@@ -187,7 +190,10 @@ def _waterfall_ends(c: AuditContext, result, twin) -> dict[str, np.ndarray]:
         target = np.asarray(attribution.target, dtype=np.int64)
         fx = explained(model, attribution.output == "probability")[np.arange(len(target)), target]
         base = np.full(len(target), np.nan)
-        if attribution.output_change is not None:
+        if attribution.local_terms is not None and attribution.local_intercept is not None:
+            base = attribution.local_intercept
+            ends[name + TERMS_SUFFIX] = attribution.local_terms.astype(np.float64)
+        elif attribution.output_change is not None:
             base = fx - attribution.output_change
         elif info.additivity == "exact":  # KernelSHAP: E f(background), over the baseline rows (a table)
             background = attribution.baseline_values                     # or of their mean image

@@ -39,11 +39,15 @@ class LimeFit:
         weights: coefficients per row and feature, (N, M): ``explanation.local_exp[label]``.
         intercepts: (N,), ``explanation.intercept[label]``.
         scores: weighted R² of each fit, (N,): ``explanation.score``.
+        instances: (N, M), each explained row as the local model reads it (lime's scaling; 1 for a
+            categorical feature: "the row's own category"), so that ``intercepts + (weights *
+            instances).sum(axis=1)`` is ``explanation.local_pred``.
     """
 
     weights: np.ndarray
     intercepts: np.ndarray
     scores: np.ndarray
+    instances: np.ndarray
 
 
 def explain_rows(
@@ -82,7 +86,7 @@ def explain_rows(
                          f"among {', '.join(ALL_FEATURE_SELECTIONS)}")
     sample = _sampler(explainer)
     mean, scale = explainer.scaler.mean_, explainer.scaler.scale_
-    weights, intercepts, scores = np.zeros((n, m)), np.zeros(n), np.zeros(n)
+    weights, intercepts, scores, instances = np.zeros((n, m)), np.zeros(n), np.zeros(n), np.zeros((n, m))
     step = max(1, CHUNK_VALUES // (num_samples * m))
     with tqdm(total=n, desc="LIME", unit="row", disable=not progress) as bar:
         for start in range(0, n, step):
@@ -95,8 +99,9 @@ def explain_rows(
             distances = np.sqrt(((scaled - scaled[:, :1]) ** 2).sum(axis=2))  # to the row itself, sample 0
             kernel = explainer.base.kernel_fn(distances)
             weights[start:stop], intercepts[start:stop], scores[start:stop] = weighted_ridge(scaled, y, kernel)
+            instances[start:stop] = scaled[:, 0]
             bar.update(stop - start)
-    return LimeFit(weights=weights, intercepts=intercepts, scores=scores)
+    return LimeFit(weights=weights, intercepts=intercepts, scores=scores, instances=instances)
 
 
 def weighted_ridge(X: np.ndarray, y: np.ndarray, w: np.ndarray, alpha: float = 1.0):

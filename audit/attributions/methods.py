@@ -94,6 +94,10 @@ class Attribution:
             attributions of completeness-type methods should add up to; None otherwise.
         seconds: wall time.
         settings: method settings (steps, samples, seed, …).
+        local_intercept: LIME only: its local linear model's intercept per sample, (N,).
+        local_terms: LIME only: that model's terms at the explained input, weight × the input as
+            the model reads it, per interpretable feature, (N, n_features): the intercept plus the
+            terms is LIME's own prediction at x (``local_pred``), which misses f(x) by its misfit.
     """
 
     method: str
@@ -107,6 +111,8 @@ class Attribution:
     output_change: np.ndarray | None
     seconds: float
     settings: dict = field(default_factory=dict)
+    local_intercept: np.ndarray | None = None
+    local_terms: np.ndarray | None = None
 
     @property
     def relative_error(self) -> np.ndarray | None:
@@ -250,11 +256,11 @@ def attribute(
         with warnings.catch_warnings(), _global_generators_kept(wrapped):
             # captum announces the hooks DeepLift sets on activations at every call
             warnings.filterwarnings("ignore", message="Setting forward, backward hooks", category=UserWarning)
-            values, error, error_name, settings = runner(
+            values, error, error_name, settings, *local = runner(
                 wrapped, inputs, target, base, space=space, background=background, n_steps=n_steps,
                 max_steps=max_steps, tolerance=tolerance, n_samples=n_samples, batch_size=batch_size, seed=seed,
                 progress=progress, estimator=estimator, lime_target=lime_target,
-            )
+            )  # LIME adds its local models' intercepts and terms
         seconds = time.perf_counter() - start
         output_change = None
         if info.additivity in ("checked", "expected"):
@@ -274,6 +280,8 @@ def attribute(
         output_change=output_change,
         seconds=seconds,
         settings={"seed": seed, **settings},
+        local_intercept=local[0] if local else None,
+        local_terms=local[1] if local else None,
     )
 
 
@@ -616,7 +624,7 @@ def _lime(wrapped, inputs, target, base, *, space, background, n_samples, batch_
         return batched_outputs(wrapped, X, 4096)
 
     values = np.zeros((len(inputs), space.n_features))
-    misfit = np.zeros(len(inputs))
+    misfit, intercept = np.zeros(len(inputs)), np.zeros(len(inputs))
     if space.kind == "tabular":
         from lime.lime_tabular import LimeTabularExplainer
 
@@ -632,7 +640,8 @@ def _lime(wrapped, inputs, target, base, *, space, background, n_samples, batch_
         # explain_instance per row, batched across rows (lime's draws, one model call per chunk)
         fit = explain_rows(explainer, space.to_codes(inputs), lambda z: proba(space.from_codes(z)), target,
                            num_samples=samples, progress=progress)
-        values, misfit = fit.weights, 1.0 - fit.scores
+        values, misfit, intercept = fit.weights, 1.0 - fit.scores, fit.intercepts
+        terms = fit.weights * fit.instances
     else:
         import functools
         from unittest import mock
@@ -656,7 +665,10 @@ def _lime(wrapped, inputs, target, base, *, space, background, n_samples, batch_
             for g, weight in explanation.local_exp[int(target[i])]:
                 values[i, g] = weight
             misfit[i] = 1.0 - _score(explanation, int(target[i]))
-    return space.spread(values, inputs), misfit, "lime_misfit", {"num_samples": samples, "target": lime_target}
+            intercept[i] = explanation.intercept[int(target[i])]
+        terms = values  # the explained image shows every superpixel: the local model reads it as all ones
+    return (space.spread(values, inputs), misfit, "lime_misfit", {"num_samples": samples, "target": lime_target},
+            intercept, terms)
 
 
 def _score(explanation, label: int) -> float:
