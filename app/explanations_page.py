@@ -166,6 +166,12 @@ def show(run) -> None:
         return
     for reason in (details.not_assessed or {}).values():
         st.info(f"Not assessed: {literal(reason)}.")
+    if not run.has(PREDICTIONS):  # the rows are listed, filtered and sorted by their predictions
+        st.info("This run did not run the performance family, so it holds no predictions: the explained rows "
+                "cannot be listed with their predictions and labels here. Global importance and agreement follow; "
+                "audit with the performance family (the default) to explore single decisions.")
+        _global(run)
+        return
     methods = list(details.methods)
     values = per_method(run)
     frame = samples(run)

@@ -353,3 +353,29 @@ def test_lime_waterfall_runs_from_its_intercept_to_its_own_prediction_at_x(train
         np.testing.assert_allclose(terms[categorical], weights[categorical], rtol=1e-6, atol=1e-9)  # weights: float32
         caption = " ".join(texts(at.caption))
         assert f"against f(x) {float(arrays['lime__fx'][position]):.4g}" in caption
+
+
+def test_a_run_without_predictions_says_so_and_shows_global_importance(trained, tmp_path, monkeypatch):
+    # `families = ["attributions"]`: no predictions.npz, which the row list reads; the page says why
+    # instead of showing a read error as if the run were damaged
+    import contextlib
+    import io
+
+    from scrutiny.cli import main
+
+    _, _, checkpoint = trained("adult", "mlp")
+    root = tmp_path / "runs"
+    (tmp_path / "ig.toml").write_text('seed = 0\nfamilies = ["attributions"]\n\n[attributions]\n'
+                                      'methods = ["integrated_gradients"]\nsamples = 6\nquality = false\n'
+                                      'stability_rows = 3\nn_boot = 20\n')
+    with contextlib.redirect_stdout(io.StringIO()):
+        code = main(["audit", str(checkpoint), "--data", "adult", "--config", str(tmp_path / "ig.toml"),
+                     "--out", str(root / "ig")])
+    assert code in (0, 1) and not (root / "ig" / "arrays" / "predictions.npz").exists()
+    monkeypatch.setenv("SCRUTINY_RUNS_DIR", str(root))
+    at = ok(app("explanations", "ig"))
+    assert not at.error, texts(at.error)
+    assert any("did not run the performance family" in t for t in texts(at.info))
+    importance = frame(at, "feature", "mean |attribution|")
+    expected = findings_of(root, "ig")["details"]["attributions"]["importance"]["integrated_gradients"]["mean"]
+    assert sorted(importance["mean |attribution|"].to_numpy(dtype=float)) == pytest.approx(sorted(expected))
