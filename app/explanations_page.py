@@ -326,7 +326,7 @@ def _waterfall(run, method: str, position: int, attributions: pd.DataFrame, stor
         local = base + float(terms.sum())
         steps = waterfall(terms, labels, base, local, end="LIME's model at x")
         st.pyplot(waterfall_figure(steps, title=method, units=f"{unit} of {explained}", fx=fx), clear_figure=True)
-        st.caption(f"{literal(method)}: its local linear model, intercept {base:.4g} + each feature's weight × its "
+        st.caption(f"{literal(method)}: its local linear model, intercept {base:.4g} + each feature's weight times its "
                    f"value as the model reads it (scaled; 1 for the row's own category) = {local:.4g} at x, "
                    f"against f(x) {fx:.4g} ({unit}): the model misses it by {local - fx:+.2g}. The weights "
                    f"are the attributions listed; the terms here are what they add at this row.")

@@ -317,9 +317,8 @@ n_boot = 20
 """
 
 
-def test_lime_waterfall_runs_from_its_intercept_to_its_own_prediction_at_x(trained, tmp_path, monkeypatch):
-    # LIME's weights are slopes: its waterfall is its local linear model read at x (intercept +
-    # weight × input as the model reads it), which ends at LIME's prediction, not at f(x)
+def small_adult_run(trained, tmp_path, monkeypatch, name: str, config: str):
+    """The Adult MLP audited with ``config`` into ``tmp_path/runs/name``, the app's runs folder."""
     import contextlib
     import io
 
@@ -327,12 +326,19 @@ def test_lime_waterfall_runs_from_its_intercept_to_its_own_prediction_at_x(train
 
     _, _, checkpoint = trained("adult", "mlp")
     root = tmp_path / "runs"
-    (tmp_path / "lime.toml").write_text(LIME_ONLY)
+    (tmp_path / f"{name}.toml").write_text(config)
     with contextlib.redirect_stdout(io.StringIO()):
-        code = main(["audit", str(checkpoint), "--data", "adult", "--config", str(tmp_path / "lime.toml"),
-                     "--out", str(root / "lime")])
+        code = main(["audit", str(checkpoint), "--data", "adult", "--config", str(tmp_path / f"{name}.toml"),
+                     "--out", str(root / name)])
     assert code in (0, 1)
     monkeypatch.setenv("SCRUTINY_RUNS_DIR", str(root))
+    return root
+
+
+def test_lime_waterfall_runs_from_its_intercept_to_its_own_prediction_at_x(trained, tmp_path, monkeypatch):
+    # LIME's weights are slopes: its waterfall is its local linear model read at x (intercept +
+    # weight × input as the model reads it), which ends at LIME's prediction, not at f(x)
+    root = small_adult_run(trained, tmp_path, monkeypatch, "lime", LIME_ONLY)
     arrays = stored(root, "lime")
     details = findings_of(root, "lime")["details"]["attributions"]
     at = ok(app("explanations", "lime"))
@@ -358,21 +364,10 @@ def test_lime_waterfall_runs_from_its_intercept_to_its_own_prediction_at_x(train
 def test_a_run_without_predictions_says_so_and_shows_global_importance(trained, tmp_path, monkeypatch):
     # `families = ["attributions"]`: no predictions.npz, which the row list reads; the page says why
     # instead of showing a read error as if the run were damaged
-    import contextlib
-    import io
-
-    from scrutiny.cli import main
-
-    _, _, checkpoint = trained("adult", "mlp")
-    root = tmp_path / "runs"
-    (tmp_path / "ig.toml").write_text('seed = 0\nfamilies = ["attributions"]\n\n[attributions]\n'
-                                      'methods = ["integrated_gradients"]\nsamples = 6\nquality = false\n'
-                                      'stability_rows = 3\nn_boot = 20\n')
-    with contextlib.redirect_stdout(io.StringIO()):
-        code = main(["audit", str(checkpoint), "--data", "adult", "--config", str(tmp_path / "ig.toml"),
-                     "--out", str(root / "ig")])
-    assert code in (0, 1) and not (root / "ig" / "arrays" / "predictions.npz").exists()
-    monkeypatch.setenv("SCRUTINY_RUNS_DIR", str(root))
+    root = small_adult_run(trained, tmp_path, monkeypatch, "ig", 'seed = 0\nfamilies = ["attributions"]\n\n'
+                           '[attributions]\nmethods = ["integrated_gradients"]\nsamples = 6\nquality = false\n'
+                           'stability_rows = 3\nn_boot = 20\n')
+    assert not (root / "ig" / "arrays" / "predictions.npz").exists()
     at = ok(app("explanations", "ig"))
     assert not at.error, texts(at.error)
     assert any("did not run the performance family" in t for t in texts(at.info))
