@@ -324,31 +324,28 @@ def _waterfall(run, method: str, position: int, attributions: pd.DataFrame, stor
     if method + TERMS_SUFFIX in stored:  # LIME: its local linear model at x, which f(x) it approximates
         terms = np.asarray(stored[method + TERMS_SUFFIX][position], dtype=np.float64)
         local = base + float(terms.sum())
-        steps = waterfall(terms, labels, base, local, end="LIME's model at x")
-        st.pyplot(waterfall_figure(steps, title=method, units=f"{unit} of {explained}", fx=fx), clear_figure=True)
-        st.caption(f"{literal(method)}: its local linear model, intercept {base:.4g} + each feature's weight times its "
+        steps, marked = waterfall(terms, labels, base, local, end="LIME's model at x"), fx
+        caption = (f"{literal(method)}: its local linear model, intercept {base:.4g} + each feature's weight times its "
                    f"value as the model reads it (scaled; 1 for the row's own category) = {local:.4g} at x, "
                    f"against f(x) {fx:.4g} ({unit}): the model misses it by {local - fx:+.2g}. The weights "
                    f"are the attributions listed; the terms here are what they add at this row.")
-        table_ = steps[["step", "contribution", "cumulative"]].rename(
-            columns={"contribution": method, "cumulative": "running total"})
-        st.dataframe(table_, hide_index=True, width="stretch", key=f"waterfall_{method}")
-        return
-    if not np.isfinite(base):
+    elif not np.isfinite(base):
         st.pyplot(bars_figure(pd.Series(values.to_numpy(), index=labels), title=method, units=unit), clear_figure=True)
         why = (f"its weights are the slopes of a local linear model of the {unit}, which do not add up to f(x)"
                if method == "lime" else "its values do not add up to f(x) minus a base value")
         st.caption(f"{literal(method)}: f(x) = {fx:.4g} ({unit} of {literal(explained)}); no waterfall: {why}.")
         return
-    steps = waterfall(values.to_numpy(), labels, base, fx)
-    st.pyplot(waterfall_figure(steps, title=method, units=f"{unit} of {explained}"), clear_figure=True)
-    total = float(values.sum())
-    gap = total - (fx - base)
-    additivity = METHOD_INFO[method].additivity if method in METHOD_INFO else "none"
-    how = {"exact": "exactly (Shapley values)", "checked": "up to the completeness gap",
-           "expected": "in expectation over baseline draws"}.get(additivity, "")
-    st.caption(f"{literal(method)}: base {base:.4g} + attributions {total:+.4g} vs f(x) {fx:.4g} ({unit}); the "
-               f"attributions add up to f(x) - base {how}: gap {gap:+.2g}.")
+    else:
+        steps, marked = waterfall(values.to_numpy(), labels, base, fx), None
+        total = float(values.sum())
+        gap = total - (fx - base)
+        additivity = METHOD_INFO[method].additivity if method in METHOD_INFO else "none"
+        how = {"exact": "exactly (Shapley values)", "checked": "up to the completeness gap",
+               "expected": "in expectation over baseline draws"}.get(additivity, "")
+        caption = (f"{literal(method)}: base {base:.4g} + attributions {total:+.4g} vs f(x) {fx:.4g} ({unit}); the "
+                   f"attributions add up to f(x) - base {how}: gap {gap:+.2g}.")
+    st.pyplot(waterfall_figure(steps, title=method, units=f"{unit} of {explained}", fx=marked), clear_figure=True)
+    st.caption(caption)
     table_ = steps[["step", "contribution", "cumulative"]].rename(
         columns={"contribution": method, "cumulative": "running total"})
     st.dataframe(table_, hide_index=True, width="stretch", key=f"waterfall_{method}")

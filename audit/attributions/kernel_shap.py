@@ -621,8 +621,9 @@ def _per_background(predict, inputs: np.ndarray, background: np.ndarray, groups:
             out = predict(synthetic.reshape(-1, d)).reshape(len(where[part]), len(masks), -1)
             values[part] = np.take_along_axis(out, target[pair_rows[part]][:, None, None], axis=2)[:, :, 0]
         pair_delta = delta[pair_rows, pair_bg]
+        # the regression's targets, with Σφ = Δ eliminated through the last player
+        y = values - f_background[pair_rows, pair_bg][:, None] - masks[:, -1][None, :] * pair_delta[:, None]
         if not len(design.draws):  # every coalition enumerated: the regression gives the exact values
-            y = values - f_background[pair_rows, pair_bg][:, None] - masks[:, -1][None, :] * pair_delta[:, None]
             np.add.at(phi, (pair_rows[:, None], where), _solve(x_design, design.weights, y, pair_delta) / k)
             continue
         sampled = True
@@ -631,7 +632,6 @@ def _per_background(predict, inputs: np.ndarray, background: np.ndarray, groups:
             np.add.at(phi, (pair_rows[:, None], where), estimate / k)
             np.add.at(covariance, (pair_rows[:, None, None], where[:, :, None], where[:, None, :]), pair_covariance / k**2)
             continue
-        y = values - f_background[pair_rows, pair_bg][:, None] - masks[:, -1][None, :] * pair_delta[:, None]
         estimate = _solve(x_design, design.weights, y, pair_delta)                    # (P, size)
         np.add.at(phi, (pair_rows[:, None], where), estimate / k)
         replicates = _replicate_values(design, x_design, y, pair_delta, n_boot=n_boot, seed=seed)  # (b, P, size)
